@@ -1,0 +1,168 @@
+"""Model configs as dataclasses (serialised into every checkpoint) and the named configs.
+
+`tiny` is for tests (< 1M parameters); `wan2.1-1.3b` is Wan2.1-T2V-1.3B widened for the condition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .latent_formats import get_format
+
+ATTENTION_MODES = ("full", "temporal_units", "sparse_local")
+UPSAMPLER_MODES = ("learned", "interp", "channel_only")
+
+
+@dataclass
+class DiTConfig:
+    """Wan 2.1 DiT hyper-parameters (Wan's own names) plus SimpleGVR's condition and attention."""
+
+    dim: int = 1536
+    ffn_dim: int = 8960
+    num_heads: int = 12
+    num_layers: int = 30
+    in_dim: int = 32  # 2*C for SimpleGVR (cat[z_t, c]); C for a plain T2V model
+    out_dim: int = 16
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    freq_dim: int = 256
+    text_dim: int = 4096
+    qk_norm: bool = True
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    noise_level_embed: bool = True  # embed the condition noise level s (zero-init projection)
+    attention: str = "full"  # full | temporal_units | sparse_local
+    unit_frames: int = 5  # temporal_units: latent frames per unit (paper §4.4)
+    sparse_block: tuple[int, int] = (9, 12)  # sparse_local: (h, w) tokens per 2D block ("12x9", w x h)
+    sparse_topk: int = 1  # sparse_local: extra key blocks each query block attends to
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(int(p) for p in self.patch_size)
+        self.sparse_block = tuple(int(p) for p in self.sparse_block)
+        if self.dim % self.num_heads:
+            raise ValueError(f"dit.dim={self.dim} is not divisible by dit.num_heads={self.num_heads}")
+        head_dim = self.dim // self.num_heads
+        if head_dim % 2 or head_dim < 6:
+            raise ValueError(f"dit head_dim={head_dim}: expected an even number >= 6 for the 3D RoPE")
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"dit.patch_size={self.patch_size}: expected three positive ints (t, h, w)")
+        if self.in_dim not in (self.out_dim, 2 * self.out_dim):
+            raise ValueError(
+                f"dit.in_dim={self.in_dim}: expected out_dim ({self.out_dim}, plain T2V) or "
+                f"2*out_dim ({2 * self.out_dim}, SimpleGVR cat[z_t, c])"
+            )
+        check_attention(self.attention, self.unit_frames, self.sparse_block, self.sparse_topk)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def conditioned(self) -> bool:
+        return self.in_dim == 2 * self.out_dim
+
+
+@dataclass
+class UpsamplerConfig:
+    """Latent upsampler (condition path): `learned`, `interp` or `channel_only` (paper ablation)."""
+
+    mode: str = "learned"
+    channels: int = 16  # latent channels C
+    hidden: int = 128  # width of the residual blocks
+    temporal_factor: int = 4  # VAE temporal compression: latent frame 0 -> 1 frame, others -> 4
+
+    def __post_init__(self) -> None:
+        if self.mode not in UPSAMPLER_MODES:
+            raise ValueError(f"upsampler.mode={self.mode!r}: expected one of {UPSAMPLER_MODES}")
+        if self.hidden < 1 or self.channels < 1 or self.temporal_factor < 1:
+            raise ValueError(f"upsampler sizes must be positive, got {self}")
+
+
+@dataclass
+class SimpleGVRConfig:
+    """Everything needed to rebuild a SimpleGVR model; stored as JSON in checkpoint metadata."""
+
+    name: str = "custom"
+    latent_format: str = "wan21"
+    train_latent_frames: int = 5  # clip length the checkpoint was trained on (17 frames -> 5)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dit, dict):
+            self.dit = _build(DiTConfig, self.dit, "dit")
+        if isinstance(self.upsampler, dict):
+            self.upsampler = _build(UpsamplerConfig, self.upsampler, "upsampler")
+        fmt = get_format(self.latent_format)
+        self.latent_format = fmt.name
+        if self.dit.out_dim != fmt.channels or self.upsampler.channels != fmt.channels:
+            raise ValueError(
+                f"latent format '{fmt.name}' has {fmt.channels} channels but dit.out_dim="
+                f"{self.dit.out_dim} and upsampler.channels={self.upsampler.channels}"
+            )
+        if self.train_latent_frames < 1:
+            raise ValueError(f"train_latent_frames must be >= 1, got {self.train_latent_frames}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimpleGVRConfig:
+        return _build(cls, d, "config")
+
+
+def check_attention(mode: str, unit_frames: int, sparse_block, sparse_topk: int) -> None:
+    """Validate an attention setting (used by the config and by inference-time overrides)."""
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"attention mode {mode!r}: expected one of {ATTENTION_MODES}")
+    if unit_frames < 1:
+        raise ValueError(f"unit_frames must be >= 1, got {unit_frames}")
+    if len(tuple(sparse_block)) != 2 or min(sparse_block) < 1:
+        raise ValueError(f"sparse_block must be two positive ints (h, w), got {sparse_block}")
+    if sparse_topk < 0:
+        raise ValueError(f"sparse_topk must be >= 0, got {sparse_topk}")
+
+
+def _build(cls, d: dict[str, Any], what: str):
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} must be a dict, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{what} has unknown keys {unknown}: expected a subset of {sorted(names)}")
+    return cls(**d)
+
+
+def _tiny() -> SimpleGVRConfig:
+    return SimpleGVRConfig(
+        name="tiny",
+        dit=DiTConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, freq_dim=32, text_dim=32,
+                      unit_frames=2, sparse_block=(2, 2)),
+        upsampler=UpsamplerConfig(hidden=16),
+    )
+
+
+def _wan13b() -> SimpleGVRConfig:
+    return SimpleGVRConfig(name="wan2.1-1.3b", dit=DiTConfig(attention="temporal_units"),
+                           upsampler=UpsamplerConfig(hidden=128))
+
+
+NAMED_CONFIGS = {"tiny": _tiny, "wan2.1-1.3b": _wan13b}
+
+
+def get_config(spec: str | dict | SimpleGVRConfig) -> SimpleGVRConfig:
+    """A config from a name in NAMED_CONFIGS, a dict (as stored in checkpoints) or a config."""
+    if isinstance(spec, SimpleGVRConfig):
+        return spec
+    if isinstance(spec, dict):
+        return SimpleGVRConfig.from_dict(spec)
+    if isinstance(spec, str):
+        if spec not in NAMED_CONFIGS:
+            raise ValueError(f"unknown config {spec!r}: expected one of {sorted(NAMED_CONFIGS)}")
+        return NAMED_CONFIGS[spec]()
+    raise ValueError(f"config must be a name, dict or SimpleGVRConfig, got {type(spec).__name__}")

@@ -1,0 +1,156 @@
+"""Latent formats of the text-to-video VAEs SimpleGVR works in: the one home of the latent contract.
+
+A ComfyUI LATENT holds `[B, C, T, H, W]` in *raw* VAE scale. The model works on normalised latents:
+`normalise` maps raw -> model space, `denormalise` maps back (ComfyUI's `process_in` / `process_out`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Wan 2.1 VAE per-channel statistics (wan/modules/vae.py; identical in ComfyUI and diffusers).
+_WAN21_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+               0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+_WAN21_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+              3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+# Wan 2.2 (TI2V 5B) VAE per-channel statistics (wan/modules/vae2_2.py).
+_WAN22_MEAN = (-0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+               -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+               -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+               -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+               -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+               0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667)
+_WAN22_STD = (0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+              0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+              0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+              0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+              0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+              0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744)
+
+
+@dataclass(frozen=True)
+class LatentFormat:
+    """A VAE latent space: channel count, compression and the raw <-> model-space normalisation."""
+
+    name: str
+    channels: int
+    spatial_ratio: int
+    temporal_ratio: int = 4
+    mean: tuple[float, ...] | None = None  # per-channel (Wan); None for scalar-scaled formats
+    std: tuple[float, ...] | None = None
+    scale: float = 1.0  # scalar scale (CogVideoX); model = raw * scale
+
+    # --- geometry -------------------------------------------------------------------------
+    def latent_frames(self, frames: int) -> int:
+        """Pixel frames -> latent frames (causal: the first frame alone, then groups of 4)."""
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        return 1 + (frames - 1) // self.temporal_ratio
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        """Latent frames -> the pixel frames the VAE decodes them to: 1 + 4(T_lat - 1)."""
+        if latent_frames < 1:
+            raise ValueError(f"latent frames must be >= 1, got {latent_frames}")
+        return 1 + self.temporal_ratio * (latent_frames - 1)
+
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """Pixel (H, W) -> the nearest latent grid (H/r, W/r), rounded, at least 1."""
+        if height < 1 or width < 1:
+            raise ValueError(f"pixel size must be positive, got {height}x{width} (HxW)")
+        r = self.spatial_ratio
+        return max(1, round(height / r)), max(1, round(width / r))
+
+    # --- normalisation --------------------------------------------------------------------
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, self.channels) + (1,) * (x.ndim - 2)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
+        return mean, std
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw VAE scale [B,C,...] -> model space (ComfyUI `process_in`)."""
+        self.check_channels(x, "latent")
+        if self.mean is not None:
+            mean, std = self._stats(x)
+            return (x - mean) / std
+        return x * self.scale
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space [B,C,...] -> raw VAE scale (ComfyUI `process_out`)."""
+        self.check_channels(x, "latent")
+        if self.mean is not None:
+            mean, std = self._stats(x)
+            return x * std + mean
+        return x / self.scale
+
+    def check_channels(self, x: torch.Tensor, what: str = "latent") -> None:
+        if x.ndim < 2 or x.shape[1] != self.channels:
+            raise ValueError(
+                f"{what} has shape {tuple(x.shape)}: expected {self.channels} channels in dim 1 "
+                f"for latent format '{self.name}'"
+            )
+
+
+WAN21 = LatentFormat("wan21", 16, 8, 4, _WAN21_MEAN, _WAN21_STD)
+WAN22 = LatentFormat("wan22", 48, 16, 4, _WAN22_MEAN, _WAN22_STD)
+COGVIDEOX_2B = LatentFormat("cogvideox_2b", 16, 8, 4, scale=1.15258426)
+COGVIDEOX_5B = LatentFormat("cogvideox_5b", 16, 8, 4, scale=0.7)  # also CogVideoX 1.5
+
+FORMATS: dict[str, LatentFormat] = {f.name: f for f in (WAN21, WAN22, COGVIDEOX_2B, COGVIDEOX_5B)}
+
+
+def get_format(name: str | LatentFormat) -> LatentFormat:
+    """Look a format up by name ('wan21', 'wan22', 'cogvideox_2b', 'cogvideox_5b')."""
+    if isinstance(name, LatentFormat):
+        return name
+    key = str(name).lower().replace("-", "_").replace(".", "")
+    aliases = {"wan2_1": "wan21", "wan2_2": "wan22", "cogvideox": "cogvideox_2b",
+               "cogvideox_15": "cogvideox_5b", "cogvideox1_5": "cogvideox_5b"}
+    key = aliases.get(key, key)
+    if key not in FORMATS:
+        raise ValueError(f"unknown latent format {name!r}: expected one of {sorted(FORMATS)}")
+    return FORMATS[key]
+
+
+def formats_for_channels(channels: int) -> list[LatentFormat]:
+    """All known formats with this channel count; ValueError when there is none."""
+    found = [f for f in FORMATS.values() if f.channels == channels]
+    if not found:
+        known = sorted({f.channels for f in FORMATS.values()})
+        raise ValueError(f"no known latent format has {channels} channels: expected one of {known}")
+    return found
+
+
+def to_bcthw(x: torch.Tensor, channels: int, what: str = "latent") -> tuple[torch.Tensor, str]:
+    """Return `x` as [B,C,T,H,W] and the layout it came in ('BCTHW' or 'BTCHW').
+
+    ComfyUI core uses [B,C,T,H,W]; some wrapper packs (CogVideoX) hand [B,T,C,H,W]. When both dims
+    match the channel count the standard ComfyUI layout wins.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 5:
+        raise ValueError(
+            f"{what} has shape {tuple(x.shape)}: expected a 5-D video latent [B,C,T,H,W] "
+            f"(a 4-D tensor is an image latent)"
+        )
+    if x.shape[1] == channels:
+        return x, "BCTHW"
+    if x.shape[2] == channels:
+        return x.permute(0, 2, 1, 3, 4), "BTCHW"
+    raise ValueError(
+        f"{what} has shape {tuple(x.shape)}: expected {channels} channels in dim 1 ([B,C,T,H,W]) "
+        f"or dim 2 ([B,T,C,H,W])"
+    )
+
+
+def from_bcthw(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """Inverse of `to_bcthw`: put a [B,C,T,H,W] tensor back into `layout`."""
+    if layout == "BCTHW":
+        return x
+    if layout == "BTCHW":
+        return x.permute(0, 2, 1, 3, 4)
+    raise ValueError(f"unknown layout {layout!r}: expected 'BCTHW' or 'BTCHW'")

@@ -1,0 +1,47 @@
+"""`SimpleGVR`: the DiT and the latent upsampler under one config and one latent format."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .config import SimpleGVRConfig, get_config
+from .latent_formats import LatentFormat, get_format
+from .models import LatentUpsampler, SimpleGVRDiT
+
+
+class SimpleGVR(nn.Module):
+    """Latent-cascaded video super-resolution model: `m.upsampler` builds c, `m.dit` predicts v."""
+
+    def __init__(self, config: SimpleGVRConfig):
+        super().__init__()
+        if not config.dit.conditioned:
+            raise ValueError(
+                f"SimpleGVR needs a conditioned DiT (in_dim = 2*out_dim = {2 * config.dit.out_dim}), "
+                f"got in_dim={config.dit.in_dim}; build a plain T2V model with SimpleGVRDiT directly"
+            )
+        self.config = config
+        self.dit = SimpleGVRDiT(config.dit)
+        self.upsampler = LatentUpsampler(config.upsampler)
+
+    @classmethod
+    def from_config(cls, spec: str | dict | SimpleGVRConfig, device=None, dtype=None) -> SimpleGVR:
+        """Build from a named config ('tiny', 'wan2.1-1.3b'), a dict or a config; `device='meta'` allocates nothing."""
+        cfg = get_config(spec)
+        if device is not None:
+            with torch.device(device):
+                model = cls(cfg)
+        else:
+            model = cls(cfg)
+        if dtype is not None:
+            model = model.to(dtype)
+        return model
+
+    @property
+    def latent_format(self) -> LatentFormat:
+        return get_format(self.config.latent_format)
+
+    def num_parameters(self) -> dict[str, int]:
+        dit = sum(p.numel() for p in self.dit.parameters())
+        up = sum(p.numel() for p in self.upsampler.parameters())
+        return {"dit": dit, "upsampler": up, "total": dit + up}

@@ -1,0 +1,179 @@
+"""Latent upsampler: the condition path of SimpleGVR (paper §4.1; ICLR version's residual design).
+
+    c_s = (1 - s) c0 + s eps                                   noise augmentation, before any learning
+    h   = Res3D_time(Res3D_ch(c_s))       channels C -> hidden, time T -> 1 + 4(T - 1) (causal, as the VAE)
+    h   = bilinear(h, target H x W)       any factor, e.g. 60x104 -> 135x240
+    h   = Res3D_ch(Res3D_time^-1(h))      time back to T, hidden -> hidden
+    c   = bilinear(c_s) + proj_out(h)     proj_out starts at zero: a fresh `learned` upsampler is `interp`
+
+Every temporal convolution is causal (pads only the past), the norms are per position, and the time
+expansion maps latent frame 0 to one frame and each later latent frame to 4, so output frame i never
+depends on input frames after i. `interp` is plain latent interpolation; `channel_only` skips the
+temporal expansion (the paper's ablation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import UpsamplerConfig
+
+
+class ChannelRMSNorm(nn.Module):
+    """RMS norm over channels at each (t, h, w) position: it mixes no frames, so it stays causal."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight.view(1, -1, 1, 1, 1)
+
+
+class CausalConv3d(nn.Conv3d):
+    """3x3x3 convolution that pads time on the past side only (replicating the first frame)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, kernel_size=3, padding=(0, 1, 1))
+
+    def forward(self, x):
+        x = torch.cat([x[:, :, :1]] * 2 + [x], dim=2)
+        return super().forward(x)
+
+
+class ResBlock3d(nn.Module):
+    """Pre-norm residual block of two causal 3D convolutions; a 1x1x1 skip when channels change."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.norm1 = ChannelRMSNorm(cin)
+        self.conv1 = CausalConv3d(cin, cout)
+        self.norm2 = ChannelRMSNorm(cout)
+        self.conv2 = CausalConv3d(cout, cout)
+        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class TemporalExpand(nn.Module):
+    """Residual block that turns T latent frames into 1 + r(T-1) frames, causally (r = 4).
+
+    The convolutions predict r sub-frames per latent frame (added to the latent frame repeated r
+    times); latent frame 0 keeps only its last sub-frame, as the VAE decodes it to one frame.
+    """
+
+    def __init__(self, channels: int, factor: int):
+        super().__init__()
+        self.factor = factor
+        self.norm1 = ChannelRMSNorm(channels)
+        self.conv1 = CausalConv3d(channels, channels)
+        self.norm2 = ChannelRMSNorm(channels)
+        self.conv2 = CausalConv3d(channels, channels * factor)
+
+    def forward(self, x):
+        b, c, t, h, w = x.shape
+        r = self.factor
+        y = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))  # [B, C*r, T, H, W]
+        y = y.view(b, c, r, t, h, w) + x.unsqueeze(2)
+        y = y.permute(0, 1, 3, 2, 4, 5).reshape(b, c, t * r, h, w)  # frame order (t, sub-frame)
+        return y[:, :, r - 1:]  # [B, C, 1 + r(T-1), H, W]
+
+
+class TemporalCompress(nn.Module):
+    """Residual block that folds 1 + r(T-1) frames back into T latent frames (inverse grouping)."""
+
+    def __init__(self, channels: int, factor: int):
+        super().__init__()
+        self.factor = factor
+        self.norm1 = ChannelRMSNorm(channels * factor)
+        self.conv1 = CausalConv3d(channels * factor, channels)
+        self.norm2 = ChannelRMSNorm(channels)
+        self.conv2 = CausalConv3d(channels, channels)
+
+    def forward(self, x):
+        b, c, tf, h, w = x.shape
+        r = self.factor
+        x = torch.cat([x[:, :, :1]] * (r - 1) + [x], dim=2)  # frame 0 fills its r slots
+        t = x.shape[2] // r
+        g = x.view(b, c, t, r, h, w).permute(0, 1, 3, 2, 4, 5).reshape(b, c * r, t, h, w)
+        y = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(g))))))
+        return x.view(b, c, t, r, h, w).mean(3) + y
+
+
+def resize_frames(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of every frame of [B, C, T, H, W] to size=(H2, W2)."""
+    b, c, t, h, w = x.shape
+    y = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+    return y.reshape(b, t, c, *size).permute(0, 2, 1, 3, 4)
+
+
+def add_condition_noise(c0: torch.Tensor, noise_level, generator: torch.Generator | None = None) -> torch.Tensor:
+    """c_s = (1 - s) c0 + s eps, with s a float or a [B] tensor and eps drawn from `generator`."""
+    s = torch.as_tensor(noise_level, dtype=torch.float32, device=c0.device)
+    if s.ndim == 0:
+        s = s.expand(c0.shape[0])
+    if s.shape != (c0.shape[0],):
+        raise ValueError(f"noise_level has shape {tuple(s.shape)}: expected a float or [{c0.shape[0]}]")
+    if s.device.type != "meta":
+        if torch.any((s < 0) | (s > 1)):
+            raise ValueError(f"noise_level must lie in [0, 1], got {s.tolist()}")
+        if torch.all(s == 0):
+            return c0
+    eps = torch.randn(c0.shape, generator=generator, device=c0.device, dtype=torch.float32)
+    s = s.view(-1, *([1] * (c0.ndim - 1)))
+    return ((1 - s) * c0.float() + s * eps).to(c0.dtype)
+
+
+class LatentUpsampler(nn.Module):
+    """Noise-augment a normalised LR latent and bring it to the HR latent size: [B,C,T,H,W] -> [B,C,T,H2,W2]."""
+
+    def __init__(self, cfg: UpsamplerConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, hid, r = cfg.channels, cfg.hidden, cfg.temporal_factor
+        if cfg.mode == "interp":
+            return
+        time_in = TemporalExpand(hid, r) if cfg.mode == "learned" else ResBlock3d(hid, hid)
+        time_out = TemporalCompress(hid, r) if cfg.mode == "learned" else ResBlock3d(hid, hid)
+        self.res_in = nn.ModuleList([ResBlock3d(c, hid), time_in])
+        self.res_out = nn.ModuleList([time_out, ResBlock3d(hid, hid)])
+        self.proj_out = nn.Conv3d(hid, c, kernel_size=(1, 3, 3), padding=(0, 1, 1))
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def expand(self, c: torch.Tensor) -> torch.Tensor:
+        """The pre-resize features: [B, hidden, 1 + 4(T-1), H, W] for `learned` (T frames otherwise)."""
+        for blk in self.res_in:
+            c = blk(c)
+        return c
+
+    def forward(self, c0: torch.Tensor, size: tuple[int, int], noise_level=0.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        if not isinstance(c0, torch.Tensor) or c0.ndim != 5 or c0.shape[1] != cfg.channels:
+            raise ValueError(f"c0 has shape {tuple(getattr(c0, 'shape', ()))}: expected [B,{cfg.channels},T,H,W]")
+        if c0.shape[2] < 1:
+            raise ValueError("c0 has 0 latent frames: expected at least 1")
+        if len(size) != 2 or min(int(v) for v in size) < 1:
+            raise ValueError(f"size={size}: expected a positive (H, W) in latent pixels")
+        size = (int(size[0]), int(size[1]))
+        if c0.device.type != "meta" and not torch.isfinite(c0).all():
+            raise ValueError("c0 contains NaN or Inf")
+        cs = add_condition_noise(c0, noise_level, generator)
+        base = resize_frames(cs, size)
+        if cfg.mode == "interp":
+            return base
+        dtype = self.proj_out.weight.dtype
+        h = resize_frames(self.expand(cs.to(dtype)), size)
+        for blk in self.res_out:
+            h = blk(h)
+        return base + self.proj_out(h).to(base.dtype)

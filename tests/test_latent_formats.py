@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from simplegvr_core.latent_formats import (
+    COGVIDEOX_2B,
+    COGVIDEOX_5B,
+    WAN21,
+    WAN22,
+    formats_for_channels,
+    from_bcthw,
+    get_format,
+    to_bcthw,
+)
+
+
+def test_wan21_normalise_matches_comfyui_process_in_and_round_trips():
+    x = torch.randn(2, 16, 3, 4, 5) * 3
+    z = WAN21.normalise(x)
+    mean = torch.tensor(WAN21.mean).view(1, 16, 1, 1, 1)
+    std = torch.tensor(WAN21.std).view(1, 16, 1, 1, 1)
+    torch.testing.assert_close(z, (x - mean) / std)
+    assert WAN21.mean[0] == -0.7571 and WAN21.std[15] == 1.9160
+    torch.testing.assert_close(WAN21.denormalise(z), x)
+
+
+def test_wan22_has_48_channels_and_16x_spatial():
+    assert WAN22.channels == 48 and len(WAN22.mean) == 48 and len(WAN22.std) == 48
+    assert WAN22.spatial_ratio == 16
+    x = torch.randn(1, 48, 2, 3, 3)
+    torch.testing.assert_close(WAN22.denormalise(WAN22.normalise(x)), x)
+
+
+def test_cogvideox_scalar_scales():
+    x = torch.randn(1, 16, 2, 3, 3)
+    torch.testing.assert_close(COGVIDEOX_2B.normalise(x), x * 1.15258426)
+    torch.testing.assert_close(COGVIDEOX_5B.normalise(x), x * 0.7)
+    torch.testing.assert_close(COGVIDEOX_5B.denormalise(COGVIDEOX_5B.normalise(x)), x)
+
+
+def test_frame_and_size_arithmetic():
+    assert WAN21.latent_frames(77) == 20 and WAN21.latent_frames(17) == 5 and WAN21.latent_frames(1) == 1
+    assert WAN21.pixel_frames(20) == 77 and WAN21.pixel_frames(5) == 17
+    assert WAN21.latent_size(1080, 1920) == (135, 240)
+    assert WAN21.latent_size(480, 832) == (60, 104)
+    assert WAN22.latent_size(704, 1280) == (44, 80)
+
+
+def test_layout_detection():
+    x = torch.randn(1, 16, 5, 4, 4)
+    y, layout = to_bcthw(x, 16)
+    assert layout == "BCTHW" and y is x
+    xt = x.permute(0, 2, 1, 3, 4).contiguous()  # [B,T,C,H,W] as wrapper packs hand it
+    y, layout = to_bcthw(xt, 16)
+    assert layout == "BTCHW" and torch.equal(y, x)
+    assert torch.equal(from_bcthw(y, layout), xt)
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="no known latent format has 7 channels"):
+        formats_for_channels(7)
+    with pytest.raises(ValueError, match="unknown latent format 'sdxl'"):
+        get_format("sdxl")
+    with pytest.raises(ValueError, match="4-D tensor is an image latent"):
+        to_bcthw(torch.randn(1, 16, 8, 8), 16)
+    with pytest.raises(ValueError, match=r"expected 16 channels in dim 1 \(\[B,C,T,H,W\]\) or dim 2"):
+        to_bcthw(torch.randn(1, 12, 3, 8, 8), 16)
+    with pytest.raises(ValueError, match="expected 16 channels .* 'wan21'"):
+        WAN21.normalise(torch.randn(1, 48, 2, 4, 4))
+    assert [f.name for f in formats_for_channels(48)] == ["wan22"]
+    assert get_format("Wan2.1") is WAN21
