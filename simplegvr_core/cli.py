@@ -1,4 +1,4 @@
-"""`simplegvr` command line: bench | import-wan | info.
+"""`simplegvr` command line: upscale | bench | import-wan | info.
 
 Every failure is one line on stderr and a non-zero exit (`--debug` shows the traceback). Files are
 written to a temporary name and renamed when complete.
@@ -50,6 +50,50 @@ def _cmd_import_wan(args) -> int:
     return 0
 
 
+def _parse_tile(text: str | None):
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CLIError(f"--tile {text!r}: expected HxW in latent pixels, e.g. 68x120") from None
+    return h, w
+
+
+def _cmd_upscale(args) -> int:
+    import torch
+
+    from .checkpoint import load_checkpoint, read_safetensors
+    from .latent_io import load_latent, save_latent
+    from .pipeline import upscale
+
+    if (args.width is None) != (args.height is None):
+        raise CLIError("give both --width and --height (pixels), or --scale")
+    if args.scale is not None and args.width is not None:
+        raise CLIError("give either --width/--height or --scale, not both")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{str(out)!r} exists: pass --overwrite to replace it")
+    lr = load_latent(args.latent)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    model = load_checkpoint(args.checkpoint, device=device, dtype=dtype).eval()
+    positive = negative = None
+    if args.prompt_embeds:
+        emb, _ = read_safetensors(args.prompt_embeds)
+        if "positive" not in emb:
+            raise CLIError(f"{args.prompt_embeds!r} has no 'positive' tensor (keys: {sorted(emb)})")
+        positive, negative = emb["positive"], emb.get("negative")
+    hr = upscale(model, lr, width=args.width, height=args.height, scale=args.scale, context=positive,
+                 negative_context=negative, steps=args.steps, cfg=args.cfg, shift=args.shift,
+                 noise_level=args.noise_level, seed=args.seed, attention=args.attention, sampler=args.sampler,
+                 chunk_frames=args.chunk_frames if args.chunk_frames is not None else "auto",
+                 tile_size=_parse_tile(args.tile), progress=True)
+    save_latent(hr.cpu(), out, metadata={"simplegvr": f"upscaled from {Path(args.latent).name}"})
+    print(f"wrote {out}: {tuple(lr.shape)} -> {tuple(hr.shape)}")
+    return 0
+
+
 def _cmd_info(args) -> int:
     from .checkpoint import load_checkpoint
 
@@ -63,6 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simplegvr", description="SimpleGVR: latent-cascaded video super-resolution.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
+
+    u = sub.add_parser("upscale", help="upscale a ComfyUI .latent file (e.g. from SaveLatent) with a SimpleGVR checkpoint")
+    u.add_argument("--checkpoint", required=True, help="SimpleGVR checkpoint (.safetensors)")
+    u.add_argument("--latent", required=True, help="input LR latent: a ComfyUI .latent file in raw VAE scale")
+    u.add_argument("--out", required=True, help="output HR .latent file (LoadLatent reads it)")
+    u.add_argument("--width", type=int, help="target width in pixels (with --height), e.g. 1920")
+    u.add_argument("--height", type=int, help="target height in pixels (with --width), e.g. 1080")
+    u.add_argument("--scale", type=float, help="target scale instead of a size (default 2.25: 480p -> 1080p)")
+    u.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    u.add_argument("--cfg", type=float, default=5.0, help="text guidance scale; 1 = one forward per step (default 5)")
+    u.add_argument("--shift", type=float, default=5.0, help="flow time shift (default 5, Wan's)")
+    u.add_argument("--noise-level", type=float, default=0.4, help="condition noise level s in [0,1] (default 0.4)")
+    u.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    u.add_argument("--attention", choices=["full", "temporal_units", "sparse_local"], default=None,
+                   help="attention mode (default: the checkpoint's)")
+    u.add_argument("--sampler", choices=["euler", "heun"], default="euler", help="ODE sampler (default euler)")
+    u.add_argument("--chunk-frames", type=int, default=None,
+                   help="DiT temporal window in latent frames (default: trained length for full, whole clip otherwise)")
+    u.add_argument("--tile", default=None, help="spatial DiT tiles HxW in latent pixels, e.g. 68x120 (default off)")
+    u.add_argument("--prompt-embeds", default=None,
+                   help="safetensors with 'positive' (and optional 'negative') umt5 features [L,4096]; default: null prompt")
+    u.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    u.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="model dtype (default fp32)")
+    u.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    u.set_defaults(func=_cmd_upscale)
 
     b = sub.add_parser("bench", help="FLOPs and CPU time of the attention modes (full / temporal_units / sparse_local)")
     b.add_argument("--config", default="wan2.1-1.3b", help="named model config to count (default: wan2.1-1.3b)")

@@ -1,0 +1,37 @@
+"""ComfyUI `.latent` files: safetensors with key `latent_tensor` and the marker `latent_format_version_0`.
+
+A latent saved by ComfyUI's SaveLatent can be upscaled offline and loaded back with LoadLatent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .checkpoint import atomic_write, read_safetensors
+
+MARKER = "latent_format_version_0"
+
+
+def load_latent(path: str | os.PathLike) -> torch.Tensor:
+    """The raw-scale latent tensor stored in a ComfyUI `.latent` file (float32)."""
+    tensors, _ = read_safetensors(path)
+    if "latent_tensor" not in tensors:
+        raise ValueError(f"{str(path)!r} is not a ComfyUI .latent file: no 'latent_tensor' key (keys: {sorted(tensors)[:5]})")
+    if MARKER not in tensors:
+        raise ValueError(f"{str(path)!r} lacks the '{MARKER}' marker: it is a legacy SD1 latent, not a video latent")
+    x = tensors["latent_tensor"]
+    if not x.is_floating_point():
+        raise ValueError(f"{str(path)!r}: latent_tensor has dtype {x.dtype}, expected a floating-point tensor")
+    return x.float()
+
+
+def save_latent(latent: torch.Tensor, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Write a `.latent` file that ComfyUI's LoadLatent reads, atomically (temporary name, then rename)."""
+    if not isinstance(latent, torch.Tensor) or not latent.is_floating_point():
+        raise ValueError(f"latent must be a floating-point tensor, got {type(latent).__name__}")
+    tensors = {"latent_tensor": latent.detach().cpu().contiguous(), MARKER: torch.tensor([])}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

@@ -1,0 +1,137 @@
+"""Rectified-flow sampling in Wan's convention: the one home of the flow schedule (k-diffusion style).
+
+    x_σ = (1 − σ) x0 + σ ε,   v = ε − x0,   model timestep = 1000 σ,   shift: σ' = sσ / (1 + (s − 1)σ)
+
+Samplers are plain functions `sample_x(model_fn, x, sigmas, callback=None, disable=True)` where
+`model_fn(x, sigma)` returns the velocity for a batch (sigma: [B]). `callback({"i", "sigma",
+"sigma_next", "x", "denoised", "total"})` runs after every step; an exception raised in it stops
+sampling at once (ComfyUI interruption and progress hook in there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+SAMPLERS = ("euler", "heun")
+
+
+def shift_sigma(sigma, shift: float):
+    """Wan / SD3 time shift σ' = sσ / (1 + (s − 1)σ); s > 1 spends more steps at high noise."""
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def unshift_sigma(sigma, shift: float):
+    """Inverse of `shift_sigma`: the unshifted σ whose shifted value is `sigma`."""
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    return sigma / (shift - (shift - 1) * sigma)
+
+
+def flow_sigmas(steps: int, shift: float = 1.0, start: float = 1.0, device=None) -> torch.Tensor:
+    """steps+1 sigmas: linspace(start, 0, steps+1) then shifted (float64 math, float32 result).
+
+    With `start < 1` (SDEdit-style partial denoising) the grid starts at the *shifted* value `start`:
+    the unshifted grid starts at unshift_sigma(start), so the first sigma is exactly `start`.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0 < start <= 1:
+        raise ValueError(f"start sigma must lie in (0, 1], got {start}")
+    u0 = unshift_sigma(torch.tensor(start, dtype=torch.float64), shift)
+    grid = torch.linspace(float(u0), 0.0, steps + 1, dtype=torch.float64)
+    sig = shift_sigma(grid, shift)
+    sig[0] = start
+    return sig.to(torch.float32).to(device) if device is not None else sig.to(torch.float32)
+
+
+def noise_latent(x0: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:
+    """x_σ = (1 − σ) x0 + σ ε, σ a float or [B]."""
+    s = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
+    if s.ndim == 1:
+        s = s.view(-1, *([1] * (x0.ndim - 1)))
+    return (1 - s) * x0 + s * noise
+
+
+def _sigma_batch(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return sigma.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
+
+
+def sample_euler(model_fn: Callable, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable | None = None,
+                 disable: bool = True) -> torch.Tensor:
+    """Euler ODE integration of dx/dσ = v from sigmas[0] to sigmas[-1]."""
+    n = len(sigmas) - 1
+    for i in tqdm(range(n), disable=disable, desc="sampling"):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        v = model_fn(x, _sigma_batch(s, x))
+        denoised = x - s.to(x.dtype) * v
+        x = x + (s_next - s).to(x.dtype) * v
+        if callback is not None:
+            callback({"i": i, "sigma": float(s), "sigma_next": float(s_next), "x": x, "denoised": denoised, "total": n})
+    return x
+
+
+def sample_heun(model_fn: Callable, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable | None = None,
+                disable: bool = True) -> torch.Tensor:
+    """Heun's 2nd-order method (trapezoidal correction; plain Euler on the last step to σ = 0)."""
+    n = len(sigmas) - 1
+    for i in tqdm(range(n), disable=disable, desc="sampling"):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        v = model_fn(x, _sigma_batch(s, x))
+        denoised = x - s.to(x.dtype) * v
+        x_euler = x + (s_next - s).to(x.dtype) * v
+        if float(s_next) > 0:
+            v2 = model_fn(x_euler, _sigma_batch(s_next, x))
+            x = x + (s_next - s).to(x.dtype) * (v + v2) / 2
+        else:
+            x = x_euler
+        if callback is not None:
+            callback({"i": i, "sigma": float(s), "sigma_next": float(s_next), "x": x, "denoised": denoised, "total": n})
+    return x
+
+
+def get_sampler(name: str) -> Callable:
+    if name == "euler":
+        return sample_euler
+    if name == "heun":
+        return sample_heun
+    raise ValueError(f"sampler {name!r}: expected one of {SAMPLERS}")
+
+
+def cfg_velocity(dit, cond: torch.Tensor, context: torch.Tensor, negative_context: torch.Tensor | None,
+                 cfg: float, noise_level, attention: str | None = None) -> Callable:
+    """model_fn(x, σ) for a SimpleGVR DiT with classifier-free guidance on text.
+
+    cfg == 1 (or no negative context) runs one forward per step; otherwise the positive and negative
+    passes run as one batch and v = v_neg + cfg (v_pos − v_neg). The condition c is held constant.
+    """
+    if cfg != 1.0 and negative_context is None:
+        raise ValueError(f"cfg={cfg} needs a negative context (or use cfg=1)")
+
+    def model_fn(x, sigma):
+        t = sigma * 1000.0
+        if cfg == 1.0:
+            return dit(x, cond, t, context, noise_level, attention=attention)
+        b = x.shape[0]
+        ctx = _pad_cat(context, negative_context)
+        nl = torch.as_tensor(noise_level, device=x.device, dtype=torch.float32).expand(b)
+        v = dit(torch.cat([x, x]), torch.cat([cond, cond]), torch.cat([t, t]), ctx, torch.cat([nl, nl]),
+                attention=attention)
+        v_pos, v_neg = v[:b], v[b:]
+        return v_neg + cfg * (v_pos - v_neg)
+
+    return model_fn
+
+
+def _pad_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Concatenate two [B, L, D] text contexts on the batch, zero-padding the shorter length."""
+    n = max(a.shape[1], b.shape[1])
+
+    def pad(t):
+        return torch.nn.functional.pad(t, (0, 0, 0, n - t.shape[1])) if t.shape[1] < n else t
+
+    return torch.cat([pad(a), pad(b)])
