@@ -1,4 +1,4 @@
-"""`simplegvr` command line: upscale | bench | import-wan | info.
+"""`simplegvr` command line: upscale | degrade | bench | import-wan | download-wan | analyze-detail | info.
 
 Every failure is one line on stderr and a non-zero exit (`--debug` shows the traceback). Files are
 written to a temporary name and renamed when complete.
@@ -94,6 +94,63 @@ def _cmd_upscale(args) -> int:
     return 0
 
 
+def _load_lr_latents(folder: str, limit: int | None) -> list:
+    """Raw LR latents from a folder of ComfyUI .latent files or of training pair shards."""
+    from .checkpoint import read_safetensors
+    from .latent_formats import get_format
+    from .latent_io import load_latent
+
+    d = Path(folder)
+    if not d.is_dir():
+        raise CLIError(f"--latents {folder!r} is not a folder")
+    out = []
+    for f in sorted(d.iterdir()):
+        if f.suffix == ".latent":
+            out.append(load_latent(f))
+        elif f.suffix == ".safetensors":
+            tensors, meta = read_safetensors(f)
+            if meta.get("kind") == "simplegvr-pairs":
+                fmt = get_format(meta.get("latent_format", "wan21"))
+                out += [fmt.denormalise(x[None].float()) for x in tensors["lr"]]
+        if limit and len(out) >= limit:
+            break
+    if not out:
+        raise CLIError(f"no .latent files or pair shards in {folder!r}")
+    return out[:limit] if limit else out
+
+
+def _cmd_analyze_detail(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .timesteps import analyze_detail
+
+    model = load_checkpoint(args.checkpoint).eval()
+    latents = _load_lr_latents(args.latents, args.limit)
+    print(f"analyzing {len(latents)} LR latents with {args.steps} steps ...", file=sys.stderr)
+    curve = analyze_detail(model, latents, steps=args.steps, shift=args.shift, scale=args.scale,
+                           noise_level=args.noise_level, cutoff=args.cutoff, floor=args.floor, seed=args.seed,
+                           source=str(args.checkpoint), progress=True)
+    curve.save(args.out)
+    peak = max(range(len(curve.density)), key=lambda i: curve.density[i])
+    print(f"wrote {args.out}: density over {len(curve.density)} sigma bins, peak at sigma "
+          f"[{curve.edges[peak]:.3f}, {curve.edges[peak + 1]:.3f}]")
+    return 0
+
+
+WAN_DIFFUSERS_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+
+
+def _cmd_download_wan(args) -> int:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CLIError("download-wan needs huggingface-hub: pip install 'simplegvr[train]'") from None
+    patterns = ["model_index.json"] + [f"{p}/*" for p in args.parts]
+    print(f"downloading {', '.join(args.parts)} of {args.repo} to {args.out} ...", file=sys.stderr)
+    path = snapshot_download(repo_id=args.repo, local_dir=args.out, allow_patterns=patterns)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_info(args) -> int:
     from .checkpoint import load_checkpoint
 
@@ -153,6 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attention mode stored in the config (switchable at inference)")
     w.add_argument("--seed", type=int, default=0, help="seed for the newly initialised weights")
     w.set_defaults(func=_cmd_import_wan)
+
+    a = sub.add_parser("analyze-detail", help="measure where sampling creates detail: the detail-aware timestep curve")
+    a.add_argument("--checkpoint", required=True, help="a SimpleGVR checkpoint trained with the uniform sampler")
+    a.add_argument("--latents", required=True, help="folder of LR .latent files (raw scale) or training pair shards")
+    a.add_argument("--out", required=True, help="output curve (.json) for train.detail_curve")
+    a.add_argument("--steps", type=int, default=50, help="sampling steps (default 50, as the paper)")
+    a.add_argument("--shift", type=float, default=5.0)
+    a.add_argument("--scale", type=float, default=None, help="upscale factor (default 2.25)")
+    a.add_argument("--noise-level", type=float, default=0.4)
+    a.add_argument("--cutoff", type=float, default=0.5, help="high band: DCT frequencies with u/H + v/W > cutoff")
+    a.add_argument("--floor", type=float, default=0.1, help="uniform mixture weight of the density")
+    a.add_argument("--limit", type=int, default=None, help="use at most this many latents (default all)")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=_cmd_analyze_detail)
+
+    dw = sub.add_parser("download-wan", help="download Wan 2.1 T2V 1.3B (diffusers format) from the Hugging Face hub")
+    dw.add_argument("--out", required=True, help="target folder")
+    dw.add_argument("--repo", default=WAN_DIFFUSERS_REPO, help=f"hub repository (default {WAN_DIFFUSERS_REPO})")
+    dw.add_argument("--parts", nargs="+", default=["vae", "text_encoder", "tokenizer", "transformer"],
+                    help="subfolders to fetch (default: vae text_encoder tokenizer transformer)")
+    dw.set_defaults(func=_cmd_download_wan)
 
     i = sub.add_parser("info", help="print a checkpoint's config and parameter counts")
     i.add_argument("checkpoint")

@@ -37,6 +37,13 @@ class SimpleGVR(nn.Module):
             model = model.to(dtype)
         return model
 
+    def forward(self, z_t, c_s, t, context, noise_level, attention: str | None = None):
+        """Training forward: upsample the noise-augmented LR latent c_s to z_t's size, then predict v.
+
+        (Inference builds c once with `upsampler(c0, size, noise_level, generator)` and calls `dit`.)"""
+        c = self.upsampler(c_s, size=tuple(z_t.shape[-2:]), noise_level=0.0)
+        return self.dit(z_t, c, t, context, noise_level, attention=attention)
+
     @property
     def latent_format(self) -> LatentFormat:
         return get_format(self.config.latent_format)

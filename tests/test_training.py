@@ -1,0 +1,159 @@
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from simplegvr_core import load_checkpoint
+from simplegvr_core.latent_io import save_latent
+from simplegvr_core.pipeline import upscale
+from simplegvr_core.timesteps import DetailCurve, TimestepSampler, detail_curve_from_energies
+from training.data import StepSampler, make_synthetic_videos
+from training.train import load_config, train
+
+pytest.importorskip("diffusers")
+pytest.importorskip("accelerate")
+
+DEGRADATION = "none"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Four procedural clips (13 frames, 32x32) with captions, written once for this module."""
+    return make_synthetic_videos(tmp_path_factory.mktemp("clips"), 4, 13, (32, 32), seed=0)
+
+
+def small_cfg(tmp_path, data, **over):
+    cfg = load_config(None, [
+        "model.config=tiny", "data.kind=videos", f"data.path={data}", "data.frames=9", "data.hr_size=[32, 32]",
+        "data.lr_size=[16, 16]", f"data.degradation={DEGRADATION}", "vae.kind=tiny", "text.kind=byte",
+        "train.batch_size=2", "train.lr=2e-3", "train.mixed_precision=no", "train.ema_decay=0.9",
+        f"log.output_dir={tmp_path / 'run'}", "log.tracker=none", "log.validate_every=0", "log.checkpoint_every=1000",
+    ])
+    for k, v in over.items():
+        sec, key = k.split("__")
+        cfg[sec][key] = v
+    return cfg
+
+
+def test_config_overrides_and_unknown_keys(tmp_path):
+    cfg = load_config(None, ["train.steps=7", "train.noise_level=[0.2, 0.5]", "log.output_dir=runs/x", "model.attention=full"])
+    assert cfg["train"]["steps"] == 7 and cfg["train"]["noise_level"] == [0.2, 0.5] and cfg["log"]["output_dir"] == "runs/x"
+    with pytest.raises(ValueError, match="unknown config key 'train.stepz'"):
+        load_config(None, ["train.stepz=3"])
+    (tmp_path / "bad.toml").write_text("[train]\nsteps = \n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+    for name in ("cpu_smoke", "stage1_classic_17f", "stage2_dual_17f", "stage3_units_77f"):
+        cfg = load_config(f"training/configs/{name}.toml")
+        assert cfg["train"]["noise_level"] == [0.3, 0.6]
+
+
+def test_overfit_batch_loss_falls_and_export_upscales(tmp_path, clips):
+    cfg = small_cfg(tmp_path, clips, train__steps=200, train__overfit=True, train__null_prompt_prob=0.0)
+    out = train(cfg, export=str(tmp_path / "gvr.safetensors"), progress=False)
+    losses = [v for _, v in out["losses"]]
+    first, last = np.mean(losses[:3]), np.mean(losses[-10:])
+    assert last < 0.3 * first, f"loss {first:.3f} -> {last:.3f}"
+    model = load_checkpoint(tmp_path / "gvr.safetensors")
+    lr = torch.randn(1, 16, 3, 2, 2)
+    hr = upscale(model, lr, scale=2.0, steps=2, cfg=1.0)
+    assert hr.shape == (1, 16, 3, 4, 4) and torch.isfinite(hr).all()
+
+
+def test_resume_equals_uninterrupted(tmp_path, clips):
+    a = train(small_cfg(tmp_path / "a", clips, train__steps=6, log__checkpoint_every=3), progress=False)
+    b_cfg = small_cfg(tmp_path / "b", clips, train__steps=6, log__checkpoint_every=3, train__stop_at_step=3)
+    b1 = train(b_cfg, progress=False)  # "killed" right after the step-3 checkpoint
+    assert [s for s, _ in b1["losses"]] == [1, 2, 3]
+    ckpts = tmp_path / "b" / "run" / "checkpoints"
+    (ckpts / "step-0000004.half.tmp").mkdir()  # a checkpoint whose writing was interrupted is ignored
+    b_cfg["train"]["stop_at_step"] = 0
+    b2 = train(b_cfg, resume="auto", progress=False)
+    assert b1["losses"] + b2["losses"] == a["losses"]  # bit for bit
+    for name in ("model.safetensors", "ema.safetensors"):
+        wa = load_file(str(tmp_path / "a" / "run" / "checkpoints" / "step-0000006" / name))
+        wb = load_file(str(ckpts / "step-0000006" / name))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_broken_and_short_videos_are_skipped_and_reported(tmp_path, clips):
+    data = tmp_path / "data"
+    shutil.copytree(clips, data)
+    good = (data / "clip_0000.mp4").read_bytes()
+    (data / "broken.mp4").write_bytes(good[: len(good) // 3])
+    make_synthetic_videos(tmp_path / "short", 1, 5, (32, 32), seed=9)
+    shutil.copy(tmp_path / "short" / "clip_0000.mp4", data / "short.mp4")
+    with open(data / "captions.jsonl", "a") as f:
+        f.write(json.dumps({"video": "broken.mp4", "caption": "x"}) + "\n")
+        f.write(json.dumps({"video": "short.mp4", "caption": "y"}) + "\n")
+        f.write(json.dumps({"video": "missing.mp4", "caption": "z"}) + "\n")
+    out = train(small_cfg(tmp_path, data, train__steps=2), progress=False)
+    assert out["step"] == 2
+    text = "\n".join(out["skipped"])
+    assert "broken.mp4" in text and "short.mp4" in text and "missing.mp4" in text and len(out["skipped"]) == 3
+
+
+def test_step_sampler_is_a_pure_function_of_the_step():
+    full = StepSampler(10, 3, seed=5)
+    it = iter(full)
+    first = [next(it) for _ in range(8)]
+    later = iter(StepSampler(10, 3, seed=5, start_step=5))
+    assert [next(later) for _ in range(3)] == first[5:]
+    idx = [i for batch in first[:10] for i, _ in batch]
+    assert sorted(idx[:10]) == list(range(10))  # one epoch is a permutation of all items
+    r0 = next(iter(StepSampler(10, 2, seed=5, world=2, rank=0)))
+    r1 = next(iter(StepSampler(10, 2, seed=5, world=2, rank=1)))
+    assert not set(r0) & set(r1)
+
+
+def _ks(samples: torch.Tensor, cdf) -> float:
+    x = torch.sort(samples.double()).values
+    n = len(x)
+    f = cdf(x)
+    return float(torch.maximum(torch.arange(1, n + 1) / n - f, f - torch.arange(n) / n).max())
+
+
+def test_detail_aware_sampler_follows_its_curve():
+    from simplegvr_core.sampling import flow_sigmas
+
+    sig = flow_sigmas(50, 5.0)
+    energy = torch.cumsum(torch.exp(-((torch.arange(50.0) - 12) / 6) ** 2), 0)  # detail appears mid-trajectory
+    curve = detail_curve_from_energies(sig, energy, floor=0.1)
+    w = torch.tensor(curve.edges[1:]) - torch.tensor(curve.edges[:-1])
+    assert abs(float((torch.tensor(curve.density) * w).sum()) - 1) < 1e-9
+    n = 20000
+    s = TimestepSampler("detail_aware", curve=curve).sample(n, torch.Generator().manual_seed(0))
+    assert _ks(s, curve.cdf) < 1.63 / math.sqrt(n)  # KS test at the 1% level
+    uniform = TimestepSampler("uniform").sample(n, torch.Generator().manual_seed(0))
+    assert _ks(uniform, curve.cdf) > 5 * 1.63 / math.sqrt(n)  # and it is not just uniform
+    ln = TimestepSampler("logit_normal").sample(n, torch.Generator().manual_seed(0))
+    assert 0 < float(ln.min()) and float(ln.max()) < 1 and abs(float(torch.logit(ln.double()).std()) - 1) < 0.05
+    with pytest.raises(ValueError, match="needs a curve"):
+        TimestepSampler("detail_aware")
+
+
+def test_analyze_detail_cli_makes_a_valid_density(tmp_path):
+    from helpers import randomize_
+
+    from simplegvr_core import SimpleGVR, save_checkpoint
+
+    m = randomize_(SimpleGVR.from_config("tiny"), seed=2, std=0.05)
+    ckpt = save_checkpoint(m, tmp_path / "tiny.safetensors")
+    (tmp_path / "lat").mkdir()
+    for i in range(2):
+        save_latent(torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(i)), tmp_path / "lat" / f"{i}.latent")
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "analyze-detail", "--checkpoint", str(ckpt),
+                        "--latents", str(tmp_path / "lat"), "--steps", "8", "--scale", "2", "--out", str(tmp_path / "c.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    curve = DetailCurve.load(tmp_path / "c.json")
+    assert len(curve.density) == 8 and curve.edges[0] == 0 and curve.edges[-1] == 1
+    assert min(curve.density) > 0  # the uniform floor keeps every sigma reachable
+    s = TimestepSampler("detail_aware", curve=tmp_path / "c.json").sample(100)
+    assert s.shape == (100,) and float(s.min()) > 0 and float(s.max()) < 1

@@ -1,0 +1,257 @@
+"""Training data for SimpleGVR: (HR latent, LR latent, caption features) triples, two ways.
+
+(a) `VideoPairs`: a folder of videos + `captions.jsonl` (one `{"video": "rel/path.mp4", "caption": "..."}`
+    a line). Each sample reads a clip, crops it to the HR size, degrades it (classic / flow /
+    flow+classic) to the LR size; the training loop encodes both with the video VAE. Corrupt or too
+    short videos are skipped and counted, never crash the run.
+(b) `PairShards`: pre-computed shards from `training/make_pairs.py` (HR latent, LR latent from any
+    degradation incl. model-guided, caption features) - the paper's stage-2 data.
+
+Sampling is stateless: the i-th sample of the whole run is fixed by (seed, i) - which item (a seeded
+permutation per epoch), which clip start and which degradation parameters - so a resumed run draws
+exactly the samples the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from simplegvr_core.checkpoint import read_safetensors
+
+SHARD_KIND = "simplegvr-pairs"
+
+
+def read_captions(folder: str | Path, captions: str = "captions.jsonl") -> list[tuple[Path, str]]:
+    """(video path, caption) for every line of `folder/captions.jsonl`; a missing caption is ''."""
+    folder = Path(folder)
+    path = folder / captions
+    if not path.is_file():
+        raise ValueError(f"no captions file {str(path)!r}: expected one JSON object per line "
+                         '{"video": "clip.mp4", "caption": "..."}')
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            items.append((folder / row["video"], str(row.get("caption", ""))))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{str(path)!r} line {n}: expected {{\"video\": ..., \"caption\": ...}}, "
+                             f"got {line[:80]!r} ({e})") from None
+    if not items:
+        raise ValueError(f"{str(path)!r} lists no videos")
+    return items
+
+
+def resize_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
+    """Scale [T,H,W,3] so it covers size=(H, W), then crop (random with rng, else centre)."""
+    th, tw = size
+    t, h, w, _ = frames.shape
+    s = max(th / h, tw / w)
+    nh, nw = max(th, round(h * s)), max(tw, round(w * s))
+    if (nh, nw) != (h, w):
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+        frames = np.stack([cv2.resize(f, (nw, nh), interpolation=interp) for f in frames])
+    y = int(rng.integers(0, nh - th + 1)) if rng is not None else (nh - th) // 2
+    x = int(rng.integers(0, nw - tw + 1)) if rng is not None else (nw - tw) // 2
+    return np.ascontiguousarray(frames[:, y:y + th, x:x + tw])
+
+
+DEGRADATIONS = ("none", "classic", "flow", "flow+classic")
+
+
+def degrade_clip(hr: np.ndarray, mode: str, lr_size: tuple[int, int], seed: int) -> np.ndarray:
+    """HR frames -> LR frames at lr_size=(h, w): 'none' (area resize), 'classic', 'flow' or 'flow+classic'."""
+    if mode not in DEGRADATIONS:
+        raise ValueError(f"degradation {mode!r}: expected one of {DEGRADATIONS}")
+    h, w = lr_size
+    if mode == "none":
+        return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in hr])
+    from simplegvr_core.degrade import degrade_frames
+
+    return degrade_frames(hr, mode=mode, lr_size=lr_size, seed=seed)
+
+
+def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tuple[int, int], seed: int = 0) -> Path:
+    """Write `count` procedural clips (mp4) and their captions.jsonl into `folder` (for smoke runs and tests)."""
+    from simplegvr_core.degrade.video_io import write_video
+    from simplegvr_core.procedural import clip_caption, make_clip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        name = f"clip_{i:04d}.mp4"
+        write_video(folder / name, make_clip(seed + i, frames, size[0], size[1]), fps=16)
+        rows.append(json.dumps({"video": name, "caption": clip_caption(seed + i)}))
+    from simplegvr_core.checkpoint import atomic_write
+
+    atomic_write(folder / "captions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n"))
+    return folder
+
+
+class VideoPairs(Dataset):
+    """Clips of `frames` frames from captioned videos, degraded on the fly. Keys are (index, sample seed)."""
+
+    def __init__(self, items: list[tuple[Path, str]], frames: int, hr_size, lr_size, degradation: str = "classic"):
+        self.items = items
+        self.frames, self.hr_size, self.lr_size = frames, tuple(hr_size), tuple(lr_size)
+        self.degradation = degradation
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key):
+        idx, seed = key
+        path, caption = self.items[idx]
+        rng = np.random.default_rng(seed)
+        try:
+            from simplegvr_core.degrade.video_io import read_video
+
+            video, _ = read_video(path)
+            if len(video) < self.frames:
+                raise ValueError(f"video {str(path)!r} has {len(video)} frames, fewer than the {self.frames} a clip needs")
+            start = int(rng.integers(0, len(video) - self.frames + 1))
+            hr = resize_crop(video[start:start + self.frames], self.hr_size, rng)
+            lr = degrade_clip(hr, self.degradation, self.lr_size, int(rng.integers(0, 2**31 - 1)))
+        except ValueError as e:
+            return {"error": str(e), "path": str(path)}
+        return {"hr": torch.from_numpy(hr), "lr": torch.from_numpy(np.ascontiguousarray(lr)), "caption": caption}
+
+
+def scan_videos(items: list[tuple[Path, str]], frames: int, decode: bool = True) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Keep the videos that open and are long enough; return (kept, reasons for the skipped ones).
+
+    decode=True decodes the first `frames` frames of each video (catches truncated files whose container
+    still claims its full length); decode=False trusts the container's frame count (fast, for huge lists:
+    a broken file is then skipped and counted when it is drawn)."""
+    from simplegvr_core.degrade.video_io import iter_frames, probe_video
+
+    kept, skipped = [], []
+    for path, caption in items:
+        try:
+            info = probe_video(path)
+            n = sum(1 for _ in iter_frames(path, frames)) if decode or not info.frames else info.frames
+            if n < frames:
+                raise ValueError(f"video {str(path)!r} has {n} frames, fewer than the {frames} a clip needs")
+            kept.append((path, caption))
+        except ValueError as e:
+            skipped.append(str(e))
+    return kept, skipped
+
+
+class PairShards(Dataset):
+    """Rows of pair shards (safetensors: hr [N,C,T,H,W], lr [N,C,T,h,w], context [N,L,D], context_len [N])."""
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        self.shards, self.index = [], []
+        for f in files:
+            tensors, meta = read_safetensors(f)
+            if meta.get("kind") != SHARD_KIND:
+                continue
+            for k in ("hr", "lr", "context", "context_len"):
+                if k not in tensors:
+                    raise ValueError(f"pair shard {str(f)!r} lacks tensor {k!r}")
+            n = tensors["hr"].shape[0]
+            if not (tensors["lr"].shape[0] == tensors["context"].shape[0] == tensors["context_len"].shape[0] == n):
+                raise ValueError(f"pair shard {str(f)!r}: hr, lr, context and context_len disagree on the row count")
+            self.shards.append(tensors)
+            self.index += [(len(self.shards) - 1, r) for r in range(n)]
+        if not self.index:
+            raise ValueError(f"no pair shards in {str(folder)!r}: make them with training/make_pairs.py")
+        self.latent_format = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key):
+        idx, _seed = key
+        s, r = self.index[idx]
+        t = self.shards[s]
+        n = int(t["context_len"][r])
+        return {"hr_latent": t["hr"][r].float(), "lr_latent": t["lr"][r].float(), "context": t["context"][r, :n].float()}
+
+
+class StepSampler:
+    """Yields, for training steps start, start+1, ..., the batch keys [(index, sample seed), ...] of this rank.
+
+    Sample j of the run (j = step * world * batch + rank * batch + b) is item perm_epoch[j % N] of epoch
+    j // N, where perm_epoch is a permutation seeded by (seed, epoch); its seed is derived from (seed, j).
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, start_step: int = 0, world: int = 1, rank: int = 0,
+                 overfit: bool = False):
+        if n_items < 1:
+            raise ValueError("the training set is empty")
+        self.n, self.bs, self.seed, self.step = n_items, batch_size, seed, start_step
+        self.world, self.rank, self.overfit = world, rank, overfit
+        self._perm_epoch, self._perm = -1, None
+
+    def _item(self, j: int) -> int:
+        if self.overfit:
+            return j % min(self.n, self.bs)
+        epoch = j // self.n
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._perm_epoch = epoch
+        return int(self._perm[j % self.n])
+
+    def __iter__(self):
+        while True:
+            base = (self.step * self.world + self.rank) * self.bs
+            keys = []
+            for b in range(self.bs):
+                j = base + b
+                # Overfitting keeps each item's clip and degradation fixed; otherwise every sample is new.
+                fresh = int(np.random.default_rng([self.seed, 7, j]).integers(0, 2**63 - 1))
+                sample_seed = self._item(j) if self.overfit else fresh
+                keys.append((self._item(j), sample_seed))
+            yield keys
+            self.step += 1
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack the good samples; report the broken ones under 'errors'."""
+    good = [s for s in samples if "error" not in s]
+    errors = [s["error"] for s in samples if "error" in s]
+    out: dict = {"errors": errors}
+    if not good:
+        return out
+    for k in good[0]:
+        if k == "caption":
+            out[k] = [s[k] for s in good]
+        elif k == "context":
+            out[k] = [s[k] for s in good]
+        else:
+            out[k] = torch.stack([s[k] for s in good])
+    return out
+
+
+def write_shard(path: str | Path, hr: torch.Tensor, lr: torch.Tensor, contexts: list[torch.Tensor],
+                captions: list[str], latent_format: str, extra: dict | None = None) -> Path:
+    """Write one pair shard atomically (latents in model space, i.e. normalised)."""
+    from safetensors.torch import save_file
+
+    from simplegvr_core.checkpoint import atomic_write
+
+    n = hr.shape[0]
+    if lr.shape[0] != n or len(contexts) != n or len(captions) != n:
+        raise ValueError(f"shard rows disagree: hr {n}, lr {lr.shape[0]}, contexts {len(contexts)}, captions {len(captions)}")
+    L = max(max(c.shape[0] for c in contexts), 1)
+    D = contexts[0].shape[1]
+    ctx = torch.zeros(n, L, D)
+    for i, c in enumerate(contexts):
+        ctx[i, : c.shape[0]] = c
+    tensors = {"hr": hr.contiguous(), "lr": lr.contiguous(), "context": ctx,
+               "context_len": torch.tensor([c.shape[0] for c in contexts], dtype=torch.int64)}
+    meta = {"kind": SHARD_KIND, "latent_format": latent_format, "captions": json.dumps(captions)}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))

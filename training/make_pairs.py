@@ -1,0 +1,177 @@
+"""Pre-compute training pairs as shards: HR latent, LR latent (any degradation, incl. model-guided), caption features.
+
+    python training/make_pairs.py --videos DIR --out SHARDS [--shard i/n] [--per-shard 64]
+        [--degradation classic|flow|flow+classic|none|model] [--frames 17] [--hr-size 1088x1920] [--lr-size 480x848]
+        [--vae wan21 --vae-path WAN_DIFFUSERS_DIR] [--text umt5 --text-path WAN_DIFFUSERS_DIR]
+        [--wan WAN_T2V.safetensors --alpha 0.3 0.4 --mg-steps 8 --mg-shift 1.0]   # model-guided (paper §4.2.2)
+
+The input list (DIR/captions.jsonl) is cut into shards of --per-shard videos; shard k goes to process
+k mod n, so a cluster launcher spreads the work with --shard i/n (under `accelerate launch` the process
+index and count are used when --shard is omitted). A shard file that exists is finished and skipped, so
+re-running resumes. Broken or too-short videos are reported and left out. Latents are stored in model
+space (normalised by the latent format); caption features once per caption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from simplegvr_core.latent_formats import get_format  # noqa: E402
+from training import data as D  # noqa: E402
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return rank, world
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/8") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: expected 0 <= i < n")
+    return i, n
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size {text!r}: expected HxW in pixels, e.g. 480x848") from None
+    return h, w
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", required=True, help="folder with the videos and captions.jsonl")
+    ap.add_argument("--captions", default="captions.jsonl")
+    ap.add_argument("--out", required=True, help="folder for the shard files")
+    ap.add_argument("--shard", default=None, help="i/n: this process's slice (default: from accelerate/torchrun env)")
+    ap.add_argument("--per-shard", type=int, default=64, help="videos per shard file")
+    ap.add_argument("--degradation", default="classic", choices=["none", "classic", "flow", "flow+classic", "model"])
+    ap.add_argument("--frames", type=int, default=17)
+    ap.add_argument("--hr-size", default="128x128", help="HR crop HxW in pixels (multiple of 8)")
+    ap.add_argument("--lr-size", default="64x64", help="LR size HxW in pixels (multiple of 8)")
+    ap.add_argument("--latent-format", default="wan21")
+    ap.add_argument("--vae", default="tiny", choices=["wan21", "tiny", "file"])
+    ap.add_argument("--vae-path", default=None)
+    ap.add_argument("--text", default="byte", choices=["umt5", "byte"])
+    ap.add_argument("--text-path", default=None)
+    ap.add_argument("--text-dim", type=int, default=4096, help="feature width for --text byte")
+    ap.add_argument("--wan", default=None, help="Wan 2.1 T2V transformer for --degradation model")
+    ap.add_argument("--wan-num-heads", type=int, default=None)
+    ap.add_argument("--alpha", type=float, nargs=2, default=[0.3, 0.4], help="model-guided noise ratio range")
+    ap.add_argument("--mg-steps", type=int, default=8, help="model-guided Euler steps")
+    ap.add_argument("--mg-shift", type=float, default=1.0, help="model-guided sigma shift (1 = plain linspace)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as e:
+        print(f"make_pairs: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from simplegvr_core.text import TextCache, make_text_encoder
+    from simplegvr_core.vae import VideoVAE
+
+    rank, world = parse_shard(args.shard)
+    hr_size, lr_size = parse_size(args.hr_size), parse_size(args.lr_size)
+    fmt = get_format(args.latent_format)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    items = D.read_captions(args.videos, args.captions)
+    n_shards = math.ceil(len(items) / args.per_shard)
+    mine = [k for k in range(n_shards) if k % world == rank]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [k for k in mine if not (out / f"pairs-{k:05d}.safetensors").exists()]
+    print(f"shard {rank}/{world}: {len(mine)} of {n_shards} shard files, {len(mine) - len(todo)} already done")
+    if not todo:
+        return 0
+    vae = VideoVAE.load(args.vae, args.vae_path, device=device)
+    text_dim = 4096 if args.text == "umt5" else args.text_dim
+    enc = make_text_encoder(args.text, text_dim, args.text_path, device=device)
+    cache = TextCache(out / f"text_cache-{rank}.safetensors", enc, f"{args.text}:{text_dim}")
+    base = None
+    if args.degradation == "model":
+        if not args.wan:
+            raise ValueError("--degradation model needs --wan (a Wan 2.1 T2V transformer .safetensors)")
+        from simplegvr_core.checkpoint import import_wan_t2v
+
+        base = import_wan_t2v(args.wan, args.wan_num_heads).to(device).eval()
+    failed = 0
+    for k in tqdm(todo, desc="shards"):
+        rows = items[k * args.per_shard:(k + 1) * args.per_shard]
+        hrs, lrs, ctxs, caps = [], [], [], []
+        for r, (path, caption) in enumerate(rows):
+            rng = np.random.default_rng([args.seed, k, r])
+            try:
+                from simplegvr_core.degrade.video_io import read_video
+
+                video, _ = read_video(path)
+                if len(video) < args.frames:
+                    raise ValueError(f"video {str(path)!r} has {len(video)} frames, fewer than {args.frames}")
+                start = int(rng.integers(0, len(video) - args.frames + 1))
+                hr = D.resize_crop(video[start:start + args.frames], hr_size, rng)
+                mode = "none" if args.degradation == "model" else args.degradation
+                lr = D.degrade_clip(hr, mode, lr_size, int(rng.integers(0, 2**31 - 1)))
+            except ValueError as e:
+                failed += 1
+                print(f"skipping: {e}", file=sys.stderr)
+                continue
+            hr_lat = fmt.normalise(vae.encode(torch.from_numpy(hr)[None]))
+            lr_lat = fmt.normalise(vae.encode(torch.from_numpy(np.ascontiguousarray(lr))[None]))
+            cache.encode_all([caption] if caption else [])
+            ctx = cache[caption] if caption else torch.zeros(1, text_dim)
+            if base is not None:
+                lr_lat = model_guided(base, lr_lat, ctx, rng, args, device)
+            hrs.append(hr_lat.cpu())
+            lrs.append(lr_lat.cpu())
+            ctxs.append(ctx)
+            caps.append(caption)
+        if not hrs:
+            print(f"shard {k}: no usable videos", file=sys.stderr)
+            continue
+        D.write_shard(out / f"pairs-{k:05d}.safetensors", torch.cat(hrs), torch.cat(lrs), ctxs, caps, fmt.name,
+                      extra={"degradation": args.degradation, "frames": args.frames})
+    print(f"done: {len(todo)} shard files written, {failed} videos skipped")
+    return 0
+
+
+@torch.no_grad()
+def model_guided(base, lr_latent: torch.Tensor, ctx: torch.Tensor, rng: np.random.Generator, args, device) -> torch.Tensor:
+    """SDEdit the LR latent with the base T2V model (paper §4.2.2): x_α = (1-α) c0 + α ε, Euler to 0."""
+    from simplegvr_core.degrade.model_guided import sdedit
+
+    from simplegvr_core.pipeline import TEXT_LEN
+
+    alpha = float(rng.uniform(*args.alpha))
+    context = torch.zeros(1, TEXT_LEN, ctx.shape[-1], device=device)
+    context[0, : ctx.shape[0]] = ctx.to(device)
+
+    def velocity(x, t, c):
+        return base(x, None, t, c)
+
+    g = torch.Generator().manual_seed(int(rng.integers(0, 2**31 - 1)))
+    return sdedit(lr_latent.to(device), velocity, context, alpha=alpha, steps=args.mg_steps, shift=args.mg_shift,
+                  generator=g)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

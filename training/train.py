@@ -1,0 +1,489 @@
+"""Train SimpleGVR (paper §4.3-4.4, §5.1): one CPU, one GPU, or many GPUs and nodes with `accelerate launch`.
+
+    python training/train.py --config training/configs/cpu_smoke.toml [section.key=value ...] [--resume] [--export OUT]
+    accelerate launch training/train.py --config training/configs/stage1_classic_17f.toml
+
+The loop, in the paper's terms: condition noise s ~ U[0.3, 0.6] on the LR latent before the upsampler,
+σ from the configured timestep sampler, x_σ = (1-σ) x0 + σ ε, flow-matching loss ||(ε - x0) - v||²,
+null prompt 10% of the time, AdamW (lr 5e-5), gradient clipping, EMA of the weights.
+
+Checkpoints (every `log.checkpoint_every` steps, written to a temporary folder and renamed) hold the
+model, its EMA, optimizer, LR scheduler, step and RNG states; `--resume` continues exactly where the
+run stopped (sampling is a pure function of (seed, step), so the resumed loss curve is the same).
+`--export OUT` writes the EMA weights as the safetensors checkpoint the nodes and `upscale` load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from simplegvr_core import SimpleGVR, get_config, import_wan, load_checkpoint, save_checkpoint  # noqa: E402
+from simplegvr_core.checkpoint import read_safetensors  # noqa: E402
+from simplegvr_core.timesteps import TimestepSampler  # noqa: E402
+
+DEFAULTS: dict = {
+    "model": {"config": "tiny", "overrides": {}, "init": "", "wan": "", "wan_num_heads": 0, "attention": "",
+              "upsampler": "learned"},
+    "data": {"kind": "videos", "path": "", "captions": "captions.jsonl", "frames": 17, "hr_size": [128, 128],
+             "lr_size": [64, 64], "degradation": "classic", "val_count": 1, "num_workers": 0,
+             "synthesize": 0, "scan": "decode"},
+    "vae": {"kind": "tiny", "path": "", "seed": 0},
+    "text": {"kind": "byte", "path": "", "cache": ""},
+    "train": {"steps": 100, "batch_size": 1, "lr": 5e-5, "weight_decay": 0.0, "betas": [0.9, 0.999],
+              "warmup_steps": 0, "grad_clip": 1.0, "ema_decay": 0.999, "null_prompt_prob": 0.1,
+              "noise_level": [0.3, 0.6], "timestep_sampler": "uniform", "logit_mean": 0.0, "logit_std": 1.0,
+              "detail_curve": "", "mixed_precision": "bf16", "gradient_checkpointing": False, "seed": 0,
+              "overfit": False, "stop_at_step": 0},
+    "log": {"output_dir": "runs/simplegvr", "tracker": "tensorboard", "log_every": 10, "checkpoint_every": 500,
+            "keep_checkpoints": 3, "validate_every": 500, "val_steps": 10},
+}
+
+
+# --- config ------------------------------------------------------------------------------------
+def _merge(base: dict, new: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        if k not in base:
+            raise ValueError(f"unknown config key '{where}{k}': expected one of {sorted(base)}")
+        if isinstance(base[k], dict) and k != "overrides":
+            if not isinstance(v, dict):
+                raise ValueError(f"config key {where}{k} must be a table")
+            out[k] = _merge(base[k], v, f"{where}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare string
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> dict:
+    """DEFAULTS <- the TOML file <- `section.key=value` overrides (values in TOML syntax, bare strings allowed)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config {str(p)!r} does not exist")
+        try:
+            cfg = _merge(cfg, tomllib.loads(p.read_text()))
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config {str(p)!r} is not valid TOML: {e}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: dict = {}
+        cur = node
+        for part in parts[:-1]:
+            cur[part] = {}
+            cur = cur[part]
+        cur[parts[-1]] = _parse_value(value.strip())
+        cfg = _merge(cfg, node)
+    return cfg
+
+
+# --- model, EMA ----------------------------------------------------------------------------------
+def build_model(mcfg: dict) -> SimpleGVR:
+    """From a named config (+ overrides), a SimpleGVR checkpoint (previous stage) or Wan 2.1 T2V weights."""
+    if mcfg["init"]:
+        model = load_checkpoint(mcfg["init"])
+    elif mcfg["wan"]:
+        model = import_wan(mcfg["wan"], upsampler=mcfg["upsampler"], num_heads=mcfg["wan_num_heads"] or None)
+        model = model.float()
+    else:
+        cfg = get_config(mcfg["config"]).to_dict()
+        for section, values in (mcfg.get("overrides") or {}).items():
+            if section not in ("dit", "upsampler") and not isinstance(values, dict):
+                cfg[section] = values
+            else:
+                cfg[section].update(values)
+        cfg["upsampler"]["mode"] = mcfg["upsampler"]
+        model = SimpleGVR.from_config(cfg)
+    if mcfg["attention"]:
+        model.dit.set_attention(mcfg["attention"])
+        model.config.dit.attention = mcfg["attention"]
+    return model
+
+
+class EMA:
+    """Exponential moving average of the trainable weights (float32 shadow), with the usual warm-up."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: p.detach().float().clone() for k, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, p in model.named_parameters():
+            self.shadow[k].mul_(d).add_(p.detach().float(), alpha=1 - d)
+
+    def copy_to(self, model: torch.nn.Module) -> torch.nn.Module:
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                p.copy_(self.shadow[k].to(p.dtype))
+        return model
+
+
+# --- data --------------------------------------------------------------------------------------
+class Data:
+    """Turns batch keys into model-space (hr, lr, context) tensors on the device."""
+
+    def __init__(self, cfg: dict, model: SimpleGVR, device, log):
+        from training import data as D
+
+        self.cfg, self.device, self.fmt = cfg, device, model.latent_format
+        dcfg = cfg["data"]
+        self.kind = dcfg["kind"]
+        self.skipped: list[str] = []
+        text_dim = model.config.dit.text_dim
+        if self.kind == "shards":
+            self.dataset = D.PairShards(dcfg["path"])
+            n_val = min(int(dcfg["val_count"]), len(self.dataset) - 1)
+            self.train_idx = list(range(len(self.dataset) - n_val))
+            self.val_idx = list(range(len(self.dataset) - n_val, len(self.dataset)))
+            self.vae = self.text = None
+        elif self.kind == "videos":
+            from simplegvr_core.text import TextCache, make_text_encoder
+            from simplegvr_core.vae import VideoVAE
+
+            if int(dcfg["synthesize"]) and not (Path(dcfg["path"]) / dcfg["captions"]).exists():
+                log(f"writing {dcfg['synthesize']} procedural clips to {dcfg['path']} (data.synthesize)")
+                D.make_synthetic_videos(dcfg["path"], int(dcfg["synthesize"]), int(dcfg["frames"]) + 4,
+                                        tuple(dcfg["hr_size"]), seed=int(cfg["train"]["seed"]))
+            items = D.read_captions(dcfg["path"], dcfg["captions"])
+            items, skipped = D.scan_videos(items, int(dcfg["frames"]), decode=dcfg["scan"] == "decode")
+            self.skipped += skipped
+            for s in skipped:
+                log(f"skipping: {s}")
+            if len(items) < 2:
+                raise ValueError(f"{dcfg['path']!r}: {len(items)} usable videos (skipped {len(skipped)}); need at least 2")
+            self.dataset = D.VideoPairs(items, int(dcfg["frames"]), dcfg["hr_size"], dcfg["lr_size"], dcfg["degradation"])
+            n_val = min(int(dcfg["val_count"]), len(items) - 1)
+            self.train_idx = list(range(len(items) - n_val))
+            self.val_idx = list(range(len(items) - n_val, len(items)))
+            self.vae = VideoVAE.load(cfg["vae"]["kind"], cfg["vae"]["path"] or None, device=device, seed=cfg["vae"]["seed"])
+            tcfg = cfg["text"]
+            enc = make_text_encoder(tcfg["kind"], text_dim, tcfg["path"] or None, device=device)
+            cache = tcfg["cache"] or str(Path(cfg["log"]["output_dir"]) / "text_cache.safetensors")
+            self.text = TextCache(cache, enc, f"{tcfg['kind']}:{text_dim}")
+            n = self.text.encode_all([c for _, c in items])
+            log(f"text features: {n} captions encoded, {len(self.text.features)} cached")
+        else:
+            raise ValueError(f"data.kind {self.kind!r}: expected 'videos' or 'shards'")
+
+    def loader(self, keys_iter):
+        from torch.utils.data import DataLoader
+
+        from training import data as D
+
+        workers = int(self.cfg["data"]["num_workers"])
+        return iter(DataLoader(self.dataset, batch_sampler=keys_iter, collate_fn=D.collate, num_workers=workers,
+                               persistent_workers=workers > 0))
+
+    def to_model_space(self, batch: dict):
+        """(hr, lr, context list) in model space; None when no sample of the batch was usable."""
+        for e in batch.get("errors", []):
+            self.skipped.append(e)
+        if "hr" not in batch and "hr_latent" not in batch:
+            return None
+        if self.kind == "shards":
+            return batch["hr_latent"].to(self.device), batch["lr_latent"].to(self.device), batch["context"]
+        hr = self.fmt.normalise(self.vae.encode(batch["hr"]))
+        lr = self.fmt.normalise(self.vae.encode(batch["lr"]))
+        ctx = [self.text[c] if c else torch.zeros(1, self.text.encoder.dim) for c in batch["caption"]]
+        return hr.to(self.device), lr.to(self.device), ctx
+
+
+def pad_contexts(contexts: list[torch.Tensor], dim: int, device) -> torch.Tensor:
+    from simplegvr_core.pipeline import TEXT_LEN
+
+    out = torch.zeros(len(contexts), TEXT_LEN, dim, device=device)
+    for i, c in enumerate(contexts):
+        out[i, : min(TEXT_LEN, c.shape[0])] = c[:TEXT_LEN].to(device)
+    return out
+
+
+# --- the loss ------------------------------------------------------------------------------------
+def flow_loss(model, hr, lr, ctx, g: torch.Generator, tcfg: dict, sampler: TimestepSampler):
+    """One training loss: noise-augmented condition, flow target, null-prompt dropout. All draws from g."""
+    b = hr.shape[0]
+    dev = hr.device
+    lo, hi = tcfg["noise_level"]
+    s = (torch.rand(b, generator=g) * (hi - lo) + lo).to(dev)
+    cond_eps = torch.randn(lr.shape, generator=g).to(dev)
+    s5 = s.view(-1, 1, 1, 1, 1)
+    c_s = (1 - s5) * lr + s5 * cond_eps  # c_s = (1-s) c0 + s ε, before the upsampler
+    sigma = sampler.sample(b, g).to(dev)
+    eps = torch.randn(hr.shape, generator=g).to(dev)
+    sg = sigma.view(-1, 1, 1, 1, 1)
+    x = (1 - sg) * hr + sg * eps
+    drop = (torch.rand(b, generator=g) < tcfg["null_prompt_prob"]).to(dev)
+    ctx = ctx * (~drop).view(-1, 1, 1).to(ctx.dtype)
+    v = model(x, c_s, sigma * 1000.0, ctx, s)  # SimpleGVR.forward: upsampler + DiT
+    return torch.nn.functional.mse_loss(v.float(), (eps - hr).float())
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+def _ckpt_dirs(out: Path) -> list[Path]:
+    d = out / "checkpoints"
+    return sorted(p for p in d.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp") and (p / "state.pt").is_file())
+
+
+def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, scheduler, cfg: dict, keep: int) -> Path:
+    """Everything needed to resume, written to a temporary folder that is renamed when complete."""
+    from safetensors.torch import save_file
+
+    final = out / "checkpoints" / f"step-{step:07d}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"step-{step:07d}.", suffix=".tmp", dir=final.parent))
+    try:
+        save_checkpoint(model, tmp / "model.safetensors")
+        save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
+        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "config": json.dumps(cfg)}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        torch.save(state, tmp / "state.pt")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in _ckpt_dirs(out)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler) -> int:
+    """Restore a checkpoint folder into the live objects; returns the step to continue from."""
+    if not (path / "state.pt").is_file():
+        raise ValueError(f"{str(path)!r} is not a training checkpoint (no state.pt)")
+    saved = load_checkpoint(path / "model.safetensors")
+    if saved.config.to_dict() != model.config.to_dict():
+        raise ValueError(f"{str(path)!r} was trained with another model config: cannot resume this run from it")
+    model.load_state_dict(saved.state_dict())
+    shadow, _ = read_safetensors(path / "ema.safetensors")
+    if set(shadow) != set(ema.shadow):
+        raise ValueError(f"{str(path)!r}: EMA weights do not match the model")
+    ema.shadow = {k: v.float().to(ema.shadow[k].device) for k, v in shadow.items()}
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"])
+
+
+def export_ema(model: SimpleGVR, ema: EMA, path: str | os.PathLike, step: int) -> Path:
+    """The EMA weights as a node/pipeline checkpoint."""
+    target = copy.deepcopy(model).float()
+    ema.copy_to(target)
+    return save_checkpoint(target, path, extra_metadata={"trained_steps": str(step)})
+
+
+# --- validation ----------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model: SimpleGVR, ema: EMA, data: Data, cfg: dict, device) -> dict:
+    """Upscale the held-out samples with the EMA weights; latent PSNR against their HR latents."""
+    from simplegvr_core.pipeline import upscale
+    from training.data import collate
+
+    net = ema.copy_to(copy.deepcopy(model)).eval()
+    seed = cfg["train"]["seed"]
+    batch = collate([data.dataset[(i, seed + 1000 + i)] for i in data.val_idx])
+    triple = data.to_model_space(batch)
+    if triple is None:
+        return {}
+    hr, lr, ctx = triple
+    fmt = model.latent_format
+    psnr, psnr_interp = [], []
+    for i in range(hr.shape[0]):
+        ctx_i = pad_contexts([ctx[i]], model.config.dit.text_dim, device)
+        out = upscale(net, fmt.denormalise(lr[i:i + 1].cpu()), width=hr.shape[-1] * fmt.spatial_ratio,
+                      height=hr.shape[-2] * fmt.spatial_ratio, context=ctx_i, steps=int(cfg["log"]["val_steps"]), cfg=1.0,
+                      seed=seed, attention=None)
+        x0 = fmt.normalise(out.to(device))
+        interp = torch.nn.functional.interpolate(lr[i:i + 1], size=tuple(hr.shape[2:]), mode="trilinear")
+        rng = float(hr[i].max() - hr[i].min())
+        psnr.append(10 * math.log10(rng**2 / float(((x0 - hr[i:i + 1]) ** 2).mean())))
+        psnr_interp.append(10 * math.log10(rng**2 / float(((interp - hr[i:i + 1]) ** 2).mean())))
+    return {"val/psnr_latent": sum(psnr) / len(psnr), "val/psnr_latent_interp": sum(psnr_interp) / len(psnr_interp)}
+
+
+# --- main ----------------------------------------------------------------------------------------
+def train(cfg: dict, resume: str | None = None, export: str | None = None, progress: bool = True) -> dict:
+    """Run (or resume) training; returns {"losses": [(step, loss), ...], "step": last step, "skipped": [...]}."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from training.data import StepSampler
+
+    out = Path(cfg["log"]["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg = cfg["train"]
+    use_cuda = torch.cuda.is_available()
+    tracker = cfg["log"]["tracker"] if cfg["log"]["tracker"] not in ("", "none", None) else None
+    if tracker == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            try:
+                import tensorboardX  # noqa: F401
+            except ImportError:
+                tracker = None
+    accelerator = Accelerator(mixed_precision=tcfg["mixed_precision"] if use_cuda else "no", cpu=not use_cuda,
+                              log_with=tracker, project_dir=str(out))
+    device = accelerator.device
+    log = accelerator.print
+    torch.manual_seed(tcfg["seed"])
+
+    model = build_model(cfg["model"]).float()
+    model.dit.gradient_checkpointing = bool(tcfg["gradient_checkpointing"])
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], betas=tuple(tcfg["betas"]), weight_decay=tcfg["weight_decay"])
+    warm = max(1, int(tcfg["warmup_steps"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warm))
+    ema = EMA(model, tcfg["ema_decay"])
+    sampler = TimestepSampler(tcfg["timestep_sampler"], logit_mean=tcfg["logit_mean"], logit_std=tcfg["logit_std"],
+                              curve=tcfg["detail_curve"] or None)
+
+    start = 0
+    if resume:
+        ck = _ckpt_dirs(out)[-1] if resume == "auto" and _ckpt_dirs(out) else (Path(resume) if resume != "auto" else None)
+        if ck is not None:
+            start = load_training_state(ck, model, ema, optimizer, scheduler)
+            log(f"resumed from {ck} at step {start}")
+        else:
+            log(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
+    total = int(tcfg["steps"])
+    if export and start >= total:
+        path = export_ema(model, ema, export, start)
+        log(f"exported EMA weights of step {start} to {path}")
+        return {"losses": [], "step": start, "skipped": []}
+
+    data = Data(cfg, model, device, log)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    raw = accelerator.unwrap_model(model)
+    if tracker:
+        accelerator.init_trackers("simplegvr", config={k: json.dumps(v) for k, v in cfg.items()})
+    keys = StepSampler(len(data.train_idx), int(tcfg["batch_size"]), int(tcfg["seed"]), start,
+                       accelerator.num_processes, accelerator.process_index, bool(tcfg["overfit"]))
+    batches = data.loader(_MapKeys(keys, data.train_idx))
+    losses = []
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not (progress and accelerator.is_main_process),
+               desc="training")
+    t0 = time.time()
+    for step in bar:
+        batch = next(batches)
+        triple = data.to_model_space(batch)
+        if triple is None:
+            continue
+        hr, lr, ctx_list = triple
+        ctx = pad_contexts(ctx_list, raw.config.dit.text_dim, device)
+        g = torch.Generator().manual_seed(int(tcfg["seed"]) * 1_000_003 + step * 7919 + accelerator.process_index)
+        with accelerator.autocast():
+            loss = flow_loss(model, hr, lr, ctx, g, tcfg, sampler)  # through the DDP/FSDP wrapper
+        accelerator.backward(loss)
+        if tcfg["grad_clip"]:
+            accelerator.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(raw, step)
+        value = float(loss.detach())
+        losses.append((step + 1, value))
+        bar.set_postfix(loss=f"{value:.4f}")
+        done = step + 1
+        if done % int(cfg["log"]["log_every"]) == 0 or done == total:
+            logs = {"train/loss": value, "train/lr": scheduler.get_last_lr()[0], "data/skipped": len(data.skipped),
+                    "time/steps_per_s": (done - start) / max(1e-9, time.time() - t0)}
+            if tracker:
+                accelerator.log(logs, step=done)
+        if int(cfg["log"]["validate_every"]) and done % int(cfg["log"]["validate_every"]) == 0 and accelerator.is_main_process:
+            vals = validate(raw, ema, data, cfg, device)
+            log(f"step {done}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()))
+            if tracker and vals:
+                accelerator.log(vals, step=done)
+        if (done % int(cfg["log"]["checkpoint_every"]) == 0 or done == total) and accelerator.is_main_process:
+            save_training_state(out, done, raw, ema, optimizer, scheduler, cfg, int(cfg["log"]["keep_checkpoints"]))
+        accelerator.wait_for_everyone()
+        if tcfg["stop_at_step"] and done >= int(tcfg["stop_at_step"]):
+            break  # a deliberate interruption (tests and time-boxed jobs); resume continues from here
+    if data.skipped:
+        log(f"skipped {len(data.skipped)} broken or short samples/videos")
+    if export and accelerator.is_main_process:
+        path = export_ema(raw, ema, export, losses[-1][0] if losses else start)
+        log(f"exported EMA weights to {path}")
+    if tracker:
+        accelerator.end_training()
+    with open(out / "losses.jsonl", "a") as f:
+        for s, v in losses:
+            f.write(json.dumps({"step": s, "loss": v}) + "\n")
+    return {"losses": losses, "step": losses[-1][0] if losses else start, "skipped": list(data.skipped)}
+
+
+class _MapKeys:
+    """Batch sampler: StepSampler positions -> dataset indices of the training split."""
+
+    def __init__(self, keys, train_idx: list[int]):
+        self.keys, self.train_idx = keys, train_idx
+
+    def __iter__(self):
+        for batch in self.keys:
+            yield [(self.train_idx[i], s) for i, s in batch]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="TOML config (training/configs/*.toml)")
+    ap.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=200 log.output_dir=runs/x")
+    ap.add_argument("--resume", nargs="?", const="auto", default=None,
+                    help="continue from the latest checkpoint in log.output_dir (or from the given checkpoint folder)")
+    ap.add_argument("--export", default=None, help="write the EMA weights to this .safetensors when done")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        train(cfg, resume=args.resume, export=args.export)
+    except KeyboardInterrupt:
+        print("train: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"train: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
