@@ -1,0 +1,486 @@
+"""Flow-guided degradation (paper §4.2.1): the motion artefacts of a base T2V model, made from real video.
+
+Two artefacts are simulated per frame from the optical flow to the previous frame:
+
+* **colour bleeding** - ellipses placed inside moving regions take their colours from the previous
+  frame (sampled at a Gaussian-random offset along the flow) and are blended into the current frame
+  with a weight that peaks at the ellipse centre and falls to 0 at its edge;
+* **motion-adaptive blur** - every block (16x16 by default) gets a line kernel whose length grows with
+  the block's mean flow magnitude and whose direction follows the mean flow; static blocks are left
+  untouched and neighbouring blocks' kernels cross-fade over a few pixels (`blend_width`), so there
+  are no block seams.
+
+Frame 0 has no previous frame: it is only blurred, using the flow between frames 0 and 1.
+
+Flow: OpenCV DIS (Kroeger et al., ECCV'16) on grayscale uint8, `calc(cur, prev)`, so that
+`prev(x + flow(x)) ≈ cur(x)`. Everything random comes from one `numpy.random.Generator`, so a seed
+reproduces a clip exactly. The paper leaves the preset, thresholds, ellipse and kernel parameters
+open (paper-details.md §4); the defaults below are ours and every one of them is a field of
+`FlowGuidedConfig`.
+
+Speed: the line kernels are box filters along a direction, computed as an exact integer shear
+(`cv2.remap`, nearest, wrap) + `cv2.blur` + the inverse shear, for a small bank of angles x lengths,
+only over the moving part of the frame; see benchmarks/degrade_speed.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+
+import cv2
+import numpy as np
+
+from .video_io import check_frames
+
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+# Odd line-kernel lengths of the bank; a block's continuous length is a linear blend of the two nearest.
+LENGTH_LEVELS = (1, 3, 5, 7, 11, 15, 21, 31, 45, 63)
+SHORT_KERNEL = 7  # oblique kernels with at most this many taps are applied with cv2.filter2D
+
+
+@dataclass
+class FlowGuidedConfig:
+    """All parameters of the flow-guided degradation. A `(lo, hi)` pair is a range drawn uniformly
+    (per clip for the blur gain, per ellipse for the ellipse parameters); give `(v, v)` to fix it."""
+
+    # --- flow and motion mask
+    dis_preset: str = "ultrafast"  # ultrafast | fast | medium (reference-facts §5: 23 / 29 / 102 ms at 540p)
+    flow_scale: float = 1.0  # compute the flow on frames resized by this factor (0.25-1); flow is rescaled back
+    motion_threshold: float = 1.0  # px/frame: a pixel or block moving less is static (0.5-2 sensible)
+    strength: float = 1.0  # multiplies the blur gain and the bleeding weight (0 = no change)
+    # --- colour bleeding
+    bleed: bool = True
+    bleed_prob: float = 0.9  # probability that a frame (t >= 1) gets any ellipses
+    ellipses: tuple[int, int] = (1, 4)  # ellipses per frame
+    ellipse_size: tuple[float, float] = (0.03, 0.10)  # semi-major axis as a fraction of min(H, W)
+    ellipse_aspect: tuple[float, float] = (0.35, 1.0)  # minor / major axis
+    ellipse_angle_jitter: float = 0.35  # rad: Gaussian std of the major axis around the flow direction
+    bleed_weight: tuple[float, float] = (0.3, 0.7)  # blend weight of the previous-frame colour at the centre
+    bleed_offset_mean: float = 0.0  # sample the previous frame at x + s*flow(x), s ~ N(mean, std) per ellipse:
+    bleed_offset_std: float = 0.6  # s = 0 takes the co-located (stale) colour, s = 1 the motion-compensated one
+    bleed_smooth: tuple[float, float] = (0.0, 0.3)  # Gaussian smoothing of the sampled colours, x minor axis
+    # --- motion-adaptive blur
+    blur: bool = True
+    block_size: int = 16  # px per block side
+    block_smooth: float = 1.0  # Gaussian sigma (blocks) smoothing the blur *direction* (DIS is noisy on flat areas)
+    blend_width: int = 8  # px: neighbouring blocks' kernels cross-fade over this width (block_size = bilinear)
+    blur_gain: tuple[float, float] = (0.5, 1.2)  # kernel length per px of block motion (a shutter fraction)
+    max_kernel: int = 31  # longest line kernel, px (odd)
+    blur_angles: int = 8  # directions in the kernel bank, over 180 degrees
+
+    def __post_init__(self) -> None:
+        if self.dis_preset not in DIS_PRESETS:
+            raise ValueError(f"dis_preset={self.dis_preset!r}: expected one of {sorted(DIS_PRESETS)}")
+        if not 0.1 <= self.flow_scale <= 1.0:
+            raise ValueError(f"flow_scale={self.flow_scale}: expected a factor in [0.1, 1]")
+        for name in ("motion_threshold", "strength", "bleed_offset_std", "ellipse_angle_jitter"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)}: expected a number >= 0")
+        if self.motion_threshold <= 0:
+            raise ValueError(f"motion_threshold={self.motion_threshold}: expected > 0 px/frame")
+        if not 0 <= self.bleed_prob <= 1:
+            raise ValueError(f"bleed_prob={self.bleed_prob}: expected a probability in [0, 1]")
+        for name, lo_min, hi_max in (("ellipses", 0, 1000), ("ellipse_size", 1e-4, 1.0), ("ellipse_aspect", 0.05, 1.0),
+                                     ("bleed_weight", 0.0, 1.0), ("bleed_smooth", 0.0, 10.0), ("blur_gain", 0.0, 100.0)):
+            v = tuple(getattr(self, name))
+            if len(v) != 2 or not lo_min <= v[0] <= v[1] <= hi_max:
+                raise ValueError(f"{name}={getattr(self, name)}: expected a range (lo, hi) with {lo_min} <= lo <= hi <= {hi_max}")
+            setattr(self, name, v)
+        if int(self.ellipses[0]) != self.ellipses[0] or int(self.ellipses[1]) != self.ellipses[1]:
+            raise ValueError(f"ellipses={self.ellipses}: expected a range of integers")
+        if not 0 <= self.block_smooth <= 10:
+            raise ValueError(f"block_smooth={self.block_smooth}: expected a sigma in blocks in [0, 10]")
+        if self.block_size < 4:
+            raise ValueError(f"block_size={self.block_size}: expected >= 4 px")
+        if not 2 <= self.blend_width <= self.block_size or self.blend_width % 2:
+            raise ValueError(f"blend_width={self.blend_width}: expected an even width in [2, block_size={self.block_size}] px")
+        if self.max_kernel < 3 or self.max_kernel % 2 == 0:
+            raise ValueError(f"max_kernel={self.max_kernel}: expected an odd length >= 3")
+        if not 2 <= self.blur_angles <= 64:
+            raise ValueError(f"blur_angles={self.blur_angles}: expected 2..64 directions")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FlowGuidedConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"flow-guided config has unknown keys {unknown}: expected a subset of {sorted(names)}")
+        return cls(**d)
+
+
+@dataclass
+class Ellipse:
+    """One colour-bleeding ellipse as drawn (pixel units; angle of the major axis in rad)."""
+
+    cx: float
+    cy: float
+    a: float
+    b: float
+    angle: float
+    offset: float  # s: where along the flow the previous frame was sampled
+    weight: float  # blend weight at the centre
+    smooth: float  # Gaussian sigma (px) applied to the sampled colours
+
+
+# --------------------------------------------------------------------------------------------
+# flow
+def make_dis(preset: str = "ultrafast") -> cv2.DISOpticalFlow:
+    if preset not in DIS_PRESETS:
+        raise ValueError(f"DIS preset {preset!r}: expected one of {sorted(DIS_PRESETS)}")
+    return cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+
+
+def to_gray(frame: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Grayscale uint8 (DIS accepts nothing else), optionally resized by `scale`."""
+    g = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    if scale != 1.0:
+        g = cv2.resize(g, (max(8, round(g.shape[1] * scale)), max(8, round(g.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    return g
+
+
+def compute_flow(cur_gray: np.ndarray, prev_gray: np.ndarray, dis: cv2.DISOpticalFlow | None = None,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
+    """DIS flow [H, W, 2] float32 from the current to the previous frame: prev(x + flow) ≈ cur(x).
+
+    `size=(H, W)`: the flow was computed on smaller grayscale frames; resize it and its vectors to H x W.
+    """
+    for name, g in (("cur_gray", cur_gray), ("prev_gray", prev_gray)):
+        if not isinstance(g, np.ndarray) or g.dtype != np.uint8 or g.ndim != 2:
+            raise ValueError(f"{name} is {getattr(g, 'dtype', type(g).__name__)} {getattr(g, 'shape', '')}: "
+                             "expected a 2-D uint8 grayscale frame (DIS accepts nothing else)")
+    if cur_gray.shape != prev_gray.shape:
+        raise ValueError(f"cur_gray {cur_gray.shape} and prev_gray {prev_gray.shape}: expected the same size")
+    flow = (dis or make_dis()).calc(cur_gray, prev_gray, None)
+    if size is not None and tuple(size) != flow.shape[:2]:
+        h, w = size
+        sy, sx = h / flow.shape[0], w / flow.shape[1]
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+        flow[..., 0] *= sx
+        flow[..., 1] *= sy
+    return flow
+
+
+# --------------------------------------------------------------------------------------------
+# colour bleeding
+def bleed_colours(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, rng: np.random.Generator,
+                  config: FlowGuidedConfig | None = None, count: int | None = None) -> tuple[np.ndarray, list[Ellipse]]:
+    """Blend ellipses of previous-frame colour into `cur` inside its moving regions.
+
+    cur, prev: uint8 [H, W, 3]; flow: [H, W, 2] from cur to prev. `count` overrides the random number of
+    ellipses. Returns the new frame (cur is not modified) and the ellipses drawn.
+    """
+    cfg = config or FlowGuidedConfig()
+    _check_pair(cur, prev, flow)
+    h, w = cur.shape[:2]
+    thr = cfg.motion_threshold
+    if count is None:
+        count = int(rng.integers(cfg.ellipses[0], cfg.ellipses[1] + 1)) if rng.random() < cfg.bleed_prob else 0
+    if count <= 0 or cfg.strength <= 0:
+        return cur.copy(), []
+    step = 4 if min(h, w) >= 32 else 1  # candidate centres on a sparse grid: cheap, and plenty of them
+    sub = flow[::step, ::step]
+    cand = np.flatnonzero((sub[..., 0] ** 2 + sub[..., 1] ** 2) >= thr * thr)
+    out = cur.copy()
+    drawn: list[Ellipse] = []
+    if cand.size == 0:
+        return out, drawn
+    for _ in range(count):
+        iy, ix = divmod(int(cand[rng.integers(cand.size)]), sub.shape[1])
+        cy = min(h - 1, iy * step + int(rng.integers(step)))
+        cx = min(w - 1, ix * step + int(rng.integers(step)))
+        fx, fy = (float(v) for v in flow[cy, cx])
+        angle = math.atan2(fy, fx) + float(rng.normal(0.0, cfg.ellipse_angle_jitter))
+        a = max(2.0, float(rng.uniform(*cfg.ellipse_size)) * min(h, w))
+        b = max(1.5, a * float(rng.uniform(*cfg.ellipse_aspect)))
+        peak = min(1.0, float(rng.uniform(*cfg.bleed_weight)) * cfg.strength)
+        s = float(rng.normal(cfg.bleed_offset_mean, cfg.bleed_offset_std))
+        smooth = float(rng.uniform(*cfg.bleed_smooth)) * b
+        e = Ellipse(float(cx), float(cy), a, b, angle, s, peak, smooth)
+        _draw_ellipse(out, prev, flow, e, thr)
+        drawn.append(e)
+    return out, drawn
+
+
+def _draw_ellipse(out: np.ndarray, prev: np.ndarray, flow: np.ndarray, e: Ellipse, thr: float) -> None:
+    h, w = out.shape[:2]
+    r = math.ceil(e.a) + 1
+    y0, y1 = max(0, int(e.cy) - r), min(h, int(e.cy) + r + 1)
+    x0, x1 = max(0, int(e.cx) - r), min(w, int(e.cx) + r + 1)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = xx - e.cx, yy - e.cy
+    ca, sa = math.cos(e.angle), math.sin(e.angle)
+    r2 = ((dx * ca + dy * sa) / e.a) ** 2 + ((dy * ca - dx * sa) / e.b) ** 2
+    fl = flow[y0:y1, x0:x1]
+    mag = np.sqrt(fl[..., 0] ** 2 + fl[..., 1] ** 2)
+    # weight: peak at the centre, 0 at the edge, and only where things move (soft mask 0.5-1.5 x threshold)
+    wgt = (e.weight * np.clip(1.0 - r2, 0.0, 1.0) * np.clip(mag / thr - 0.5, 0.0, 1.0)).astype(np.float32)
+    if not wgt.any():
+        return
+    src = cv2.remap(prev, xx + e.offset * fl[..., 0], yy + e.offset * fl[..., 1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    if e.smooth >= 0.3:
+        src = cv2.GaussianBlur(src, (0, 0), e.smooth, borderType=cv2.BORDER_REPLICATE)
+    out[y0:y1, x0:x1] = cv2.blendLinear(out[y0:y1, x0:x1], src, 1.0 - wgt, wgt)
+
+
+# --------------------------------------------------------------------------------------------
+# motion-adaptive blur
+def kernel_levels(max_kernel: int) -> np.ndarray:
+    """The kernel bank's lengths: LENGTH_LEVELS below max_kernel, then max_kernel."""
+    return np.array([v for v in LENGTH_LEVELS if v < max_kernel] + [max_kernel], dtype=np.float32)
+
+
+def block_motion(flow: np.ndarray, block_size: int) -> np.ndarray:
+    """Mean flow per block [ceil(H/b), ceil(W/b), 2]; the frame is edge-padded to whole blocks."""
+    h, w = flow.shape[:2]
+    nby, nbx = -(-h // block_size), -(-w // block_size)
+    if (nby * block_size, nbx * block_size) != (h, w):
+        flow = cv2.copyMakeBorder(flow, 0, nby * block_size - h, 0, nbx * block_size - w, cv2.BORDER_REPLICATE)
+    return cv2.resize(flow, (nbx, nby), interpolation=cv2.INTER_AREA).reshape(nby, nbx, 2)
+
+
+def line_kernel(length: float, angle: float) -> np.ndarray:
+    """The bank's line kernel for (length, angle) as a 2-D filter (for cv2.filter2D): `_odd` taps along
+    the major axis, offsets round(k*j) across it (k = the slope). `directional_blur` applies this
+    exact kernel where k * x_abs is an integer (everywhere for 0, 45 and 90 degrees) and the same
+    digital line with another rounding phase elsewhere."""
+    c, s = math.cos(angle), math.sin(angle)
+    horiz = abs(c) >= abs(s)
+    n = _odd(length * (abs(c) if horiz else abs(s)))
+    k = (s / c) if horiz else (c / s)
+    half = n // 2
+    offs = np.rint(k * np.arange(-half, half + 1)).astype(int)
+    ext = int(np.abs(offs).max())
+    ker = np.zeros((2 * max(ext, half) + 1,) * 2, np.float32)
+    mid = ker.shape[0] // 2
+    for j, o in zip(range(-half, half + 1), offs):
+        if horiz:
+            ker[mid + o, mid + j] += 1.0 / n
+        else:
+            ker[mid + j, mid + o] += 1.0 / n
+    return ker
+
+
+def _odd(x: float) -> int:
+    return max(1, 2 * int(round((x - 1) / 2)) + 1)
+
+
+def directional_blur(img: np.ndarray, angle: float, length: float, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Box blur of `img` along `angle` (rad; x right, y down) over `length` px.
+
+    Axis-aligned: cv2.blur. Up to SHORT_KERNEL taps: cv2.filter2D with `line_kernel`. Longer: an exact
+    integer shear, a 1-D cv2.blur and the inverse shear, whose digital line is anchored to absolute
+    coordinates (`origin` = the (y, x) of img[0, 0] in the frame), so a pixel gets the same kernel
+    whatever crop it is blurred in. Shears wrap around: the caller pads by length/2 + 2 on every side."""
+    c, s = math.cos(angle), math.sin(angle)
+    horiz = abs(c) >= abs(s)
+    h, w = img.shape[:2]
+    n = _odd(length * (abs(c) if horiz else abs(s)))
+    if n == 1:
+        return img
+    k = (s / c) if horiz else (c / s)
+    ksize = (n, 1) if horiz else (1, n)
+    if abs(k) < 1e-6:
+        return cv2.blur(img, ksize, borderType=cv2.BORDER_REPLICATE)
+    if n <= SHORT_KERNEL:  # a small 2-D filter is cheaper than two remaps and their maps
+        return cv2.filter2D(img, -1, line_kernel(length, angle), borderType=cv2.BORDER_REPLICATE)
+    # horizontal-ish: column x moves down by round(k * x_abs) (mod h), so a line of slope k becomes a row;
+    # vertical-ish: row y moves right by round(k * y_abs) (mod w). Both maps come from one integer array,
+    # so the inverse is exact.
+    if horiz:
+        shift = (np.rint(k * (np.arange(w) + origin[1])).astype(np.int64) % h).astype(np.int16)
+        fwd, inv = np.empty((h, w, 2), np.int16), np.empty((h, w, 2), np.int16)
+        fwd[..., 0] = inv[..., 0] = np.arange(w, dtype=np.int16)
+        rows = np.arange(h, dtype=np.int16)[:, None]
+        np.add(rows, shift[None, :], out=fwd[..., 1])
+        np.subtract(rows, shift[None, :], out=inv[..., 1])
+    else:
+        shift = (np.rint(k * (np.arange(h) + origin[0])).astype(np.int64) % w).astype(np.int16)
+        fwd, inv = np.empty((h, w, 2), np.int16), np.empty((h, w, 2), np.int16)
+        fwd[..., 1] = inv[..., 1] = np.arange(h, dtype=np.int16)[:, None]
+        cols = np.arange(w, dtype=np.int16)[None, :]
+        np.add(cols, shift[:, None], out=fwd[..., 0])
+        np.subtract(cols, shift[:, None], out=inv[..., 0])
+    sheared = cv2.remap(img, fwd, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_WRAP)
+    blurred = cv2.blur(sheared, ksize, borderType=cv2.BORDER_REPLICATE)
+    return cv2.remap(blurred, inv, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_WRAP)
+
+
+_BLEND_MAPS: dict = {}
+
+
+def _blend_maps(hp: int, wp: int, bs: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block-grid coordinates of every pixel, for cv2.remap of a per-block grid to per-pixel weights:
+    constant inside a block, a linear ramp `width` px wide across each block edge (width = bs is plain
+    bilinear interpolation between block centres). Cached per size."""
+    key = (hp, wp, bs, width)
+    maps = _BLEND_MAPS.get(key)
+    if maps is None:
+        def axis(n):
+            u = (np.arange(n) + 0.5) / bs - 0.5  # in block units, 0 at the centre of block 0
+            i = np.floor(u)
+            f = np.clip((u - i - 0.5) * bs / width + 0.5, 0.0, 1.0)
+            return np.clip(i + f, 0, n // bs - 1).astype(np.float32)
+
+        mx = np.ascontiguousarray(np.broadcast_to(axis(wp)[None, :], (hp, wp)))
+        my = np.ascontiguousarray(np.broadcast_to(axis(hp)[:, None], (hp, wp)))
+        if len(_BLEND_MAPS) >= 8:
+            _BLEND_MAPS.clear()
+        _BLEND_MAPS[key] = maps = (mx, my)
+    return maps
+
+
+def motion_blur(frame: np.ndarray, flow: np.ndarray, gain: float, config: FlowGuidedConfig | None = None) -> np.ndarray:
+    """Block-wise motion-adaptive line blur of a uint8 [H, W, 3] frame given its flow [H, W, 2].
+
+    Block length L = gain * |mean flow| (1 = untouched below the motion threshold), clipped to
+    max_kernel; direction = mean flow direction quantised to `blur_angles`. Per block, L is a linear
+    blend of the two nearest bank lengths; the per-(angle, length) block weights are interpolated to
+    pixels with a `blend_width` ramp across block edges, so neighbouring blocks cross-fade without
+    seams and the weights sum to 1 at every pixel. Pixels farther than blend_width/2 from any moving
+    block are returned bit-exact.
+    """
+    cfg = config or FlowGuidedConfig()
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame is {getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}: "
+                         "expected uint8 [H,W,3]")
+    if not isinstance(flow, np.ndarray) or flow.shape != frame.shape[:2] + (2,):
+        raise ValueError(f"flow has shape {getattr(flow, 'shape', None)}: expected {frame.shape[:2] + (2,)} (H, W, 2)")
+    if gain < 0:
+        raise ValueError(f"gain={gain}: expected >= 0 (kernel length per px of motion)")
+    h, w = frame.shape[:2]
+    bs = cfg.block_size
+    bm = block_motion(flow, bs)
+    nby, nbx = bm.shape[:2]
+    mag = np.sqrt(bm[..., 0] ** 2 + bm[..., 1] ** 2)
+    if cfg.block_smooth > 0:  # direction from the motion-weighted neighbourhood, magnitude of the block itself
+        sm = cv2.GaussianBlur(bm, (0, 0), cfg.block_smooth, borderType=cv2.BORDER_REPLICATE)
+        bm = np.where((sm[..., 0] ** 2 + sm[..., 1] ** 2 > 1e-6)[..., None], sm, bm)
+    levels = kernel_levels(cfg.max_kernel)
+    length = np.where(mag >= cfg.motion_threshold, gain * mag, 1.0).clip(1.0, levels[-1])
+    moving = length > 1.0
+    if not moving.any():
+        return frame.copy()
+    nang = cfg.blur_angles
+    abin = np.rint((np.arctan2(bm[..., 1], bm[..., 0]) % np.pi) / (np.pi / nang)).astype(np.int64) % nang
+    j = np.clip(np.searchsorted(levels, length, side="right") - 1, 0, len(levels) - 2)
+    frac = ((length - levels[j]) / (levels[j + 1] - levels[j])).astype(np.float32)
+
+    # blend weight of each (angle, level > 0) per block; level 0 (identity) keeps the rest
+    nlev = len(levels)
+    grids = np.zeros((nang, nlev, nby, nbx), np.float32)
+    by, bx = np.nonzero(moving)
+    ab, jb, fb = abin[by, bx], j[by, bx], frac[by, bx]
+    np.add.at(grids, (ab, jb, by, bx), 1.0 - fb)
+    np.add.at(grids, (ab, jb + 1, by, bx), fb)
+    grids[:, 0] = 0.0
+
+    # work on the frame padded to whole blocks: block b covers pixels [b*bs, (b+1)*bs)
+    hp, wp = nby * bs, nbx * bs
+    img = cv2.copyMakeBorder(frame, 0, hp - h, 0, wp - w, cv2.BORDER_REPLICATE) if (hp, wp) != (h, w) else frame.copy()
+    mpad = int(levels[-1]) // 2 + 2  # kernel context around any crop; replicate at the frame border
+    src = cv2.copyMakeBorder(img, mpad, mpad, mpad, mpad, cv2.BORDER_REPLICATE)
+    mx, my = _blend_maps(hp, wp, bs, cfg.blend_width)
+    ring = cfg.blend_width // 2  # how far a block's weight reaches into its neighbours
+
+    def upsample(grid, y0, y1, x0, x1):  # pixel weights over [y0:y1, x0:x1] of a block grid
+        return cv2.remap(grid, mx[y0:y1, x0:x1], my[y0:y1, x0:x1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    keep = upsample(np.ascontiguousarray(1.0 - grids.sum((0, 1))), 0, hp, 0, wp)  # weight of the unblurred frame
+    kernel3 = np.ones((3, 3), np.uint8)
+    for a in np.unique(ab):
+        theta = float(a) * np.pi / nang
+        for i in range(1, nlev):
+            grid = grids[a, i]
+            used = grid > 0
+            if not used.any():
+                continue
+            # each group of nearby blocks that uses this kernel on its own: a zoom's opposite sides share an
+            # angle, and its lengths grow outwards in rings
+            ncomp, labels = cv2.connectedComponents(cv2.dilate(used.astype(np.uint8), kernel3), connectivity=8)
+            for comp in range(1, ncomp):
+                mine = used & (labels == comp) if ncomp > 2 else used
+                bys, bxs = np.nonzero(mine)
+                y0, y1 = max(0, int(bys.min()) * bs - ring), min(hp, (int(bys.max()) + 1) * bs + ring)
+                x0, x1 = max(0, int(bxs.min()) * bs - ring), min(wp, (int(bxs.max()) + 1) * bs + ring)
+                m = int(levels[i]) // 2 + 2  # kernel context
+                crop = src[mpad + y0 - m:mpad + y1 + m, mpad + x0 - m:mpad + x1 + m]
+                blurred = directional_blur(crop, theta, float(levels[i]), (y0 - m, x0 - m))[m:m + y1 - y0, m:m + x1 - x0]
+                wgt = upsample(np.where(mine, grid, 0.0).astype(np.float32) if ncomp > 2 else grid, y0, y1, x0, x1)
+                acc = keep[y0:y1, x0:x1]
+                img[y0:y1, x0:x1] = cv2.blendLinear(img[y0:y1, x0:x1], blurred, acc, wgt)
+                keep[y0:y1, x0:x1] = cv2.add(acc, wgt)
+    return np.ascontiguousarray(img[:h, :w])
+
+
+# --------------------------------------------------------------------------------------------
+# the whole clip
+def _check_pair(cur, prev, flow) -> None:
+    for name, f in (("cur", cur), ("prev", prev)):
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+            raise ValueError(f"{name} is {getattr(f, 'dtype', type(f).__name__)} {getattr(f, 'shape', '')}: "
+                             "expected uint8 [H,W,3]")
+    if prev.shape != cur.shape:
+        raise ValueError(f"prev has shape {prev.shape}: expected cur's shape {cur.shape}")
+    if not isinstance(flow, np.ndarray) or flow.shape != cur.shape[:2] + (2,):
+        raise ValueError(f"flow has shape {getattr(flow, 'shape', None)}: expected {cur.shape[:2] + (2,)}")
+
+
+def iter_flow_guided(frames: Iterable[np.ndarray], config: FlowGuidedConfig | None = None,
+                     seed: int | np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    """Degrade a stream of uint8 RGB frames [H, W, 3] one at a time (one frame of look-ahead)."""
+    cfg = config or FlowGuidedConfig()
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    gain = float(rng.uniform(*cfg.blur_gain)) * cfg.strength
+    dis = make_dis(cfg.dis_preset)
+    it = iter(frames)
+
+    def take(i):
+        f = next(it, None)
+        if f is None:
+            return None, None
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+            raise ValueError(f"frame {i} is {getattr(f, 'dtype', type(f).__name__)} {getattr(f, 'shape', '')}: "
+                             "expected uint8 [H,W,3]")
+        if i and f.shape != size:
+            raise ValueError(f"frame {i} has shape {f.shape}: expected {size} like frame 0")
+        return f, to_gray(f, cfg.flow_scale)
+
+    size = None
+    prev, prev_g = take(0)
+    if prev is None:
+        raise ValueError("frames is empty: expected at least one [H,W,3] uint8 frame")
+    size = prev.shape
+    cur, cur_g = take(1)
+    if cur is None:  # a single frame has no motion to degrade with
+        yield prev.copy()
+        return
+    hw = size[:2]
+    if cfg.blur and gain > 0:
+        yield motion_blur(prev, compute_flow(prev_g, cur_g, dis, hw), gain, cfg)  # frame 0: blur only
+    else:
+        yield prev.copy()
+    t = 1
+    while cur is not None:
+        flow = compute_flow(cur_g, prev_g, dis, hw)
+        out = cur
+        if cfg.bleed:
+            out, _ = bleed_colours(cur, prev, flow, rng, cfg)
+        if cfg.blur and gain > 0:
+            out = motion_blur(out, flow, gain, cfg)
+        yield out if out is not cur else cur.copy()
+        prev, prev_g = cur, cur_g
+        t += 1
+        cur, cur_g = take(t)
+
+
+def flow_guided(frames, config: FlowGuidedConfig | None = None, seed: int | np.random.Generator | None = None) -> np.ndarray:
+    """Flow-guided degradation of a clip: uint8 [T, H, W, 3] in, same shape and dtype out."""
+    frames = check_frames(frames, "frames")
+    return np.stack(list(iter_flow_guided(frames, config, seed)))
