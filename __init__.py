@@ -1,7 +1,14 @@
 """SimpleGVR ComfyUI pack root.
 
-ComfyUI imports this file from `custom_nodes/`. The library itself lives in `simplegvr_core/` (pure
-PyTorch, usable without ComfyUI); the V3 nodes that ComfyUI registers live in `nodes/` and are exposed
-here through `comfy_entrypoint()` once they exist (see the ComfyUI nodes issue). Until then this pack
-registers no nodes, and ComfyUI skips it.
+ComfyUI imports this directory from `custom_nodes/` as a package and calls `comfy_entrypoint()`. The
+library lives in `simplegvr_core/` (pure PyTorch, usable without ComfyUI); the V3 nodes, the only code
+that imports comfy*, live in `nodes/`. There is deliberately no NODE_CLASS_MAPPINGS: ComfyUI's loader
+would then ignore comfy_entrypoint.
 """
+
+
+async def comfy_entrypoint():
+    """The ComfyExtension with the SimpleGVR nodes (imported here: ComfyUI is only there at load time)."""
+    from .nodes.extension import SimpleGVRExtension
+
+    return SimpleGVRExtension()

@@ -1,4 +1,12 @@
 """ComfyUI V3 nodes of SimpleGVR: the only code in this repository that imports `comfy*`.
 
-Not written yet (tracked by the ComfyUI nodes issue); `simplegvr_core` is usable on its own.
+- `loader.py`     Load SimpleGVR Model        -> SIMPLEGVR_MODEL (a ModelPatcher)
+- `upsampler.py`  SimpleGVR Latent Upsampler  LR LATENT -> target-size LATENT carrying the condition
+- `sampler.py`    SimpleGVR Sampler           -> HR LATENT for VAE Decode
+- `flow_degrade.py` SimpleGVR Flow Degrade    IMAGE frames -> degraded IMAGE frames
+- `glue.py`       ComfyUI data types <-> simplegvr_core, comfy-free (tested in CI)
+- `runtime.py`    model folders, device loading, progress bar, previews, interruption
+
+Nothing is imported here, so `nodes.glue` imports without ComfyUI; the pack's `__init__.py` imports
+`nodes.extension` inside `comfy_entrypoint()`.
 """

@@ -154,3 +154,38 @@ def from_bcthw(x: torch.Tensor, layout: str) -> torch.Tensor:
     if layout == "BTCHW":
         return x.permute(0, 2, 1, 3, 4)
     raise ValueError(f"unknown layout {layout!r}: expected 'BCTHW' or 'BTCHW'")
+
+
+# --- raw or normalised? ----------------------------------------------------------------------------
+LATENT_SCALES = ("raw", "normalised")
+
+
+def latent_scale_distances(x: torch.Tensor, fmt: str | LatentFormat) -> dict[str, float]:
+    """How far the per-channel statistics of `x` [B,C,T,H,W] lie from a raw and from a normalised latent.
+
+    Each distance is the mean over channels of z_mean^2 + log(std_ratio)^2 against the statistics that
+    scale implies: raw Wan latents have per-channel means/stds near the VAE's `mean`/`std`, normalised
+    ones near 0/1; raw CogVideoX latents have a std near 1/scale, scaled ones near 1.
+    """
+    fmt = get_format(fmt)
+    x, _ = to_bcthw(x, fmt.channels, "latent")
+    if not x.is_floating_point() or x.numel() == 0:
+        raise ValueError(f"latent of shape {tuple(x.shape)} and dtype {x.dtype}: expected a non-empty floating-point tensor")
+    v = x.detach().to("cpu", torch.float64).transpose(0, 1).reshape(fmt.channels, -1)
+    m, s = v.mean(1), v.std(1, unbiased=False).clamp_min(1e-3)
+    if fmt.mean is not None:
+        mu, sd = torch.tensor(fmt.mean, dtype=torch.float64), torch.tensor(fmt.std, dtype=torch.float64)
+    else:
+        mu, sd = torch.zeros(fmt.channels, dtype=torch.float64), torch.full((fmt.channels,), 1.0 / fmt.scale, dtype=torch.float64)
+
+    def dist(mean, std):
+        return float((((m - mean) / std) ** 2 + torch.log(s / std) ** 2).mean())
+
+    return {"raw": dist(mu, sd), "normalised": dist(torch.zeros_like(m), torch.ones_like(s))}
+
+
+def detect_latent_scale(x: torch.Tensor, fmt: str | LatentFormat) -> str:
+    """'raw' (ComfyUI core samplers, VAE Encode) or 'normalised' (wrapper packs that hand model-space
+    latents), whichever the per-channel statistics of `x` are closer to; ties go to 'raw'."""
+    d = latent_scale_distances(x, fmt)
+    return "raw" if d["raw"] <= d["normalised"] else "normalised"

@@ -68,3 +68,56 @@ def test_clear_errors():
         WAN21.normalise(torch.randn(1, 48, 2, 4, 4))
     assert [f.name for f in formats_for_channels(48)] == ["wan22"]
     assert get_format("Wan2.1") is WAN21
+
+
+# --- latent_scale=auto ------------------------------------------------------------------------------
+def _raw_like(fmt, shape=(1, 5, 12, 16), spread=1.0, shift=0.0, seed=0):
+    """A latent whose channel c has mean fmt.mean[c] + shift*std[c] and std spread*std[c] (raw VAE scale)."""
+    g = torch.Generator().manual_seed(seed)
+    b, t, h, w = shape
+    z = torch.randn(b, fmt.channels, t, h, w, generator=g) * spread + shift
+    return fmt.denormalise(z)
+
+
+@pytest.mark.parametrize("fmt", [WAN21, WAN22])
+def test_detect_latent_scale_tells_raw_from_normalised_wan_latents(fmt):
+    from simplegvr_core.latent_formats import detect_latent_scale, latent_scale_distances
+
+    raw = _raw_like(fmt)
+    assert detect_latent_scale(raw, fmt) == "raw"
+    assert detect_latent_scale(fmt.normalise(raw), fmt) == "normalised"
+    d = latent_scale_distances(raw, fmt)
+    assert d["raw"] < 0.05 < 0.3 < d["normalised"]
+
+
+def test_detect_latent_scale_survives_a_calm_wan21_video():
+    from simplegvr_core.latent_formats import detect_latent_scale
+
+    # half the usual spread and means off by 0.3 std: still raw, and its normalised version (what kijai's
+    # WanVideoWrapper hands on) still normalised. (Wan 2.2's stds are ~0.5, so there a video this calm
+    # is ambiguous: the node logs the distances and latent_scale can be set by hand.)
+    calm = _raw_like(WAN21, spread=0.5, shift=0.3, seed=1)
+    assert detect_latent_scale(calm, WAN21) == "raw"
+    assert detect_latent_scale(WAN21.normalise(calm), WAN21) == "normalised"
+
+
+def test_detect_latent_scale_accepts_wrapper_layout_and_cogvideox_scale():
+    from simplegvr_core.latent_formats import detect_latent_scale
+
+    raw = _raw_like(WAN21)
+    assert detect_latent_scale(raw.permute(0, 2, 1, 3, 4), WAN21) == "raw"  # [B,T,C,H,W]
+    g = torch.Generator().manual_seed(0)
+    model_space = torch.randn(1, 16, 5, 12, 16, generator=g)
+    assert detect_latent_scale(COGVIDEOX_5B.denormalise(model_space), COGVIDEOX_5B) == "raw"  # std 1/0.7
+    assert detect_latent_scale(model_space, "cogvideox_5b") == "normalised"
+
+
+def test_detect_latent_scale_errors_name_the_problem():
+    from simplegvr_core.latent_formats import detect_latent_scale
+
+    with pytest.raises(ValueError, match="4-D tensor is an image latent"):
+        detect_latent_scale(torch.zeros(1, 16, 8, 8), WAN21)
+    with pytest.raises(ValueError, match="expected 16 channels"):
+        detect_latent_scale(torch.zeros(1, 48, 2, 8, 8), WAN21)
+    with pytest.raises(ValueError, match="floating-point"):
+        detect_latent_scale(torch.zeros(1, 16, 2, 8, 8, dtype=torch.int64), WAN21)

@@ -1,0 +1,23 @@
+"""The core library, imported whichever way this pack was loaded.
+
+ComfyUI's loader imports the pack directory as a package (`<pack>.nodes`), so the core is its sibling
+`<pack>.simplegvr_core`; tests and scripts import `nodes` as a top-level package next to an installed
+or importable `simplegvr_core`. The choice is made from `__package__`, never by trying one import and
+falling back on any ImportError (that would hide a genuine import error of the core).
+"""
+
+if __package__ and "." in __package__:  # "<pack>.nodes": loaded by ComfyUI from custom_nodes/
+    from ..simplegvr_core import checkpoint, latent_formats, pipeline, sampling
+    from ..simplegvr_core.config import ATTENTION_MODES
+    from ..simplegvr_core.degrade import classic, flow_guided
+    from ..simplegvr_core.model import SimpleGVR
+    from ..simplegvr_core.models.upsampler import resize_frames
+else:  # "nodes": tests, scripts
+    from simplegvr_core import checkpoint, latent_formats, pipeline, sampling
+    from simplegvr_core.config import ATTENTION_MODES
+    from simplegvr_core.degrade import classic, flow_guided
+    from simplegvr_core.model import SimpleGVR
+    from simplegvr_core.models.upsampler import resize_frames
+
+__all__ = ["ATTENTION_MODES", "SimpleGVR", "checkpoint", "classic", "flow_guided", "latent_formats", "pipeline",
+           "resize_frames", "sampling"]

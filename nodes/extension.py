@@ -1,0 +1,21 @@
+"""The ComfyExtension that ComfyUI's loader gets from the pack's `comfy_entrypoint()`."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import runtime
+from .flow_degrade import SimpleGVRFlowDegrade
+from .loader import SimpleGVRModelLoader
+from .sampler import SimpleGVRSampler
+from .upsampler import SimpleGVRLatentUpsampler
+
+NODES = [SimpleGVRModelLoader, SimpleGVRLatentUpsampler, SimpleGVRSampler, SimpleGVRFlowDegrade]
+
+
+class SimpleGVRExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        runtime.register_folders()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)

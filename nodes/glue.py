@@ -1,0 +1,319 @@
+"""What the SimpleGVR nodes do between ComfyUI's data types and `simplegvr_core`, without importing comfy.
+
+ComfyUI hands a LATENT as `{"samples": tensor, ...}`, a CONDITIONING as `[[tensor [B, L, D], dict], ...]`
+and an IMAGE as a float tensor [N, H, W, 3] in [0, 1]. These functions validate them (a `ValueError`
+with a message ComfyUI shows in its UI), convert them for the core and back. The node modules beside
+this file add only the schema declarations and ComfyUI's model management, progress bar and previews,
+so everything here is tested in CI, which has no ComfyUI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+from ._core import SimpleGVR, checkpoint, classic, flow_guided, latent_formats, pipeline, resize_frames
+
+log = logging.getLogger("SimpleGVR")
+
+LATENT_KEY = "simplegvr"  # where the Latent Upsampler puts the condition inside the LATENT dict
+MODEL_EXTENSIONS = (".safetensors", ".sft")
+LATENT_SCALE_CHOICES = ("auto", "raw", "normalised")
+OUTPUT_SCALE_CHOICES = ("same as input", "raw", "normalised")
+DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 1920, 1080
+
+
+# --- model files -------------------------------------------------------------------------------------
+def is_model_file(name: str) -> bool:
+    return name.lower().endswith(MODEL_EXTENSIONS)
+
+
+def is_simplegvr_file(path: str) -> bool:
+    """True when `path` is a safetensors file whose metadata says format=simplegvr (reads the header only)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return (f.metadata() or {}).get("format") == checkpoint.FORMAT_NAME
+    except Exception:  # not safetensors, truncated, unreadable: not ours
+        return False
+
+
+def resolve_dtype(name: str, auto: torch.dtype) -> torch.dtype:
+    """'auto' -> `auto` (what ComfyUI picks for the device), else bf16 / fp16 / fp32."""
+    if name == "auto":
+        return auto
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r}: expected one of {list(DTYPE_CHOICES)}")
+    return DTYPES[name]
+
+
+# --- LATENT in ----------------------------------------------------------------------------------
+@dataclass
+class LRLatent:
+    """A validated LR video latent: raw VAE scale, [B,C,T,H,W], float32 on the CPU, and how it came in."""
+
+    raw: torch.Tensor
+    layout: str  # 'BCTHW' (ComfyUI core) or 'BTCHW' (some wrapper packs)
+    scale: str  # 'raw' or 'normalised': how the incoming samples were scaled
+    note: str = ""  # what was detected, for the log
+
+
+def _channel_hint(channels: int) -> str:
+    try:
+        names = [f.name for f in latent_formats.formats_for_channels(channels)]
+    except ValueError:
+        return ""
+    return f" (a {' / '.join(names)} latent?)"
+
+
+def read_video_latent(latent, fmt, latent_scale: str = "auto", what: str = "samples") -> LRLatent:
+    """Validate a LATENT from a video sampler and return it in raw scale as [B,C,T,H,W]."""
+    fmt = latent_formats.get_format(fmt)
+    if latent_scale not in LATENT_SCALE_CHOICES:
+        raise ValueError(f"latent_scale {latent_scale!r}: expected one of {list(LATENT_SCALE_CHOICES)}")
+    if not isinstance(latent, dict) or "samples" not in latent:
+        raise ValueError(f"{what}: expected a LATENT (a dict with 'samples'), got {type(latent).__name__}")
+    x = latent["samples"]
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{what}: LATENT 'samples' must be a tensor, got {type(x).__name__}")
+    shape = tuple(x.shape)
+    if x.ndim == 4:
+        raise ValueError(f"{what} has shape {shape}: that is an image latent [B,C,H,W]; SimpleGVR upscales video latents "
+                         f"[B,C,T,H,W] from a video model ({fmt.name}: {fmt.channels} channels)")
+    if x.ndim != 5:
+        raise ValueError(f"{what} has shape {shape}: expected a 5-D video latent [B,C,T,H,W]")
+    if fmt.channels not in (shape[1], shape[2]):
+        raise ValueError(f"{what} has {shape[1]} channels{_channel_hint(shape[1])}, shape {shape}, but the SimpleGVR model "
+                         f"works in '{fmt.name}' latents with {fmt.channels} channels: use a checkpoint trained for "
+                         f"this latent format")
+    x, layout = latent_formats.to_bcthw(x, fmt.channels, what)
+    if not x.is_floating_point():
+        raise ValueError(f"{what} has dtype {x.dtype}: expected a floating-point latent")
+    if min(x.shape) < 1:
+        raise ValueError(f"{what} has shape {shape}: it is empty (0 frames, rows or columns)")
+    x = x.detach().to("cpu", torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} of shape {shape} contains NaN or Inf")
+    note = f"layout {layout}" + (" (wrapper layout [B,T,C,H,W], converted)" if layout == "BTCHW" else "")
+    scale = latent_scale
+    if latent_scale == "auto":
+        d = latent_formats.latent_scale_distances(x, fmt)
+        scale = latent_formats.detect_latent_scale(x, fmt)
+        note += (f"; latent_scale=auto chose '{scale}' (distance of the channel statistics to a raw {fmt.name} latent "
+                 f"{d['raw']:.3f}, to a normalised one {d['normalised']:.3f})")
+    else:
+        note += f"; latent_scale '{scale}' as set"
+    raw = fmt.denormalise(x) if scale == "normalised" else x
+    return LRLatent(raw=raw, layout=layout, scale=scale, note=note)
+
+
+# --- Latent Upsampler ----------------------------------------------------------------------------
+@dataclass
+class ConditionInfo:
+    """What the Latent Upsampler hands the SimpleGVR Sampler inside the LATENT (under LATENT_KEY)."""
+
+    condition: object  # simplegvr_core.pipeline.Condition, normalised, on the CPU
+    latent_format: str
+    layout: str
+    scale: str
+    seed: int
+    model: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def target_args(resize_by: str, width: int, height: int, scale: float) -> dict:
+    """The keyword arguments of build_condition for the node's size widgets."""
+    if resize_by == "width and height":
+        return {"width": int(width), "height": int(height)}
+    if resize_by == "scale":
+        return {"scale": float(scale)}
+    raise ValueError(f"resize_by {resize_by!r}: expected 'width and height' or 'scale'")
+
+
+def to_output(x_raw: torch.Tensor, fmt, layout: str, scale: str) -> torch.Tensor:
+    """A raw [B,C,T,H,W] latent in the scale and layout the graph expects, float32 on the CPU."""
+    fmt = latent_formats.get_format(fmt)
+    x = x_raw.detach().to("cpu", torch.float32)
+    if scale == "normalised":
+        x = fmt.normalise(x)
+    elif scale != "raw":
+        raise ValueError(f"scale {scale!r}: expected 'raw' or 'normalised'")
+    return latent_formats.from_bcthw(x, layout).contiguous()
+
+
+def upsample_latent(model: SimpleGVR, lr: LRLatent, *, size: dict, noise_level: float, seed: int, model_name: str = "") -> dict:
+    """The Latent Upsampler's LATENT: `samples` = the LR latent resized bilinearly to the target size, in
+    the incoming scale and layout (a sensible VAE Decode preview, and a fair start for other samplers);
+    LATENT_KEY = the noise-augmented, upsampled condition c the SimpleGVR Sampler denoises against."""
+    cond = pipeline.build_condition(model, lr.raw, noise_level=float(noise_level), seed=int(seed), **size)
+    cond.c = cond.c.detach().to("cpu", torch.float32)
+    preview = resize_frames(lr.raw, tuple(cond.c.shape[-2:]))
+    fmt = model.latent_format
+    info = ConditionInfo(condition=cond, latent_format=fmt.name, layout=lr.layout, scale=lr.scale, seed=int(seed),
+                         model=model_name, extra={"lr_shape": tuple(lr.raw.shape)})
+    return {"samples": to_output(preview, fmt, lr.layout, lr.scale), LATENT_KEY: info}
+
+
+def condition_from_latent(latent, model: SimpleGVR, model_name: str = "") -> ConditionInfo | None:
+    """The condition the Latent Upsampler stored in `latent`, checked against `model`; None for a plain LATENT."""
+    if not isinstance(latent, dict) or LATENT_KEY not in latent:
+        return None
+    info = latent[LATENT_KEY]
+    if not isinstance(info, ConditionInfo):
+        raise ValueError(f"latent['{LATENT_KEY}'] is a {type(info).__name__}, not a SimpleGVR condition: "
+                         "connect the LATENT output of SimpleGVR Latent Upsampler")
+    fmt = model.latent_format
+    c = info.condition.c
+    if info.latent_format != fmt.name or c.shape[1] != fmt.channels:
+        raise ValueError(f"the latent was upsampled for '{info.latent_format}' latents ({c.shape[1]} channels) but the "
+                         f"SimpleGVR model works in '{fmt.name}' latents ({fmt.channels} channels): connect the same "
+                         "model to Latent Upsampler and Sampler")
+    if model_name and info.model and info.model != model_name:
+        log.warning("SimpleGVR Sampler: the condition was made by the upsampler of %r, sampling with %r",
+                    info.model, model_name)
+    return info
+
+
+# --- CONDITIONING -------------------------------------------------------------------------------
+def conditioning_to_context(cond, text_dim: int, what: str = "positive") -> torch.Tensor | None:
+    """The text features [B, L, text_dim] of a CONDITIONING; None (the null prompt) when not connected."""
+    if cond is None:
+        return None
+    if not isinstance(cond, (list, tuple)) or not cond:
+        raise ValueError(f"{what}: expected a CONDITIONING (a non-empty list of [tensor, dict]), got {type(cond).__name__}")
+    if len(cond) > 1:
+        raise ValueError(f"{what} holds {len(cond)} combined conditionings: SimpleGVR takes one text (use Conditioning "
+                         "(Concat) to join prompts, not Conditioning (Combine))")
+    entry = cond[0]
+    t = entry[0] if isinstance(entry, (list, tuple)) and entry else None
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{what}: expected a CONDITIONING entry [tensor, dict], got {type(entry).__name__}")
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3:
+        raise ValueError(f"{what} conditioning has shape {tuple(t.shape)}: expected text features [B, tokens, width]")
+    if t.shape[-1] != text_dim:
+        raise ValueError(f"{what} conditioning has width {t.shape[-1]} (shape {tuple(t.shape)}) but the SimpleGVR model "
+                         f"expects text_dim {text_dim}: connect the text encoder the T2V model used (umt5-xxl for Wan, "
+                         "width 4096)")
+    t = t.detach().to("cpu", torch.float32)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{what} conditioning contains NaN or Inf")
+    return t
+
+
+# --- memory ---------------------------------------------------------------------------------------
+def activation_bytes(model: SimpleGVR, latent_shape, *, cfg: float, attention: str | None = None,
+                     tile_size: int = 0, dtype: torch.dtype = torch.float32) -> int:
+    """A rough upper bound of the DiT activations for one step, for ComfyUI's memory manager.
+
+    Tokens of one DiT call (a temporal window for `full`, the whole clip otherwise, one tile when tiling)
+    times the widest per-token tensors of a block (q, k, v, o, norms: ~12 x dim; the FFN: 2 x ffn_dim),
+    twice with CFG.
+    """
+    b, _, t, h, w = latent_shape
+    dit = model.config.dit
+    mode = attention or model.dit.attention_mode
+    if mode == "full":
+        t = min(t, model.config.train_latent_frames)
+    if tile_size:
+        h, w = min(h, tile_size), min(w, tile_size)
+    _, ph, pw = dit.patch_size
+    tokens = t * math.ceil(h / ph) * math.ceil(w / pw)
+    per_token = (12 * dit.dim + 2 * dit.ffn_dim) * torch.empty((), dtype=dtype).element_size()
+    return int(b * tokens * per_token * (2 if cfg != 1.0 else 1))
+
+
+def upsampler_bytes(model: SimpleGVR, lr_shape, size: tuple[int, int], chunk_frames: int = 8) -> int:
+    """A rough upper bound of the latent upsampler's activations: build_condition runs it on chunks of
+    `chunk_frames` latent frames plus its causal context, expanded x4 in time, at the target size."""
+    b, _, t, _, _ = lr_shape
+    up = model.config.upsampler
+    frames = min(t, chunk_frames + pipeline.UPSAMPLER_CONTEXT) * up.temporal_factor
+    return int(b * frames * size[0] * size[1] * up.hidden * 4 * 4)
+
+
+# --- IMAGE frames and the degradations ------------------------------------------------------------
+def images_to_frames(images, what: str = "images") -> np.ndarray:
+    """A ComfyUI IMAGE (float [N, H, W, 3] in [0, 1], one video frame per batch entry) -> uint8 [T, H, W, 3]."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{what}: expected an IMAGE tensor [frames, H, W, 3], got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        hint = " (RGBA: drop the alpha channel first)" if images.ndim == 4 and images.shape[-1] == 4 else ""
+        raise ValueError(f"{what} has shape {tuple(images.shape)}: expected video frames [frames, H, W, 3]{hint}")
+    if min(images.shape[:3]) < 1:
+        raise ValueError(f"{what} has shape {tuple(images.shape)}: it is empty")
+    if not images.is_floating_point():
+        raise ValueError(f"{what} has dtype {images.dtype}: expected a float IMAGE in [0, 1]")
+    x = images.detach().to("cpu", torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} contains NaN or Inf")
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def frames_to_images(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> a ComfyUI IMAGE, float32 [T, H, W, 3] in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
+
+
+FLOW_WIDGET_FIELDS = ("strength", "motion_threshold", "bleed", "blur", "dis_preset")
+
+
+def flow_config(*, strength: float, motion_threshold: float, bleed: bool, blur: bool, dis_preset: str,
+                extra_json: str = "") -> flow_guided.FlowGuidedConfig:
+    """The flow-guided parameters of the node's widgets plus any other FlowGuidedConfig field from a JSON object."""
+    d = {"strength": float(strength), "motion_threshold": float(motion_threshold), "bleed": bool(bleed),
+         "blur": bool(blur), "dis_preset": dis_preset}
+    if extra_json and extra_json.strip():
+        try:
+            extra = json.loads(extra_json)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"flow_config_json is not valid JSON ({e.msg} at column {e.colno}): {extra_json!r}") from None
+        if not isinstance(extra, dict):
+            raise ValueError(f"flow_config_json must be a JSON object like {{\"ellipses\": [1, 6]}}, got {extra_json!r}")
+        dup = sorted(set(extra) & set(FLOW_WIDGET_FIELDS))
+        if dup:
+            raise ValueError(f"flow_config_json sets {dup}: set those with their widgets")
+        known = {f.name for f in fields(flow_guided.FlowGuidedConfig)}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise ValueError(f"flow_config_json has unknown keys {unknown}: expected keys from "
+                             f"{sorted(known - set(FLOW_WIDGET_FIELDS))}")
+        d.update({k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()})
+    return flow_guided.FlowGuidedConfig.from_dict(d)
+
+
+def classic_output_size(frames: np.ndarray, scale: float) -> tuple[int, int]:
+    """(width, height) of the classic pipeline's output: the input size times `scale`, even, at least 2."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"classic_scale={scale}: expected a factor in (0, 1]")
+    h, w = frames.shape[1:3]
+    return max(2, 2 * round(w * scale / 2)), max(2, 2 * round(h * scale / 2))
+
+
+def degrade_frames(frames: np.ndarray, flow_cfg, seed: int, *, classic_strength: float | None = None,
+                   classic_scale: float = 1.0, on_frame: Callable[[int], None] | None = None) -> np.ndarray:
+    """Flow-guided degradation of uint8 frames [T,H,W,3], then optionally the classic (RealBasicVSR) pipeline
+    at severity `classic_strength` (None: off) resizing to `classic_scale` x the input size. The two stages
+    draw from independent streams of `seed`. on_frame(i) runs after each flow-guided frame (progress,
+    cancel)."""
+    flow_rng, classic_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
+    out = []
+    for i, f in enumerate(flow_guided.iter_flow_guided(frames, flow_cfg, flow_rng)):
+        out.append(f)
+        if on_frame is not None:
+            on_frame(i)
+    x = np.stack(out)
+    if classic_strength is not None:
+        cfg = classic.ClassicConfig().scaled(float(classic_strength))
+        x = classic.classic_degrade(x, classic_output_size(frames, classic_scale), cfg, classic_rng)
+    return x

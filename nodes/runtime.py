@@ -1,0 +1,104 @@
+"""ComfyUI's side of the SimpleGVR nodes: model folders, device loading, progress bar, previews, interruption."""
+
+from __future__ import annotations
+
+import os
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+import latent_preview
+from comfy_api.latest import io
+
+from . import glue
+from ._core import SimpleGVR
+
+MODEL_FOLDER = "simplegvr"  # models/simplegvr/
+SHARED_FOLDER = "latent_upscale_models"  # ComfyUI's folder for latent upscalers; only SimpleGVR files are listed from it
+
+SimpleGVRModel = io.Custom("SIMPLEGVR_MODEL")  # a ModelPatcher around simplegvr_core.SimpleGVR
+
+
+def register_folders() -> None:
+    """models/simplegvr (plus any extra_model_paths entry named `simplegvr`)."""
+    folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER), is_default=True)
+
+
+_header_cache: dict[tuple[str, float, int], bool] = {}
+
+
+def _is_simplegvr(path: str) -> bool:
+    st = os.stat(path)
+    key = (path, st.st_mtime, st.st_size)
+    if key not in _header_cache:
+        _header_cache[key] = glue.is_simplegvr_file(path)
+    return _header_cache[key]
+
+
+def list_models() -> list[str]:
+    """Every .safetensors in models/simplegvr, plus the SimpleGVR checkpoints in models/latent_upscale_models."""
+    names = [n for n in folder_paths.get_filename_list(MODEL_FOLDER) if glue.is_model_file(n)]
+    for n in folder_paths.get_filename_list(SHARED_FOLDER):
+        path = folder_paths.get_full_path(SHARED_FOLDER, n)
+        if n not in names and glue.is_model_file(n) and path and _is_simplegvr(path):
+            names.append(n)
+    return names
+
+
+def model_path(name: str) -> str:
+    for folder in (MODEL_FOLDER, SHARED_FOLDER):
+        path = folder_paths.get_full_path(folder, name)
+        if path is not None:
+            return path
+    raise ValueError(f"SimpleGVR model {name!r} not found in models/{MODEL_FOLDER}/ or models/{SHARED_FOLDER}/ "
+                     f"(searched {folder_paths.get_folder_paths(MODEL_FOLDER) + folder_paths.get_folder_paths(SHARED_FOLDER)})")
+
+
+def wrap(model) -> comfy.model_patcher.ModelPatcher:
+    """Hand the model to ComfyUI's memory manager: it loads it onto the GPU when a node needs it and
+    offloads it when another model needs the room."""
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def module(patcher):
+    """The SimpleGVR module inside a SIMPLEGVR_MODEL (wherever it is now)."""
+    if not isinstance(patcher, comfy.model_patcher.ModelPatcher) or not isinstance(patcher.model, SimpleGVR):
+        raise ValueError(f"model: expected a SIMPLEGVR_MODEL from Load SimpleGVR Model, got {type(patcher).__name__}")
+    return patcher.model
+
+
+def load(patcher, memory_required: int = 0):
+    """Load a SIMPLEGVR_MODEL onto ComfyUI's torch device (freeing `memory_required` bytes more for the
+    activations) and return its SimpleGVR module.
+
+    Fully loaded: the core runs plain torch modules, which cannot be half on the GPU the way ComfyUI's
+    own layers can."""
+    net = module(patcher)
+    mm.load_models_gpu([patcher], memory_required=int(memory_required), force_full_load=True)
+    return net
+
+
+def model_name(patcher) -> str:
+    return getattr(patcher.model, "simplegvr_name", "")
+
+
+def _comfy_latent_format(name: str):
+    import comfy.latent_formats as lf
+
+    return {"wan21": lf.Wan21, "wan22": lf.Wan22, "cogvideox_2b": lf.CogVideoX, "cogvideox_5b": lf.CogVideoX1_5}[name]()
+
+
+def sampling_callback(patcher, steps: int):
+    """callback(d) for simplegvr_core's samplers: progress bar with latent previews, and stop on Cancel.
+
+    `d["denoised"]` is the normalised x0 [B,C,T,H,W], which is what ComfyUI's previewers expect."""
+    pbar = comfy.utils.ProgressBar(steps)
+    previewer = latent_preview.get_previewer(patcher.load_device, _comfy_latent_format(patcher.model.latent_format.name))
+
+    def callback(d):
+        mm.throw_exception_if_processing_interrupted()
+        preview = previewer.decode_latent_to_preview_image("JPEG", d["denoised"].float()) if previewer else None
+        pbar.update_absolute(d["i"] + 1, d["total"], preview)
+
+    return callback

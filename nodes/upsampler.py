@@ -1,0 +1,69 @@
+"""SimpleGVR Latent Upsampler: a LR video LATENT -> a LATENT at the target size carrying the condition."""
+
+from __future__ import annotations
+
+import logging
+
+from comfy_api.latest import io
+
+from . import glue, runtime
+from ._core import pipeline
+
+log = logging.getLogger("SimpleGVR")
+
+SEED_MAX = 2**63 - 1 - pipeline.SAMPLING_SEED_OFFSET  # the sampler draws its noise from seed + offset
+
+
+class SimpleGVRLatentUpsampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SimpleGVRLatentUpsampler",
+            display_name="SimpleGVR Latent Upsampler",
+            category="SimpleGVR",
+            search_aliases=["latent upsampler", "simplegvr", "upscale video latent", "1080p"],
+            description="Noise-augments the LR latent of a video sampler (Wan 2.1/2.2, CogVideoX) and brings it to the "
+                        "target size with the model's learned upsampler: the condition the SimpleGVR Sampler denoises "
+                        "against. The LATENT's samples are the LR latent resized bilinearly, so VAE Decode gives a "
+                        "(blurry) preview of the target size.",
+            inputs=[
+                runtime.SimpleGVRModel.Input("model", tooltip="From Load SimpleGVR Model; its checkpoint fixes the latent "
+                                                              "format (channels) the input must have."),
+                io.Latent.Input("samples", tooltip="LR video latent [B,C,T,H,W] from a KSampler (raw VAE scale) or a "
+                                                   "wrapper pack ([B,T,C,H,W] is detected; see latent_scale)."),
+                io.Combo.Input("resize_by", options=["width and height", "scale"], default="width and height",
+                               tooltip="Size the output from width/height in pixels, or from scale x the input size."),
+                io.Int.Input("width", default=glue.DEFAULT_WIDTH, min=16, max=16384, step=8,
+                             tooltip="Target width in pixels (rounded to the latent grid: /8 for Wan 2.1, /16 for "
+                                     "Wan 2.2). Used when resize_by is 'width and height'."),
+                io.Int.Input("height", default=glue.DEFAULT_HEIGHT, min=16, max=16384, step=8,
+                             tooltip="Target height in pixels (1080 -> 135 latent rows for Wan 2.1). Used when "
+                                     "resize_by is 'width and height'."),
+                io.Float.Input("scale", default=2.25, min=1.0, max=8.0, step=0.05,
+                               tooltip="Target size as a multiple of the input (2.25: 480p -> 1080p). Used when "
+                                       "resize_by is 'scale'."),
+                io.Float.Input("noise_level", default=0.4, min=0.0, max=1.0, step=0.01,
+                               tooltip="Condition noise s: c = (1-s)*LR + s*noise before upsampling (paper: 0.4 at "
+                                       "inference; trained on 0.3-0.6). Higher hides more LR artefacts and invents "
+                                       "more detail."),
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                             tooltip="Seed of the condition noise."),
+                io.Combo.Input("latent_scale", options=list(glue.LATENT_SCALE_CHOICES), default="auto",
+                               tooltip="raw: VAE scale, what core samplers and VAE Encode give. normalised: model "
+                                       "space, what kijai's WanVideoWrapper hands on. auto: decide from the channel "
+                                       "statistics (logged). The output keeps the input's scale and layout."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent",
+                                      tooltip="Target-size LATENT for SimpleGVR Sampler (carries the condition).")],
+        )
+
+    @classmethod
+    def execute(cls, model, samples, resize_by, width, height, scale, noise_level, seed, latent_scale) -> io.NodeOutput:
+        net = runtime.module(model)
+        lr = glue.read_video_latent(samples, net.latent_format, latent_scale, "samples")
+        size = glue.target_args(resize_by, width, height, scale)
+        hr_hw = pipeline.target_size(net, tuple(lr.raw.shape[-2:]), **size)
+        runtime.load(model, glue.upsampler_bytes(net, lr.raw.shape, hr_hw))
+        log.info("SimpleGVR Latent Upsampler: %s -> latent %dx%d, %s", tuple(samples["samples"].shape), *hr_hw, lr.note)
+        out = glue.upsample_latent(net, lr, size=size, noise_level=noise_level, seed=seed, model_name=runtime.model_name(model))
+        return io.NodeOutput(out)

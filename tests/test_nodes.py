@@ -1,0 +1,320 @@
+"""The ComfyUI nodes' glue (nodes/glue.py) and how the pack imports, without ComfyUI (CI has none).
+
+What ComfyUI itself adds (schemas, model management, progress, previews) is exercised against a real
+server in tests/integration/.
+"""
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import randomize_
+from safetensors.torch import save_file
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from nodes import glue  # noqa: E402
+from simplegvr_core import SimpleGVR, save_checkpoint  # noqa: E402
+from simplegvr_core.latent_formats import WAN21  # noqa: E402
+from simplegvr_core.models.upsampler import resize_frames  # noqa: E402
+from simplegvr_core.pipeline import build_condition, upscale  # noqa: E402
+
+
+def tiny_model(seed=0):
+    return randomize_(SimpleGVR.from_config("tiny"), seed=seed, std=0.05).eval()
+
+
+def raw_latent(t=3, h=8, w=12, seed=0):
+    """A raw-scale Wan 2.1 latent (channel statistics near the VAE's mean/std), as KSampler hands on."""
+    z = torch.randn(1, 16, t, h, w, generator=torch.Generator().manual_seed(seed))
+    return WAN21.denormalise(z)
+
+
+# --- LATENT in ------------------------------------------------------------------------------------
+def test_core_sampler_latent_is_read_as_raw_bcthw():
+    x = raw_latent()
+    lr = glue.read_video_latent({"samples": x, "batch_index": [0]}, "wan21")
+    assert (lr.layout, lr.scale) == ("BCTHW", "raw")
+    assert torch.equal(lr.raw, x)
+    assert "auto chose 'raw'" in lr.note
+
+
+def test_wrapper_latent_normalised_btchw_is_detected_and_converted_to_raw():
+    x = raw_latent()
+    wrapped = WAN21.normalise(x).permute(0, 2, 1, 3, 4)  # kijai-style: model space, [B,T,C,H,W]
+    lr = glue.read_video_latent({"samples": wrapped}, "wan21")
+    assert (lr.layout, lr.scale) == ("BTCHW", "normalised")
+    torch.testing.assert_close(lr.raw, x, rtol=0, atol=1e-5)
+    assert "wrapper layout" in lr.note and "auto chose 'normalised'" in lr.note
+
+
+def test_explicit_latent_scale_wins_over_detection():
+    x = raw_latent()
+    lr = glue.read_video_latent({"samples": x}, WAN21, latent_scale="normalised")
+    assert lr.scale == "normalised" and "as set" in lr.note
+    torch.testing.assert_close(lr.raw, WAN21.denormalise(x))
+
+
+@pytest.mark.parametrize("latent, message", [
+    ({"samples": torch.zeros(1, 16, 8, 8)}, r"image latent \[B,C,H,W\].*video latents"),
+    ({"samples": torch.zeros(1, 48, 3, 8, 8)}, r"48 channels \(a wan22 latent\?\).*'wan21' latents with 16 channels"),
+    ({"samples": torch.zeros(1, 3, 5, 8, 8)}, r"3 channels, shape \(1, 3, 5, 8, 8\).*'wan21'"),
+    ({"samples": torch.full((1, 16, 2, 4, 4), float("nan"))}, "NaN or Inf"),
+    ({"samples": torch.zeros(1, 16, 2, 4, 4, dtype=torch.int32)}, "floating-point"),
+    ({"samples": torch.zeros(1, 16, 0, 4, 4)}, "empty"),
+    ({"latent": torch.zeros(1, 16, 2, 4, 4)}, r"expected a LATENT \(a dict with 'samples'\)"),
+    ({"samples": [1, 2]}, "must be a tensor"),
+])
+def test_bad_latents_raise_a_message_that_names_the_problem(latent, message):
+    with pytest.raises(ValueError, match=message):
+        glue.read_video_latent(latent, "wan21")
+
+
+def test_unknown_latent_scale_choice_is_rejected():
+    with pytest.raises(ValueError, match="latent_scale 'model'"):
+        glue.read_video_latent({"samples": raw_latent()}, "wan21", latent_scale="model")
+
+
+# --- Latent Upsampler -------------------------------------------------------------------------------
+def test_upsampler_latent_carries_the_core_condition_and_a_bilinear_preview():
+    m, x = tiny_model(), raw_latent()
+    lr = glue.read_video_latent({"samples": x}, m.latent_format)
+    size = glue.target_args("width and height", 192, 128, 9.9)
+    out = glue.upsample_latent(m, lr, size=size, noise_level=0.3, seed=11, model_name="tiny.safetensors")
+    info = out[glue.LATENT_KEY]
+    assert out["samples"].shape == (1, 16, 3, 16, 24)  # 128x192 px -> 16x24 latent
+    torch.testing.assert_close(out["samples"], resize_frames(x, (16, 24)))
+    ref = build_condition(m, x, width=192, height=128, noise_level=0.3, seed=11)
+    assert torch.equal(info.condition.c, ref.c) and info.condition.noise_level == 0.3
+    assert (info.latent_format, info.layout, info.scale, info.seed, info.model) == ("wan21", "BCTHW", "raw", 11, "tiny.safetensors")
+
+
+def test_upsampler_keeps_a_wrappers_scale_and_layout_in_its_preview():
+    m, x = tiny_model(), raw_latent()
+    lr = glue.read_video_latent({"samples": WAN21.normalise(x).permute(0, 2, 1, 3, 4)}, m.latent_format)
+    out = glue.upsample_latent(m, lr, size=glue.target_args("scale", 0, 0, 2.0), noise_level=0.4, seed=0)
+    assert out["samples"].shape == (1, 3, 16, 16, 24)
+    torch.testing.assert_close(out["samples"], WAN21.normalise(resize_frames(x, (16, 24))).permute(0, 2, 1, 3, 4),
+                               rtol=0, atol=1e-5)
+
+
+def test_target_too_small_and_bad_resize_mode_are_refused():
+    m = tiny_model()
+    lr = glue.read_video_latent({"samples": raw_latent(h=60, w=104)}, m.latent_format)
+    with pytest.raises(ValueError, match="smaller than the input.*only upscales"):
+        glue.upsample_latent(m, lr, size=glue.target_args("width and height", 640, 360, 1), noise_level=0.4, seed=0)
+    with pytest.raises(ValueError, match="resize_by 'factor'"):
+        glue.target_args("factor", 1, 1, 1.0)
+
+
+def test_node_path_equals_the_one_call_pipeline():
+    """Latent Upsampler + Sampler glue == simplegvr_core.pipeline.upscale with the same settings."""
+    m, x = tiny_model(), raw_latent()
+    ctx, neg = torch.randn(1, 7, 32), torch.randn(1, 4, 32)
+    kw = dict(steps=2, cfg=3.0, shift=5.0, seed=5)
+    ref = upscale(m, x, width=192, height=128, noise_level=0.4, context=ctx, negative_context=neg, **kw)
+    for wrapped, scale in ((x, "raw"), (WAN21.normalise(x).permute(0, 2, 1, 3, 4), "normalised")):
+        lr = glue.read_video_latent({"samples": wrapped}, m.latent_format)
+        info = glue.upsample_latent(m, lr, size=glue.target_args("width and height", 192, 128, 1), noise_level=0.4,
+                                    seed=5)[glue.LATENT_KEY]
+        got = upscale(m, condition=info.condition, context=glue.conditioning_to_context([[ctx, {}]], 32),
+                      negative_context=glue.conditioning_to_context([[neg, {}]], 32, "negative"), **kw)
+        out = glue.to_output(got, m.latent_format, info.layout, info.scale)
+        if scale == "raw":
+            torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+        else:  # back in the wrapper's own scale and layout
+            torch.testing.assert_close(out, WAN21.normalise(ref).permute(0, 2, 1, 3, 4), rtol=0, atol=1e-5)
+        forced_raw = glue.to_output(got, m.latent_format, "BCTHW", "raw")
+        torch.testing.assert_close(forced_raw, ref, rtol=0, atol=1e-5)
+
+
+# --- Sampler inputs ---------------------------------------------------------------------------------
+def test_condition_is_found_checked_and_absent_for_a_plain_latent():
+    m = tiny_model()
+    lr = glue.read_video_latent({"samples": raw_latent()}, m.latent_format)
+    out = glue.upsample_latent(m, lr, size={"scale": 2.0}, noise_level=0.4, seed=0, model_name="a.safetensors")
+    assert glue.condition_from_latent(out, m, "a.safetensors") is out[glue.LATENT_KEY]
+    assert glue.condition_from_latent({"samples": out["samples"]}, m) is None
+    out[glue.LATENT_KEY].latent_format = "wan22"
+    with pytest.raises(ValueError, match="upsampled for 'wan22' latents.*works in 'wan21' latents"):
+        glue.condition_from_latent(out, m)
+    with pytest.raises(ValueError, match="not a SimpleGVR condition"):
+        glue.condition_from_latent({"samples": out["samples"], glue.LATENT_KEY: "junk"}, m)
+
+
+def test_conditioning_becomes_text_features_or_a_clear_error():
+    t = torch.randn(1, 512, 32)
+    assert glue.conditioning_to_context(None, 32) is None  # not connected: the null prompt
+    assert torch.equal(glue.conditioning_to_context([[t, {"pooled_output": None}]], 32), t)
+    with pytest.raises(ValueError, match=r"positive conditioning has width 4096.*expects text_dim 32.*umt5-xxl"):
+        glue.conditioning_to_context([[torch.zeros(1, 512, 4096), {}]], 32)
+    with pytest.raises(ValueError, match="2 combined conditionings"):
+        glue.conditioning_to_context([[t, {}], [t, {}]], 32)
+    with pytest.raises(ValueError, match="negative: expected a CONDITIONING"):
+        glue.conditioning_to_context("a prompt", 32, "negative")
+    with pytest.raises(ValueError, match="NaN"):
+        glue.conditioning_to_context([[torch.full((1, 3, 32), float("nan")), {}]], 32)
+
+
+def test_activation_estimate_scales_with_cfg_tiles_and_windows():
+    m = tiny_model()
+    shape = (1, 16, 21, 135, 240)
+    base = glue.activation_bytes(m, shape, cfg=1.0, attention="temporal_units")
+    assert glue.activation_bytes(m, shape, cfg=5.0, attention="temporal_units") == 2 * base
+    assert glue.activation_bytes(m, shape, cfg=1.0, attention="temporal_units", tile_size=64) < base / 4
+    full = glue.activation_bytes(m, shape, cfg=1.0, attention="full")  # windows of the trained length (5)
+    assert full == base * m.config.train_latent_frames // 21
+    assert glue.activation_bytes(m, shape, cfg=1.0, dtype=torch.bfloat16) <= base // 2
+
+
+# --- model files ---------------------------------------------------------------------------------
+def test_only_simplegvr_checkpoints_are_recognised(tmp_path):
+    save_checkpoint(SimpleGVR.from_config("tiny"), tmp_path / "gvr.safetensors")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 5)
+    assert glue.is_simplegvr_file(tmp_path / "gvr.safetensors")
+    assert not glue.is_simplegvr_file(tmp_path / "other.safetensors")
+    assert not glue.is_simplegvr_file(tmp_path / "junk.safetensors")
+    assert not glue.is_simplegvr_file(tmp_path / "missing.safetensors")
+    assert glue.is_model_file("a/b.SafeTensors") and not glue.is_model_file("model.ckpt")
+
+
+def test_dtype_choice():
+    assert glue.resolve_dtype("auto", torch.float16) is torch.float16
+    assert glue.resolve_dtype("bf16", torch.float32) is torch.bfloat16
+    with pytest.raises(ValueError, match="dtype 'fp8'"):
+        glue.resolve_dtype("fp8", torch.float32)
+
+
+# --- how the pack imports ------------------------------------------------------------------------
+def _comfy_imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return [n for n in names if n.split(".")[0] in ("comfy", "comfy_api", "comfy_extras", "folder_paths",
+                                                     "latent_preview", "node_helpers", "server", "execution")]
+
+
+def test_only_the_node_modules_import_comfy():
+    for path in (REPO / "simplegvr_core").rglob("*.py"):
+        assert not _comfy_imports(path), f"{path} imports ComfyUI"
+    for name in ("__init__.py", "_core.py", "glue.py"):  # imported by CI, which has no ComfyUI
+        assert not _comfy_imports(REPO / "nodes" / name), f"nodes/{name} imports ComfyUI"
+    assert not _comfy_imports(REPO / "__init__.py")
+    assert _comfy_imports(REPO / "nodes" / "runtime.py")  # the real nodes do
+
+
+def test_pack_root_exposes_comfy_entrypoint_and_no_node_class_mappings(tmp_path):
+    """Load the pack the way ComfyUI's loader does (a dashed directory name, imported as a package):
+    the nodes then use the pack's own simplegvr_core, not an installed one."""
+    pack = tmp_path / "ComfyUI-SimpleGVR"
+    pack.mkdir()
+    shutil.copy2(REPO / "__init__.py", pack / "__init__.py")
+    for sub in ("nodes", "simplegvr_core"):
+        shutil.copytree(REPO / sub, pack / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    name = pack.name
+    spec = importlib.util.spec_from_file_location(name, pack / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        assert not hasattr(module, "NODE_CLASS_MAPPINGS")  # it would make ComfyUI ignore comfy_entrypoint
+        assert inspect.iscoroutinefunction(module.comfy_entrypoint)
+        pack_glue = importlib.import_module(f"{name}.nodes.glue")
+        assert pack_glue.pipeline.__name__ == f"{name}.simplegvr_core.pipeline"
+        assert Path(pack_glue.pipeline.__file__).is_relative_to(pack)
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+
+
+# --- Flow Degrade ----------------------------------------------------------------------------------
+def moving_square(t=5, h=48, w=64):
+    """uint8 frames [T,H,W,3]: a red square moving right by 5 px per frame over a green gradient."""
+    import numpy as np
+
+    f = np.zeros((t, h, w, 3), np.uint8)
+    f[..., 1] = np.linspace(0, 200, w, dtype=np.uint8)[None, None]
+    for i in range(t):
+        f[i, 12:36, 4 + 5 * i:28 + 5 * i] = (230, 40, 40)
+    return f
+
+
+def flow_cfg(**kw):
+    base = dict(strength=1.0, motion_threshold=1.0, bleed=True, blur=True, dis_preset="ultrafast")
+    base.update(kw)
+    return glue.flow_config(**base)
+
+
+def test_image_frames_round_trip_and_bad_images_are_refused():
+    frames = moving_square()
+    images = glue.frames_to_images(frames)
+    assert images.dtype == torch.float32 and images.shape == (5, 48, 64, 3) and float(images.max()) <= 1.0
+    assert (glue.images_to_frames(images) == frames).all()
+    with pytest.raises(ValueError, match="RGBA: drop the alpha channel"):
+        glue.images_to_frames(torch.zeros(2, 8, 8, 4))
+    with pytest.raises(ValueError, match=r"expected video frames \[frames, H, W, 3\]"):
+        glue.images_to_frames(torch.zeros(8, 8, 3))
+    with pytest.raises(ValueError, match="expected a float IMAGE"):
+        glue.images_to_frames(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        glue.images_to_frames(torch.full((2, 8, 8, 3), float("nan")))
+
+
+def test_flow_config_takes_the_widgets_and_json_extras():
+    cfg = flow_cfg(strength=0.5, motion_threshold=2.0, bleed=False, dis_preset="fast",
+                   extra_json='{"ellipses": [2, 6], "block_size": 32}')
+    assert (cfg.strength, cfg.motion_threshold, cfg.bleed, cfg.blur, cfg.dis_preset) == (0.5, 2.0, False, True, "fast")
+    assert cfg.ellipses == (2, 6) and cfg.block_size == 32
+    for bad, message in (("{not json", "not valid JSON"), ("[1, 2]", "must be a JSON object"),
+                         ('{"strength": 2}', r"sets \['strength'\]: set those with their widgets"),
+                         ('{"ellipse_count": 3}', r"unknown keys \['ellipse_count'\]"),
+                         ('{"max_kernel": 4}', "max_kernel=4: expected an odd length")):
+        with pytest.raises(ValueError, match=message):
+            flow_cfg(extra_json=bad)
+
+
+def test_degrade_frames_is_the_core_flow_guided_degradation_seeded():
+    import numpy as np
+
+    from simplegvr_core.degrade.flow_guided import flow_guided
+
+    frames, cfg = moving_square(), flow_cfg()
+    seen = []
+    out = glue.degrade_frames(frames, cfg, seed=3, on_frame=seen.append)
+    flow_rng = np.random.default_rng(np.random.SeedSequence(3).spawn(2)[0])
+    assert np.array_equal(out, flow_guided(frames, cfg, flow_rng))
+    assert seen == [0, 1, 2, 3, 4]
+    assert out.shape == frames.shape and not np.array_equal(out, frames)  # the moving square was degraded
+    assert np.array_equal(out, glue.degrade_frames(frames, cfg, seed=3))
+    assert not np.array_equal(out, glue.degrade_frames(frames, cfg, seed=4))
+    still = np.repeat(frames[:1], 4, axis=0)
+    assert np.array_equal(glue.degrade_frames(still, cfg, seed=3), still)  # nothing moves: untouched
+
+
+def test_degrade_frames_can_add_the_classic_pipeline_at_a_smaller_size():
+    import numpy as np
+
+    from simplegvr_core.degrade.classic import ClassicConfig, classic_degrade
+
+    frames, cfg = moving_square(), flow_cfg()
+    out = glue.degrade_frames(frames, cfg, seed=3, classic_strength=0.5, classic_scale=0.5)
+    assert out.shape == (5, 24, 32, 3) and out.dtype == np.uint8
+    _, classic_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(3).spawn(2))
+    flow_out = glue.degrade_frames(frames, cfg, seed=3)
+    assert np.array_equal(out, classic_degrade(flow_out, (32, 24), ClassicConfig().scaled(0.5), classic_rng))
+    assert glue.classic_output_size(frames, 1.0) == (64, 48)
+    assert glue.classic_output_size(moving_square(h=1080, w=1920), 0.444) == (852, 480)
+    with pytest.raises(ValueError, match="classic_scale=0"):
+        glue.classic_output_size(frames, 0)

@@ -1,0 +1,190 @@
+"""The example workflows in workflows/: valid UI format, only core ComfyUI v0.22 nodes plus ours, widget
+values inside the declared ranges, and the graphs the README describes. No ComfyUI needed: the node
+specs are recorded in tests/data (tests/data/README.md says how they were made)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from comfy_workflows import (
+    VIRTUAL_NODES,
+    check_ui_format,
+    check_value,
+    core_node_ids,
+    edges,
+    inputs_in_order,
+    is_widget,
+    load_object_info,
+    model_files,
+    notes_text,
+    to_api,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+EXPECTED = {"wan21_t2v_480p_to_1080p.json", "flow_degrade_preview.json", "model_guided_pairs.json"}
+OURS = json.loads((REPO / "tests" / "data" / "simplegvr_object_info.json").read_text())
+OBJECT_INFO = load_object_info()
+
+
+def load(name):
+    return json.loads((REPO / "workflows" / name).read_text(encoding="utf-8"))
+
+
+def api(name):
+    prompt, problems = to_api(load(name), OBJECT_INFO, files_optional=True)
+    assert not problems, problems
+    return prompt
+
+
+def test_the_three_example_workflows_exist():
+    assert EXPECTED <= {p.name for p in WORKFLOWS}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_is_valid_ui_format(path):
+    wf = json.loads(path.read_text(encoding="utf-8"))
+    assert check_ui_format(wf) == []
+    assert "prompt" not in wf and not any(isinstance(v, dict) and "class_type" in v for v in wf.values())  # not API format
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_uses_only_core_v022_nodes_and_ours(path):
+    core = core_node_ids()
+    types = {n["type"] for n in json.loads(path.read_text(encoding="utf-8"))["nodes"]}
+    unknown = types - core - set(OURS) - VIRTUAL_NODES
+    assert not unknown, f"{path.name} uses nodes that are neither ComfyUI v0.22 core nor SimpleGVR: {unknown}"
+    assert types & set(OURS) or path.name == "model_guided_pairs.json"  # that one is core-only by design
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_converts_to_an_api_prompt_with_valid_widgets(path):
+    prompt, problems = to_api(json.loads(path.read_text(encoding="utf-8")), OBJECT_INFO, files_optional=True)
+    assert problems == []
+    assert prompt and all(n["class_type"] in OBJECT_INFO for n in prompt.values())
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_our_nodes_widget_values_are_within_their_declared_ranges(path):
+    checked = 0
+    for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]:
+        if node["type"] not in OURS:
+            continue
+        values = iter(node["widgets_values"])
+        for name, spec, _ in inputs_in_order(OURS[node["type"]]):
+            if not is_widget(spec):
+                continue
+            value = next(values)
+            assert check_value(spec, value, files_optional=True) is None, f"{node['type']}.{name} = {value!r}"
+            checked += 1
+            if spec[1].get("control_after_generate"):
+                assert next(values) in ("fixed", "randomize", "increment", "decrement")
+        assert next(values, None) is None, f"{node['type']} has more widget values than widgets"
+    assert checked or path.name == "model_guided_pairs.json"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_names_the_model_files_it_expects_in_a_note(path):
+    wf = json.loads(path.read_text(encoding="utf-8"))
+    prompt, _ = to_api(wf, OBJECT_INFO, files_optional=True)
+    text = notes_text(wf)
+    missing = {f for f in model_files(prompt) if f not in text}
+    assert not missing, f"{path.name}: no note names {missing}"
+
+
+def test_check_value_catches_what_comfyui_would_reject():
+    spec = OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["noise_level"]
+    assert check_value(spec, 0.4) is None
+    assert "above the maximum" in check_value(spec, 1.5)
+    assert "not a FLOAT" in check_value(spec, "0.4")
+    combo = OURS["SimpleGVRSampler"]["input"]["required"]["sampler"]
+    assert "not one of" in check_value(combo, "dpmpp_2m")
+    files = OBJECT_INFO["VAELoader"]["input"]["required"]["vae_name"]
+    assert "not one of" in check_value(files, "wan_2.1_vae.safetensors")  # strict: a live server lists the files
+    assert check_value(files, "wan_2.1_vae.safetensors", files_optional=True) is None
+    assert "not one of" in check_value(files, "wan_2.1_vae", files_optional=True)
+
+
+def test_a_broken_workflow_is_reported():
+    wf = load("wan21_t2v_480p_to_1080p.json")
+    up = next(n for n in wf["nodes"] if n["type"] == "SimpleGVRLatentUpsampler")
+    up["widgets_values"][4] = 7.0  # noise_level > 1
+    sampler = next(n for n in wf["nodes"] if n["type"] == "SimpleGVRSampler")
+    sampler["widgets_values"].append("extra")
+    wf["nodes"].append(dict(wf["nodes"][1], id=99, type="WanVideoSampler"))
+    _, problems = to_api(wf, OBJECT_INFO, files_optional=True)
+    assert any("noise_level" in p and "maximum 1.0" in p for p in problems)
+    assert any("SimpleGVRSampler" in p and "left over" in p for p in problems)
+    assert any("WanVideoSampler" in p and "unknown node type" in p for p in problems)
+    wf["links"][0][4] = 7  # a link whose target slot does not exist
+    assert check_ui_format(wf)
+
+
+# --- the graphs the issue and README describe -----------------------------------------------------
+def test_wan21_workflow_is_480p_t2v_then_simplegvr_then_decode_and_save():
+    p = api("wan21_t2v_480p_to_1080p.json")
+    by_type = {n["class_type"]: n["inputs"] for n in p.values()}
+    assert by_type["EmptyHunyuanLatentVideo"]["width"] == 832 and by_type["EmptyHunyuanLatentVideo"]["height"] == 480
+    assert by_type["UNETLoader"]["unet_name"] == "wan2.1_t2v_1.3B_fp16.safetensors"
+    assert by_type["CLIPLoader"]["type"] == "wan"
+    up = by_type["SimpleGVRLatentUpsampler"]
+    assert (up["resize_by"], up["width"], up["height"], up["noise_level"]) == ("width and height", 1920, 1080, 0.4)
+    assert by_type["SimpleGVRSampler"]["steps"] == 50
+    e = edges(p)
+    for edge in [("KSampler", "SimpleGVRLatentUpsampler", "samples"),
+                 ("SimpleGVRLatentUpsampler", "SimpleGVRSampler", "samples"),
+                 ("SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "model"),
+                 ("SimpleGVRModelLoader", "SimpleGVRSampler", "model"),
+                 ("CLIPTextEncode", "SimpleGVRSampler", "positive"), ("CLIPTextEncode", "SimpleGVRSampler", "negative"),
+                 ("SimpleGVRSampler", "VAEDecode", "samples"), ("VAEDecode", "CreateVideo", "images"),
+                 ("CreateVideo", "SaveVideo", "video")]:
+        assert edge in e, edge
+    # the Sampler gets the same prompts as the T2V KSampler
+    ks = next(k for k, n in p.items() if n["class_type"] == "KSampler")
+    smp = next(n for n in p.values() if n["class_type"] == "SimpleGVRSampler")
+    assert smp["inputs"]["positive"] == p[ks]["inputs"]["positive"] and smp["inputs"]["negative"] == p[ks]["inputs"]["negative"]
+
+
+def test_model_guided_workflow_is_sdedit_at_480p_with_core_nodes_only():
+    p = api("model_guided_pairs.json")
+    assert all(n["class_type"] not in OURS for n in p.values())
+    ks = next(n for n in p.values() if n["class_type"] == "KSampler")["inputs"]
+    assert ks["denoise"] == 0.35
+    scales = {(n["inputs"]["width"], n["inputs"]["height"]) for n in p.values() if n["class_type"] == "ImageScale"}
+    assert (832, 480) in scales
+    e = edges(p)
+    for edge in [("LoadVideo", "GetVideoComponents", "video"), ("GetVideoComponents", "ImageScale", "image"),
+                 ("ImageScale", "VAEEncode", "pixels"), ("VAEEncode", "KSampler", "latent_image"),
+                 ("KSampler", "SaveLatent", "samples"), ("ModelSamplingSD3", "KSampler", "model")]:
+        assert edge in e, edge
+
+
+def test_flow_degrade_workflow_loads_degrades_and_saves():
+    p = api("flow_degrade_preview.json")
+    e = edges(p)
+    for edge in [("LoadVideo", "GetVideoComponents", "video"), ("GetVideoComponents", "SimpleGVRFlowDegrade", "images"),
+                 ("SimpleGVRFlowDegrade", "CreateVideo", "images"), ("CreateVideo", "SaveVideo", "video"),
+                 ("SimpleGVRFlowDegrade", "PreviewImage", "images")]:
+        assert edge in e, edge
+
+
+# --- the recorded node specs ----------------------------------------------------------------------
+def test_recorded_specs_cover_our_nodes_with_tooltips_and_category():
+    assert set(OURS) == {"SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade"}
+    for node_id, info in OURS.items():
+        assert info["category"] == "SimpleGVR"
+        for name, spec, _ in inputs_in_order(info):
+            assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert OURS["SimpleGVRModelLoader"]["output"] == ["SIMPLEGVR_MODEL"]
+    assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["width"][1]["default"] == 1920
+    assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["height"][1]["default"] == 1080
+    assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["noise_level"][1]["default"] == 0.4
+    assert OURS["SimpleGVRSampler"]["input"]["required"]["steps"][1]["default"] == 50
+
+
+def test_recorded_core_nodes_are_comfyui_v022():
+    data = json.loads((REPO / "tests" / "data" / "comfyui_v0.22_core_nodes.json").read_text())
+    assert data["comfyui_version"] == "0.22.0" and len(data["node_ids"]) == 733
+    assert {"KSampler", "VAEDecode", "SaveLatent", "LoadLatent", "CreateVideo", "SaveVideo"} <= set(data["node_ids"])
+    assert set(data["nodes"]) <= set(data["node_ids"])
+    assert not set(OURS) & set(data["node_ids"])  # our ids do not clash with core ones
