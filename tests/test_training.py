@@ -19,7 +19,7 @@ from training.train import load_config, train
 pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
-DEGRADATION = "none"
+DEGRADATION = "classic"
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +157,50 @@ def test_analyze_detail_cli_makes_a_valid_density(tmp_path):
     assert min(curve.density) > 0  # the uniform floor keeps every sigma reachable
     s = TimestepSampler("detail_aware", curve=tmp_path / "c.json").sample(100)
     assert s.shape == (100,) and float(s.min()) > 0 and float(s.max()) < 1
+
+
+def test_make_pairs_shards_resume_and_train_on_them(tmp_path, clips):
+    from training.make_pairs import main as make_pairs
+
+    args = ["--videos", str(clips), "--out", str(tmp_path / "pairs"), "--per-shard", "2", "--frames", "9",
+            "--hr-size", "32x32", "--lr-size", "16x16", "--degradation", "flow+classic", "--vae", "tiny", "--text", "byte",
+            "--text-dim", "32"]
+    assert make_pairs(args + ["--shard", "1/2"]) == 0  # this process makes shard files 1, 3, ...
+    assert sorted(p.name for p in (tmp_path / "pairs").glob("pairs-*")) == ["pairs-00001.safetensors"]
+    before = (tmp_path / "pairs" / "pairs-00001.safetensors").stat().st_mtime_ns
+    assert make_pairs(args) == 0  # all shards; finished ones are skipped, not redone
+    assert sorted(p.name for p in (tmp_path / "pairs").glob("pairs-*")) == ["pairs-00000.safetensors", "pairs-00001.safetensors"]
+    assert (tmp_path / "pairs" / "pairs-00001.safetensors").stat().st_mtime_ns == before
+    from training.data import PairShards
+
+    ds = PairShards(tmp_path / "pairs")
+    item = ds[(0, 0)]
+    assert len(ds) == 4 and item["hr_latent"].shape == (16, 3, 4, 4) and item["lr_latent"].shape == (16, 3, 2, 2)
+    assert item["context"].shape[1] == 32
+    cfg = small_cfg(tmp_path, clips, train__steps=3, log__validate_every=3)
+    cfg["data"].update(kind="shards", path=str(tmp_path / "pairs"))
+    out = train(cfg, progress=False)
+    assert out["step"] == 3 and all(math.isfinite(v) for _, v in out["losses"])
+
+
+def test_model_guided_pairs_use_the_base_t2v_model(tmp_path, clips):
+    diffusers = pytest.importorskip("diffusers")
+    from safetensors.torch import save_file
+
+    from training.make_pairs import main as make_pairs
+
+    torch.manual_seed(0)
+    wan = diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+                                          out_channels=16, text_dim=32, freq_dim=16, ffn_dim=48, num_layers=1)
+    save_file({k: v.contiguous() for k, v in wan.state_dict().items()}, str(tmp_path / "wan.safetensors"))
+    common = ["--videos", str(clips), "--per-shard", "4", "--frames", "9", "--hr-size", "32x32", "--lr-size", "16x16",
+              "--vae", "tiny", "--text", "byte", "--text-dim", "32"]
+    assert make_pairs(common + ["--out", str(tmp_path / "plain"), "--degradation", "none"]) == 0
+    assert make_pairs(common + ["--out", str(tmp_path / "mg"), "--degradation", "model", "--wan", str(tmp_path / "wan.safetensors"),
+                                "--wan-num-heads", "2", "--mg-steps", "3"]) == 0
+    plain = load_file(str(tmp_path / "plain" / "pairs-00000.safetensors"))
+    mg = load_file(str(tmp_path / "mg" / "pairs-00000.safetensors"))
+    assert torch.equal(plain["hr"], mg["hr"])  # same clips, same HR
+    diff = (plain["lr"] - mg["lr"]).abs().mean()
+    to_noise = (plain["lr"] - torch.randn(plain["lr"].shape, generator=torch.Generator().manual_seed(0))).abs().mean()
+    assert 0 < diff < 0.5 * to_noise  # SDEdit moved the LR latent, but it stays far nearer its source than noise

@@ -73,9 +73,16 @@ def degrade_clip(hr: np.ndarray, mode: str, lr_size: tuple[int, int], seed: int)
     h, w = lr_size
     if mode == "none":
         return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in hr])
-    from simplegvr_core.degrade import degrade_frames
+    from simplegvr_core.degrade.classic import classic_degrade
+    from simplegvr_core.degrade.flow_guided import flow_guided
 
-    return degrade_frames(hr, mode=mode, lr_size=lr_size, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = hr
+    if "flow" in mode:
+        x = flow_guided(x, seed=rng)
+    if "classic" in mode:
+        return classic_degrade(x, lr_size=(w, h), seed=rng)  # classic takes (width, height)
+    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in x])
 
 
 def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tuple[int, int], seed: int = 0) -> Path:

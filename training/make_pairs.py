@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", required=True, help="folder with the videos and captions.jsonl")
     ap.add_argument("--captions", default="captions.jsonl")
     ap.add_argument("--out", required=True, help="folder for the shard files")
+    ap.add_argument("--synthesize", type=int, default=0,
+                    help="first write this many procedural clips (+ captions.jsonl) into --videos if it has none")
     ap.add_argument("--shard", default=None, help="i/n: this process's slice (default: from accelerate/torchrun env)")
     ap.add_argument("--per-shard", type=int, default=64, help="videos per shard file")
     ap.add_argument("--degradation", default="classic", choices=["none", "classic", "flow", "flow+classic", "model"])
@@ -95,6 +97,9 @@ def run(args) -> int:
     hr_size, lr_size = parse_size(args.hr_size), parse_size(args.lr_size)
     fmt = get_format(args.latent_format)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.synthesize and not (Path(args.videos) / args.captions).exists():
+        print(f"writing {args.synthesize} procedural clips to {args.videos}")
+        D.make_synthetic_videos(args.videos, args.synthesize, args.frames + 8, hr_size, seed=args.seed)
     items = D.read_captions(args.videos, args.captions)
     n_shards = math.ceil(len(items) / args.per_shard)
     mine = [k for k in range(n_shards) if k % world == rank]
@@ -158,7 +163,6 @@ def run(args) -> int:
 def model_guided(base, lr_latent: torch.Tensor, ctx: torch.Tensor, rng: np.random.Generator, args, device) -> torch.Tensor:
     """SDEdit the LR latent with the base T2V model (paper §4.2.2): x_α = (1-α) c0 + α ε, Euler to 0."""
     from simplegvr_core.degrade.model_guided import sdedit
-
     from simplegvr_core.pipeline import TEXT_LEN
 
     alpha = float(rng.uniform(*args.alpha))
