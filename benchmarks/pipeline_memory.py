@@ -34,7 +34,9 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({{"base_mb": before / 1024, "extra_mb": (peak - before) / 1024, "seconds": dt,
                   "shape": list(out.shape)}}))
 """
-CASES = [("full, windows of 5", "full", 5), ("temporal_units, one pass", "temporal_units", None),
+CASES = [("full, windows of 5 (default for full)", "full", 5),
+         ("temporal_units, one pass (default)", "temporal_units", None),
+         ("temporal_units, windows of 10", "temporal_units", 10),
          ("full, whole clip", "full", None)]
 
 
@@ -60,6 +62,12 @@ def main():
              "| DiT attention | latent frames | peak extra RSS (MB) | seconds |", "|---|---|---|---|"]
     for label, f, mb, s, err in rows:
         lines.append(f"| {label} | {f} | {mb:.0f} | {s:.1f} |" if mb is not None else f"| {label} | {f} | failed: {err} | |")
+    lines += ["", "Reading: with temporal windows the peak stays flat from 20 to 80 latent frames (it is set by the window "
+              "and the condition chunk). One pass over the whole clip - the default for `temporal_units`, whose "
+              "attention is bounded by the unit - keeps the attention cost linear but holds every token's activations, "
+              "so its memory grows linearly with length; pass `chunk_frames` (CLI `--chunk-frames`) to bound it. "
+              "`full` on the whole clip grows linearly in memory here only because CPU SDPA streams the softmax; its "
+              "time grows quadratically.", ""]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
