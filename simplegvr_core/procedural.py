@@ -40,7 +40,8 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     else:  # smooth blobs with a finer layer on top
         coarse = rng.random((max(2, h // 12), max(2, w // 12))).astype(np.float32)
         fine = rng.random((max(2, h // 4), max(2, w // 4))).astype(np.float32)
-        g = 0.75 * cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC) + 0.25 * cv2.resize(fine, (w, h), interpolation=cv2.INTER_CUBIC)
+        g = (0.75 * cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+             + 0.25 * cv2.resize(fine, (w, h), interpolation=cv2.INTER_CUBIC))
     c1, c2 = rng.random(3).astype(np.float32), rng.random(3).astype(np.float32)
     tex = c1[None, None] * g[..., None] + c2[None, None] * (1 - g[..., None])
     return np.clip(tex, 0, 1)
