@@ -95,6 +95,19 @@ def main():
     results: dict = {"settings": vars(args)}
     sections = []
     hdr = "| variant | PSNR (dB) | SSIM | HF energy ratio | paper |\n|---|---|---|---|---|"
+    def publish():
+        (Path(args.work) / "ablations.json").write_text(json.dumps(results, indent=1))
+        text = (f"## Ablations at small scale (`benchmarks/ablations.py --steps {args.steps}`)\n\n"
+                f"Demo world: procedural clips, 17 frames, 64x64 -> 128x128 through the demo codec; every variant trained "
+                f"{args.steps} steps (batch 4) from scratch on the same pair shards, evaluated on {args.clips} held-out "
+                f"clips with {args.eval_steps} Euler steps (shift 3, cfg 1); PSNR/SSIM in pixels against the HR clip. The "
+                f"paper's figures are no-reference scores (DOVER, MUSIQ) on 1080p AIGC video, so compare directions, "
+                f"not values.\n\n" + "\n\n".join(sections) + "\n")
+        print(text, flush=True)
+        from simplegvr_core.bench import update_section
+
+        update_section(ROOT / "RESULTS.md", "ablations", text)
+
     base_path = train_variant("base", BASE, args)
     base = evaluate(base_path, vae, args.clips, args.eval_steps)
     results["base"] = base
@@ -106,6 +119,7 @@ def main():
             results[f"up_{mode}"] = r
             rows.append(row({"interp": "latent bilinear interpolation", "channel_only": "channel-only upsampler"}[mode], r, paper))
         sections.append("### 1. Condition injection\n\n" + hdr + "\n" + "\n".join(rows))
+        publish()
 
     if "noise" in only:
         levels = [0.0, 0.2, 0.4, 0.6, 0.8]
@@ -119,6 +133,7 @@ def main():
             lines.append(f"| [{rng[0]}, {rng[1]}] | " + " | ".join(f"{r['psnr']:.2f}" for r in rs) + f" | {rs[2]['hf']:.2f} |")
         sections.append("### 2. Condition noise (training range x inference level)\n\nPaper (qualitative): the "
                         "middle range [0.3, 0.6] balances detail and structure.\n\n" + "\n".join(lines))
+        publish()
 
     if "sampler" in only:
         from simplegvr_core import load_checkpoint
@@ -141,6 +156,7 @@ def main():
         results["ts_detail_aware"] = r
         rows.append(row("detail-aware", r, "DOVER 69.64, MUSIQ 62.19"))
         sections.append("### 3. Timestep sampler\n\n" + hdr + "\n" + "\n".join(rows))
+        publish()
 
     if "attention" in only:
         from simplegvr_core.bench import dit_flops
@@ -156,18 +172,8 @@ def main():
             lines.append(f"| {mode} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['hf']:.2f} | {flops[mode]['total'] / 1e9:.2f} "
                          f"| {paper[mode]} |")
         sections.append("### 4. Attention\n\n" + "\n".join(lines))
+        publish()
 
-    (Path(args.work) / "ablations.json").write_text(json.dumps(results, indent=1))
-    text = (f"## Ablations at small scale (`benchmarks/ablations.py --steps {args.steps}`)\n\n"
-            f"Demo world: procedural clips, 17 frames, 64x64 -> 128x128 through the demo VAE; every variant trained "
-            f"{args.steps} steps (batch 4) on the same pair shards, evaluated on {args.clips} held-out clips with "
-            f"{args.eval_steps} Euler steps (shift 3, cfg 1); PSNR/SSIM in pixels against the HR clip. The paper's "
-            f"figures are no-reference scores (DOVER, MUSIQ) on 1080p AIGC video, so compare directions, not values.\n\n"
-            + "\n\n".join(sections) + "\n")
-    print(text)
-    from simplegvr_core.bench import update_section
-
-    update_section(ROOT / "RESULTS.md", "ablations", text)
 
 
 def _demo_config() -> dict:

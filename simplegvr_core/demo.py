@@ -147,7 +147,7 @@ def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict:
 def retrain_commands(assets: Path, work: Path, quick: bool = False) -> list[list[str]]:
     """The exact commands that rebuild the demo weights (run from the repository root)."""
     py = sys.executable
-    vae_clips, clips, steps = ("20", "4", "4") if quick else ("200", "96", "1500")
+    vae_clips, clips, steps = ("20", "4", "4") if quick else ("200", "96", "3000")
     return [
         [py, "training/train_vae.py", "--out", str(assets / VAE_FILE), "--clips", vae_clips],
         [py, "training/make_pairs.py", "--videos", str(work / "videos"), "--synthesize", clips, "--frames", str(FRAMES),
@@ -161,7 +161,8 @@ def retrain_commands(assets: Path, work: Path, quick: bool = False) -> list[list
 
 def tune(model, vae, clips: int = 2, grid=None, log=print) -> dict:
     """Pick steps / shift / noise level by PSNR on validation clips (not the held-out test clips)."""
-    grid = grid or [(st, sh, nl) for st in (10, 20) for sh in (1.0, 3.0, 5.0) for nl in (0.2, 0.4)]
+    # Few steps approach the posterior mean (best PSNR); more steps sample detail (sharper, lower PSNR).
+    grid = grid or [(st, sh, nl) for st in (1, 2, 4, 10, 20) for sh in (1.0, 3.0) for nl in (0.2, 0.4)]
     best = None
     for st, sh, nl in grid:
         r = evaluate(model, vae, clips=clips, steps=st, shift=sh, noise_level=nl, progress=False, first_clip=VALIDATION_SEED)
@@ -170,6 +171,17 @@ def tune(model, vae, clips: int = 2, grid=None, log=print) -> dict:
         if best is None or p > best[0]:
             best = (p, st, sh, nl)
     return {"steps": best[1], "shift": best[2], "noise_level": best[3], "validation_psnr_db": round(best[0], 3)}
+
+
+def retune(assets: str | os.PathLike | None = None, log=print) -> dict:
+    """Re-run `tune` on existing weights and update the manifest's sampling settings."""
+    from .checkpoint import atomic_write
+
+    a = Path(assets) if assets else ASSETS
+    model, vae, manifest = load_assets(a)
+    manifest.update(tune(model, vae, log=log))
+    atomic_write(a / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+    return manifest
 
 
 def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "runs/demo", quick: bool = False,
