@@ -61,37 +61,31 @@ def _sigma_batch(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return sigma.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
 
 
-def sample_euler(model_fn: Callable, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable | None = None,
-                 disable: bool = True) -> torch.Tensor:
-    """Euler ODE integration of dx/dσ = v from sigmas[0] to sigmas[-1]."""
+def _integrate(model_fn: Callable, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable | None, disable: bool,
+               heun: bool) -> torch.Tensor:
     n = len(sigmas) - 1
     for i in tqdm(range(n), disable=disable, desc="sampling"):
         s, s_next = sigmas[i], sigmas[i + 1]
         v = model_fn(x, _sigma_batch(s, x))
         denoised = x - s.to(x.dtype) * v
+        if heun and float(s_next) > 0:  # trapezoidal correction with the slope at the Euler point
+            v = (v + model_fn(x + (s_next - s).to(x.dtype) * v, _sigma_batch(s_next, x))) / 2
         x = x + (s_next - s).to(x.dtype) * v
         if callback is not None:
             callback({"i": i, "sigma": float(s), "sigma_next": float(s_next), "x": x, "denoised": denoised, "total": n})
     return x
 
 
+def sample_euler(model_fn: Callable, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable | None = None,
+                 disable: bool = True) -> torch.Tensor:
+    """Euler ODE integration of dx/dσ = v from sigmas[0] to sigmas[-1]."""
+    return _integrate(model_fn, x, sigmas, callback, disable, heun=False)
+
+
 def sample_heun(model_fn: Callable, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable | None = None,
                 disable: bool = True) -> torch.Tensor:
     """Heun's 2nd-order method (trapezoidal correction; plain Euler on the last step to σ = 0)."""
-    n = len(sigmas) - 1
-    for i in tqdm(range(n), disable=disable, desc="sampling"):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        v = model_fn(x, _sigma_batch(s, x))
-        denoised = x - s.to(x.dtype) * v
-        x_euler = x + (s_next - s).to(x.dtype) * v
-        if float(s_next) > 0:
-            v2 = model_fn(x_euler, _sigma_batch(s_next, x))
-            x = x + (s_next - s).to(x.dtype) * (v + v2) / 2
-        else:
-            x = x_euler
-        if callback is not None:
-            callback({"i": i, "sigma": float(s), "sigma_next": float(s_next), "x": x, "denoised": denoised, "total": n})
-    return x
+    return _integrate(model_fn, x, sigmas, callback, disable, heun=True)
 
 
 def get_sampler(name: str) -> Callable:
