@@ -108,6 +108,14 @@ class PatchPCAVideoVAE(nn.Module):
         return x[:, :, r - 1:]  # latent frame 0 -> one frame (its group's last slot)
 
 
+def _diffusers_wan_vae():
+    try:
+        from diffusers import AutoencoderKLWan
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ValueError("the Wan video VAE needs `diffusers` (pip install 'simplegvr[train]')") from e
+    return AutoencoderKLWan
+
+
 class VideoVAE:
     """A Wan-compatible video VAE on a device."""
 
@@ -123,11 +131,8 @@ class VideoVAE:
         """kind 'wan21': a diffusers folder with vae/ (from `simplegvr download-wan`) or a vae folder itself;
         kind 'tiny': a small random `AutoencoderKLWan` (seeded) with the same latent contract;
         kind 'file': a safetensors file with the VAE's config in its metadata (the demo's fitted codec)."""
-        try:
-            from diffusers import AutoencoderKLWan
-        except ImportError as e:  # pragma: no cover
-            raise ValueError("the video VAE needs `diffusers` (pip install 'simplegvr[train]')") from e
         if kind == "tiny":
+            AutoencoderKLWan = _diffusers_wan_vae()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 return cls(AutoencoderKLWan(**TINY_WAN_VAE), device, dtype)
@@ -141,7 +146,7 @@ class VideoVAE:
             if cfg.get("arch") == "patch_pca":
                 vae = PatchPCAVideoVAE(cfg["z_dim"], cfg["patch"], cfg["group"])
             else:
-                vae = AutoencoderKLWan(**cfg)
+                vae = _diffusers_wan_vae()(**cfg)
             missing, unexpected = vae.load_state_dict(tensors, strict=False)
             if missing or unexpected:
                 raise ValueError(f"{str(path)!r} does not match the VAE config: missing {missing[:3]}, unexpected {unexpected[:3]}")
@@ -152,7 +157,7 @@ class VideoVAE:
             if not (sub / "config.json").is_file():
                 raise ValueError(f"no Wan VAE at {str(p)!r}: expected a diffusers folder with vae/config.json "
                                  f"(run `simplegvr download-wan --out {p}`)")
-            return cls(AutoencoderKLWan.from_pretrained(sub, torch_dtype=dtype, use_safetensors=True), device, dtype)
+            return cls(_diffusers_wan_vae().from_pretrained(sub, torch_dtype=dtype, use_safetensors=True), device, dtype)
         raise ValueError(f"VAE kind {kind!r}: expected 'wan21', 'tiny' or 'file'")
 
     @torch.no_grad()
