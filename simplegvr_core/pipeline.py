@@ -234,15 +234,9 @@ def upscale(model: SimpleGVR, lr_latent: torch.Tensor | None = None, *, latent_f
     b, c, T, H, W = cond.shape
     if chunk_frames == "auto":
         chunk_frames = model.config.train_latent_frames if mode == "full" else None
-    t_win = windows(T, chunk_frames, min(chunk_overlap, (chunk_frames or T) - 1))
-    if tile_size is not None:
-        th, tw = min(tile_size[0], H), min(tile_size[1], W)
-        h_win = windows(H, th, min(tile_overlap, th - 1))
-        w_win = windows(W, tw, min(tile_overlap, tw - 1))
-        ov = (min(chunk_overlap, (chunk_frames or T) - 1), min(tile_overlap, th - 1), min(tile_overlap, tw - 1))
-    else:
-        h_win, w_win = [(0, H)], [(0, W)]
-        ov = (min(chunk_overlap, (chunk_frames or T) - 1), 0, 0)
+    th, tw = (min(tile_size[0], H), min(tile_size[1], W)) if tile_size is not None else (H, W)
+    ov = (min(chunk_overlap, (chunk_frames or T) - 1), min(tile_overlap, th - 1), min(tile_overlap, tw - 1))
+    t_win, h_win, w_win = windows(T, chunk_frames, ov[0]), windows(H, th, ov[1]), windows(W, tw, ov[2])
     ctx, neg = ctx.to(device, dtype), (neg.to(device, dtype) if neg is not None else None)
 
     def model_fn(x, sigma):

@@ -103,6 +103,21 @@ def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tup
     return folder
 
 
+def clip_pair(path: Path, frames: int, hr_size, lr_size, degradation: str,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(HR, LR) uint8 frames of one clip: a random `frames`-long window of the video, cropped to hr_size and
+    degraded to lr_size, all drawn from `rng`. ValueError naming the file when it is unreadable or too short."""
+    from simplegvr_core.degrade.video_io import read_video
+
+    video, _ = read_video(path)
+    if len(video) < frames:
+        raise ValueError(f"video {str(path)!r} has {len(video)} frames, fewer than the {frames} a clip needs")
+    start = int(rng.integers(0, len(video) - frames + 1))
+    hr = resize_crop(video[start:start + frames], tuple(hr_size), rng)
+    lr = degrade_clip(hr, degradation, tuple(lr_size), int(rng.integers(0, 2**31 - 1)))
+    return hr, np.ascontiguousarray(lr)
+
+
 class VideoPairs(Dataset):
     """Clips of `frames` frames from captioned videos, degraded on the fly. Keys are (index, sample seed)."""
 
@@ -117,19 +132,11 @@ class VideoPairs(Dataset):
     def __getitem__(self, key):
         idx, seed = key
         path, caption = self.items[idx]
-        rng = np.random.default_rng(seed)
         try:
-            from simplegvr_core.degrade.video_io import read_video
-
-            video, _ = read_video(path)
-            if len(video) < self.frames:
-                raise ValueError(f"video {str(path)!r} has {len(video)} frames, fewer than the {self.frames} a clip needs")
-            start = int(rng.integers(0, len(video) - self.frames + 1))
-            hr = resize_crop(video[start:start + self.frames], self.hr_size, rng)
-            lr = degrade_clip(hr, self.degradation, self.lr_size, int(rng.integers(0, 2**31 - 1)))
+            hr, lr = clip_pair(path, self.frames, self.hr_size, self.lr_size, self.degradation, np.random.default_rng(seed))
         except ValueError as e:
             return {"error": str(e), "path": str(path)}
-        return {"hr": torch.from_numpy(hr), "lr": torch.from_numpy(np.ascontiguousarray(lr)), "caption": caption}
+        return {"hr": torch.from_numpy(hr), "lr": torch.from_numpy(lr), "caption": caption}
 
 
 def scan_videos(items: list[tuple[Path, str]], frames: int, decode: bool = True) -> tuple[list[tuple[Path, str]], list[str]]:
@@ -174,7 +181,6 @@ class PairShards(Dataset):
             self.index += [(len(self.shards) - 1, r) for r in range(n)]
         if not self.index:
             raise ValueError(f"no pair shards in {str(folder)!r}: make them with training/make_pairs.py")
-        self.latent_format = None
 
     def __len__(self) -> int:
         return len(self.index)

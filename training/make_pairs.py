@@ -127,21 +127,14 @@ def run(args) -> int:
         for r, (path, caption) in enumerate(rows):
             rng = np.random.default_rng([args.seed, k, r])
             try:
-                from simplegvr_core.degrade.video_io import read_video
-
-                video, _ = read_video(path)
-                if len(video) < args.frames:
-                    raise ValueError(f"video {str(path)!r} has {len(video)} frames, fewer than {args.frames}")
-                start = int(rng.integers(0, len(video) - args.frames + 1))
-                hr = D.resize_crop(video[start:start + args.frames], hr_size, rng)
-                mode = "none" if args.degradation == "model" else args.degradation
-                lr = D.degrade_clip(hr, mode, lr_size, int(rng.integers(0, 2**31 - 1)))
+                mode = "none" if args.degradation == "model" else args.degradation  # model-guided works on latents
+                hr, lr = D.clip_pair(path, args.frames, hr_size, lr_size, mode, rng)
             except ValueError as e:
                 failed += 1
                 print(f"skipping: {e}", file=sys.stderr)
                 continue
             hr_lat = fmt.normalise(vae.encode(torch.from_numpy(hr)[None]))
-            lr_lat = fmt.normalise(vae.encode(torch.from_numpy(np.ascontiguousarray(lr))[None]))
+            lr_lat = fmt.normalise(vae.encode(torch.from_numpy(lr)[None]))
             cache.encode_all([caption] if caption else [])
             ctx = cache[caption] if caption else torch.zeros(1, text_dim)
             if base is not None:
