@@ -219,3 +219,30 @@ def test_short_oblique_kernels_are_the_line_kernel(length, angle_index):
     ref = cv2.filter2D(img, -1, line_kernel(length, theta), borderType=cv2.BORDER_REPLICATE)
     assert np.array_equal(directional_blur(img, theta, length, (7, 11)), ref)
     assert line_kernel(length, theta).sum() == pytest.approx(1.0)
+
+
+def test_a_block_that_moves_gets_at_least_the_shortest_blur():
+    frame = textured(96, 96, np.random.default_rng(3))
+    flow = np.broadcast_to(np.float32([1.2, 0.0]), (96, 96, 2)).copy()  # just above the 1 px threshold
+    out = motion_blur(frame, flow, 1.0, FlowGuidedConfig())
+    inner = (slice(16, -16), slice(16, -16))
+    assert np.abs(out[inner].astype(int) - cv2.blur(frame, (3, 1))[inner]).max() <= 1
+    slow = np.broadcast_to(np.float32([0.8, 0.0]), (96, 96, 2)).copy()  # below it: untouched
+    assert np.array_equal(motion_blur(frame, slow, 1.0, FlowGuidedConfig()), frame)
+
+
+def test_how_blocks_are_grouped_into_crops_does_not_change_the_result(monkeypatch):
+    """Scattered blocks sharing a kernel are blurred in merged or separate crops (a speed choice only)."""
+    import simplegvr_core.degrade.flow_guided as fg
+
+    rng = np.random.default_rng(4)
+    frame = textured(160, 224, rng)
+    blocks = rng.normal(0, 5, (10, 14, 2)).astype(np.float32) * (rng.random((10, 14, 1)) < 0.5)
+    flow = cv2.resize(blocks, (224, 160), interpolation=cv2.INTER_NEAREST)
+    cfg = FlowGuidedConfig(block_smooth=0)
+    monkeypatch.setattr(fg, "MERGE_SLACK_BLOCKS", 0)
+    separate = motion_blur(frame, flow, 1.0, cfg)
+    monkeypatch.setattr(fg, "MERGE_SLACK_BLOCKS", 10_000)
+    merged = motion_blur(frame, flow, 1.0, cfg)
+    assert not np.array_equal(separate, frame)
+    assert np.abs(separate.astype(int) - merged).max() <= 1

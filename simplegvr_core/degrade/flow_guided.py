@@ -25,6 +25,7 @@ only over the moving part of the frame; see benchmarks/degrade_speed.py.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -39,7 +40,7 @@ DIS_PRESETS = {
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
-# Odd line-kernel lengths of the bank; a block's continuous length is a linear blend of the two nearest.
+# Odd line-kernel lengths of the bank; a block uses the one nearest its continuous length.
 LENGTH_LEVELS = (1, 3, 5, 7, 11, 15, 21, 31, 45, 63)
 SHORT_KERNEL = 7  # oblique kernels with at most this many taps are applied with cv2.filter2D
 
@@ -245,6 +246,7 @@ def block_motion(flow: np.ndarray, block_size: int) -> np.ndarray:
     return cv2.resize(flow, (nbx, nby), interpolation=cv2.INTER_AREA).reshape(nby, nbx, 2)
 
 
+@functools.lru_cache(maxsize=256)
 def line_kernel(length: float, angle: float) -> np.ndarray:
     """The bank's line kernel for (length, angle) as a 2-D filter (for cv2.filter2D): `_odd` taps along
     the major axis, offsets round(k*j) across it (k = the slope). `directional_blur` applies this
@@ -264,6 +266,7 @@ def line_kernel(length: float, angle: float) -> np.ndarray:
             ker[mid + o, mid + j] += 1.0 / n
         else:
             ker[mid + j, mid + o] += 1.0 / n
+    ker.setflags(write=False)  # cached: shared between calls
     return ker
 
 
@@ -275,9 +278,10 @@ def directional_blur(img: np.ndarray, angle: float, length: float, origin: tuple
     """Box blur of `img` along `angle` (rad; x right, y down) over `length` px.
 
     Axis-aligned: cv2.blur. Up to SHORT_KERNEL taps: cv2.filter2D with `line_kernel`. Longer: an exact
-    integer shear, a 1-D cv2.blur and the inverse shear, whose digital line is anchored to absolute
-    coordinates (`origin` = the (y, x) of img[0, 0] in the frame), so a pixel gets the same kernel
-    whatever crop it is blurred in. Shears wrap around: the caller pads by length/2 + 2 on every side."""
+    integer shear (cv2.warpAffine, nearest, wrapping), a 1-D cv2.blur and the inverse shear, whose
+    digital line is anchored to absolute coordinates (`origin` = the (y, x) of img[0, 0] in the frame),
+    so a pixel gets the same kernel whatever crop it is blurred in. Shears wrap around: the caller pads
+    by length/2 + 2 on every side."""
     c, s = math.cos(angle), math.sin(angle)
     horiz = abs(c) >= abs(s)
     h, w = img.shape[:2]
@@ -290,26 +294,19 @@ def directional_blur(img: np.ndarray, angle: float, length: float, origin: tuple
         return cv2.blur(img, ksize, borderType=cv2.BORDER_REPLICATE)
     if n <= SHORT_KERNEL:  # a small 2-D filter is cheaper than two remaps and their maps
         return cv2.filter2D(img, -1, line_kernel(length, angle), borderType=cv2.BORDER_REPLICATE)
-    # horizontal-ish: column x moves down by round(k * x_abs) (mod h), so a line of slope k becomes a row;
-    # vertical-ish: row y moves right by round(k * y_abs) (mod w). Both maps come from one integer array,
-    # so the inverse is exact.
+    # horizontal-ish: sheared[y, x] = img[y + round(k * x_abs) (mod h), x], so a line of slope k becomes a row;
+    # vertical-ish: sheared[y, x] = img[y, x + round(k * y_abs) (mod w)]. Nearest-neighbour affine shears with a
+    # wrapping border are exact integer shifts, and the inverse shear undoes them exactly.
     if horiz:
-        shift = (np.rint(k * (np.arange(w) + origin[1])).astype(np.int64) % h).astype(np.int16)
-        fwd, inv = np.empty((h, w, 2), np.int16), np.empty((h, w, 2), np.int16)
-        fwd[..., 0] = inv[..., 0] = np.arange(w, dtype=np.int16)
-        rows = np.arange(h, dtype=np.int16)[:, None]
-        np.add(rows, shift[None, :], out=fwd[..., 1])
-        np.subtract(rows, shift[None, :], out=inv[..., 1])
+        fwd = np.float64([[1, 0, 0], [k, 1, k * origin[1]]])
+        inv = np.float64([[1, 0, 0], [-k, 1, -k * origin[1]]])
     else:
-        shift = (np.rint(k * (np.arange(h) + origin[0])).astype(np.int64) % w).astype(np.int16)
-        fwd, inv = np.empty((h, w, 2), np.int16), np.empty((h, w, 2), np.int16)
-        fwd[..., 1] = inv[..., 1] = np.arange(h, dtype=np.int16)[:, None]
-        cols = np.arange(w, dtype=np.int16)[None, :]
-        np.add(cols, shift[:, None], out=fwd[..., 0])
-        np.subtract(cols, shift[:, None], out=inv[..., 0])
-    sheared = cv2.remap(img, fwd, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_WRAP)
+        fwd = np.float64([[1, k, k * origin[0]], [0, 1, 0]])
+        inv = np.float64([[1, -k, -k * origin[0]], [0, 1, 0]])
+    flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+    sheared = cv2.warpAffine(img, fwd, (w, h), flags=flags, borderMode=cv2.BORDER_WRAP)
     blurred = cv2.blur(sheared, ksize, borderType=cv2.BORDER_REPLICATE)
-    return cv2.remap(blurred, inv, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_WRAP)
+    return cv2.warpAffine(blurred, inv, (w, h), flags=flags, borderMode=cv2.BORDER_WRAP)
 
 
 _BLEND_MAPS: dict = {}
@@ -336,12 +333,81 @@ def _blend_maps(hp: int, wp: int, bs: int, width: int) -> tuple[np.ndarray, np.n
     return maps
 
 
+_DILATE3 = np.ones((3, 3), np.uint8)
+# Merging two groups of blocks that share a kernel into one crop pays off while the extra blocks the common
+# box adds cost less than the per-crop overhead (a few OpenCV calls, ~0.3 ms): about this many blocks.
+MERGE_SLACK_BLOCKS = 16
+
+
+def _merge_boxes(boxes: np.ndarray, slack: float) -> list[list[int]]:
+    """Greedy agglomeration of block boxes [n, 4] (y0, y1, x0, x1, end-exclusive, padded by a block for
+    the blend ring and kernel context): repeatedly join the pair whose common box adds the fewest blocks,
+    while that is under `slack`. Returns the member indices of each merged box."""
+    b = boxes.astype(np.int64).copy()
+    members = [[k] for k in range(len(b))]
+    while len(b) > 1:
+        area = (b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2])
+        uy = np.maximum(b[:, None, 1], b[None, :, 1]) - np.minimum(b[:, None, 0], b[None, :, 0])
+        ux = np.maximum(b[:, None, 3], b[None, :, 3]) - np.minimum(b[:, None, 2], b[None, :, 2])
+        extra = (uy * ux - area[:, None] - area[None, :]).astype(np.float64)
+        np.fill_diagonal(extra, np.inf)
+        k = int(extra.argmin())
+        i, j = divmod(k, len(b))
+        if extra[i, j] >= slack:
+            break
+        b[i] = (min(b[i, 0], b[j, 0]), max(b[i, 1], b[j, 1]), min(b[i, 2], b[j, 2]), max(b[i, 3], b[j, 3]))
+        members[i] += members.pop(j)
+        b = np.delete(b, j, 0)
+    return members
+
+
+def _kernel_groups(grids: np.ndarray, angles: np.ndarray):
+    """(angle bin, level, block mask) for every group of blocks blurred with one crop. Blocks sharing a
+    kernel are split into connected groups (a zoom's opposite sides share an angle, and its lengths grow
+    in rings), and nearby groups are merged again where one crop costs less than two (`_merge_boxes`)."""
+    for a in np.unique(angles):
+        for i in range(1, grids.shape[1]):
+            used = grids[a, i] > 0
+            if not used.any():
+                continue
+            ncomp, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(used.astype(np.uint8), _DILATE3),
+                                                                       connectivity=8)
+            if ncomp <= 2:
+                yield a, i, used
+                continue
+            x, y, w, h = (stats[1:, k] for k in range(4))  # dilated boxes: the used blocks plus one around
+            for group in _merge_boxes(np.stack([y, y + h, x, x + w], 1), MERGE_SLACK_BLOCKS):
+                mine = np.zeros_like(used)
+                for comp in group:
+                    sl = (slice(int(y[comp]), int(y[comp] + h[comp])), slice(int(x[comp]), int(x[comp] + w[comp])))
+                    mine[sl] |= used[sl] & (labels[sl] == comp + 1)
+                yield a, i, mine
+
+
+@functools.lru_cache(maxsize=16)
+def _same_kernels(levels: tuple, nang: int) -> list[tuple[int, int, int]]:
+    """(level, angle bin, first bin with the identical kernel): a 3-tap line at 22.5 degrees is the
+    horizontal one, so blocks of both are blurred in one pass. Only short kernels (cv2.filter2D) coincide."""
+    out = []
+    for i, length in enumerate(levels):
+        if not 1 < _odd(length) <= SHORT_KERNEL:
+            continue
+        seen = {}
+        for a in range(nang):
+            key = line_kernel(float(length), a * math.pi / nang).tobytes()
+            if key in seen:
+                out.append((i, a, seen[key]))
+            else:
+                seen[key] = a
+    return out
+
+
 def motion_blur(frame: np.ndarray, flow: np.ndarray, gain: float, config: FlowGuidedConfig | None = None) -> np.ndarray:
     """Block-wise motion-adaptive line blur of a uint8 [H, W, 3] frame given its flow [H, W, 2].
 
     Block length L = gain * |mean flow| (1 = untouched below the motion threshold), clipped to
-    max_kernel; direction = mean flow direction quantised to `blur_angles`. Per block, L is a linear
-    blend of the two nearest bank lengths; the per-(angle, length) block weights are interpolated to
+    max_kernel; direction = mean flow direction quantised to `blur_angles`. Each block uses the bank
+    length nearest L (LENGTH_LEVELS: within ~20 %); the per-(angle, length) block weights are interpolated to
     pixels with a `blend_width` ramp across block edges, so neighbouring blocks cross-fade without
     seams and the weights sum to 1 at every pixel. Pixels farther than blend_width/2 from any moving
     block are returned bit-exact.
@@ -367,19 +433,27 @@ def motion_blur(frame: np.ndarray, flow: np.ndarray, gain: float, config: FlowGu
     moving = length > 1.0
     if not moving.any():
         return frame.copy()
+    if cfg.block_smooth > 0:  # lengths smoothed over the moving neighbours (static blocks stay untouched)
+        mw = moving.astype(np.float32)
+        num = cv2.GaussianBlur(length.astype(np.float32) * mw, (0, 0), cfg.block_smooth, borderType=cv2.BORDER_REPLICATE)
+        den = cv2.GaussianBlur(mw, (0, 0), cfg.block_smooth, borderType=cv2.BORDER_REPLICATE)
+        length = np.where(moving, num / np.maximum(den, 1e-6), 1.0).clip(1.0, levels[-1])
     nang = cfg.blur_angles
     abin = np.rint((np.arctan2(bm[..., 1], bm[..., 0]) % np.pi) / (np.pi / nang)).astype(np.int64) % nang
-    j = np.clip(np.searchsorted(levels, length, side="right") - 1, 0, len(levels) - 2)
-    frac = ((length - levels[j]) / (levels[j + 1] - levels[j])).astype(np.float32)
+    # each moving block takes the bank length nearest its own, at least the shortest blur (one kernel per
+    # block; neighbours cross-fade at the edges)
+    j = np.where(moving, np.abs(length[..., None] - levels[1:]).argmin(-1) + 1, 0)
 
     # blend weight of each (angle, level > 0) per block; level 0 (identity) keeps the rest
     nlev = len(levels)
     grids = np.zeros((nang, nlev, nby, nbx), np.float32)
     by, bx = np.nonzero(moving)
-    ab, jb, fb = abin[by, bx], j[by, bx], frac[by, bx]
-    np.add.at(grids, (ab, jb, by, bx), 1.0 - fb)
-    np.add.at(grids, (ab, jb + 1, by, bx), fb)
-    grids[:, 0] = 0.0
+    ab = abin[by, bx]
+    grids[ab, j[by, bx], by, bx] = 1.0
+    for i, a, a0 in _same_kernels(tuple(levels.tolist()), nang):  # short kernels of neighbouring bins coincide
+        grids[a0, i] += grids[a, i]
+        grids[a, i] = 0.0
+    ab = np.nonzero(grids.any((1, 2, 3)))[0]
 
     # work on the frame padded to whole blocks: block b covers pixels [b*bs, (b+1)*bs)
     hp, wp = nby * bs, nbx * bs
@@ -393,29 +467,18 @@ def motion_blur(frame: np.ndarray, flow: np.ndarray, gain: float, config: FlowGu
         return cv2.remap(grid, mx[y0:y1, x0:x1], my[y0:y1, x0:x1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     keep = upsample(np.ascontiguousarray(1.0 - grids.sum((0, 1))), 0, hp, 0, wp)  # weight of the unblurred frame
-    kernel3 = np.ones((3, 3), np.uint8)
-    for a in np.unique(ab):
-        theta = float(a) * np.pi / nang
-        for i in range(1, nlev):
-            grid = grids[a, i]
-            used = grid > 0
-            if not used.any():
-                continue
-            # each group of nearby blocks that uses this kernel on its own: a zoom's opposite sides share an
-            # angle, and its lengths grow outwards in rings
-            ncomp, labels = cv2.connectedComponents(cv2.dilate(used.astype(np.uint8), kernel3), connectivity=8)
-            for comp in range(1, ncomp):
-                mine = used & (labels == comp) if ncomp > 2 else used
-                bys, bxs = np.nonzero(mine)
-                y0, y1 = max(0, int(bys.min()) * bs - ring), min(hp, (int(bys.max()) + 1) * bs + ring)
-                x0, x1 = max(0, int(bxs.min()) * bs - ring), min(wp, (int(bxs.max()) + 1) * bs + ring)
-                m = int(levels[i]) // 2 + 2  # kernel context
-                crop = src[mpad + y0 - m:mpad + y1 + m, mpad + x0 - m:mpad + x1 + m]
-                blurred = directional_blur(crop, theta, float(levels[i]), (y0 - m, x0 - m))[m:m + y1 - y0, m:m + x1 - x0]
-                wgt = upsample(np.where(mine, grid, 0.0).astype(np.float32) if ncomp > 2 else grid, y0, y1, x0, x1)
-                acc = keep[y0:y1, x0:x1]
-                img[y0:y1, x0:x1] = cv2.blendLinear(img[y0:y1, x0:x1], blurred, acc, wgt)
-                keep[y0:y1, x0:x1] = cv2.add(acc, wgt)
+    for a, i, mine in _kernel_groups(grids, ab):
+        theta, length_i = float(a) * np.pi / nang, float(levels[i])
+        bys, bxs = np.nonzero(mine)
+        y0, y1 = max(0, int(bys.min()) * bs - ring), min(hp, (int(bys.max()) + 1) * bs + ring)
+        x0, x1 = max(0, int(bxs.min()) * bs - ring), min(wp, (int(bxs.max()) + 1) * bs + ring)
+        m = int(length_i) // 2 + 2  # kernel context
+        crop = src[mpad + y0 - m:mpad + y1 + m, mpad + x0 - m:mpad + x1 + m]
+        blurred = directional_blur(crop, theta, length_i, (y0 - m, x0 - m))[m:m + y1 - y0, m:m + x1 - x0]
+        wgt = upsample(mine.astype(np.float32), y0, y1, x0, x1)
+        acc = keep[y0:y1, x0:x1]
+        img[y0:y1, x0:x1] = cv2.blendLinear(img[y0:y1, x0:x1], blurred, acc, wgt)
+        keep[y0:y1, x0:x1] = cv2.add(acc, wgt)
     return np.ascontiguousarray(img[:h, :w])
 
 
