@@ -29,6 +29,7 @@ class DiTConfig:
     patch_size: tuple[int, int, int] = (1, 2, 2)
     freq_dim: int = 256
     text_dim: int = 4096
+    text_len: int = 512  # text features are zero-padded (and cut) to this many tokens, as Wan does with umt5's
     qk_norm: bool = True
     cross_attn_norm: bool = True
     eps: float = 1e-6
@@ -53,6 +54,8 @@ class DiTConfig:
                 f"dit.in_dim={self.in_dim}: expected out_dim ({self.out_dim}, plain T2V) or "
                 f"2*out_dim ({2 * self.out_dim}, SimpleGVR cat[z_t, c])"
             )
+        if not isinstance(self.text_len, int) or self.text_len < 1:
+            raise ValueError(f"dit.text_len={self.text_len!r}: expected a positive number of text tokens (Wan: 512)")
         check_attention(self.attention, self.unit_frames, self.sparse_block, self.sparse_topk)
 
     @property

@@ -30,6 +30,10 @@ MANIFEST = "demo_manifest.json"
 FRAMES, HR_SIZE, LR_SIZE = 17, 128, 64
 HELD_OUT_SEED = 1_000_000  # held-out test clips: training clips use seeds 0..N-1
 VALIDATION_SEED = 3_000_000  # clips for choosing the sampling settings (never the test clips)
+# The demo model's recipe (`--retrain`): procedural training clips, the degradations drawn per clip (clean
+# area resize, as the demo's LR, or the paper's flow-guided T2V artifacts), and the training steps that fit
+# the 30-minute budget on 2 CPU cores.
+TRAIN_CLIPS, DEGRADATION, TRAIN_STEPS = 1024, "none,flow", 2400
 METHODS = ("simplegvr", "latent_bilinear", "pixel_bicubic")
 LABELS = {"hr": "HR (reference)", "vae_ceiling": "HR through the VAE", "simplegvr": "SimpleGVR (ours)",
           "latent_bilinear": "latent bilinear + decode", "pixel_bicubic": "decode + bicubic"}
@@ -147,11 +151,11 @@ def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict:
 def retrain_commands(assets: Path, work: Path, quick: bool = False) -> list[list[str]]:
     """The exact commands that rebuild the demo weights (run from the repository root)."""
     py = sys.executable
-    vae_clips, clips, steps = ("20", "4", "4") if quick else ("200", "96", "3000")
+    vae_clips, clips, steps = ("20", "4", "4") if quick else ("200", str(TRAIN_CLIPS), str(TRAIN_STEPS))
     return [
         [py, "training/train_vae.py", "--out", str(assets / VAE_FILE), "--clips", vae_clips],
         [py, "training/make_pairs.py", "--videos", str(work / "videos"), "--synthesize", clips, "--frames", str(FRAMES),
-         "--out", str(work / "pairs"), "--per-shard", "32", "--degradation", "flow+classic", "--hr-size",
+         "--out", str(work / "pairs"), "--per-shard", "64", "--degradation", DEGRADATION, "--hr-size",
          f"{HR_SIZE}x{HR_SIZE}", "--lr-size", f"{LR_SIZE}x{LR_SIZE}", "--vae", "file", "--vae-path", str(assets / VAE_FILE),
          "--text", "byte", "--text-dim", "32"],
         [py, "training/train.py", "--config", "training/configs/demo.toml", f"data.path={work / 'pairs'}",
@@ -159,10 +163,10 @@ def retrain_commands(assets: Path, work: Path, quick: bool = False) -> list[list
     ]
 
 
-def tune(model, vae, clips: int = 2, grid=None, log=print) -> dict:
+def tune(model, vae, clips: int = 4, grid=None, log=print) -> dict:
     """Pick steps / shift / noise level by PSNR on validation clips (not the held-out test clips)."""
     # Few steps approach the posterior mean (best PSNR); more steps sample detail (sharper, lower PSNR).
-    grid = grid or [(st, sh, nl) for st in (1, 2, 4, 10, 20) for sh in (1.0, 3.0) for nl in (0.2, 0.4)]
+    grid = grid or [(st, sh, nl) for st in (1, 2, 4, 10, 20) for sh in (1.0, 3.0) for nl in (0.0, 0.15)]
     best = None
     for st, sh, nl in grid:
         r = evaluate(model, vae, clips=clips, steps=st, shift=sh, noise_level=nl, progress=False, first_clip=VALIDATION_SEED)
@@ -184,6 +188,33 @@ def retune(assets: str | os.PathLike | None = None, log=print) -> dict:
     return manifest
 
 
+def _relative(arg: str, root: Path) -> str:
+    """A command argument with paths inside the repository written relative to it (also in key=value)."""
+    key, sep, value = arg.rpartition("=") if "=" in arg and not arg.startswith("-") else ("", "", arg)
+    if os.path.isabs(value) and value.startswith(str(root)):
+        value = os.path.relpath(value, root)
+    return key + sep + value
+
+
+WORK_MARKER = ".simplegvr_demo_work"
+
+
+def fresh_work_folder(work: Path) -> Path:
+    """Empty the scratch folder of an earlier `--retrain` (clips, pairs and checkpoints left there would be
+    reused silently); a folder that holds anything else is refused rather than touched."""
+    import shutil
+
+    marker = work / WORK_MARKER
+    if work.exists() and (not work.is_dir() or (any(work.iterdir()) and not marker.is_file())):
+        raise ValueError(f"--work {str(work)!r} exists and is not a demo scratch folder (no {WORK_MARKER}): "
+                         "give a new or empty folder")
+    for sub in ("videos", "pairs", "run"):
+        shutil.rmtree(work / sub, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text("scratch folder of `simplegvr demo --retrain`: emptied by the next --retrain\n")
+    return work
+
+
 def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "runs/demo", quick: bool = False,
             log=print) -> dict:
     """Rebuild the demo VAE and model with the training scripts (they live in the repository's training/)."""
@@ -192,7 +223,7 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
         raise ValueError(f"--retrain needs the repository's training/ folder next to {root / 'simplegvr_core'} "
                          "(install from a git clone with `pip install -e .`)")
     a = Path(assets) if assets else ASSETS
-    w = Path(work).resolve()
+    w = fresh_work_folder(Path(work).resolve())
     a.mkdir(parents=True, exist_ok=True)
     cmds = retrain_commands(a.resolve(), w, quick)
     t0 = time.time()
@@ -206,10 +237,9 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
     _, vmeta = read_safetensors(a / VAE_FILE)
     model, vae, _ = load_assets(a)
     grid = [(2, 3.0, 0.3)] if quick else None
-    settings = tune(model, vae, clips=1 if quick else 2, grid=grid, log=log)
+    settings = tune(model, vae, clips=1 if quick else 4, grid=grid, log=log)
     manifest = {**settings, "vae_psnr_db": float(vmeta.get("psnr_db", "nan")), "seconds": round(time.time() - t0, 1),
                 "quick": quick,
-                "commands": [" ".join(["python"] + [os.path.relpath(c, root) if os.path.isabs(c) and
-                                                    str(c).startswith(str(root)) else c for c in cmd[1:]]) for cmd in cmds]}
+                "commands": [" ".join(["python"] + [_relative(c, root) for c in cmd[1:]]) for cmd in cmds]}
     atomic_write(a / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return manifest

@@ -21,7 +21,6 @@ from .model import SimpleGVR
 from .models.upsampler import add_condition_noise
 from .sampling import cfg_velocity, flow_sigmas, get_sampler
 
-TEXT_LEN = 512  # Wan zero-pads umt5 features to 512 tokens; ComfyUI's Wan text encoder does the same
 UPSAMPLER_CONTEXT = 16  # causal receptive field of the learned upsampler, in latent frames (4 blocks x 2 convs x 2)
 SAMPLING_SEED_OFFSET = 1_000_003  # sampling noise and condition noise come from different streams
 
@@ -84,10 +83,11 @@ def target_size(model: SimpleGVR, lr_hw: tuple[int, int], width: int | None = No
 
 
 def prepare_context(model: SimpleGVR, context, batch: int, what: str = "context") -> torch.Tensor:
-    """Text features [B, L, text_dim] zero-padded to 512 tokens; None -> the null prompt (all zeros)."""
-    dim = model.config.dit.text_dim
+    """Text features [B, L, text_dim] zero-padded (or cut) to the model's text_len tokens (Wan: 512), as in
+    training; None -> the null prompt (all zeros)."""
+    dim, n = model.config.dit.text_dim, model.config.dit.text_len
     if context is None:
-        return torch.zeros(batch, TEXT_LEN, dim)
+        return torch.zeros(batch, n, dim)
     if not isinstance(context, torch.Tensor):
         raise ValueError(f"{what} must be a tensor [B, L, {dim}], got {type(context).__name__}")
     if context.ndim == 2:
@@ -99,10 +99,14 @@ def prepare_context(model: SimpleGVR, context, batch: int, what: str = "context"
         raise ValueError(f"{what} has batch {context.shape[0]}: expected 1 or {batch}")
     if not torch.isfinite(context).all():
         raise ValueError(f"{what} contains NaN or Inf")
-    context = context.expand(batch, -1, -1).float()
-    if context.shape[1] < TEXT_LEN:
-        context = torch.nn.functional.pad(context, (0, 0, 0, TEXT_LEN - context.shape[1]))
-    return context
+    return pad_text(context.expand(batch, -1, -1).float(), n)
+
+
+def pad_text(context: torch.Tensor, text_len: int) -> torch.Tensor:
+    """[B, L, D] -> [B, text_len, D]: zero-padded after the last token, or cut after text_len tokens."""
+    if context.shape[1] >= text_len:
+        return context[:, :text_len]
+    return torch.nn.functional.pad(context, (0, 0, 0, text_len - context.shape[1]))
 
 
 # --- windows and blending ----------------------------------------------------------------------

@@ -200,3 +200,23 @@ def test_cli_interrupt_leaves_no_output(tmp_path, monkeypatch, capsys):
                    str(tmp_path / "hr.latent"), "--steps", "3"])
     assert rc == 130 and "interrupted" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gvr.safetensors", "lr.latent"]
+
+
+def test_text_features_are_padded_and_cut_to_the_models_text_len_as_in_training():
+    from simplegvr_core.pipeline import prepare_context
+    from training.train import pad_contexts
+
+    m = tiny_model()
+    assert m.config.dit.text_len == 512  # Wan's length is the default
+    ctx = torch.randn(1, 5, 32)
+    padded = prepare_context(m, ctx, 2)
+    assert padded.shape == (2, 512, 32) and torch.equal(padded[:, :5], ctx.expand(2, -1, -1)) and not padded[:, 5:].any()
+    short = tiny_model(text_len=8)
+    long_ctx = torch.randn(1, 20, 32)
+    assert torch.equal(prepare_context(short, long_ctx, 1), long_ctx[:, :8])
+    assert torch.equal(prepare_context(short, None, 3), torch.zeros(3, 8, 32))
+    train_side = pad_contexts([ctx[0], long_ctx[0]], 32, "cpu", 8)
+    assert torch.equal(train_side[0], prepare_context(short, ctx, 1)[0])
+    assert torch.equal(train_side[1], prepare_context(short, long_ctx, 1)[0])
+    with pytest.raises(ValueError, match="text_len=0"):
+        tiny_model(text_len=0)

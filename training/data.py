@@ -66,17 +66,28 @@ def resize_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Genera
 DEGRADATIONS = ("none", "classic", "flow", "flow+classic")
 
 
+def check_degradation(mode: str) -> list[str]:
+    """The modes of a degradation spec: one of DEGRADATIONS, or several joined by commas (one drawn per clip)."""
+    modes = [m.strip() for m in str(mode).split(",")]
+    bad = [m for m in modes if m not in DEGRADATIONS]
+    if bad or not modes:
+        raise ValueError(f"degradation {mode!r}: expected one of {DEGRADATIONS}, or several joined by commas "
+                         "(e.g. 'none,flow': one drawn per clip)")
+    return modes
+
+
 def degrade_clip(hr: np.ndarray, mode: str, lr_size: tuple[int, int], seed: int) -> np.ndarray:
-    """HR frames -> LR frames at lr_size=(h, w): 'none' (area resize), 'classic', 'flow' or 'flow+classic'."""
-    if mode not in DEGRADATIONS:
-        raise ValueError(f"degradation {mode!r}: expected one of {DEGRADATIONS}")
+    """HR frames -> LR frames at lr_size=(h, w): 'none' (area resize), 'classic', 'flow' or 'flow+classic';
+    'a,b,...' draws one of them per clip from `seed`."""
+    modes = check_degradation(mode)
     h, w = lr_size
+    rng = np.random.default_rng(seed)
+    mode = modes[int(rng.integers(len(modes)))] if len(modes) > 1 else modes[0]
     if mode == "none":
         return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in hr])
     from simplegvr_core.degrade.classic import classic_degrade
     from simplegvr_core.degrade.flow_guided import flow_guided
 
-    rng = np.random.default_rng(seed)
     x = hr
     if "flow" in mode:
         x = flow_guided(x, seed=rng)

@@ -1,7 +1,7 @@
 """Pre-compute training pairs as shards: HR latent, LR latent (any degradation, incl. model-guided), caption features.
 
     python training/make_pairs.py --videos DIR --out SHARDS [--shard i/n] [--per-shard 64]
-        [--degradation classic|flow|flow+classic|none|model] [--frames 17] [--hr-size 1088x1920] [--lr-size 480x848]
+        [--degradation classic|flow|flow+classic|none|model|none,flow,...] [--frames 17] [--hr-size 1088x1920] [--lr-size 480x848]
         [--vae wan21 --vae-path WAN_DIFFUSERS_DIR] [--text umt5 --text-path WAN_DIFFUSERS_DIR]
         [--wan WAN_T2V.safetensors --alpha 0.3 0.4 --mg-steps 8 --mg-shift 1.0]   # model-guided (paper §4.2.2)
 
@@ -45,6 +45,16 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
+def parse_degradation(text: str) -> str:
+    if text == "model":
+        return text
+    try:
+        D.check_degradation(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -62,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="first write this many procedural clips (+ captions.jsonl) into --videos if it has none")
     ap.add_argument("--shard", default=None, help="i/n: this process's slice (default: from accelerate/torchrun env)")
     ap.add_argument("--per-shard", type=int, default=64, help="videos per shard file")
-    ap.add_argument("--degradation", default="classic", choices=["none", "classic", "flow", "flow+classic", "model"])
+    ap.add_argument("--degradation", default="classic", type=parse_degradation,
+                    help="none | classic | flow | flow+classic | model, or several of the first four joined by commas "
+                         "(one drawn per clip, e.g. none,flow)")
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--hr-size", default="128x128", help="HR crop HxW in pixels (multiple of 8)")
     ap.add_argument("--lr-size", default="64x64", help="LR size HxW in pixels (multiple of 8)")
@@ -156,11 +168,10 @@ def run(args) -> int:
 def model_guided(base, lr_latent: torch.Tensor, ctx: torch.Tensor, rng: np.random.Generator, args, device) -> torch.Tensor:
     """SDEdit the LR latent with the base T2V model (paper §4.2.2): x_α = (1-α) c0 + α ε, Euler to 0."""
     from simplegvr_core.degrade.model_guided import sdedit
-    from simplegvr_core.pipeline import TEXT_LEN
+    from simplegvr_core.pipeline import pad_text
 
     alpha = float(rng.uniform(*args.alpha))
-    context = torch.zeros(1, TEXT_LEN, ctx.shape[-1], device=device)
-    context[0, : ctx.shape[0]] = ctx.to(device)
+    context = pad_text(ctx[None].float(), base.cfg.text_len).to(device)
 
     def velocity(x, t, c):
         return base(x, None, t, c)

@@ -220,13 +220,12 @@ class Data:
         return hr.to(self.device), lr.to(self.device), ctx
 
 
-def pad_contexts(contexts: list[torch.Tensor], dim: int, device) -> torch.Tensor:
-    from simplegvr_core.pipeline import TEXT_LEN
+def pad_contexts(contexts: list[torch.Tensor], dim: int, device, text_len: int) -> torch.Tensor:
+    """Caption features [L_i, dim] -> one [B, text_len, dim] batch, as `pipeline.prepare_context` pads them."""
+    from simplegvr_core.pipeline import pad_text
 
-    out = torch.zeros(len(contexts), TEXT_LEN, dim, device=device)
-    for i, c in enumerate(contexts):
-        out[i, : min(TEXT_LEN, c.shape[0])] = c[:TEXT_LEN].to(device)
-    return out
+    return torch.cat([pad_text(c[None].float(), text_len) for c in contexts]).to(device) if contexts else \
+        torch.zeros(0, text_len, dim, device=device)
 
 
 # --- the loss ------------------------------------------------------------------------------------
@@ -326,7 +325,7 @@ def validate(model: SimpleGVR, ema: EMA, data: Data, cfg: dict, device) -> dict:
     fmt = model.latent_format
     psnr, psnr_interp = [], []
     for i in range(hr.shape[0]):
-        ctx_i = pad_contexts([ctx[i]], model.config.dit.text_dim, device)
+        ctx_i = pad_contexts([ctx[i]], model.config.dit.text_dim, device, model.config.dit.text_len)
         out = upscale(net, fmt.denormalise(lr[i:i + 1].cpu()), width=hr.shape[-1] * fmt.spatial_ratio,
                       height=hr.shape[-2] * fmt.spatial_ratio, context=ctx_i, steps=int(cfg["log"]["val_steps"]), cfg=1.0,
                       seed=seed, attention=None)
@@ -408,7 +407,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
         if triple is None:
             continue
         hr, lr, ctx_list = triple
-        ctx = pad_contexts(ctx_list, raw.config.dit.text_dim, device)
+        ctx = pad_contexts(ctx_list, raw.config.dit.text_dim, device, raw.config.dit.text_len)
         g = torch.Generator().manual_seed(int(tcfg["seed"]) * 1_000_003 + step * 7919 + accelerator.process_index)
         with accelerator.autocast():
             loss = flow_loss(model, hr, lr, ctx, g, tcfg, sampler)  # through the DDP/FSDP wrapper
