@@ -69,7 +69,7 @@ class FlowGuidedConfig:
     # --- motion-adaptive blur
     blur: bool = True
     block_size: int = 16  # px per block side
-    block_smooth: float = 1.0  # Gaussian sigma (blocks) smoothing the blur *direction* (DIS is noisy on flat areas)
+    block_smooth: float = 1.0  # Gaussian sigma (blocks) smoothing the blur direction, and the length over moving blocks
     blend_width: int = 8  # px: neighbouring blocks' kernels cross-fade over this width (block_size = bilinear)
     blur_gain: tuple[float, float] = (0.5, 1.2)  # kernel length per px of block motion (a shutter fraction)
     max_kernel: int = 31  # longest line kernel, px (odd)
@@ -425,7 +425,7 @@ def motion_blur(frame: np.ndarray, flow: np.ndarray, gain: float, config: FlowGu
     bm = block_motion(flow, bs)
     nby, nbx = bm.shape[:2]
     mag = np.sqrt(bm[..., 0] ** 2 + bm[..., 1] ** 2)
-    if cfg.block_smooth > 0:  # direction from the motion-weighted neighbourhood, magnitude of the block itself
+    if cfg.block_smooth > 0:  # direction from the motion-weighted neighbourhood (DIS is noisy on flat areas)
         sm = cv2.GaussianBlur(bm, (0, 0), cfg.block_smooth, borderType=cv2.BORDER_REPLICATE)
         bm = np.where((sm[..., 0] ** 2 + sm[..., 1] ** 2 > 1e-6)[..., None], sm, bm)
     levels = kernel_levels(cfg.max_kernel)
