@@ -334,37 +334,12 @@ def _blend_maps(hp: int, wp: int, bs: int, width: int) -> tuple[np.ndarray, np.n
 
 
 _DILATE3 = np.ones((3, 3), np.uint8)
-# Merging two groups of blocks that share a kernel into one crop pays off while the extra blocks the common
-# box adds cost less than the per-crop overhead (a few OpenCV calls, ~0.3 ms): about this many blocks.
-MERGE_SLACK_BLOCKS = 16
-
-
-def _merge_boxes(boxes: np.ndarray, slack: float) -> list[list[int]]:
-    """Greedy agglomeration of block boxes [n, 4] (y0, y1, x0, x1, end-exclusive, padded by a block for
-    the blend ring and kernel context): repeatedly join the pair whose common box adds the fewest blocks,
-    while that is under `slack`. Returns the member indices of each merged box."""
-    b = boxes.astype(np.int64).copy()
-    members = [[k] for k in range(len(b))]
-    while len(b) > 1:
-        area = (b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2])
-        uy = np.maximum(b[:, None, 1], b[None, :, 1]) - np.minimum(b[:, None, 0], b[None, :, 0])
-        ux = np.maximum(b[:, None, 3], b[None, :, 3]) - np.minimum(b[:, None, 2], b[None, :, 2])
-        extra = (uy * ux - area[:, None] - area[None, :]).astype(np.float64)
-        np.fill_diagonal(extra, np.inf)
-        k = int(extra.argmin())
-        i, j = divmod(k, len(b))
-        if extra[i, j] >= slack:
-            break
-        b[i] = (min(b[i, 0], b[j, 0]), max(b[i, 1], b[j, 1]), min(b[i, 2], b[j, 2]), max(b[i, 3], b[j, 3]))
-        members[i] += members.pop(j)
-        b = np.delete(b, j, 0)
-    return members
 
 
 def _kernel_groups(grids: np.ndarray, angles: np.ndarray):
-    """(angle bin, level, block mask) for every group of blocks blurred with one crop. Blocks sharing a
-    kernel are split into connected groups (a zoom's opposite sides share an angle, and its lengths grow
-    in rings), and nearby groups are merged again where one crop costs less than two (`_merge_boxes`)."""
+    """(angle bin, level, block mask) for every group of blocks blurred with one crop: the blocks sharing a
+    kernel, split into connected groups (a zoom's opposite sides share an angle, and its lengths grow in
+    rings, so one box around all of them would cover most of the frame)."""
     for a in np.unique(angles):
         for i in range(1, grids.shape[1]):
             used = grids[a, i] > 0
@@ -375,12 +350,10 @@ def _kernel_groups(grids: np.ndarray, angles: np.ndarray):
             if ncomp <= 2:
                 yield a, i, used
                 continue
-            x, y, w, h = (stats[1:, k] for k in range(4))  # dilated boxes: the used blocks plus one around
-            for group in _merge_boxes(np.stack([y, y + h, x, x + w], 1), MERGE_SLACK_BLOCKS):
+            for comp in range(1, ncomp):
+                x, y, w, h = (int(v) for v in stats[comp, :4])  # dilated box: the group's blocks plus one around
                 mine = np.zeros_like(used)
-                for comp in group:
-                    sl = (slice(int(y[comp]), int(y[comp] + h[comp])), slice(int(x[comp]), int(x[comp] + w[comp])))
-                    mine[sl] |= used[sl] & (labels[sl] == comp + 1)
+                mine[y:y + h, x:x + w] = used[y:y + h, x:x + w] & (labels[y:y + h, x:x + w] == comp)
                 yield a, i, mine
 
 
