@@ -77,17 +77,12 @@ def evaluate(model_path: Path, vae, clips: int, steps: int, noise_level: float =
 
 
 def references(vae, clips: int) -> dict:
-    """What a user gets without a model, on the same clips: latent bilinear + decode, decode + bicubic."""
-    import cv2
-
+    """What a user gets without a model, on the same clips (`demo.baselines`)."""
     out = {"latent_bilinear": [], "pixel_bicubic": []}
     for k in range(clips):
         hr = make_clip(demo.HELD_OUT_SEED + k, demo.FRAMES, demo.HR_SIZE, demo.HR_SIZE)
         lr_lat = vae.encode(torch.from_numpy(demo.lr_clip(hr))[None])
-        up = torch.nn.functional.interpolate(lr_lat, scale_factor=(1, 2, 2), mode="trilinear")
-        dec = vae.decode(lr_lat)[0].numpy()
-        bic = np.stack([cv2.resize(f, (demo.HR_SIZE,) * 2, interpolation=cv2.INTER_CUBIC) for f in dec])
-        for name, frames in (("latent_bilinear", vae.decode(up)[0].numpy()), ("pixel_bicubic", bic)):
+        for name, (frames, _) in demo.baselines(vae, lr_lat).items():
             out[name].append((metrics.psnr(frames, hr), metrics.ssim(frames, hr), metrics.hf_energy_ratio(frames, hr)))
     return {k: dict(zip(("psnr", "ssim", "hf"), np.array(v).mean(0).tolist())) for k, v in out.items()}
 

@@ -251,3 +251,7 @@ def test_degradation_mix_draws_one_mode_per_clip():
     assert check_degradation("none, flow+classic") == ["none", "flow+classic"]
     with pytest.raises(ValueError, match="'none,blur'.*joined by commas"):
         degrade_clip(hr, "none,blur", (16, 16), 0)
+    from training.data import VideoPairs
+
+    with pytest.raises(ValueError, match="'flow,'"):  # refused up front, not as every video "broken"
+        VideoPairs([], 9, (32, 32), (16, 16), "flow,")

@@ -70,7 +70,7 @@ def check_degradation(mode: str) -> list[str]:
     """The modes of a degradation spec: one of DEGRADATIONS, or several joined by commas (one drawn per clip)."""
     modes = [m.strip() for m in str(mode).split(",")]
     bad = [m for m in modes if m not in DEGRADATIONS]
-    if bad or not modes:
+    if bad:
         raise ValueError(f"degradation {mode!r}: expected one of {DEGRADATIONS}, or several joined by commas "
                          "(e.g. 'none,flow': one drawn per clip)")
     return modes
@@ -135,6 +135,7 @@ class VideoPairs(Dataset):
     def __init__(self, items: list[tuple[Path, str]], frames: int, hr_size, lr_size, degradation: str = "classic"):
         self.items = items
         self.frames, self.hr_size, self.lr_size = frames, tuple(hr_size), tuple(lr_size)
+        check_degradation(degradation)  # here, not per sample, where a ValueError reads as a broken video
         self.degradation = degradation
 
     def __len__(self) -> int:

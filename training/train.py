@@ -224,8 +224,9 @@ def pad_contexts(contexts: list[torch.Tensor], dim: int, device, text_len: int) 
     """Caption features [L_i, dim] -> one [B, text_len, dim] batch, as `pipeline.prepare_context` pads them."""
     from simplegvr_core.pipeline import pad_text
 
-    return torch.cat([pad_text(c[None].float(), text_len) for c in contexts]).to(device) if contexts else \
-        torch.zeros(0, text_len, dim, device=device)
+    if not contexts:
+        return torch.zeros(0, text_len, dim, device=device)
+    return torch.cat([pad_text(c[None].float(), text_len) for c in contexts]).to(device)
 
 
 # --- the loss ------------------------------------------------------------------------------------
