@@ -13,14 +13,19 @@ Two artefacts are simulated per frame from the optical flow to the previous fram
 Frame 0 has no previous frame: it is only blurred, using the flow between frames 0 and 1.
 
 Flow: OpenCV DIS (Kroeger et al., ECCV'16) on grayscale uint8, `calc(cur, prev)`, so that
-`prev(x + flow(x)) ≈ cur(x)`. Everything random comes from one `numpy.random.Generator`, so a seed
+`prev(x + flow(x)) ≈ cur(x)`. DIS's coarse-to-fine search aliases on periodic texture (stripes of 8-px
+period moving 6 px/frame come out as ~2 px the wrong way), so by default `dealias_flow` re-checks it: block
+matching along each moving block's flow direction over a 48-px window, which sees the moving object's
+edges, replaces a block's flow only where a clearly better match is found and the per-pixel warp residual
+drops (see `dealias_flow`). Everything random comes from one `numpy.random.Generator`, so a seed
 reproduces a clip exactly. The paper leaves the preset, thresholds, ellipse and kernel parameters
 open (paper-details.md §4); the defaults below are ours and every one of them is a field of
 `FlowGuidedConfig`.
 
 Speed: the line kernels are box filters along a direction, computed as an exact integer shear
 (`cv2.remap`, nearest, wrap) + `cv2.blur` + the inverse shear, for a small bank of angles x lengths,
-only over the moving part of the frame; see benchmarks/degrade_speed.py.
+only over the moving part of the frame; the alias check adds ~1-8 ms per 540p frame pair, depending
+on how much of the frame DIS leaves unexplained; see benchmarks/degrade_speed.py.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ DIS_PRESETS = {
 # Odd line-kernel lengths of the bank; a block uses the one nearest its continuous length.
 LENGTH_LEVELS = (1, 3, 5, 7, 11, 15, 21, 31, 45, 63)
 SHORT_KERNEL = 7  # oblique kernels with at most this many taps are applied with cv2.filter2D
+ALIAS_CELL = 16  # px of the flow frames: the cells whose flow `dealias_flow` checks
 
 
 @dataclass
@@ -53,6 +59,8 @@ class FlowGuidedConfig:
     # --- flow and motion mask
     dis_preset: str = "ultrafast"  # ultrafast | fast | medium (reference-facts §5: 23 / 29 / 102 ms at 540p)
     flow_scale: float = 1.0  # compute the flow on frames resized by this factor (0.25-1); flow is rescaled back
+    alias_check: bool = True  # re-check DIS against block matching (`dealias_flow`): periodic texture aliases
+    alias_search: int = 16  # px/frame (even, 4-64): how far along its direction a block's motion is searched
     motion_threshold: float = 1.0  # px/frame: a pixel or block moving less is static (0.5-2 sensible)
     strength: float = 1.0  # multiplies the blur gain and the bleeding weight (0 = no change)
     # --- colour bleeding
@@ -80,6 +88,11 @@ class FlowGuidedConfig:
             raise ValueError(f"dis_preset={self.dis_preset!r}: expected one of {sorted(DIS_PRESETS)}")
         if not 0.1 <= self.flow_scale <= 1.0:
             raise ValueError(f"flow_scale={self.flow_scale}: expected a factor in [0.1, 1]")
+        if not isinstance(self.alias_check, (bool, np.bool_)):
+            raise ValueError(f"alias_check={self.alias_check!r}: expected True or False")
+        if int(self.alias_search) != self.alias_search or not 4 <= self.alias_search <= 64 or self.alias_search % 2:
+            raise ValueError(f"alias_search={self.alias_search}: expected an even number of px in [4, 64]")
+        self.alias_search = int(self.alias_search)
         for name in ("motion_threshold", "strength", "bleed_offset_std", "ellipse_angle_jitter"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)}: expected a number >= 0")
@@ -146,10 +159,12 @@ def to_gray(frame: np.ndarray, scale: float = 1.0) -> np.ndarray:
 
 
 def compute_flow(cur_gray: np.ndarray, prev_gray: np.ndarray, dis: cv2.DISOpticalFlow | None = None,
-                 size: tuple[int, int] | None = None) -> np.ndarray:
+                 size: tuple[int, int] | None = None, alias_search: int = 0) -> np.ndarray:
     """DIS flow [H, W, 2] float32 from the current to the previous frame: prev(x + flow) ≈ cur(x).
 
-    `size=(H, W)`: the flow was computed on smaller grayscale frames; resize it and its vectors to H x W.
+    `alias_search > 0`: re-check the flow with `dealias_flow(..., search=alias_search)` (px of the
+    grayscale frames) before any resize. `size=(H, W)`: the flow was computed on smaller grayscale
+    frames; resize it and its vectors to H x W.
     """
     for name, g in (("cur_gray", cur_gray), ("prev_gray", prev_gray)):
         if not isinstance(g, np.ndarray) or g.dtype != np.uint8 or g.ndim != 2:
@@ -157,13 +172,199 @@ def compute_flow(cur_gray: np.ndarray, prev_gray: np.ndarray, dis: cv2.DISOptica
                              "expected a 2-D uint8 grayscale frame (DIS accepts nothing else)")
     if cur_gray.shape != prev_gray.shape:
         raise ValueError(f"cur_gray {cur_gray.shape} and prev_gray {prev_gray.shape}: expected the same size")
-    flow = (dis or make_dis()).calc(cur_gray, prev_gray, None)
+    if min(cur_gray.shape) < 12:
+        raise ValueError(f"frames of {cur_gray.shape[1]}x{cur_gray.shape[0]} px (at the flow scale) are too small for "
+                         "DIS optical flow: expected at least 12x12 px")
+    try:
+        flow = (dis or make_dis()).calc(cur_gray, prev_gray, None)
+    except cv2.error as e:
+        raise ValueError(f"DIS optical flow failed on {cur_gray.shape[1]}x{cur_gray.shape[0]} px frames: "
+                         f"{str(e).strip().splitlines()[-1]}") from None
+    if alias_search:
+        flow = dealias_flow(flow, cur_gray, prev_gray, alias_search)
     if size is not None and tuple(size) != flow.shape[:2]:
         h, w = size
         sy, sx = h / flow.shape[0], w / flow.shape[1]
         flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
         flow[..., 0] *= sx
         flow[..., 1] *= sy
+    return flow
+
+
+# Thresholds of `dealias_flow` (grey levels are mean absolute differences of uint8 frames).
+ALIAS_RESIDUAL = 8.0  # a cell is suspect where DIS's warp residual over its window exceeds this
+ALIAS_MIN_MOTION = 0.5  # px: cells moving less than this are checked only next to moving ones
+ALIAS_BETTER = 0.9  # a match must cost less than this times the cost at DIS's vector ...
+ALIAS_MIN_CHANGE = 1.5  # px: ... lie at least this far from it ...
+ALIAS_ACCEPT = 0.8  # ... and cut the window's per-pixel warp residual below this fraction
+ALIAS_ANGLES = 8  # search lines over 180 degrees
+ALIAS_TIE = 0.15  # window costs within this fraction of the lowest count as a tie
+
+
+def _cell_mean(img: np.ndarray, n: int) -> np.ndarray:
+    """Mean over n x n cells (n a power of two) by repeated 2x INTER_AREA (several times faster than one)."""
+    while n > 1:
+        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        n //= 2
+    return img
+
+
+def _box3(a: np.ndarray) -> np.ndarray:
+    """3x3 mean over the last two axes, edge-replicated."""
+    p = np.concatenate([a[..., :1, :], a, a[..., -1:, :]], axis=-2)
+    s = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
+    p = np.concatenate([s[..., :1], s, s[..., -1:]], axis=-1)
+    return (p[..., :-2] + p[..., 1:-1] + p[..., 2:]) * np.float32(1 / 9)
+
+
+@functools.lru_cache(maxsize=64)
+def _line_shifts(a: int, nang: int, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer shifts (dx, dy) [K, 2] along direction a * pi / nang, |t| <= reach, and their positions t along
+    the line [K] (ascending)."""
+    c, s = math.cos(a * math.pi / nang), math.sin(a * math.pi / nang)
+    shifts = sorted({(round(t * c), round(t * s)) for t in range(-reach, reach + 1)}, key=lambda d: d[0] * c + d[1] * s)
+    sh = np.array(shifts, np.int64)
+    return sh, (sh[:, 0] * c + sh[:, 1] * s).astype(np.float32)
+
+
+_GRIDS: dict = {}
+
+
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    g = _GRIDS.get((h, w))
+    if g is None:
+        if len(_GRIDS) >= 8:
+            _GRIDS.clear()
+        gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+        _GRIDS[(h, w)] = g = (gx, gy)
+    return g
+
+
+def dealias_flow(flow: np.ndarray, cur_gray: np.ndarray, prev_gray: np.ndarray, search: int = 16,
+                 info: dict | None = None) -> np.ndarray:
+    """Correct DIS flow where it aliased on periodic texture; `flow` is changed in place and returned.
+
+    DIS refines its flow coarse to fine with 8-px patches. On periodic texture whose coarse levels carry no
+    motion (stripes average out to grey), it settles in the alias nearest zero: 8-px stripes moving 6 px
+    come out as ~2 px the other way, so the block is hardly blurred. Only the object's edges tell the
+    aliases apart, so this re-checks the flow per ALIAS_CELL cell, at half resolution, over a 3 x 3-cell
+    (48 px) window:
+
+    1. suspect cells: DIS's per-pixel warp residual over the window > ALIAS_RESIDUAL;
+    2. for the suspect cells moving 0.5 .. search - 2 px, shifts along the line of their own flow direction
+       (one of 8; whole half-resolution pixels, so 2-px steps), |shift| <= search, are tried on the window
+       (mean absolute difference);
+       cells that look static take the lines of their moving neighbours;
+    3. a cell takes the best shift (parabola-refined; of shifts within ALIAS_TIE of the lowest cost, the
+       longest: a window that misses the leading edge cannot tell the aliases apart, and DIS settles in
+       the short one) if it costs < ALIAS_BETTER x the cost at DIS's vector, lies >= ALIAS_MIN_CHANGE px
+       from it and is itself that long (the check finds motion DIS missed; it never stops a block);
+    4. and keeps it only if, with all the new vectors in place, the per-pixel warp residual over its window
+       falls below ALIAS_ACCEPT x DIS's. The cell's flow is shifted by (new - DIS's mean), so its mean
+       becomes the new vector and its per-pixel detail stays.
+
+    Cells that DIS explains (static background, well-tracked texture) are never touched, so static regions
+    stay bit-exact; everything is deterministic. Motion beyond `search`, or an alias of 0 (stripes moving a
+    whole period), is left as DIS found it. `info`, if given, receives the counts 'checked' and 'corrected'.
+    """
+    h, w = cur_gray.shape
+    if prev_gray.shape != (h, w) or flow.shape != (h, w, 2) or flow.dtype != np.float32:
+        raise ValueError(f"flow {flow.dtype} {flow.shape}, prev_gray {prev_gray.shape}: expected float32 "
+                         f"{(h, w, 2)} and {(h, w)} like cur_gray")
+    cell, sub = ALIAS_CELL, 2
+    c = cell // sub  # cell side at half resolution
+    ch, cw = h // cell, w // cell
+    if info is not None:
+        info.update(checked=0, corrected=0)
+    if ch < 3 or cw < 3 or search < 4:
+        return flow
+    reach = search // sub
+    hh, ww = ch * c, cw * c  # half-resolution area covered by whole cells
+    half = (w // sub, h // sub)
+    cur_s = cv2.resize(cur_gray, half, interpolation=cv2.INTER_AREA)[:hh, :ww]
+    prev_s = cv2.resize(prev_gray, half, interpolation=cv2.INTER_AREA)[:hh, :ww]
+    fs = cv2.resize(flow, half, interpolation=cv2.INTER_AREA)[:hh, :ww]  # full-resolution px, half-res grid
+    fm = _cell_mean(fs, c)  # [ch, cw, 2] cell means
+    gx, gy = _grid(hh, ww)
+
+    def residual(f):  # per-cell window mean of |cur - prev warped by f|
+        warped = cv2.remap(prev_s, gx + f[..., 0] * (1 / sub), gy + f[..., 1] * (1 / sub), cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        return _box3(_cell_mean(cv2.absdiff(cur_s, warped), c).astype(np.float32))
+
+    r_dis = residual(fs)
+    mag = np.hypot(fm[..., 0], fm[..., 1])
+    suspect = r_dis > ALIAS_RESIDUAL
+    check = suspect & (mag >= ALIAS_MIN_MOTION) & (mag <= (reach - 1) * sub)
+    if not check.any():
+        return flow
+    nang = ALIAS_ANGLES
+    abin = np.rint((np.arctan2(fm[..., 1], fm[..., 0]) % np.pi) / (np.pi / nang)).astype(np.int64) % nang
+    pad = reach + 1
+    pp = cv2.copyMakeBorder(prev_s, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    best = np.full((ch, cw), np.inf, np.float32)  # lowest window cost found, and its vector
+    bvec = np.zeros((ch, cw, 2), np.float32)
+    c_dis = np.full((ch, cw), np.nan, np.float32)  # window cost at DIS's own vector (on its own line)
+    c_zero = np.full((ch, cw), np.nan, np.float32)  # window cost at zero motion
+    for a in np.unique(abin[check]):
+        ys, xs = np.nonzero(check & (abin == a))
+        ty0, ty1 = max(0, ys.min() - 1), min(ch, ys.max() + 2)  # this line's cells and their neighbours ...
+        tx0, tx1 = max(0, xs.min() - 1), min(cw, xs.max() + 2)
+        y0, y1, x0, x1 = max(0, ty0 - 1), min(ch, ty1 + 1), max(0, tx0 - 1), min(cw, tx1 + 1)  # ... and windows
+        sh, tpar = _line_shifts(int(a), nang, reach)
+        k = len(sh)
+        rh, rw = (y1 - y0) * c, (x1 - x0) * c
+        cs = cur_s[y0 * c:y1 * c, x0 * c:x1 * c]
+        d = np.empty((k, rh, rw), np.uint8)
+        for i, (dx, dy) in enumerate(sh.tolist()):
+            cv2.absdiff(pp[pad + y0 * c + dy:pad + y0 * c + dy + rh, pad + x0 * c + dx:pad + x0 * c + dx + rw], cs, dst=d[i])
+        cost = _box3(_cell_mean(d.reshape(k * rh, rw), c).astype(np.float32).reshape(k, y1 - y0, x1 - x0))
+        cost = cost[:, ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0]
+        region = (slice(ty0, ty1), slice(tx0, tx1))
+        c_zero[region] = cost[int(np.argmin(np.abs(tpar)))]
+        # best shift: of those within ALIAS_TIE of the lowest cost, the longest (the window cannot tell
+        # them apart, and DIS misses the long ones), refined by a parabola through its neighbours
+        near = cost <= (1 + ALIAS_TIE) * cost.min(0)
+        kb = np.where(near, np.abs(tpar)[:, None, None], -1.0).argmax(0)
+        cb = np.take_along_axis(cost, kb[None], 0)[0]
+        km, kp = np.maximum(kb - 1, 0), np.minimum(kb + 1, k - 1)
+        cm, cp = np.take_along_axis(cost, km[None], 0)[0], np.take_along_axis(cost, kp[None], 0)[0]
+        den = cm - 2 * cb + cp
+        off = np.where((den > 1e-6) & (km != kb) & (kp != kb), 0.5 * (cm - cp) / np.maximum(den, 1e-6), 0.0)
+        tb = tpar[kb] + np.where(off > 0, off * (tpar[kp] - tpar[kb]), off * (tpar[kb] - tpar[km]))
+        better = cb < best[region]
+        u = np.float32([math.cos(a * math.pi / nang), math.sin(a * math.pi / nang)])
+        best[region] = np.where(better, cb, best[region])
+        bvec[region] = np.where(better[..., None], (tb * sub)[..., None] * u, bvec[region])
+        # cost at DIS's own vector: its position on the line, interpolated between the shifts around it
+        t_dis = (fm[ys, xs] @ u) / sub
+        cc = cost[:, ys - ty0, xs - tx0]
+        j = np.clip(np.searchsorted(tpar, t_dis), 1, k - 1)
+        f = np.clip((t_dis - tpar[j - 1]) / (tpar[j] - tpar[j - 1]), 0.0, 1.0)
+        n = np.arange(len(ys))
+        c_dis[ys, xs] = (1 - f) * cc[j - 1, n] + f * cc[j, n]
+    looks_static = ~np.isnan(c_zero) & (mag < ALIAS_MIN_MOTION)
+    ref = np.where(looks_static, c_zero, c_dis)  # NaN (never compared true) for fast cells off every line
+    with np.errstate(invalid="ignore"):
+        cand = suspect & (check | looks_static) & (best < ALIAS_BETTER * ref)
+    cand &= np.hypot(bvec[..., 0] - fm[..., 0], bvec[..., 1] - fm[..., 1]) >= ALIAS_MIN_CHANGE
+    cand &= np.hypot(bvec[..., 0], bvec[..., 1]) >= ALIAS_MIN_CHANGE  # it finds motion; stopping it is DIS's call
+    if info is not None:
+        info["checked"] = int(check.sum())
+    if not cand.any():
+        return flow
+    delta = np.where(cand[..., None], bvec - fm, 0.0).astype(np.float32)
+    r_new = residual(fs + cv2.resize(delta, (ww, hh), interpolation=cv2.INTER_NEAREST))
+    cand &= r_new < ALIAS_ACCEPT * r_dis
+    if info is not None:
+        info["corrected"] = int(cand.sum())
+    if not cand.any():
+        return flow
+    delta[~cand] = 0.0
+    ys, xs = np.nonzero(cand)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    flow[y0 * cell:y1 * cell, x0 * cell:x1 * cell] += cv2.resize(
+        delta[y0:y1, x0:x1], ((x1 - x0) * cell, (y1 - y0) * cell), interpolation=cv2.INTER_NEAREST)
     return flow
 
 
@@ -475,6 +676,8 @@ def iter_flow_guided(frames: Iterable[np.ndarray], config: FlowGuidedConfig | No
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     gain = float(rng.uniform(*cfg.blur_gain)) * cfg.strength
     dis = make_dis(cfg.dis_preset)
+    # search range in px of the (possibly resized) flow frames, even
+    search = max(4, 2 * round(cfg.alias_search * cfg.flow_scale / 2)) if cfg.alias_check else 0
     it = iter(frames)
 
     def take(i):
@@ -499,12 +702,12 @@ def iter_flow_guided(frames: Iterable[np.ndarray], config: FlowGuidedConfig | No
         return
     hw = size[:2]
     if cfg.blur and gain > 0:
-        yield motion_blur(prev, compute_flow(prev_g, cur_g, dis, hw), gain, cfg)  # frame 0: blur only
+        yield motion_blur(prev, compute_flow(prev_g, cur_g, dis, hw, search), gain, cfg)  # frame 0: blur only
     else:
         yield prev.copy()
     t = 1
     while cur is not None:
-        flow = compute_flow(cur_g, prev_g, dis, hw)
+        flow = compute_flow(cur_g, prev_g, dis, hw, search)
         out = cur
         if cfg.bleed:
             out, _ = bleed_colours(cur, prev, flow, rng, cfg)
