@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .video_io import check_frames
+from .video_io import check_frames, encoder_frame, make_deterministic
 
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso", "sinc")
 RESIZE_METHODS = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "bicubic": cv2.INTER_CUBIC}
@@ -439,20 +439,20 @@ def video_compress(frames: list[np.ndarray], codec: str, bits_per_frame: float, 
         st = c.add_stream(codec, rate=1)
         st.width, st.height, st.pix_fmt = ew, eh, "yuv420p"
         st.bit_rate = max(1000, int(bits_per_frame))
-        if st.codec_context.name == "libx264":
-            st.options = {"preset": x264_preset}
-        for f in frames:
+        make_deterministic(st, {"preset": x264_preset} if st.codec_context.name == "libx264" else None)
+        for i, f in enumerate(frames):
             f = _to_u8(f)
             if f.shape[:2] != (h, w):
                 f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
             if (eh, ew) != (h, w):
                 f = cv2.copyMakeBorder(f, 0, eh - h, 0, ew - w, cv2.BORDER_REPLICATE)
-            for packet in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+            for packet in st.encode(encoder_frame(f, "yuv420p", i)):
                 c.mux(packet)
         for packet in st.encode():
             c.mux(packet)
     buf.seek(0)
     with av.open(buf, "r", format="mp4") as c:
+        c.streams.video[0].codec_context.thread_count = 1
         out = [fr.to_ndarray(format="rgb24")[:h, :w] for fr in c.decode(video=0)]
     if len(out) != len(frames):
         raise RuntimeError(f"{codec} round trip returned {len(out)} of {len(frames)} frames")
@@ -479,7 +479,7 @@ def classic_degrade(frames, lr_size: tuple[int, int] | None = None, config: Clas
                     seed: int | np.random.Generator | None = None) -> np.ndarray:
     """RealBasicVSR second-order degradation of a clip.
 
-    frames: uint8 [T, H, W, 3]; lr_size: (width, height) of the output, default the input size.
+    frames: uint8 [T, H, W, 3]; lr_size: (height, width) of the output, default the input size.
     Returns uint8 [T, height, width, 3].
     """
     frames = check_frames(frames, "frames")
@@ -488,10 +488,10 @@ def classic_degrade(frames, lr_size: tuple[int, int] | None = None, config: Clas
         raise ValueError(f"config is a {type(cfg).__name__}: expected a ClassicConfig")
     t, h, w = frames.shape[:3]
     if lr_size is None:
-        lr_size = (w, h)
-    if len(lr_size) != 2 or any(int(v) != v or v < 2 for v in lr_size):
-        raise ValueError(f"lr_size={lr_size}: expected (width, height) with both >= 2")
-    out_hw = (int(lr_size[1]), int(lr_size[0]))
+        lr_size = (h, w)
+    if len(lr_size) != 2 or any(isinstance(v, bool) or int(v) != v or v < 2 for v in lr_size):
+        raise ValueError(f"lr_size={lr_size}: expected (height, width) with both >= 2")
+    out_hw = (int(lr_size[0]), int(lr_size[1]))
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
     def run(x, name, fn):

@@ -2,7 +2,7 @@
 
 Every read failure (missing, not a video, unreadable, truncated) is a ValueError naming the file, so a
 folder run can report it and continue. Writers produce the whole file under a temporary name and
-rename it when complete (`checkpoint.atomic_write`), so an interrupted run leaves no half-written video.
+rename it when complete (`files.atomic_write`, `files.temp_path`), so an interrupted run leaves no half-written video.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from ..files import temp_path
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 DEFAULT_CRF = 10  # near-transparent H.264: the degradations, not the container, should make the LR look
@@ -28,6 +30,17 @@ class VideoInfo:
     fps: Fraction
     frames: int
     codec: str
+
+
+def parse_wxh(text: str, what: str = "size") -> tuple[int, int]:
+    """A user-facing 'WIDTHxHEIGHT' pixel size, e.g. '848x480', as the (H, W) the code uses."""
+    try:
+        w, h = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 848x480") from None
+    if w < 2 or h < 2:
+        raise ValueError(f"{what} {text!r}: expected a width and height of at least 2 pixels")
+    return h, w
 
 
 def check_frames(frames, name: str = "frames") -> np.ndarray:
@@ -136,6 +149,34 @@ def read_video(path, max_frames: int | None = None) -> tuple[np.ndarray, Fractio
     return np.stack(frames), info.fps
 
 
+# A seed must reproduce a degraded clip, and a written file, byte for byte. libx264 does not, even with one
+# thread: its SIMD paths pick CPU- and alignment-dependent algorithms (measured at 32x32 on a loaded CPU: 4
+# different bitstreams over 5 processes x 30 identical encodes). `cpu-independent` makes it exact (1 of 150,
+# also at 30x30), as does asm=0 at a far higher cost; the lookahead threads stay off as well.
+X264_DETERMINISTIC = "threads=1:lookahead-threads=1:sync-lookahead=0:deterministic=1:cpu-independent=1"
+
+
+def make_deterministic(stream, options: dict[str, str] | None = None) -> None:
+    """Configure a PyAV video stream's encoder for bit-exact repeatability: one thread (libx264: no
+    lookahead threads either). `options` are the codec's other private options (e.g. preset, crf)."""
+    stream.codec_context.thread_count = 1
+    opts = dict(options or {})
+    if stream.codec_context.name == "libx264":
+        params = opts.pop("x264-params", "")
+        opts["x264-params"] = X264_DETERMINISTIC + (":" + params if params else "")
+    stream.options = opts
+
+
+def encoder_frame(frame: np.ndarray, pix_fmt: str, pts: int):
+    """An RGB uint8 frame [H, W, 3] as a PyAV frame in the encoder's pixel format, with its pts set (converted
+    explicitly, not inside encode())."""
+    import av
+
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(format=pix_fmt)
+    vf.pts = pts
+    return vf
+
+
 class VideoWriter:
     """Streaming H.264 (libx264) mp4 writer; the file appears under `path` only when `close()` succeeds.
 
@@ -150,7 +191,7 @@ class VideoWriter:
         self.fps = _fps(fps)
         self.crf, self.codec, self.preset = int(crf), codec, preset
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part.mp4")
+        self._tmp = temp_path(self.path, "part.mp4")
         self._container = None
         self._stream = None
         self._size = None
@@ -163,13 +204,12 @@ class VideoWriter:
         st = self._container.add_stream(self.codec, rate=self.fps)
         st.width, st.height = w, h
         st.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
-        st.options = {"crf": str(self.crf), "preset": self.preset}
+        make_deterministic(st, {"crf": str(self.crf), "preset": self.preset})
         self._stream = st
         self._size = (h, w)
 
     def write(self, frame: np.ndarray) -> None:
         """Append one uint8 RGB frame [H, W, 3]; every frame must have the first frame's size."""
-        import av
 
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frame {self.frames_written} for {str(self.path)!r} is "
@@ -180,8 +220,7 @@ class VideoWriter:
         elif frame.shape[:2] != self._size:
             raise ValueError(f"frame {self.frames_written} for {str(self.path)!r} is {frame.shape[1]}x{frame.shape[0]}: "
                              f"expected {self._size[1]}x{self._size[0]} like the first frame")
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        vf.pts = self.frames_written
+        vf = encoder_frame(frame, self._stream.pix_fmt, self.frames_written)
         vf.time_base = 1 / self.fps
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
