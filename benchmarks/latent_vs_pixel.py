@@ -42,9 +42,9 @@ def main():
 
     upsampler = LatentUpsampler(up).eval()
     with torch.inference_mode():
-        upsampler(lr, size=(2 * h, 2 * w), noise_level=0.4)  # warm-up
+        upsampler(lr, size=(2 * h, 2 * w))  # warm-up
         t0 = time.perf_counter()
-        hr_latent = upsampler(lr, size=(2 * h, 2 * w), noise_level=0.4)
+        hr_latent = upsampler(lr, size=(2 * h, 2 * w))
         t_latent = time.perf_counter() - t0
         print(f"latent upsampler: {t_latent:.2f} s -> {tuple(hr_latent.shape)}", flush=True)
 

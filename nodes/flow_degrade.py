@@ -10,7 +10,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from . import glue
-from ._core import flow_guided
+from ._core import flow_guided, seeding
 
 log = logging.getLogger("SimpleGVR")
 
@@ -31,7 +31,7 @@ class SimpleGVRFlowDegrade(io.ComfyNode):
                         "after it (blur, resize, noise, JPEG, video compression). Seeded: a seed reproduces a clip.",
             inputs=[
                 io.Image.Input("images", tooltip="Video frames [frames, H, W, 3] in [0, 1], e.g. from Get Video Components."),
-                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True,
+                io.Int.Input("seed", default=0, min=0, max=seeding.SEED_MAX, control_after_generate=True,
                              tooltip="Seed of every random choice (ellipses, blur gain, classic stages)."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=3.0, step=0.05,
                                tooltip="Multiplies the blur length and the bleeding weight (0: no flow-guided change)."),
@@ -42,8 +42,9 @@ class SimpleGVRFlowDegrade(io.ComfyNode):
                 io.Boolean.Input("motion_blur", default=True,
                                  tooltip="Per-block line blur whose length and direction follow the block's motion."),
                 io.Combo.Input("dis_preset", options=list(flow_guided.DIS_PRESETS), default="ultrafast",
-                               tooltip="OpenCV DIS optical-flow preset: ultrafast (~23 ms per 540p pair), fast, "
-                                       "medium (~100 ms, most accurate)."),
+                               tooltip="OpenCV DIS optical-flow preset: ultrafast (fastest), fast, medium (slowest). "
+                                       "Every preset's flow is re-checked for aliasing on periodic texture "
+                                       "(turn off with {\"alias_check\": false} in flow_config_json)."),
                 io.Combo.Input("classic", options=list(CLASSIC_CHOICES), default="off",
                                tooltip="Run the classic RealBasicVSR second-order degradation after the flow-guided "
                                        "one (the paper's dual degradation)."),
@@ -78,7 +79,8 @@ class SimpleGVRFlowDegrade(io.ComfyNode):
 
         out = glue.degrade_frames(frames, cfg, seed, classic_strength=classic_strength if with_classic else None,
                                   classic_scale=classic_scale, on_frame=on_frame)
-        pbar.update_absolute(pbar.total)
+        if with_classic:
+            pbar.update_absolute(pbar.total)  # the classic stage, once
         log.info("SimpleGVR Flow Degrade: %d frames %dx%d -> %dx%d (classic %s)", len(frames), frames.shape[2],
                  frames.shape[1], out.shape[2], out.shape[1], classic)
         return io.NodeOutput(glue.frames_to_images(out))

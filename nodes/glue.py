@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
-from ._core import SimpleGVR, checkpoint, classic, flow_guided, latent_formats, pipeline, resize_frames
+from ._core import SimpleGVR, checkpoint, classic, degrade, flow_guided, latent_formats, pipeline, resize_frames
 
 log = logging.getLogger("SimpleGVR")
 
@@ -57,63 +56,11 @@ def resolve_dtype(name: str, auto: torch.dtype) -> torch.dtype:
 
 
 # --- LATENT in ----------------------------------------------------------------------------------
-@dataclass
-class LRLatent:
-    """A validated LR video latent: raw VAE scale, [B,C,T,H,W], float32 on the CPU, and how it came in."""
-
-    raw: torch.Tensor
-    layout: str  # 'BCTHW' (ComfyUI core) or 'BTCHW' (some wrapper packs)
-    scale: str  # 'raw' or 'normalised': how the incoming samples were scaled
-    note: str = ""  # what was detected, for the log
-
-
-def _channel_hint(channels: int) -> str:
-    try:
-        names = [f.name for f in latent_formats.formats_for_channels(channels)]
-    except ValueError:
-        return ""
-    return f" (a {' / '.join(names)} latent?)"
-
-
-def read_video_latent(latent, fmt, latent_scale: str = "auto", what: str = "samples") -> LRLatent:
-    """Validate a LATENT from a video sampler and return it in raw scale as [B,C,T,H,W]."""
-    fmt = latent_formats.get_format(fmt)
-    if latent_scale not in LATENT_SCALE_CHOICES:
-        raise ValueError(f"latent_scale {latent_scale!r}: expected one of {list(LATENT_SCALE_CHOICES)}")
+def read_video_latent(latent, fmt, latent_scale: str = "auto", what: str = "samples") -> latent_formats.VideoLatent:
+    """A LATENT dict from a video sampler, validated by the core's `read_latent` (the CLI's reader too)."""
     if not isinstance(latent, dict) or "samples" not in latent:
         raise ValueError(f"{what}: expected a LATENT (a dict with 'samples'), got {type(latent).__name__}")
-    x = latent["samples"]
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{what}: LATENT 'samples' must be a tensor, got {type(x).__name__}")
-    shape = tuple(x.shape)
-    if x.ndim == 4:
-        raise ValueError(f"{what} has shape {shape}: that is an image latent [B,C,H,W]; SimpleGVR upscales video latents "
-                         f"[B,C,T,H,W] from a video model ({fmt.name}: {fmt.channels} channels)")
-    if x.ndim != 5:
-        raise ValueError(f"{what} has shape {shape}: expected a 5-D video latent [B,C,T,H,W]")
-    if fmt.channels not in (shape[1], shape[2]):
-        raise ValueError(f"{what} has {shape[1]} channels{_channel_hint(shape[1])}, shape {shape}, but the SimpleGVR model "
-                         f"works in '{fmt.name}' latents with {fmt.channels} channels: use a checkpoint trained for "
-                         f"this latent format")
-    x, layout = latent_formats.to_bcthw(x, fmt.channels, what)
-    if not x.is_floating_point():
-        raise ValueError(f"{what} has dtype {x.dtype}: expected a floating-point latent")
-    if min(x.shape) < 1:
-        raise ValueError(f"{what} has shape {shape}: it is empty (0 frames, rows or columns)")
-    x = x.detach().to("cpu", torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} of shape {shape} contains NaN or Inf")
-    note = f"layout {layout}" + (" (wrapper layout [B,T,C,H,W], converted)" if layout == "BTCHW" else "")
-    scale = latent_scale
-    if latent_scale == "auto":
-        d = latent_formats.latent_scale_distances(x, fmt)
-        scale = latent_formats.detect_latent_scale(x, fmt)
-        note += (f"; latent_scale=auto chose '{scale}' (distance of the channel statistics to a raw {fmt.name} latent "
-                 f"{d['raw']:.3f}, to a normalised one {d['normalised']:.3f})")
-    else:
-        note += f"; latent_scale '{scale}' as set"
-    raw = fmt.denormalise(x) if scale == "normalised" else x
-    return LRLatent(raw=raw, layout=layout, scale=scale, note=note)
+    return latent_formats.read_latent(latent["samples"], fmt, latent_scale, what)
 
 
 # --- Latent Upsampler ----------------------------------------------------------------------------
@@ -150,12 +97,14 @@ def to_output(x_raw: torch.Tensor, fmt, layout: str, scale: str) -> torch.Tensor
     return latent_formats.from_bcthw(x, layout).contiguous()
 
 
-def upsample_latent(model: SimpleGVR, lr: LRLatent, *, size: dict, noise_level: float, seed: int, model_name: str = "") -> dict:
+def upsample_latent(model: SimpleGVR, lr: latent_formats.VideoLatent, *, size: dict, noise_level: float, seed: int,
+                    model_name: str = "", memory_budget=None) -> dict:
     """The Latent Upsampler's LATENT: `samples` = the LR latent resized bilinearly to the target size, in
     the incoming scale and layout (a sensible VAE Decode preview, and a fair start for other samplers);
     LATENT_KEY = the noise-augmented, upsampled condition c the SimpleGVR Sampler denoises against."""
-    cond = pipeline.build_condition(model, lr.raw, noise_level=float(noise_level), seed=int(seed), **size)
-    cond.c = cond.c.detach().to("cpu", torch.float32)
+    # The node puts the result back into the incoming layout and scale itself (to_output), so the core works in BCTHW.
+    bcthw = latent_formats.VideoLatent(raw=lr.raw, layout="BCTHW", scale="raw", note=lr.note)
+    cond = pipeline.build_condition(model, bcthw, noise_level=noise_level, seed=seed, memory_budget=memory_budget, **size)
     preview = resize_frames(lr.raw, tuple(cond.c.shape[-2:]))
     fmt = model.latent_format
     info = ConditionInfo(condition=cond, latent_format=fmt.name, layout=lr.layout, scale=lr.scale, seed=int(seed),
@@ -211,37 +160,6 @@ def conditioning_to_context(cond, text_dim: int, what: str = "positive") -> torc
     return t
 
 
-# --- memory ---------------------------------------------------------------------------------------
-def activation_bytes(model: SimpleGVR, latent_shape, *, cfg: float, attention: str | None = None,
-                     tile_size: int = 0, dtype: torch.dtype = torch.float32) -> int:
-    """A rough upper bound of the DiT activations for one step, for ComfyUI's memory manager.
-
-    Tokens of one DiT call (a temporal window for `full`, the whole clip otherwise, one tile when tiling)
-    times the widest per-token tensors of a block (q, k, v, o, norms: ~12 x dim; the FFN: 2 x ffn_dim),
-    twice with CFG.
-    """
-    b, _, t, h, w = latent_shape
-    dit = model.config.dit
-    mode = attention or model.dit.attention_mode
-    if mode == "full":
-        t = min(t, model.config.train_latent_frames)
-    if tile_size:
-        h, w = min(h, tile_size), min(w, tile_size)
-    _, ph, pw = dit.patch_size
-    tokens = t * math.ceil(h / ph) * math.ceil(w / pw)
-    per_token = (12 * dit.dim + 2 * dit.ffn_dim) * torch.empty((), dtype=dtype).element_size()
-    return int(b * tokens * per_token * (2 if cfg != 1.0 else 1))
-
-
-def upsampler_bytes(model: SimpleGVR, lr_shape, size: tuple[int, int], chunk_frames: int = 8) -> int:
-    """A rough upper bound of the latent upsampler's activations: build_condition runs it on chunks of
-    `chunk_frames` latent frames plus its causal context, expanded x4 in time, at the target size."""
-    b, _, t, _, _ = lr_shape
-    up = model.config.upsampler
-    frames = min(t, chunk_frames + pipeline.UPSAMPLER_CONTEXT) * up.temporal_factor
-    return int(b * frames * size[0] * size[1] * up.hidden * 4 * 4)
-
-
 # --- IMAGE frames and the degradations ------------------------------------------------------------
 def images_to_frames(images, what: str = "images") -> np.ndarray:
     """A ComfyUI IMAGE (float [N, H, W, 3] in [0, 1], one video frame per batch entry) -> uint8 [T, H, W, 3]."""
@@ -293,27 +211,20 @@ def flow_config(*, strength: float, motion_threshold: float, bleed: bool, blur: 
 
 
 def classic_output_size(frames: np.ndarray, scale: float) -> tuple[int, int]:
-    """(width, height) of the classic pipeline's output: the input size times `scale`, even, at least 2."""
+    """(H, W) of the classic pipeline's output: the input size times `scale`, even, at least 2."""
     if not 0 < scale <= 1:
         raise ValueError(f"classic_scale={scale}: expected a factor in (0, 1]")
     h, w = frames.shape[1:3]
-    return max(2, 2 * round(w * scale / 2)), max(2, 2 * round(h * scale / 2))
+    return max(2, 2 * round(h * scale / 2)), max(2, 2 * round(w * scale / 2))
 
 
 def degrade_frames(frames: np.ndarray, flow_cfg, seed: int, *, classic_strength: float | None = None,
                    classic_scale: float = 1.0, on_frame: Callable[[int], None] | None = None) -> np.ndarray:
-    """Flow-guided degradation of uint8 frames [T,H,W,3], then optionally the classic (RealBasicVSR) pipeline
-    at severity `classic_strength` (None: off) resizing to `classic_scale` x the input size. The two stages
-    draw from independent streams of `seed`. on_frame(i) runs after each flow-guided frame (progress,
-    cancel)."""
-    flow_rng, classic_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
-    out = []
-    for i, f in enumerate(flow_guided.iter_flow_guided(frames, flow_cfg, flow_rng)):
-        out.append(f)
-        if on_frame is not None:
-            on_frame(i)
-    x = np.stack(out)
-    if classic_strength is not None:
-        cfg = classic.ClassicConfig().scaled(float(classic_strength))
-        x = classic.classic_degrade(x, classic_output_size(frames, classic_scale), cfg, classic_rng)
-    return x
+    """The Flow Degrade node's call of the core chain (`degrade.degrade_frames`): flow-guided, then optionally the
+    classic (RealBasicVSR) pipeline at severity `classic_strength` (None: off) resizing to `classic_scale` x the
+    input size. The same seed gives what `simplegvr degrade` and training give."""
+    if classic_strength is None:
+        return degrade.degrade_frames(frames, "flow", None, seed, flow_config=flow_cfg, on_frame=on_frame)
+    cfg = classic.ClassicConfig().scaled(float(classic_strength))
+    return degrade.degrade_frames(frames, "flow+classic", classic_output_size(frames, classic_scale), seed,
+                                  flow_config=flow_cfg, classic_config=cfg, on_frame=on_frame)

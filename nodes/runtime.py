@@ -79,6 +79,12 @@ def load(patcher, memory_required: int = 0):
     return net
 
 
+def memory_budget(patcher) -> int:
+    """The most memory a SimpleGVR run may plan for on the model's device: its total memory (what ComfyUI can free
+    by offloading other models), so absurd sizes are refused before anything is allocated."""
+    return int(mm.get_total_memory(patcher.load_device))
+
+
 def model_name(patcher) -> str:
     return getattr(patcher.model, "simplegvr_name", "")
 

@@ -72,21 +72,23 @@ class SimpleGVRSampler(io.ComfyNode):
         context = glue.conditioning_to_context(positive, text_dim, "positive")
         negative_context = glue.conditioning_to_context(negative, text_dim, "negative")
         info = glue.condition_from_latent(samples, net, name)
+        budget = runtime.memory_budget(model)
         if info is None:
             lr = glue.read_video_latent(samples, net.latent_format, "auto", "samples")
             size = {"width": glue.DEFAULT_WIDTH, "height": glue.DEFAULT_HEIGHT}
             hr_hw = pipeline.target_size(net, tuple(lr.raw.shape[-2:]), **size)
             log.info("SimpleGVR Sampler: a plain LATENT %s, upsampling it to latent %dx%d with the defaults; %s",
                      tuple(samples["samples"].shape), *hr_hw, lr.note)
-            runtime.load(model, glue.upsampler_bytes(net, lr.raw.shape, hr_hw))
-            info = glue.upsample_latent(net, lr, size=size, noise_level=0.4, seed=seed, model_name=name)[glue.LATENT_KEY]
+            runtime.load(model, pipeline.upsampler_memory(net, lr.raw.shape, hr_hw))
+            info = glue.upsample_latent(net, lr, size=size, noise_level=0.4, seed=seed, model_name=name,
+                                        memory_budget=budget)[glue.LATENT_KEY]
         mode = None if attention == MODEL_DEFAULT else attention
         cond = info.condition
-        runtime.load(model, glue.activation_bytes(net, cond.c.shape, cfg=cfg, attention=mode, tile_size=tile_size,
-                                                  dtype=next(net.parameters()).dtype))
-        x = pipeline.upscale(net, condition=cond, context=context, negative_context=negative_context, steps=int(steps),
-                             cfg=float(cfg), shift=float(shift), seed=int(seed), attention=mode, sampler=sampler,
-                             tile_size=(tile_size, tile_size) if tile_size else None,
-                             callback=runtime.sampling_callback(model, int(steps)))
+        tiles = (tile_size, tile_size) if tile_size else None
+        plan = pipeline.plan_sampling(net, cond.c.shape, attention=mode, tile_size=tiles)
+        runtime.load(model, plan.memory(net, cfg=cfg))
+        x = pipeline.sample(net, cond, context=context, negative_context=negative_context, steps=int(steps),
+                            cfg=float(cfg), shift=float(shift), seed=int(seed), attention=mode, sampler=sampler,
+                            tile_size=tiles, callback=runtime.sampling_callback(model, int(steps)), memory_budget=budget)
         scale = info.scale if output_scale == "same as input" else output_scale
         return io.NodeOutput({"samples": glue.to_output(x, net.latent_format, info.layout, scale)})

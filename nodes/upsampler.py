@@ -7,11 +7,11 @@ import logging
 from comfy_api.latest import io
 
 from . import glue, runtime
-from ._core import pipeline
+from ._core import pipeline, seeding
 
 log = logging.getLogger("SimpleGVR")
 
-SEED_MAX = 2**63 - 1 - pipeline.SAMPLING_SEED_OFFSET  # the sampler draws its noise from seed + offset
+SEED_MAX = seeding.SEED_MAX
 
 
 class SimpleGVRLatentUpsampler(io.ComfyNode):
@@ -63,7 +63,8 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
         lr = glue.read_video_latent(samples, net.latent_format, latent_scale, "samples")
         size = glue.target_args(resize_by, width, height, scale)
         hr_hw = pipeline.target_size(net, tuple(lr.raw.shape[-2:]), **size)
-        runtime.load(model, glue.upsampler_bytes(net, lr.raw.shape, hr_hw))
+        runtime.load(model, pipeline.upsampler_memory(net, lr.raw.shape, hr_hw))
         log.info("SimpleGVR Latent Upsampler: %s -> latent %dx%d, %s", tuple(samples["samples"].shape), *hr_hw, lr.note)
-        out = glue.upsample_latent(net, lr, size=size, noise_level=noise_level, seed=seed, model_name=runtime.model_name(model))
+        out = glue.upsample_latent(net, lr, size=size, noise_level=noise_level, seed=seed, model_name=runtime.model_name(model),
+                                   memory_budget=runtime.memory_budget(model))
         return io.NodeOutput(out)

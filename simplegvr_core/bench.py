@@ -89,7 +89,7 @@ def update_section(path, name: str, text: str) -> None:
     Markdown file, written atomically; other benchmarks' sections are kept."""
     from pathlib import Path
 
-    from .checkpoint import atomic_write
+    from .files import atomic_write
 
     path = Path(path)
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import DiTConfig, SimpleGVRConfig, UpsamplerConfig
+from .files import atomic_write
 from .latent_formats import get_format
 from .model import SimpleGVR
 
@@ -26,39 +26,38 @@ FORMAT_VERSION = "1"
 SUPPORTED_VERSIONS = ("1",)
 
 
-# --- atomic file writing -------------------------------------------------------------------------
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """All tensors and the metadata of a safetensors file; ValueError for a missing or broken file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    with open_safetensors(path) as f:
+        meta = dict(f.metadata() or {})
+        return _read_all(f, path), meta
+
+
+def _read_all(f, path) -> dict[str, torch.Tensor]:
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except ValueError:
-        raise
-    except Exception as e:  # SafetensorError: truncated file, bad header, not safetensors at all
+        return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - SafetensorError on a corrupt payload
         raise ValueError(f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e})") from None
-    return tensors, meta
+
+
+class open_safetensors:
+    """`safe_open` on the CPU as a context manager whose failures are ValueErrors naming the file. The header
+    (names, shapes, dtypes, metadata) is read without loading any tensor."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self):
+        if not self.path.is_file():
+            raise ValueError(f"checkpoint {str(self.path)!r} does not exist or is not a file")
+        try:
+            self._cm = safe_open(str(self.path), framework="pt", device="cpu")
+            return self._cm.__enter__()
+        except Exception as e:  # noqa: BLE001 - SafetensorError: truncated file, bad header, not safetensors at all
+            raise ValueError(f"{str(self.path)!r} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
 
 
 # --- SimpleGVR checkpoints ---------------------------------------------------------------------
@@ -79,35 +78,58 @@ def save_checkpoint(model: SimpleGVR, path: str | os.PathLike, extra_metadata: d
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SimpleGVR:
-    """Rebuild a SimpleGVR from a checkpoint, checking format, version, keys and shapes."""
-    tensors, meta = read_safetensors(path)
+    """Rebuild a SimpleGVR from a checkpoint. Nothing large is allocated before the file is known to be sound:
+    format and version, then the config's types and ranges (config.LIMITS), the metadata's latent format, then
+    every tensor name, shape and dtype of the header against the model built on `meta`; only then are the
+    weights read, and they must be finite."""
     name = str(path)
-    if meta.get("format") != FORMAT_NAME:
-        raise ValueError(f"{name!r} is not a SimpleGVR checkpoint: metadata format={meta.get('format')!r}, "
-                         f"expected {FORMAT_NAME!r} (import Wan weights with `simplegvr import-wan`)")
-    if meta.get("version") not in SUPPORTED_VERSIONS:
-        raise ValueError(f"{name!r} has checkpoint version {meta.get('version')!r}: this SimpleGVR reads {SUPPORTED_VERSIONS}")
-    try:
-        config = SimpleGVRConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, json.JSONDecodeError, TypeError, ValueError) as e:
-        raise ValueError(f"{name!r} has no valid config in its metadata: {e}") from None
-    with torch.device("meta"):
-        model = SimpleGVR(config)
-    expected = {f"dit.{k}": v for k, v in model.dit.state_dict().items()}
-    expected.update({f"upsampler.{k}": v for k, v in model.upsampler.state_dict().items()})
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ValueError(f"{name!r} does not match its config: missing keys {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected keys {extra[:5]}{'...' if len(extra) > 5 else ''}")
-    for k, ref in expected.items():
-        if tuple(tensors[k].shape) != tuple(ref.shape):
-            raise ValueError(f"{name!r}: tensor {k} has shape {tuple(tensors[k].shape)}, expected {tuple(ref.shape)}")
-        if not tensors[k].is_floating_point():
-            raise ValueError(f"{name!r}: tensor {k} has dtype {tensors[k].dtype}, expected a floating type")
+    with open_safetensors(path) as f:
+        meta = dict(f.metadata() or {})
+        if meta.get("format") != FORMAT_NAME:
+            raise ValueError(f"{name!r} is not a SimpleGVR checkpoint: metadata format={meta.get('format')!r}, "
+                             f"expected {FORMAT_NAME!r} (import Wan weights with `simplegvr import-wan`)")
+        if meta.get("version") not in SUPPORTED_VERSIONS:
+            raise ValueError(f"{name!r} has checkpoint version {meta.get('version')!r}: this SimpleGVR reads "
+                             f"{SUPPORTED_VERSIONS}")
+        try:
+            config = SimpleGVRConfig.from_dict(json.loads(meta["config"]))
+        except (KeyError, json.JSONDecodeError, TypeError, ValueError) as e:
+            raise ValueError(f"{name!r} has no valid config in its metadata: {e}") from None
+        stated = meta.get("latent_format", config.latent_format)
+        try:
+            stated_fmt = get_format(stated).name
+        except ValueError as e:
+            raise ValueError(f"{name!r}: metadata latent_format: {e}") from None
+        if stated_fmt != config.latent_format:
+            raise ValueError(f"{name!r}: metadata latent_format {stated!r} disagrees with its config's "
+                             f"{config.latent_format!r}")
+        with torch.device("meta"):
+            model = SimpleGVR(config)
+        expected = {f"dit.{k}": v for k, v in model.dit.state_dict().items()}
+        expected.update({f"upsampler.{k}": v for k, v in model.upsampler.state_dict().items()})
+        keys = set(f.keys())
+        missing = sorted(set(expected) - keys)
+        extra = sorted(keys - set(expected))
+        if missing or extra:
+            raise ValueError(f"{name!r} does not match its config: missing keys {missing[:5]}"
+                             f"{'...' if len(missing) > 5 else ''}, unexpected keys {extra[:5]}{'...' if len(extra) > 5 else ''}")
+        for k, ref in expected.items():
+            sl = f.get_slice(k)
+            shape = tuple(sl.get_shape())
+            if shape != tuple(ref.shape):
+                raise ValueError(f"{name!r}: tensor {k} has shape {shape}, expected {tuple(ref.shape)}")
+            if sl.get_dtype() not in _FLOAT_DTYPES:
+                raise ValueError(f"{name!r}: tensor {k} has dtype {sl.get_dtype()}, expected a floating type")
+        tensors = _read_all(f, path)
+    for k, v in tensors.items():
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{name!r}: tensor {k} contains NaN or Inf (a diverged or corrupt checkpoint)")
     model.dit.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dit.")}, assign=True)
     model.upsampler.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("upsampler.")}, assign=True)
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+
+
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 
 
 # --- Wan 2.1 import -----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def _cmd_bench(args) -> int:
     report = attention_report(flops, times, size, (10, 32, 48))
     print(report)
     if args.out:
-        from .checkpoint import atomic_write
+        from .files import atomic_write
 
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(report))
     return 0
@@ -60,12 +60,44 @@ def _parse_tile(text: str | None):
     return h, w
 
 
+def resolve_device(name: str | None) -> str:
+    """The torch device for --device (default: cuda if this torch has it, else cpu); CLIError if unusable."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {name!r}: not a torch device (expected cpu, cuda, cuda:1, mps ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: this torch ({torch.__version__}) has no usable CUDA device; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {name}: MPS is not available in this torch")
+    return str(dev)
+
+
+def memory_budget(gib: float | None):
+    """--max-memory GiB -> bytes; default 'auto' (what the device has available now)."""
+    import math
+
+    if gib is None:
+        return "auto"
+    if not (math.isfinite(gib) and gib > 0):
+        raise CLIError(f"--max-memory {gib}: expected a positive number of GiB")
+    return int(gib * 1024**3)
+
+
 def _cmd_upscale(args) -> int:
     import torch
 
     from .checkpoint import load_checkpoint, read_safetensors
+    from .files import clean_stale_temporaries
+    from .latent_formats import read_latent
     from .latent_io import load_latent, save_latent
-    from .pipeline import upscale
+    from .pipeline import build_condition, sample
 
     if (args.width is None) != (args.height is None):
         raise CLIError("give both --width and --height (pixels), or --scale")
@@ -74,23 +106,28 @@ def _cmd_upscale(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{str(out)!r} exists: pass --overwrite to replace it")
-    lr = load_latent(args.latent)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    clean_stale_temporaries(out.parent)
+    device = resolve_device(args.device)
+    budget = memory_budget(args.max_memory)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     model = load_checkpoint(args.checkpoint, device=device, dtype=dtype).eval()
+    lr = read_latent(load_latent(args.latent), model.latent_format, args.latent_scale, "LR latent")
+    if args.latent_scale == "auto":
+        print(f"{Path(args.latent).name}: {lr.note}", file=sys.stderr)
     positive = negative = None
     if args.prompt_embeds:
         emb, _ = read_safetensors(args.prompt_embeds)
         if "positive" not in emb:
             raise CLIError(f"{args.prompt_embeds!r} has no 'positive' tensor (keys: {sorted(emb)})")
         positive, negative = emb["positive"], emb.get("negative")
-    hr = upscale(model, lr, width=args.width, height=args.height, scale=args.scale, context=positive,
-                 negative_context=negative, steps=args.steps, cfg=args.cfg, shift=args.shift,
-                 noise_level=args.noise_level, seed=args.seed, attention=args.attention, sampler=args.sampler,
-                 chunk_frames=args.chunk_frames if args.chunk_frames is not None else "auto",
-                 tile_size=_parse_tile(args.tile), progress=True)
+    cond = build_condition(model, lr, width=args.width, height=args.height, scale=args.scale,
+                           noise_level=args.noise_level, seed=args.seed, memory_budget=budget)
+    hr = sample(model, cond, context=positive, negative_context=negative, steps=args.steps, cfg=args.cfg,
+                shift=args.shift, seed=args.seed, attention=args.attention, sampler=args.sampler,
+                chunk_frames=args.chunk_frames if args.chunk_frames is not None else "auto",
+                tile_size=_parse_tile(args.tile), progress=True, memory_budget=budget)
     save_latent(hr.cpu(), out, metadata={"simplegvr": f"upscaled from {Path(args.latent).name}"})
-    print(f"wrote {out}: {tuple(lr.shape)} -> {tuple(hr.shape)}")
+    print(f"wrote {out}: {tuple(lr.raw.shape)} -> {tuple(hr.shape)}")
     return 0
 
 
@@ -154,6 +191,11 @@ def _cmd_download_wan(args) -> int:
 def _cmd_demo(args) -> int:
     from . import demo
 
+    if args.clips < 1:
+        raise CLIError(f"--clips {args.clips}: expected at least 1 clip")
+    if args.steps is not None and not 1 <= args.steps <= 10_000:
+        raise CLIError(f"--steps {args.steps}: expected 1 to 10000")
+
     if args.retrain:
         manifest = demo.retrain(args.assets, args.work, quick=args.quick)
         print(f"rebuilt the demo weights in {manifest['seconds']:.0f} s (VAE reconstruction PSNR {manifest['vae_psnr_db']:.2f} dB)")
@@ -191,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--width", type=int, help="target width in pixels (with --height), e.g. 1920")
     u.add_argument("--height", type=int, help="target height in pixels (with --width), e.g. 1080")
     u.add_argument("--scale", type=float, help="target scale instead of a size (default 2.25: 480p -> 1080p)")
+    u.add_argument("--latent-scale", choices=["auto", "raw", "normalised"], default="raw",
+                   help="scale of the input latent: raw (SaveLatent files, the default), normalised (model space), or "
+                        "auto (decided from its channel statistics); the output is always raw")
     u.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     u.add_argument("--cfg", type=float, default=5.0, help="text guidance scale; 1 = one forward per step (default 5)")
     u.add_argument("--shift", type=float, default=5.0, help="flow time shift (default 5, Wan's)")
@@ -206,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="safetensors with 'positive' (and optional 'negative') umt5 features [L,4096]; default: null prompt")
     u.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     u.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="model dtype (default fp32)")
+    u.add_argument("--max-memory", type=float, default=None, metavar="GiB",
+                   help="memory the run may plan for (default: what the device has available now); runs whose "
+                        "estimate exceeds it are refused before anything large is allocated")
     u.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     u.set_defaults(func=_cmd_upscale)
 
@@ -277,20 +325,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler, `kill`, a closing terminal) stops a run as Ctrl-C does: temporaries are removed, nothing
+    half-written is left. Only the main thread can install handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    sigterm_as_interrupt()
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("simplegvr: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CLIError, ValueError, OSError, RuntimeError) as e:
+    except (CLIError, ValueError, OSError, RuntimeError, MemoryError) as e:
         if args.debug:
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"simplegvr: error: {msg}", file=sys.stderr)
+        print(f"simplegvr: error: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an error's message (its type when it has none; MemoryError says what it is)."""
+    if isinstance(e, MemoryError):
+        return "out of memory" + (f" ({str(e).strip().splitlines()[0]})" if str(e).strip() else "") + \
+            ": use smaller sizes, tiles or chunks"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 if __name__ == "__main__":

@@ -16,6 +16,35 @@ ATTENTION_MODES = ("full", "temporal_units", "sparse_local")
 UPSAMPLER_MODES = ("learned", "interp", "channel_only")
 
 
+# Hard limits of a config: far beyond every released model (Wan 14B: dim 5120, 40 layers), small enough that
+# building a model from a hostile checkpoint's metadata cannot take minutes or gigabytes before it is checked.
+LIMITS = {"dim": 16384, "ffn_dim": 65536, "num_heads": 256, "num_layers": 256, "in_dim": 1024, "out_dim": 512,
+          "freq_dim": 4096, "text_dim": 16384, "text_len": 8192, "unit_frames": 4096, "sparse_topk": 4096,
+          "patch": 16, "sparse_block": 1024, "hidden": 4096, "channels": 512, "temporal_factor": 16,
+          "train_latent_frames": 100_000}
+
+
+def _check_int(owner: str, name: str, value, lo: int = 1, hi: int | None = None) -> int:
+    hi = LIMITS.get(name, 1 << 30) if hi is None else hi
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{owner}.{name}={value!r}: expected an integer in [{lo}, {hi}]")
+    if not lo <= value <= hi:
+        raise ValueError(f"{owner}.{name}={value}: expected an integer in [{lo}, {hi}]")
+    return value
+
+
+def _check_bool(owner: str, name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}.{name}={value!r}: expected true or false")
+    return value
+
+
+def _check_ints(owner: str, name: str, value, n: int, hi: int) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise ValueError(f"{owner}.{name}={value!r}: expected {n} integers in [1, {hi}]")
+    return tuple(_check_int(owner, f"{name}[{i}]", v, 1, hi) for i, v in enumerate(value))
+
+
 @dataclass
 class DiTConfig:
     """Wan 2.1 DiT hyper-parameters (Wan's own names) plus SimpleGVR's condition and attention."""
@@ -40,8 +69,21 @@ class DiTConfig:
     sparse_topk: int = 1  # sparse_local: extra key blocks each query block attends to
 
     def __post_init__(self) -> None:
-        self.patch_size = tuple(int(p) for p in self.patch_size)
-        self.sparse_block = tuple(int(p) for p in self.sparse_block)
+        # Types and ranges first: a config can come from a checkpoint's metadata (untrusted).
+        for name in ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim", "freq_dim", "text_dim",
+                     "text_len", "unit_frames"):
+            _check_int("dit", name, getattr(self, name))
+        _check_int("dit", "sparse_topk", self.sparse_topk, lo=0)
+        for name in ("qk_norm", "cross_attn_norm", "noise_level_embed"):
+            _check_bool("dit", name, getattr(self, name))
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps <= 0.1:
+            raise ValueError(f"dit.eps={self.eps!r}: expected a small positive number (Wan: 1e-6)")
+        if not isinstance(self.attention, str):
+            raise ValueError(f"dit.attention={self.attention!r}: expected one of {ATTENTION_MODES}")
+        self.patch_size = _check_ints("dit", "patch_size", self.patch_size, 3, LIMITS["patch"])
+        self.sparse_block = _check_ints("dit", "sparse_block", self.sparse_block, 2, LIMITS["sparse_block"])
+        if self.freq_dim % 2:
+            raise ValueError(f"dit.freq_dim={self.freq_dim}: expected an even number (cos and sin halves)")
         if self.dim % self.num_heads:
             raise ValueError(f"dit.dim={self.dim} is not divisible by dit.num_heads={self.num_heads}")
         head_dim = self.dim // self.num_heads
@@ -54,8 +96,6 @@ class DiTConfig:
                 f"dit.in_dim={self.in_dim}: expected out_dim ({self.out_dim}, plain T2V) or "
                 f"2*out_dim ({2 * self.out_dim}, SimpleGVR cat[z_t, c])"
             )
-        if not isinstance(self.text_len, int) or self.text_len < 1:
-            raise ValueError(f"dit.text_len={self.text_len!r}: expected a positive number of text tokens (Wan: 512)")
         check_attention(self.attention, self.unit_frames, self.sparse_block, self.sparse_topk)
 
     @property
@@ -77,10 +117,10 @@ class UpsamplerConfig:
     temporal_factor: int = 4  # VAE temporal compression: latent frame 0 -> 1 frame, others -> 4
 
     def __post_init__(self) -> None:
-        if self.mode not in UPSAMPLER_MODES:
+        if not isinstance(self.mode, str) or self.mode not in UPSAMPLER_MODES:
             raise ValueError(f"upsampler.mode={self.mode!r}: expected one of {UPSAMPLER_MODES}")
-        if self.hidden < 1 or self.channels < 1 or self.temporal_factor < 1:
-            raise ValueError(f"upsampler sizes must be positive, got {self}")
+        for name in ("channels", "hidden", "temporal_factor"):
+            _check_int("upsampler", name, getattr(self, name))
 
 
 @dataclass
@@ -94,10 +134,18 @@ class SimpleGVRConfig:
     upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise ValueError(f"config name={self.name!r}: expected a string")
+        if not isinstance(self.latent_format, str):
+            raise ValueError(f"latent_format={self.latent_format!r}: expected a name such as 'wan21'")
+        _check_int("config", "train_latent_frames", self.train_latent_frames)
         if isinstance(self.dit, dict):
             self.dit = _build(DiTConfig, self.dit, "dit")
         if isinstance(self.upsampler, dict):
             self.upsampler = _build(UpsamplerConfig, self.upsampler, "upsampler")
+        if not isinstance(self.dit, DiTConfig) or not isinstance(self.upsampler, UpsamplerConfig):
+            raise ValueError(f"config dit/upsampler must be tables, got {type(self.dit).__name__} / "
+                             f"{type(self.upsampler).__name__}")
         fmt = get_format(self.latent_format)
         self.latent_format = fmt.name
         if self.dit.out_dim != fmt.channels or self.upsampler.channels != fmt.channels:
@@ -105,8 +153,6 @@ class SimpleGVRConfig:
                 f"latent format '{fmt.name}' has {fmt.channels} channels but dit.out_dim="
                 f"{self.dit.out_dim} and upsampler.channels={self.upsampler.channels}"
             )
-        if self.train_latent_frames < 1:
-            raise ValueError(f"train_latent_frames must be >= 1, got {self.train_latent_frames}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,7 +167,7 @@ class SimpleGVRConfig:
 
 def check_attention(mode: str, unit_frames: int, sparse_block, sparse_topk: int) -> None:
     """Validate an attention setting (used by the config and by inference-time overrides)."""
-    if mode not in ATTENTION_MODES:
+    if not isinstance(mode, str) or mode not in ATTENTION_MODES:
         raise ValueError(f"attention mode {mode!r}: expected one of {ATTENTION_MODES}")
     if unit_frames < 1:
         raise ValueError(f"unit_frames must be >= 1, got {unit_frames}")

@@ -134,8 +134,8 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict:
     """side_by_side.mp4 (HR | SimpleGVR | latent bilinear | bicubic, clips one after another), grid.png
     (middle frame of every clip), results.json. Each file is written under a temporary name first."""
-    from .checkpoint import atomic_write
     from .degrade.video_io import write_video
+    from .files import atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,7 +190,7 @@ def tune(model, vae, clips: int = 4, grid=None, log=print) -> dict:
 
 def retune(assets: str | os.PathLike | None = None, log=print) -> dict:
     """Re-run `tune` on existing weights and update the manifest's sampling settings."""
-    from .checkpoint import atomic_write
+    from .files import atomic_write
 
     a = Path(assets) if assets else ASSETS
     model, vae, manifest = load_assets(a)
@@ -243,7 +243,8 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
         r = subprocess.run(cmd, cwd=root)
         if r.returncode != 0:
             raise ValueError(f"retraining step failed (exit {r.returncode}): {' '.join(cmd[1:3])}")
-    from .checkpoint import atomic_write, read_safetensors
+    from .checkpoint import read_safetensors
+    from .files import atomic_write
 
     _, vmeta = read_safetensors(a / VAE_FILE)
     model, vae, _ = load_assets(a)

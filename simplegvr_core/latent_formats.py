@@ -189,3 +189,72 @@ def detect_latent_scale(x: torch.Tensor, fmt: str | LatentFormat) -> str:
     latents), whichever the per-channel statistics of `x` are closer to; ties go to 'raw'."""
     d = latent_scale_distances(x, fmt)
     return "raw" if d["raw"] <= d["normalised"] else "normalised"
+
+
+# --- reading a video latent: the one validation of an incoming latent (CLI, nodes, training) --------
+MAX_ABS_LATENT = 1e4  # VAE latents live within a few tens of 0; far larger values are not a latent
+
+
+@dataclass
+class VideoLatent:
+    """A validated video latent: raw VAE scale, [B,C,T,H,W], float32 on the CPU, and how it came in."""
+
+    raw: torch.Tensor
+    layout: str  # 'BCTHW' (ComfyUI core) or 'BTCHW' (some wrapper packs)
+    scale: str  # 'raw' or 'normalised': how the incoming values were scaled
+    note: str = ""  # what was detected, for the log
+
+
+def _channel_hint(channels: int) -> str:
+    try:
+        names = [f.name for f in formats_for_channels(channels)]
+    except ValueError:
+        return ""
+    return f" (a {' / '.join(names)} latent?)"
+
+
+def read_latent(x, fmt: str | LatentFormat, latent_scale: str = "raw", what: str = "latent") -> VideoLatent:
+    """Validate a video latent for a model working in `fmt` and return it in raw scale as [B,C,T,H,W].
+
+    latent_scale: 'raw' (ComfyUI core samplers, VAE Encode, SaveLatent files), 'normalised' (model space,
+    as some wrapper packs hand it) or 'auto' (decided from the channel statistics; the note says how).
+    Every refusal is a ValueError naming `what`, its shape and what was expected.
+    """
+    fmt = get_format(fmt)
+    if latent_scale not in ("auto", *LATENT_SCALES):
+        raise ValueError(f"latent_scale {latent_scale!r}: expected one of {['auto', *LATENT_SCALES]}")
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    shape = tuple(x.shape)
+    if x.ndim == 4:
+        raise ValueError(f"{what} has shape {shape}: that is an image latent [B,C,H,W]; SimpleGVR upscales video latents "
+                         f"[B,C,T,H,W] from a video model ({fmt.name}: {fmt.channels} channels)")
+    if x.ndim != 5:
+        raise ValueError(f"{what} has shape {shape}: expected a 5-D video latent [B,C,T,H,W]")
+    if fmt.channels not in (shape[1], shape[2]):
+        raise ValueError(f"{what} has {shape[1]} channels{_channel_hint(shape[1])}, shape {shape}, but the SimpleGVR model "
+                         f"works in '{fmt.name}' latents with {fmt.channels} channels: use a checkpoint trained for "
+                         f"this latent format")
+    x, layout = to_bcthw(x, fmt.channels, what)
+    if not x.is_floating_point():
+        raise ValueError(f"{what} has dtype {x.dtype}: expected a floating-point latent")
+    if min(x.shape) < 1:
+        raise ValueError(f"{what} has shape {shape}: it is empty (0 batch, frames, rows or columns)")
+    x = x.detach().to("cpu", torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} of shape {shape} contains NaN or Inf")
+    peak = float(x.abs().max())
+    if peak > MAX_ABS_LATENT:
+        raise ValueError(f"{what} of shape {shape} has values up to {peak:.3g}: a VAE latent stays within "
+                         f"+-{MAX_ABS_LATENT:g}, so this is not one (wrong file, or a broken sampler upstream)")
+    note = f"layout {layout}" + (" (wrapper layout [B,T,C,H,W], converted)" if layout == "BTCHW" else "")
+    scale = latent_scale
+    if latent_scale == "auto":
+        d = latent_scale_distances(x, fmt)
+        scale = "raw" if d["raw"] <= d["normalised"] else "normalised"
+        note += (f"; latent_scale=auto chose '{scale}' (distance of the channel statistics to a raw {fmt.name} latent "
+                 f"{d['raw']:.3f}, to a normalised one {d['normalised']:.3f})")
+    else:
+        note += f"; latent_scale '{scale}' as set"
+    raw = fmt.denormalise(x) if scale == "normalised" else x
+    return VideoLatent(raw=raw, layout=layout, scale=scale, note=note)

@@ -11,22 +11,21 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .checkpoint import atomic_write, read_safetensors
+from .checkpoint import read_safetensors
+from .files import atomic_write
 
 MARKER = "latent_format_version_0"
 
 
 def load_latent(path: str | os.PathLike) -> torch.Tensor:
-    """The raw-scale latent tensor stored in a ComfyUI `.latent` file (float32)."""
+    """The latent tensor stored in a ComfyUI `.latent` file, as stored (validate it with
+    `latent_formats.read_latent`, as every host does)."""
     tensors, _ = read_safetensors(path)
     if "latent_tensor" not in tensors:
         raise ValueError(f"{str(path)!r} is not a ComfyUI .latent file: no 'latent_tensor' key (keys: {sorted(tensors)[:5]})")
     if MARKER not in tensors:
         raise ValueError(f"{str(path)!r} lacks the '{MARKER}' marker: it is a legacy SD1 latent, not a video latent")
-    x = tensors["latent_tensor"]
-    if not x.is_floating_point():
-        raise ValueError(f"{str(path)!r}: latent_tensor has dtype {x.dtype}, expected a floating-point tensor")
-    return x.float()
+    return tensors["latent_tensor"]
 
 
 def save_latent(latent: torch.Tensor, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:

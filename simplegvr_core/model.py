@@ -40,8 +40,8 @@ class SimpleGVR(nn.Module):
     def forward(self, z_t, c_s, t, context, noise_level, attention: str | None = None):
         """Training forward: upsample the noise-augmented LR latent c_s to z_t's size, then predict v.
 
-        (Inference builds c once with `upsampler(c0, size, noise_level, generator)` and calls `dit`.)"""
-        c = self.upsampler(c_s, size=tuple(z_t.shape[-2:]), noise_level=0.0)
+        (Inference builds c once with `pipeline.build_condition` and calls `dit` at every step.)"""
+        c = self.upsampler(c_s, size=tuple(z_t.shape[-2:]))
         return self.dit(z_t, c, t, context, noise_level, attention=attention)
 
     @property

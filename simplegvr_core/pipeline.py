@@ -1,33 +1,45 @@
-"""`upscale(model, lr_latent, ...)`: a raw-scale LR latent from a T2V sampler -> a raw-scale HR latent.
+"""From a raw-scale LR latent of a T2V sampler to a raw-scale HR latent, in two calls every host makes.
 
-    raw LR latent --normalise--> c0 --noise s, upsampler--> c (held fixed) --flow sampling--> x0 --denormalise--> raw HR
+    raw LR latent --read_latent--> --normalise, noise s, upsampler--> Condition c      `build_condition`
+    Condition c --plan, flow sampling against c--> x0 --denormalise--> raw HR latent    `sample`
+
+`upscale` is the two in a row. The nodes (Latent Upsampler = build_condition, Sampler = sample), the CLI
+and training's validation make exactly these calls, so they validate the same way and give the same
+numbers for the same seed.
 
 Long videos: the condition is built in temporal chunks with enough causal context to be exact, and
-the DiT runs either on the whole clip (`temporal_units`, `sparse_local`) or on overlapping temporal
-windows blended linearly at every step (`full`, default window = the checkpoint's trained length), so
-the attention never grows past a window. Optional spatial tiles work the same way.
+the DiT runs on the windows of a `SamplingPlan`: the whole clip (`temporal_units`, `sparse_local`) or
+overlapping temporal windows blended linearly at every step (`full`, default window = the checkpoint's
+trained length), optionally also spatial tiles. The plan's `memory` estimate is derived from the same
+windows, so the estimate and what runs cannot drift apart; `memory_budget` refuses a run whose estimate
+does not fit, before anything large is allocated.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from . import seeding
 from .config import check_attention
-from .latent_formats import LatentFormat, from_bcthw, get_format, to_bcthw
+from .latent_formats import LatentFormat, VideoLatent, from_bcthw, get_format, read_latent
 from .model import SimpleGVR
-from .models.upsampler import add_condition_noise
-from .sampling import cfg_velocity, flow_sigmas, get_sampler
+from .sampling import SAMPLERS, add_condition_noise, cfg_velocity, flow_sigmas, get_sampler
 
 UPSAMPLER_CONTEXT = 16  # causal receptive field of the learned upsampler, in latent frames (4 blocks x 2 convs x 2)
-SAMPLING_SEED_OFFSET = 1_000_003  # sampling noise and condition noise come from different streams
+MAX_STEPS = 10_000
+MAX_CFG = 100.0
+MAX_SHIFT = 1000.0
+MAX_LATENT_SIDE = 4096  # latent pixels: 32768 px for Wan 2.1; anything larger is a typo, not a video
 
 
 @dataclass
 class Condition:
-    """The upsampled, noise-augmented condition c (model space) and how it was made."""
+    """The upsampled, noise-augmented condition c (model space, float32 on the CPU) and how it was made."""
 
     c: torch.Tensor  # [B, C, T, H2, W2], normalised
     noise_level: float
@@ -35,28 +47,16 @@ class Condition:
     lr_shape: tuple[int, ...]
 
 
-# --- validation ------------------------------------------------------------------------------------
-def check_latent(model: SimpleGVR, lr_latent, latent_format: str | LatentFormat | None = None) -> tuple[torch.Tensor, str]:
-    """Validate a raw LR latent against the model's latent format; return it as [B,C,T,H,W] and its layout."""
-    if not isinstance(model, SimpleGVR):
-        raise ValueError(f"model must be a SimpleGVR, got {type(model).__name__}")
-    fmt = model.latent_format
-    if latent_format is not None and get_format(latent_format).name != fmt.name:
-        raise ValueError(f"latent format '{get_format(latent_format).name}' does not match the checkpoint's "
-                         f"latent format '{fmt.name}'")
-    if not isinstance(lr_latent, torch.Tensor):
-        raise ValueError(f"LR latent must be a torch.Tensor, got {type(lr_latent).__name__}")
-    if lr_latent.ndim == 5 and fmt.channels not in (lr_latent.shape[1], lr_latent.shape[2]):
-        raise ValueError(f"LR latent has shape {tuple(lr_latent.shape)} ({lr_latent.shape[1]} channels) but the "
-                         f"checkpoint's latent format '{fmt.name}' has {fmt.channels} channels")
-    x, layout = to_bcthw(lr_latent, fmt.channels, "LR latent")
-    if x.shape[2] < 1:
-        raise ValueError(f"LR latent has shape {tuple(lr_latent.shape)}: expected at least 1 latent frame")
-    if not x.is_floating_point():
-        raise ValueError(f"LR latent has dtype {x.dtype}: expected a floating-point tensor")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"LR latent of shape {tuple(lr_latent.shape)} contains NaN or Inf")
-    return x, layout
+# --- sizes and scalar arguments ------------------------------------------------------------------
+def _finite(name: str, value, lo: float, hi: float, lo_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r}: expected a number") from None
+    ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
+    if not ok:
+        raise ValueError(f"{name}={value!r}: expected a finite number in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+    return v
 
 
 def target_size(model: SimpleGVR, lr_hw: tuple[int, int], width: int | None = None, height: int | None = None,
@@ -68,15 +68,19 @@ def target_size(model: SimpleGVR, lr_hw: tuple[int, int], width: int | None = No
     if (width is None) != (height is None):
         raise ValueError(f"give both width and height in pixels, got width={width} height={height}")
     h, w = lr_hw
+    r = fmt.spatial_ratio
     if width is not None:
+        for name, v in (("width", width), ("height", height)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_LATENT_SIDE * r:
+                raise ValueError(f"{name}={v!r}: expected a whole number of pixels in [1, {MAX_LATENT_SIDE * r}]")
         size = fmt.latent_size(int(height), int(width))
     else:
-        scale = 2.25 if scale is None else float(scale)
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+        scale = 2.25 if scale is None else _finite("scale", scale, 0.0, MAX_LATENT_SIDE, lo_open=True)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if max(size) > MAX_LATENT_SIDE:
+        raise ValueError(f"target latent {size[0]}x{size[1]} ({size[1] * r}x{size[0] * r} px) is larger than "
+                         f"{MAX_LATENT_SIDE} latent pixels on a side")
     if size[0] < h or size[1] < w:
-        r = fmt.spatial_ratio
         raise ValueError(f"target {size[1] * r}x{size[0] * r} px (latent {size[0]}x{size[1]}) is smaller than the input "
                          f"{w * r}x{h * r} px (latent {h}x{w}): SimpleGVR only upscales")
     return size
@@ -95,8 +99,8 @@ def prepare_context(model: SimpleGVR, context, batch: int, what: str = "context"
     if context.ndim != 3 or context.shape[-1] != dim:
         raise ValueError(f"{what} has shape {tuple(context.shape)}: expected [B, L, {dim}] text features "
                          f"(the model's text_dim is {dim})")
-    if context.shape[0] not in (1, batch):
-        raise ValueError(f"{what} has batch {context.shape[0]}: expected 1 or {batch}")
+    if context.shape[0] not in (1, batch) or context.shape[1] < 1:
+        raise ValueError(f"{what} has shape {tuple(context.shape)}: expected batch 1 or {batch} and at least one token")
     if not torch.isfinite(context).all():
         raise ValueError(f"{what} contains NaN or Inf")
     return pad_text(context.expand(batch, -1, -1).float(), n)
@@ -109,7 +113,94 @@ def pad_text(context: torch.Tensor, text_len: int) -> torch.Tensor:
     return torch.nn.functional.pad(context, (0, 0, 0, text_len - context.shape[1]))
 
 
-# --- windows and blending ----------------------------------------------------------------------
+# --- memory -----------------------------------------------------------------------------------------
+GiB = 1024**3
+
+
+def available_memory(device) -> int:
+    """Bytes that can be allocated on `device` now: free CUDA memory, or MemAvailable of the host."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: do not refuse
+
+
+def check_memory(needed: int, budget, what: str, device="cpu") -> None:
+    """Refuse (ValueError, with the estimate) when `needed` bytes exceed the budget: None = no check, 'auto' = what
+    `device` has available now, a number = that many bytes."""
+    if budget is None:
+        return
+    limit = available_memory(device) if budget == "auto" else int(budget)
+    if needed > limit:
+        raise ValueError(f"{what} needs about {needed / GiB:.2f} GiB but {limit / GiB:.2f} GiB "
+                         f"{'is available' if budget == 'auto' else 'is the memory budget'}: use smaller sizes, "
+                         "spatial tiles or temporal chunks, or raise the budget (CLI: --max-memory GiB) if you really "
+                         "have the memory")
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def upsampler_memory(model: SimpleGVR, lr_shape, size: tuple[int, int], chunk_frames: int | None = 8) -> int:
+    """Bytes of build_condition: the condition itself (float32) plus the learned upsampler's activations on one
+    chunk of `chunk_frames` latent frames with its causal context, expanded x4 in time, at the target size."""
+    b, c, t, _, _ = lr_shape
+    up = model.config.upsampler
+    cond = b * c * t * size[0] * size[1] * 4
+    if up.mode == "interp":
+        return 2 * cond
+    frames = min(t, (chunk_frames or t) + UPSAMPLER_CONTEXT) * up.temporal_factor
+    return int(cond + b * frames * size[0] * size[1] * up.hidden * 4 * 4)
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Where the DiT runs at every step: temporal windows x spatial tiles of the condition, blended linearly."""
+
+    shape: tuple[int, int, int, int, int]  # the condition [B, C, T, H, W]
+    mode: str  # attention mode
+    t_windows: tuple[tuple[int, int], ...]
+    h_windows: tuple[tuple[int, int], ...]
+    w_windows: tuple[tuple[int, int], ...]
+    overlaps: tuple[int, int, int]
+
+    @property
+    def window_shape(self) -> tuple[int, int, int]:
+        """(T, H, W) of the largest DiT call."""
+        return (max(e - s for s, e in self.t_windows), max(e - s for s, e in self.h_windows),
+                max(e - s for s, e in self.w_windows))
+
+    @property
+    def calls_per_step(self) -> int:
+        return len(self.t_windows) * len(self.h_windows) * len(self.w_windows)
+
+    def memory(self, model: SimpleGVR, *, cfg: float, dtype: torch.dtype | None = None) -> int:
+        """Bytes sampling needs beyond the weights: the float32 latents (x, c, the blend buffers, the output) plus
+        the activations of the largest DiT call - its tokens times the widest per-token tensors of a block (q, k,
+        v, o, norms: ~12 x dim; the FFN: 2 x ffn_dim), twice with CFG."""
+        dit = model.config.dit
+        dtype = dtype or next(model.dit.parameters()).dtype
+        b, c, t, h, w = self.shape
+        latents = 6 * b * c * t * h * w * 4
+        wt, wh, ww = self.window_shape
+        pt, ph, pw = dit.patch_size
+        tokens = math.ceil(wt / pt) * math.ceil(wh / ph) * math.ceil(ww / pw)
+        per_token = (12 * dit.dim + 2 * dit.ffn_dim) * _element_size(dtype)
+        return int(latents + b * tokens * per_token * (2 if cfg != 1.0 else 1))
+
+
 def windows(length: int, size: int | None, overlap: int) -> list[tuple[int, int]]:
     """Overlapping [start, end) windows of `size` covering `length`; the last one is aligned to the end."""
     if size is None or size >= length:
@@ -119,6 +210,34 @@ def windows(length: int, size: int | None, overlap: int) -> list[tuple[int, int]
     stride = size - overlap
     starts = list(range(0, length - size, stride)) + [length - size]
     return [(s, s + size) for s in sorted(set(starts))]
+
+
+def plan_sampling(model: SimpleGVR, shape, *, attention: str | None = None, chunk_frames: int | str | None = "auto",
+                  chunk_overlap: int = 1, tile_size: tuple[int, int] | None = None, tile_overlap: int = 8) -> SamplingPlan:
+    """The window plan for a condition of `shape` [B, C, T, H, W].
+
+    chunk_frames: temporal DiT window in latent frames ("auto": the checkpoint's trained length for `full`, the
+    whole clip for `temporal_units`/`sparse_local`; None: the whole clip). tile_size: optional spatial tiles
+    (latent H, W) with `tile_overlap` latent pixels of linear blending."""
+    mode = attention or model.dit.attention_mode
+    check_attention(mode, **model.dit.attention_options)
+    b, c, T, H, W = (int(v) for v in shape)
+    if chunk_frames == "auto":
+        chunk_frames = model.config.train_latent_frames if mode == "full" else None
+    if chunk_frames is not None and (isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1):
+        raise ValueError(f"chunk_frames={chunk_frames!r}: expected 'auto', None or a number of latent frames >= 1")
+    if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int) or chunk_overlap < 0:
+        raise ValueError(f"chunk_overlap={chunk_overlap!r}: expected an int >= 0")
+    if tile_size is not None:
+        if len(tile_size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in tile_size):
+            raise ValueError(f"tile_size must be (H, W) in latent pixels, got {tile_size}")
+        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be an int >= 0, got {tile_overlap!r}")
+    th, tw = (min(tile_size[0], H), min(tile_size[1], W)) if tile_size is not None else (H, W)
+    ov = (max(0, min(chunk_overlap, (chunk_frames or T) - 1)), max(0, min(tile_overlap, th - 1)),
+          max(0, min(tile_overlap, tw - 1)))
+    return SamplingPlan((b, c, T, H, W), mode, tuple(windows(T, chunk_frames, ov[0])), tuple(windows(H, th, ov[1])),
+                        tuple(windows(W, tw, ov[2])), ov)
 
 
 def _ramp(n: int, start: int, end: int, length: int, overlap: int, device) -> torch.Tensor:
@@ -159,99 +278,125 @@ def _model_device_dtype(model: SimpleGVR):
     return p.device, p.dtype
 
 
-@torch.no_grad()
-def build_condition(model: SimpleGVR, lr_latent: torch.Tensor, *, latent_format=None, width=None, height=None,
-                    scale=None, noise_level: float = 0.4, seed: int = 0, chunk_frames: int | None = 8) -> Condition:
-    """Normalise, noise-augment (seeded) and upsample an LR latent into the condition c.
+def _lr(model: SimpleGVR, lr_latent, latent_format, latent_scale: str) -> VideoLatent:
+    if not isinstance(model, SimpleGVR):
+        raise ValueError(f"model must be a SimpleGVR, got {type(model).__name__}")
+    fmt = model.latent_format
+    if latent_format is not None and get_format(latent_format).name != fmt.name:
+        raise ValueError(f"latent format '{get_format(latent_format).name}' does not match the checkpoint's "
+                         f"latent format '{fmt.name}'")
+    if isinstance(lr_latent, VideoLatent):
+        return lr_latent
+    return read_latent(lr_latent, fmt, latent_scale, "LR latent")
 
-    The learned upsampler is causal with a receptive field of UPSAMPLER_CONTEXT latent frames, so it runs
-    on chunks of `chunk_frames` with that much past context and gives exactly the whole-clip result
-    while its memory stays bounded by the chunk.
+
+@torch.no_grad()
+def build_condition(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, *, width: int | None = None,
+                    height: int | None = None, scale: float | None = None, noise_level: float = 0.4, seed: int = 0,
+                    chunk_frames: int | None = 8, latent_format: str | LatentFormat | None = None,
+                    latent_scale: str = "raw", memory_budget=None) -> Condition:
+    """Read, normalise, noise-augment (seeded) and upsample an LR latent into the condition c.
+
+    lr_latent: a raw tensor [B,C,T,H,W] / [B,T,C,H,W] (read with `latent_scale`) or a `VideoLatent` that
+    `latent_formats.read_latent` already validated. The learned upsampler is causal with a receptive field of
+    UPSAMPLER_CONTEXT latent frames, so it runs on chunks of `chunk_frames` with that much past context and
+    gives exactly the whole-clip result while its memory stays bounded by the chunk.
     """
-    x, layout = check_latent(model, lr_latent, latent_format)
-    if not 0.0 <= float(noise_level) <= 1.0:
-        raise ValueError(f"noise_level must lie in [0, 1], got {noise_level}")
+    lr = _lr(model, lr_latent, latent_format, latent_scale)
+    noise_level = _finite("noise_level", noise_level, 0.0, 1.0)
+    seed = seeding.check_seed(seed)
+    x = lr.raw
     size = target_size(model, tuple(x.shape[3:]), width, height, scale)
     device, dtype = _model_device_dtype(model)
-    c0 = model.latent_format.normalise(x.detach().float().cpu())
-    gen = torch.Generator().manual_seed(int(seed))
-    cs = add_condition_noise(c0, float(noise_level), gen)  # drawn on the CPU: same noise on every device
+    check_memory(upsampler_memory(model, x.shape, size, chunk_frames), memory_budget,
+                 f"the condition for {tuple(x.shape)} -> latent {size[0]}x{size[1]}", device)
+    c0 = model.latent_format.normalise(x.float())
+    cs = add_condition_noise(c0, noise_level, generator=seeding.torch_generator(seed, seeding.CONDITION_NOISE))
     T = cs.shape[2]
     step = T if not chunk_frames else max(1, int(chunk_frames))
     parts = []
     for s in range(0, T, step):
         e = min(T, s + step)
         lo = max(0, s - UPSAMPLER_CONTEXT)
-        out = model.upsampler(cs[:, :, lo:e].to(device, dtype), size=size, noise_level=0.0)
-        parts.append(out[:, :, s - lo:].float())
+        out = model.upsampler(cs[:, :, lo:e].to(device, dtype), size=size)
+        parts.append(out[:, :, s - lo:].float().cpu())
     c = torch.cat(parts, dim=2)
-    return Condition(c=c, noise_level=float(noise_level), layout=layout, lr_shape=tuple(lr_latent.shape))
+    return Condition(c=c, noise_level=noise_level, layout=lr.layout, lr_shape=tuple(x.shape))
 
 
-# --- the whole pipeline ------------------------------------------------------------------------
+# --- sampling ------------------------------------------------------------------------------------
+def _non_finite_cause(model: SimpleGVR, condition: Condition, cfg: float) -> str:
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            return f"the model's weights contain NaN or Inf ({name})"
+    dtype = next(model.parameters()).dtype
+    if dtype == torch.float16:
+        return "fp16 overflow in the DiT: use bf16 or fp32"
+    if cfg > 30:
+        return f"cfg={cfg:g} is very large: use 1-10"
+    if not torch.isfinite(condition.c).all():
+        return "the condition contains NaN or Inf"
+    return "unknown: check the input latent and the checkpoint"
+
+
 @torch.no_grad()
-def upscale(model: SimpleGVR, lr_latent: torch.Tensor | None = None, *, latent_format=None, width: int | None = None,
-            height: int | None = None, scale: float | None = None, context=None, negative_context=None, steps: int = 50,
-            cfg: float = 5.0, shift: float = 5.0, noise_level: float = 0.4, seed: int = 0, attention: str | None = None,
-            sampler: str = "euler", chunk_frames: int | str | None = "auto", chunk_overlap: int = 1,
-            tile_size: tuple[int, int] | None = None, tile_overlap: int = 8, callback: Callable | None = None,
-            condition: Condition | None = None, progress: bool = False) -> torch.Tensor:
-    """Upscale a raw-scale LR latent ([B,C,T,H,W] or [B,T,C,H,W]) to a raw-scale HR latent in the same layout.
+def sample(model: SimpleGVR, condition: Condition, *, context=None, negative_context=None, steps: int = 50,
+           cfg: float = 5.0, shift: float = 5.0, seed: int = 0, sampler: str = "euler", attention: str | None = None,
+           chunk_frames: int | str | None = "auto", chunk_overlap: int = 1, tile_size: tuple[int, int] | None = None,
+           tile_overlap: int = 8, callback: Callable | None = None, progress: bool = False,
+           memory_budget=None) -> torch.Tensor:
+    """Flow sampling of the HR latent against `condition`; returns it in raw scale and the LR latent's layout.
 
-    context / negative_context: umt5 features [B, L, text_dim] (None = the null prompt the model was
-    trained with 10% of the time). cfg = 1 runs one DiT forward per step. chunk_frames: temporal DiT
-    window in latent frames ("auto": the checkpoint's trained length for `full`, the whole clip for
-    `temporal_units`/`sparse_local`; None: the whole clip). tile_size: optional spatial DiT tiles
-    (latent H, W) with `tile_overlap` latent pixels of linear blending. callback(dict) runs after every
-    step; an exception raised there stops sampling and propagates.
+    context / negative_context: umt5 features [B, L, text_dim] (None = the null prompt the model was trained
+    with 10% of the time). cfg = 1 runs one DiT forward per step. The window arguments are `plan_sampling`'s.
+    callback(dict) runs after every step; an exception raised there stops sampling and propagates. The state
+    of the ODE is kept in float32 whatever the model's dtype. A result with NaN or Inf is an error.
     """
-    if condition is None:
-        if lr_latent is None:
-            raise ValueError("give an LR latent or a prepared condition")
-        x_lr, _ = check_latent(model, lr_latent, latent_format)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not cfg > 0:
-        raise ValueError(f"cfg must be > 0, got {cfg}")
-    get_sampler(sampler)
-    mode = attention or model.dit.attention_mode
-    check_attention(mode, **model.dit.attention_options)
-    if condition is None:
-        batch = x_lr.shape[0]
-    else:
-        if not isinstance(condition, Condition):
-            raise ValueError(f"condition must be a Condition from build_condition, got {type(condition).__name__}")
-        batch = condition.c.shape[0]
+    if not isinstance(model, SimpleGVR):
+        raise ValueError(f"model must be a SimpleGVR, got {type(model).__name__}")
+    if not isinstance(condition, Condition):
+        raise ValueError(f"condition must be a Condition from build_condition, got {type(condition).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps={steps!r}: expected an int in [1, {MAX_STEPS}]")
+    cfg = _finite("cfg", cfg, 0.0, MAX_CFG, lo_open=True)
+    shift = _finite("shift", shift, 0.0, MAX_SHIFT, lo_open=True)
+    seed = seeding.check_seed(seed)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r}: expected one of {SAMPLERS}")
+    plan = plan_sampling(model, condition.c.shape, attention=attention, chunk_frames=chunk_frames,
+                         chunk_overlap=chunk_overlap, tile_size=tile_size, tile_overlap=tile_overlap)
+    batch = condition.c.shape[0]
     ctx = prepare_context(model, context, batch)
     neg = prepare_context(model, negative_context, batch, "negative_context") if cfg != 1.0 else None
-    if tile_size is not None:
-        if len(tile_size) != 2 or min(tile_size) < 1:
-            raise ValueError(f"tile_size must be (H, W) in latent pixels, got {tile_size}")
-        if tile_overlap < 0:
-            raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
-
-    if condition is None:
-        condition = build_condition(model, lr_latent, latent_format=latent_format, width=width, height=height,
-                                    scale=scale, noise_level=noise_level, seed=seed)
     device, dtype = _model_device_dtype(model)
-    cond = condition.c.to(device, dtype)
-    b, c, T, H, W = cond.shape
-    if chunk_frames == "auto":
-        chunk_frames = model.config.train_latent_frames if mode == "full" else None
-    th, tw = (min(tile_size[0], H), min(tile_size[1], W)) if tile_size is not None else (H, W)
-    ov = (min(chunk_overlap, (chunk_frames or T) - 1), min(tile_overlap, th - 1), min(tile_overlap, tw - 1))
-    t_win, h_win, w_win = windows(T, chunk_frames, ov[0]), windows(H, th, ov[1]), windows(W, tw, ov[2])
+    check_memory(plan.memory(model, cfg=cfg, dtype=dtype), memory_budget,
+                 f"sampling a latent of {tuple(condition.c.shape)} (DiT window {plan.window_shape})", device)
+
+    cond = condition.c.to(device, torch.float32)
     ctx, neg = ctx.to(device, dtype), (neg.to(device, dtype) if neg is not None else None)
 
     def model_fn(x, sigma):
         def window_fn(xw, cw):
-            return cfg_velocity(model.dit, cw, ctx, neg, cfg, condition.noise_level, attention=mode)(xw, sigma)
+            return cfg_velocity(model.dit, cw, ctx, neg, cfg, condition.noise_level, attention=plan.mode)(xw, sigma)
 
-        return blended(window_fn, x, cond, t_win, h_win, w_win, ov)
+        return blended(window_fn, x, cond, plan.t_windows, plan.h_windows, plan.w_windows, plan.overlaps)
 
-    gen = torch.Generator().manual_seed(int(seed) + SAMPLING_SEED_OFFSET)
-    x = torch.randn(cond.shape, generator=gen).to(device, dtype)
+    x = torch.randn(cond.shape, generator=seeding.torch_generator(seed, seeding.SAMPLING_NOISE)).to(device)
     sigmas = flow_sigmas(steps, shift).to(device)
     x0 = get_sampler(sampler)(model_fn, x, sigmas, callback=callback, disable=not progress)
     out = model.latent_format.denormalise(x0.float())
+    if not torch.isfinite(out).all():
+        raise ValueError(f"sampling produced NaN or Inf in the HR latent (likely cause: "
+                         f"{_non_finite_cause(model, condition, cfg)}); nothing was returned")
     return from_bcthw(out, condition.layout)
+
+
+def upscale(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, *, width: int | None = None,
+            height: int | None = None, scale: float | None = None, noise_level: float = 0.4, seed: int = 0,
+            latent_format=None, latent_scale: str = "raw", memory_budget=None, **sample_kwargs) -> torch.Tensor:
+    """`build_condition` then `sample` with the same seed: a raw LR latent ([B,C,T,H,W] or [B,T,C,H,W]) to a raw
+    HR latent in the same layout. `sample_kwargs` are `sample`'s (context, steps, cfg, shift, attention, ...)."""
+    condition = build_condition(model, lr_latent, width=width, height=height, scale=scale, noise_level=noise_level,
+                                seed=seed, latent_format=latent_format, latent_scale=latent_scale,
+                                memory_budget=memory_budget)
+    return sample(model, condition, seed=seed, memory_budget=memory_budget, **sample_kwargs)

@@ -50,11 +50,35 @@ def flow_sigmas(steps: int, shift: float = 1.0, start: float = 1.0, device=None)
 
 
 def noise_latent(x0: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:
-    """x_σ = (1 − σ) x0 + σ ε, σ a float or [B]."""
+    """x_σ = (1 − σ) x0 + σ ε, σ a float or [B]: the flow interpolation (training targets, SDEdit, and the
+    condition noise augmentation below)."""
     s = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
     if s.ndim == 1:
         s = s.view(-1, *([1] * (x0.ndim - 1)))
     return (1 - s) * x0 + s * noise
+
+
+def add_condition_noise(c0: torch.Tensor, noise_level, noise: torch.Tensor | None = None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Condition noise augmentation (paper §4.1): c_s = (1 − s) c0 + s ε, before the upsampler.
+
+    s is a float or a [B] tensor in [0, 1]; ε is `noise`, or drawn (float32, on the CPU device of c0)
+    from `generator`. s = 0 everywhere returns c0 itself."""
+    s = torch.as_tensor(noise_level, dtype=torch.float32, device=c0.device)
+    if s.ndim == 0:
+        s = s.expand(c0.shape[0])
+    if s.shape != (c0.shape[0],):
+        raise ValueError(f"noise_level has shape {tuple(s.shape)}: expected a float or [{c0.shape[0]}]")
+    if s.device.type != "meta":
+        if not torch.all((s >= 0) & (s <= 1)):
+            raise ValueError(f"noise_level must lie in [0, 1], got {s.tolist()}")
+        if noise is None and torch.all(s == 0):
+            return c0
+    if noise is None:
+        noise = torch.randn(c0.shape, generator=generator, device=c0.device, dtype=torch.float32)
+    elif noise.shape != c0.shape:
+        raise ValueError(f"condition noise has shape {tuple(noise.shape)}: expected c0's shape {tuple(c0.shape)}")
+    return noise_latent(c0.float(), noise.float(), s).to(c0.dtype)
 
 
 def _sigma_batch(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,7 @@ class TextCache:
         if todo and self.path:
             from safetensors.torch import save_file
 
-            from .checkpoint import atomic_write
+            from .files import atomic_write
 
             atomic_write(self.path, lambda tmp: save_file(self.features, tmp, metadata={"encoder": self.encoder_name}))
         return len(todo)

@@ -51,7 +51,7 @@ class DetailCurve:
         return (cum[i] + d[i] * (s - e[i])).clamp(0, 1)
 
     def save(self, path: str | os.PathLike) -> Path:
-        from .checkpoint import atomic_write
+        from .files import atomic_write
 
         data = {"kind": "simplegvr-detail-curve", "edges": self.edges, "density": self.density,
                 "floor": self.floor, "steps": self.steps, "source": self.source}

@@ -40,7 +40,7 @@ def always(cfg: ClassicConfig) -> ClassicConfig:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_output_has_the_lr_size_and_uint8(seed):
     frames = clip()
-    out = classic_degrade(frames, (32, 24), seed=seed)
+    out = classic_degrade(frames, (24, 32), seed=seed)  # lr_size is (H, W)
     assert out.shape == (9, 24, 32, 3) and out.dtype == np.uint8
     assert classic_degrade(frames, None, seed=seed).shape == frames.shape  # default: keep the input size
 
@@ -49,7 +49,7 @@ def test_all_stages_off_is_the_identity_up_to_resize():
     frames = clip()
     off = ClassicConfig().without(*STAGES)
     assert np.array_equal(classic_degrade(frames, None, off, seed=3), frames)
-    out = classic_degrade(frames, (40, 24), off, seed=3)
+    out = classic_degrade(frames, (24, 40), off, seed=3)
     refs = [np.stack([cv2.resize(f, (40, 24), interpolation=m) for f in frames])
             for m in (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC)]
     assert any(np.array_equal(out, r) for r in refs)

@@ -8,8 +8,7 @@ import pytest
 
 from simplegvr_core.cli import main
 from simplegvr_core.degrade import degrade_frames
-from simplegvr_core.degrade.cli import parse_size
-from simplegvr_core.degrade.video_io import VideoWriter, probe_video, read_video, write_video
+from simplegvr_core.degrade.video_io import VideoWriter, parse_wxh, probe_video, read_video, write_video
 
 
 def moving_clip(t=9, h=64, w=96, seed=0):
@@ -95,11 +94,11 @@ def test_interrupted_run_leaves_no_half_written_video(videos, tmp_path, monkeypa
 
 
 def test_parse_size_and_library_entry_point():
-    assert parse_size("848x480") == (848, 480)
+    assert parse_wxh("848x480") == (480, 848)  # user-facing WIDTHxHEIGHT, (H, W) inside
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
-        parse_size("848")
+        parse_wxh("848")
     frames = moving_clip()
-    out = degrade_frames(frames, "flow", (48, 32), seed=0)
+    out = degrade_frames(frames, "flow", (32, 48), seed=0)
     assert out.shape == (9, 32, 48, 3) and out.dtype == np.uint8
     with pytest.raises(ValueError, match="mode"):
         degrade_frames(frames, "model")

@@ -209,7 +209,7 @@ def test_wan13b_on_meta_parameter_count_and_build_time():
 def test_wan13b_forward_shapes_and_dtype_on_meta_at_1080p():
     m = SimpleGVR.from_config("wan2.1-1.3b", device="meta", dtype=torch.bfloat16)
     x = torch.empty(1, 16, 20, 135, 240, device="meta", dtype=torch.bfloat16)
-    c = m.upsampler(torch.empty(1, 16, 20, 60, 104, device="meta", dtype=torch.bfloat16), size=(135, 240), noise_level=0.4)
+    c = m.upsampler(torch.empty(1, 16, 20, 60, 104, device="meta", dtype=torch.bfloat16), size=(135, 240))
     assert c.shape == x.shape
     ctx = torch.empty(1, 512, 4096, device="meta", dtype=torch.bfloat16)
     for mode in ("temporal_units", "sparse_local"):

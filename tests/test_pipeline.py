@@ -51,10 +51,11 @@ def test_cfg_one_equals_a_single_pass_euler_loop():
     got = upscale(m, lr, scale=2.0, steps=3, cfg=1.0, context=ctx, seed=3, chunk_frames=None)
     # The same thing by hand: condition, noise, 3 Euler steps with one forward each.
     cond = build_condition(m, lr, scale=2.0, noise_level=0.4, seed=3)
-    from simplegvr_core.pipeline import SAMPLING_SEED_OFFSET, prepare_context
+    from simplegvr_core import seeding
+    from simplegvr_core.pipeline import prepare_context
     from simplegvr_core.sampling import flow_sigmas
 
-    x = torch.randn(cond.c.shape, generator=torch.Generator().manual_seed(3 + SAMPLING_SEED_OFFSET))
+    x = torch.randn(cond.c.shape, generator=seeding.torch_generator(3, seeding.SAMPLING_NOISE))
     c512 = prepare_context(m, ctx, 1)
     sig = flow_sigmas(3, 5.0)
     with torch.no_grad():
@@ -116,15 +117,24 @@ def test_long_video_with_temporal_units_runs_in_one_pass():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=torch.randn(1, 48, 2, 4, 4)), r"\(48 channels\) but the checkpoint's latent format 'wan21' has 16"),
+    (dict(lr=torch.randn(1, 48, 2, 4, 4)), r"48 channels \(a wan22 latent\?\).*'wan21' latents with 16 channels"),
     (dict(latent_format="wan22"), "latent format 'wan22' does not match the checkpoint's latent format 'wan21'"),
     (dict(context=torch.randn(1, 7, 4096)), r"context has shape \(1, 7, 4096\): expected \[B, L, 32\]"),
     (dict(scale=0.5), r"is smaller than the input .*only upscales"),
     (dict(width=32, height=24), r"target 32x24 px \(latent 3x4\) is smaller than the input 64x48 px"),
     (dict(lr=torch.full((1, 16, 2, 6, 8), float("nan"))), "contains NaN or Inf"),
-    (dict(lr=torch.zeros(1, 16, 0, 6, 8)), "expected at least 1 latent frame"),
+    (dict(lr=torch.zeros(1, 16, 0, 6, 8)), r"it is empty \(0 batch, frames, rows or columns\)"),
+    (dict(lr=torch.full((1, 16, 2, 6, 8), 1e30)), r"values up to 1e\+30.*not one"),
+    (dict(shift=float("nan")), r"shift=nan: expected a finite number"),
+    (dict(cfg=float("inf")), r"cfg=inf: expected a finite number"),
+    (dict(scale=float("inf")), r"scale=inf: expected a finite number"),
+    (dict(steps=10**9), r"steps=1000000000: expected an int in \[1, 10000\]"),
+    (dict(seed=2**64), r"seed=18446744073709551616: expected an integer in \[0, 2\*\*64 - 1\]"),
+    (dict(seed=-1), r"seed=-1: expected an integer"),
+    (dict(width=100000, height=100000), r"width=100000: expected a whole number of pixels in \[1, 32768\]"),
+    (dict(scale=3000.0), r"larger than 4096 latent pixels"),
     (dict(lr=torch.zeros(16, 6, 8)), "4-D tensor is an image latent|expected a 5-D video latent"),
-    (dict(noise_level=1.5), r"noise_level must lie in \[0, 1\]"),
+    (dict(noise_level=1.5), r"noise_level=1.5: expected a finite number in \[0, 1\]"),
     (dict(attention="swin"), "attention mode 'swin'"),
 ])
 def test_mismatches_fail_before_compute(kwargs, message):
@@ -170,7 +180,7 @@ def test_cli_upscale_round_trip_and_one_line_errors(tmp_path):
     r = _cli("upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "wan22.latent"), "--out",
              str(tmp_path / "bad.latent"), "--steps", "2")
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
-    assert "48 channels" in r.stderr and "'wan21' has 16 channels" in r.stderr
+    assert "48 channels (a wan22 latent?)" in r.stderr and "'wan21' latents with 16 channels" in r.stderr
     assert not (tmp_path / "bad.latent").exists()
     r = _cli("upscale", "--checkpoint", str(tmp_path / "missing.safetensors"), "--latent", str(tmp_path / "lr.latent"),
              "--out", str(tmp_path / "x.latent"))

@@ -236,21 +236,23 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, clips):
 def test_degradation_mix_draws_one_mode_per_clip():
     import cv2
 
+    from simplegvr_core.degrade import check_modes, degrade_frames
     from simplegvr_core.procedural import make_clip
-    from training.data import check_degradation, degrade_clip
 
     hr = make_clip(5, 9, 32, 32, max_speed=3.0)
     clean = np.stack([cv2.resize(f, (16, 16), interpolation=cv2.INTER_AREA) for f in hr])
-    flow = [degrade_clip(hr, "flow", (16, 16), s) for s in range(12)]
-    outs = [degrade_clip(hr, "none,flow", (16, 16), s) for s in range(12)]
+    flow = [degrade_frames(hr, "flow", (16, 16), s) for s in range(12)]
+    outs = [degrade_frames(hr, "none,flow", (16, 16), s) for s in range(12)]
     picked_clean = [np.array_equal(o, clean) for o in outs]
     assert 2 <= sum(picked_clean) <= 10  # both modes are drawn over the seeds, about half each
     assert all(o.shape == (9, 16, 16, 3) and o.dtype == np.uint8 for o in outs)
-    assert np.array_equal(degrade_clip(hr, "none,flow", (16, 16), 3), outs[3])  # the draw is a function of the seed
+    assert np.array_equal(degrade_frames(hr, "none,flow", (16, 16), 3), outs[3])  # the draw is a function of the seed
+    for s, o in enumerate(outs):  # a clip drawing 'flow' gets exactly what 'flow' alone gives for that seed
+        assert np.array_equal(o, clean) or np.array_equal(o, flow[s])
     assert any(not np.array_equal(f, clean) for f in flow)
-    assert check_degradation("none, flow+classic") == ["none", "flow+classic"]
+    assert check_modes("none, flow+classic") == ["none", "flow+classic"]
     with pytest.raises(ValueError, match="'none,blur'.*joined by commas"):
-        degrade_clip(hr, "none,blur", (16, 16), 0)
+        degrade_frames(hr, "none,blur", (16, 16), 0)
     from training.data import VideoPairs
 
     with pytest.raises(ValueError, match="'flow,'"):  # refused up front, not as every video "broken"

@@ -4,7 +4,8 @@ import torch.nn.functional as F
 from helpers import randomize_
 
 from simplegvr_core.config import UpsamplerConfig
-from simplegvr_core.models.upsampler import LatentUpsampler, add_condition_noise
+from simplegvr_core.models.upsampler import LatentUpsampler
+from simplegvr_core.sampling import add_condition_noise
 
 
 def make(mode="learned", hidden=8, seed=0, random=True):
@@ -15,7 +16,7 @@ def make(mode="learned", hidden=8, seed=0, random=True):
 @pytest.mark.parametrize("mode", ["learned", "interp", "channel_only"])
 def test_non_integer_factor_480p_to_1080p_shape(mode):
     c0 = torch.randn(1, 16, 2, 60, 104)
-    out = make(mode, hidden=4)(c0, size=(135, 240), noise_level=0.4, generator=torch.Generator().manual_seed(0))
+    out = make(mode, hidden=4)(add_condition_noise(c0, 0.4, generator=torch.Generator().manual_seed(0)), size=(135, 240))
     assert out.shape == (1, 16, 2, 135, 240)
     assert torch.isfinite(out).all()
 
@@ -48,7 +49,7 @@ def test_output_frame_never_depends_on_later_input_frames(mode):
 
 def test_interp_equals_f_interpolate():
     c = torch.randn(2, 16, 3, 60, 104)
-    out = make("interp")(c, size=(135, 240), noise_level=0.0)
+    out = make("interp")(c, size=(135, 240))
     ref = F.interpolate(c, size=(3, 135, 240), mode="trilinear", align_corners=False)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
 
@@ -63,17 +64,18 @@ def test_fresh_learned_upsampler_starts_as_interpolation():
 
 def test_noise_augmentation_formula_and_seed():
     c0 = torch.randn(2, 16, 3, 4, 4)
-    cs = add_condition_noise(c0, 0.4, torch.Generator().manual_seed(7))
+    cs = add_condition_noise(c0, 0.4, generator=torch.Generator().manual_seed(7))
     eps = torch.randn(c0.shape, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(cs, 0.6 * c0 + 0.4 * eps)
-    per_sample = add_condition_noise(c0, torch.tensor([0.0, 1.0]), torch.Generator().manual_seed(7))
+    per_sample = add_condition_noise(c0, torch.tensor([0.0, 1.0]), generator=torch.Generator().manual_seed(7))
     assert torch.equal(per_sample[0], c0[0])
     torch.testing.assert_close(per_sample[1], eps[1])
-    up = make("learned")
-    a = up(c0, (8, 8), 0.4, torch.Generator().manual_seed(1))
-    b = up(c0, (8, 8), 0.4, torch.Generator().manual_seed(1))
-    c = up(c0, (8, 8), 0.4, torch.Generator().manual_seed(2))
-    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert torch.equal(add_condition_noise(c0, 0.4, noise=eps), cs)  # a given noise is the same formula
+    assert add_condition_noise(c0, 0.0) is c0  # s = 0: the clean latent itself
+    with pytest.raises(ValueError, match=r"noise_level must lie in \[0, 1\]"):
+        add_condition_noise(c0, 1.5)
+    with pytest.raises(ValueError, match="condition noise has shape"):
+        add_condition_noise(c0, 0.4, noise=eps[:1])
 
 
 def test_upsampler_input_errors():
@@ -82,7 +84,5 @@ def test_upsampler_input_errors():
         up(torch.randn(1, 48, 2, 4, 4), size=(8, 8))
     with pytest.raises(ValueError, match="NaN or Inf"):
         up(torch.full((1, 16, 2, 4, 4), float("nan")), size=(8, 8))
-    with pytest.raises(ValueError, match=r"noise_level must lie in \[0, 1\]"):
-        up(torch.randn(1, 16, 2, 4, 4), size=(8, 8), noise_level=1.5)
     with pytest.raises(ValueError, match="positive"):
         up(torch.randn(1, 16, 2, 4, 4), size=(0, 8))

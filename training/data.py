@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from simplegvr_core.checkpoint import read_safetensors
+from simplegvr_core.degrade import check_modes, degrade_frames
 
 SHARD_KIND = "simplegvr-pairs"
 
@@ -63,39 +64,6 @@ def resize_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Genera
     return np.ascontiguousarray(frames[:, y:y + th, x:x + tw])
 
 
-DEGRADATIONS = ("none", "classic", "flow", "flow+classic")
-
-
-def check_degradation(mode: str) -> list[str]:
-    """The modes of a degradation spec: one of DEGRADATIONS, or several joined by commas (one drawn per clip)."""
-    modes = [m.strip() for m in str(mode).split(",")]
-    bad = [m for m in modes if m not in DEGRADATIONS]
-    if bad:
-        raise ValueError(f"degradation {mode!r}: expected one of {DEGRADATIONS}, or several joined by commas "
-                         "(e.g. 'none,flow': one drawn per clip)")
-    return modes
-
-
-def degrade_clip(hr: np.ndarray, mode: str, lr_size: tuple[int, int], seed: int) -> np.ndarray:
-    """HR frames -> LR frames at lr_size=(h, w): 'none' (area resize), 'classic', 'flow' or 'flow+classic';
-    'a,b,...' draws one of them per clip from `seed`."""
-    modes = check_degradation(mode)
-    h, w = lr_size
-    rng = np.random.default_rng(seed)
-    mode = modes[int(rng.integers(len(modes)))] if len(modes) > 1 else modes[0]
-    if mode == "none":
-        return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in hr])
-    from simplegvr_core.degrade.classic import classic_degrade
-    from simplegvr_core.degrade.flow_guided import flow_guided
-
-    x = hr
-    if "flow" in mode:
-        x = flow_guided(x, seed=rng)
-    if "classic" in mode:
-        return classic_degrade(x, lr_size=(w, h), seed=rng)  # classic takes (width, height)
-    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in x])
-
-
 def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tuple[int, int], seed: int = 0) -> Path:
     """Write `count` procedural clips (mp4) and their captions.jsonl into `folder` (for smoke runs and tests)."""
     from simplegvr_core.degrade.video_io import write_video
@@ -108,7 +76,7 @@ def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tup
         name = f"clip_{i:04d}.mp4"
         write_video(folder / name, make_clip(seed + i, frames, size[0], size[1]), fps=16)
         rows.append(json.dumps({"video": name, "caption": clip_caption(seed + i)}))
-    from simplegvr_core.checkpoint import atomic_write
+    from simplegvr_core.files import atomic_write
 
     atomic_write(folder / "captions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n"))
     return folder
@@ -116,8 +84,9 @@ def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tup
 
 def clip_pair(path: Path, frames: int, hr_size, lr_size, degradation: str,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(HR, LR) uint8 frames of one clip: a random `frames`-long window of the video, cropped to hr_size and
-    degraded to lr_size, all drawn from `rng`. ValueError naming the file when it is unreadable or too short."""
+    """(HR, LR) uint8 frames of one clip: a random `frames`-long window of the video, cropped to hr_size=(H, W) and
+    degraded to lr_size=(H, W) by `degrade.degrade_frames` (mode list allowed), all drawn from `rng`. ValueError
+    naming the file when it is unreadable or too short."""
     from simplegvr_core.degrade.video_io import read_video
 
     video, _ = read_video(path)
@@ -125,7 +94,7 @@ def clip_pair(path: Path, frames: int, hr_size, lr_size, degradation: str,
         raise ValueError(f"video {str(path)!r} has {len(video)} frames, fewer than the {frames} a clip needs")
     start = int(rng.integers(0, len(video) - frames + 1))
     hr = resize_crop(video[start:start + frames], tuple(hr_size), rng)
-    lr = degrade_clip(hr, degradation, tuple(lr_size), int(rng.integers(0, 2**31 - 1)))
+    lr = degrade_frames(hr, degradation, tuple(lr_size), int(rng.integers(0, 2**63 - 1)))
     return hr, np.ascontiguousarray(lr)
 
 
@@ -135,7 +104,7 @@ class VideoPairs(Dataset):
     def __init__(self, items: list[tuple[Path, str]], frames: int, hr_size, lr_size, degradation: str = "classic"):
         self.items = items
         self.frames, self.hr_size, self.lr_size = frames, tuple(hr_size), tuple(lr_size)
-        check_degradation(degradation)  # here, not per sample, where a ValueError reads as a broken video
+        check_modes(degradation)  # here, not per sample, where a ValueError reads as a broken video
         self.degradation = degradation
 
     def __len__(self) -> int:
@@ -265,7 +234,7 @@ def write_shard(path: str | Path, hr: torch.Tensor, lr: torch.Tensor, contexts: 
     """Write one pair shard atomically (latents in model space, i.e. normalised)."""
     from safetensors.torch import save_file
 
-    from simplegvr_core.checkpoint import atomic_write
+    from simplegvr_core.files import atomic_write
 
     n = hr.shape[0]
     if lr.shape[0] != n or len(contexts) != n or len(captions) != n:

@@ -1,7 +1,7 @@
 """Pre-compute training pairs as shards: HR latent, LR latent (any degradation, incl. model-guided), caption features.
 
     python training/make_pairs.py --videos DIR --out SHARDS [--shard i/n] [--per-shard 64]
-        [--degradation classic|flow|flow+classic|none|model|none,flow,...] [--frames 17] [--hr-size 1088x1920] [--lr-size 480x848]
+        [--degradation classic|flow|flow+classic|none|model|none,flow,...] [--frames 17] [--hr-size 1920x1088] [--lr-size 848x480]
         [--vae wan21 --vae-path WAN_DIFFUSERS_DIR] [--text umt5 --text-path WAN_DIFFUSERS_DIR]
         [--wan WAN_T2V.safetensors --alpha 0.3 0.4 --mg-steps 8 --mg-shift 1.0]   # model-guided (paper §4.2.2)
 
@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from simplegvr_core import seeding  # noqa: E402
+from simplegvr_core.degrade import check_modes  # noqa: E402
+from simplegvr_core.degrade.video_io import parse_wxh  # noqa: E402
 from simplegvr_core.latent_formats import get_format  # noqa: E402
 from training import data as D  # noqa: E402
 
@@ -49,18 +52,10 @@ def parse_degradation(text: str) -> str:
     if text == "model":
         return text
     try:
-        D.check_degradation(text)
+        check_modes(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"size {text!r}: expected HxW in pixels, e.g. 480x848") from None
-    return h, w
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="none | classic | flow | flow+classic | model, or several of the first four joined by commas "
                          "(one drawn per clip, e.g. none,flow)")
     ap.add_argument("--frames", type=int, default=17)
-    ap.add_argument("--hr-size", default="128x128", help="HR crop HxW in pixels (multiple of 8)")
-    ap.add_argument("--lr-size", default="64x64", help="LR size HxW in pixels (multiple of 8)")
+    ap.add_argument("--hr-size", default="128x128", help="HR crop WIDTHxHEIGHT in pixels (multiples of 8), e.g. 1920x1088")
+    ap.add_argument("--lr-size", default="64x64", help="LR size WIDTHxHEIGHT in pixels (multiples of 8), e.g. 848x480")
     ap.add_argument("--latent-format", default="wan21")
     ap.add_argument("--vae", default="tiny", choices=["wan21", "tiny", "file"])
     ap.add_argument("--vae-path", default=None)
@@ -94,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return run(args)
-    except ValueError as e:
-        print(f"make_pairs: error: {str(e).splitlines()[0]}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("make_pairs: interrupted (finished shard files are kept; rerun to resume)", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:
+        print(f"make_pairs: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
 
 
@@ -105,8 +103,9 @@ def run(args) -> int:
     from simplegvr_core.text import TextCache, make_text_encoder
     from simplegvr_core.vae import VideoVAE
 
+    seeding.check_seed(args.seed, "--seed")
     rank, world = parse_shard(args.shard)
-    hr_size, lr_size = parse_size(args.hr_size), parse_size(args.lr_size)
+    hr_size, lr_size = parse_wxh(args.hr_size, "--hr-size"), parse_wxh(args.lr_size, "--lr-size")  # (H, W)
     fmt = get_format(args.latent_format)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.synthesize and not (Path(args.videos) / args.captions).exists():
@@ -137,13 +136,16 @@ def run(args) -> int:
         rows = items[k * args.per_shard:(k + 1) * args.per_shard]
         hrs, lrs, ctxs, caps = [], [], [], []
         for r, (path, caption) in enumerate(rows):
-            rng = np.random.default_rng([args.seed, k, r])
+            rng = seeding.numpy_rng(args.seed, seeding.FILE, k, r)
             try:
                 mode = "none" if args.degradation == "model" else args.degradation  # model-guided works on latents
                 hr, lr = D.clip_pair(path, args.frames, hr_size, lr_size, mode, rng)
-            except ValueError as e:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # noqa: BLE001 - one bad video (cv2.error, MemoryError, ...) never stops the run
                 failed += 1
-                print(f"skipping: {e}", file=sys.stderr)
+                print(f"skipping {path}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+                      file=sys.stderr)
                 continue
             hr_lat = fmt.normalise(vae.encode(torch.from_numpy(hr)[None]))
             lr_lat = fmt.normalise(vae.encode(torch.from_numpy(lr)[None]))
@@ -176,7 +178,7 @@ def model_guided(base, lr_latent: torch.Tensor, ctx: torch.Tensor, rng: np.rando
     def velocity(x, t, c):
         return base(x, None, t, c)
 
-    g = torch.Generator().manual_seed(int(rng.integers(0, 2**31 - 1)))
+    g = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
     return sdedit(lr_latent.to(device), velocity, context, alpha=alpha, steps=args.mg_steps, shift=args.mg_shift,
                   generator=g)
 

@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,8 +36,11 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from simplegvr_core import SimpleGVR, get_config, import_wan, load_checkpoint, save_checkpoint  # noqa: E402
+from simplegvr_core import SimpleGVR, get_config, import_wan, load_checkpoint, save_checkpoint, seeding  # noqa: E402
 from simplegvr_core.checkpoint import read_safetensors  # noqa: E402
+from simplegvr_core.cli import one_line, sigterm_as_interrupt  # noqa: E402
+from simplegvr_core.files import clean_stale_temporaries, explain_write_error, temp_path  # noqa: E402
+from simplegvr_core.sampling import add_condition_noise, noise_latent  # noqa: E402
 from simplegvr_core.timesteps import TimestepSampler  # noqa: E402
 
 DEFAULTS: dict = {
@@ -104,6 +106,86 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
             cur = cur[part]
         cur[parts[-1]] = _parse_value(value.strip())
         cfg = _merge(cfg, node)
+    return validate_config(cfg)
+
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+DATA_KINDS = ("videos", "shards")
+SCANS = ("decode", "probe")
+_INT_RANGES = {  # key: (lo, hi); every int must lie in its range
+    "model.wan_num_heads": (0, 256), "data.frames": (1, 10_000), "data.val_count": (0, 1_000_000),
+    "data.num_workers": (0, 256), "data.synthesize": (0, 1_000_000), "vae.seed": (0, 2**64 - 1),
+    "train.steps": (1, 10**9), "train.batch_size": (1, 65_536), "train.warmup_steps": (0, 10**9),
+    "train.seed": (0, 2**64 - 1), "train.stop_at_step": (0, 10**9), "log.log_every": (1, 10**9),
+    "log.checkpoint_every": (1, 10**9), "log.keep_checkpoints": (0, 10**6), "log.validate_every": (0, 10**9),
+    "log.val_steps": (1, 10_000),
+}
+_FLOAT_RANGES = {  # key: (lo, hi, lo open?)
+    "train.lr": (0.0, 1.0, True), "train.weight_decay": (0.0, 10.0, False), "train.grad_clip": (0.0, 1e6, False),
+    "train.ema_decay": (0.0, 1.0, False), "train.null_prompt_prob": (0.0, 1.0, False),
+    "train.logit_mean": (-10.0, 10.0, False), "train.logit_std": (0.0, 10.0, True),
+}
+
+
+def validate_config(cfg: dict) -> dict:
+    """Refuse, with one message naming the key, what would crash mid-run or train nothing: a wrong type (each key has
+    its default's type), an int or float out of range, a size that is not two positive ints, an unknown choice."""
+    def fail(key, value, expected):
+        raise ValueError(f"config key {key}={value!r}: expected {expected}")
+
+    for section, values in DEFAULTS.items():
+        for k, default in values.items():
+            key, v = f"{section}.{k}", cfg[section][k]
+            if isinstance(default, bool):
+                if not isinstance(v, bool):
+                    fail(key, v, "true or false")
+            elif isinstance(default, int):
+                lo, hi = _INT_RANGES.get(key, (0, 2**63))
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    fail(key, v, f"an integer in [{lo}, {hi}]")
+            elif isinstance(default, float):
+                lo, hi, open_lo = _FLOAT_RANGES[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                        not (v > lo if open_lo else v >= lo) or v > hi:
+                    fail(key, v, f"a number in {'(' if open_lo else '['}{lo:g}, {hi:g}]")
+            elif isinstance(default, str):
+                if not isinstance(v, str):
+                    fail(key, v, "a string")
+            elif isinstance(default, dict):
+                if not isinstance(v, dict):
+                    fail(key, v, "a table")
+    for key in ("data.hr_size", "data.lr_size"):
+        section, k = key.split(".")
+        v = cfg[section][k]
+        if not isinstance(v, list) or len(v) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or not 2 <= x <= 16384
+                                                         for x in v):
+            fail(key, v, "[height, width] in pixels, two integers in [2, 16384]")
+    hr, lr = cfg["data"]["hr_size"], cfg["data"]["lr_size"]
+    if lr[0] > hr[0] or lr[1] > hr[1]:
+        fail("data.lr_size", lr, f"a size no larger than data.hr_size={hr} (SimpleGVR upscales)")
+    t = cfg["train"]
+    for key, n in (("train.betas", 2), ("train.noise_level", 2)):
+        v = t[key.split(".")[1]]
+        if not isinstance(v, list) or len(v) != n or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                                                         or not math.isfinite(x) for x in v):
+            fail(key, v, f"a list of {n} numbers")
+    if not all(0 <= b < 1 for b in t["betas"]):
+        fail("train.betas", t["betas"], "two numbers in [0, 1)")
+    lo, hi = t["noise_level"]
+    if not 0 <= lo <= hi <= 1:
+        fail("train.noise_level", t["noise_level"], "[lo, hi] with 0 <= lo <= hi <= 1")
+    if t["mixed_precision"] not in MIXED_PRECISION:
+        fail("train.mixed_precision", t["mixed_precision"], f"one of {MIXED_PRECISION}")
+    if cfg["data"]["kind"] not in DATA_KINDS:
+        fail("data.kind", cfg["data"]["kind"], f"one of {DATA_KINDS}")
+    if cfg["data"]["scan"] not in SCANS:
+        fail("data.scan", cfg["data"]["scan"], f"one of {SCANS}")
+    from simplegvr_core.degrade import check_modes
+
+    check_modes(cfg["data"]["degradation"])
+    if t["timestep_sampler"] == "detail_aware" and not t["detail_curve"]:
+        fail("train.detail_curve", t["detail_curve"], "a curve file (python -m simplegvr_core.cli analyze-detail) "
+             "for train.timestep_sampler='detail_aware'")
     return cfg
 
 
@@ -237,12 +319,10 @@ def flow_loss(model, hr, lr, ctx, g: torch.Generator, tcfg: dict, sampler: Times
     lo, hi = tcfg["noise_level"]
     s = (torch.rand(b, generator=g) * (hi - lo) + lo).to(dev)
     cond_eps = torch.randn(lr.shape, generator=g).to(dev)
-    s5 = s.view(-1, 1, 1, 1, 1)
-    c_s = (1 - s5) * lr + s5 * cond_eps  # c_s = (1-s) c0 + s ε, before the upsampler
+    c_s = add_condition_noise(lr, s, noise=cond_eps)  # c_s = (1-s) c0 + s ε, before the upsampler
     sigma = sampler.sample(b, g).to(dev)
     eps = torch.randn(hr.shape, generator=g).to(dev)
-    sg = sigma.view(-1, 1, 1, 1, 1)
-    x = (1 - sg) * hr + sg * eps
+    x = noise_latent(hr, eps, sigma)  # x_σ = (1-σ) x0 + σ ε
     drop = (torch.rand(b, generator=g) < tcfg["null_prompt_prob"]).to(dev)
     ctx = ctx * (~drop).view(-1, 1, 1).to(ctx.dtype)
     v = model(x, c_s, sigma * 1000.0, ctx, s)  # SimpleGVR.forward: upsampler + DiT
@@ -261,7 +341,8 @@ def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, schedu
 
     final = out / "checkpoints" / f"step-{step:07d}"
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"step-{step:07d}.", suffix=".tmp", dir=final.parent))
+    tmp = temp_path(final)  # `.step-N.<pid>.<token>.tmp`: a later run removes it if this process is killed
+    tmp.mkdir()
     try:
         save_checkpoint(model, tmp / "model.safetensors")
         save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
@@ -273,8 +354,11 @@ def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, schedu
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        err = explain_write_error(e, final)
+        if err is not e:
+            raise err from None
         raise
     for old in _ckpt_dirs(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -313,7 +397,7 @@ def export_ema(model: SimpleGVR, ema: EMA, path: str | os.PathLike, step: int) -
 @torch.no_grad()
 def validate(model: SimpleGVR, ema: EMA, data: Data, cfg: dict, device) -> dict:
     """Upscale the held-out samples with the EMA weights; latent PSNR against their HR latents."""
-    from simplegvr_core.pipeline import upscale
+    from simplegvr_core.pipeline import build_condition, sample
     from training.data import collate
 
     net = ema.copy_to(copy.deepcopy(model)).eval()
@@ -327,9 +411,9 @@ def validate(model: SimpleGVR, ema: EMA, data: Data, cfg: dict, device) -> dict:
     psnr, psnr_interp = [], []
     for i in range(hr.shape[0]):
         ctx_i = pad_contexts([ctx[i]], model.config.dit.text_dim, device, model.config.dit.text_len)
-        out = upscale(net, fmt.denormalise(lr[i:i + 1].cpu()), width=hr.shape[-1] * fmt.spatial_ratio,
-                      height=hr.shape[-2] * fmt.spatial_ratio, context=ctx_i, steps=int(cfg["log"]["val_steps"]), cfg=1.0,
-                      seed=seed, attention=None)
+        cond = build_condition(net, fmt.denormalise(lr[i:i + 1].cpu()), width=hr.shape[-1] * fmt.spatial_ratio,
+                               height=hr.shape[-2] * fmt.spatial_ratio, seed=seed)
+        out = sample(net, cond, context=ctx_i, steps=int(cfg["log"]["val_steps"]), cfg=1.0, seed=seed)
         x0 = fmt.normalise(out.to(device))
         interp = torch.nn.functional.interpolate(lr[i:i + 1], size=tuple(hr.shape[2:]), mode="trilinear")
         rng = float(hr[i].max() - hr[i].min())
@@ -346,6 +430,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
 
     from training.data import StepSampler
 
+    validate_config(cfg)
     out = Path(cfg["log"]["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     tcfg = cfg["train"]
@@ -376,6 +461,10 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     sampler = TimestepSampler(tcfg["timestep_sampler"], logit_mean=tcfg["logit_mean"], logit_std=tcfg["logit_std"],
                               curve=tcfg["detail_curve"] or None)
 
+    if accelerator.is_main_process:
+        for d in (out, out / "checkpoints"):
+            for p in clean_stale_temporaries(d):
+                log(f"removed {p.name}, left by an interrupted run")
     start = 0
     if resume:
         ck = _ckpt_dirs(out)[-1] if resume == "auto" and _ckpt_dirs(out) else (Path(resume) if resume != "auto" else None)
@@ -409,7 +498,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
             continue
         hr, lr, ctx_list = triple
         ctx = pad_contexts(ctx_list, raw.config.dit.text_dim, device, raw.config.dit.text_len)
-        g = torch.Generator().manual_seed(int(tcfg["seed"]) * 1_000_003 + step * 7919 + accelerator.process_index)
+        g = seeding.torch_generator(tcfg["seed"], seeding.TRAIN_STEP, step, accelerator.process_index)
         with accelerator.autocast():
             loss = flow_loss(model, hr, lr, ctx, g, tcfg, sampler)  # through the DDP/FSDP wrapper
         accelerator.backward(loss)
@@ -471,16 +560,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export", default=None, help="write the EMA weights to this .safetensors when done")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
+    sigterm_as_interrupt()
     try:
         cfg = load_config(args.config, args.overrides)
         train(cfg, resume=args.resume, export=args.export)
     except KeyboardInterrupt:
         print("train: interrupted (resume with --resume)", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, MemoryError) as e:
         if args.debug:
             raise
-        print(f"train: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"train: error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0
 

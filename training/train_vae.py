@@ -44,7 +44,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def fit_vae(out: str, clips: int = 200, seed: int = 0, log=print) -> dict:
     from safetensors.torch import save_file
 
-    from simplegvr_core.checkpoint import atomic_write
+    from simplegvr_core.files import atomic_write
 
     t0 = time.time()
     big = [make_clip(seed * 100_003 + i, 17, 128, 128) for i in range(clips // 2)]

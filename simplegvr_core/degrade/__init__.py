@@ -6,44 +6,144 @@
     video_io.py      video files <-> uint8 [T, H, W, 3] (PyAV)
     cli.py           `simplegvr degrade`
 
-Nothing heavy is imported here; `degrade_frames` runs the pixel-space modes on a clip in memory.
+This file holds the one degradation chain of the pixel-space modes (`iter_degrade` / `degrade_frames`),
+its list of modes and its seeding, used alike by `simplegvr degrade`, the Flow Degrade node and training:
+the same frames, mode, size and seed give the same LR frames everywhere. Nothing heavy is imported here.
 """
 
 from __future__ import annotations
 
-MODES = ("flow", "classic", "flow+classic")
+from collections.abc import Iterable, Iterator
+
+from .. import seeding
+
+MODES = ("none", "flow", "classic", "flow+classic")
+MIN_FLOW_SIDE = 16  # px: DIS optical flow fails on frames under 12 px (cv2.error); leave it some room
+DEFAULT_MAX_FRAME_PIXELS = 8192 * 8192  # a frame larger than this is refused unless the caller raises the limit
 
 
-def degrade_frames(frames, mode: str = "flow", lr_size: tuple[int, int] | None = None, seed=None, strength: float = 1.0,
-                   flow_config=None, classic_config=None):
-    """Degrade uint8 frames [T, H, W, 3] with `mode` (flow | classic | flow+classic).
+def check_modes(spec: str) -> list[str]:
+    """The modes of a degradation spec: one of MODES, or several joined by commas (one drawn per clip)."""
+    modes = [m.strip() for m in str(spec).split(",")]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"degradation {spec!r}: expected one of {MODES}, or several joined by commas "
+                         "(e.g. 'none,flow': one drawn per clip)")
+    return modes
 
-    lr_size: (width, height) of the output (OpenCV order, as `--lr-size 848x480`); default the input
-    size. flow: flow-guided at the input size, then an area resize. classic: the RealBasicVSR chain,
-    which ends at lr_size. flow+classic: flow-guided, then classic. `strength` multiplies the flow
-    degradation and is the classic severity (clipped to [0, 1]); explicit configs take precedence.
-    One numpy Generator from `seed` drives both stages, so the same seed gives the same output.
+
+def pick_mode(spec: str, seed) -> str:
+    """The mode a clip gets: the spec's only mode, or one of 'a,b,...' drawn from `seed`'s DEGRADE_MODE stream."""
+    modes = check_modes(spec)
+    if len(modes) == 1:
+        return modes[0]
+    return modes[int(seeding.numpy_rng(seed, seeding.DEGRADE_MODE).integers(len(modes)))]
+
+
+def degrade_memory(frames: int, hw: tuple[int, int], lr_hw: tuple[int, int] | None, mode: str, streaming: bool = False) -> int:
+    """A rough upper bound of the bytes one degradation of `frames` frames of size hw=(H, W) holds at its peak.
+
+    The classic chain keeps float32 copies of every frame through its stages, and its random up-scale can make
+    them 1.5x larger per side; flow-guided holds the clip (or, streaming, two frames) plus flow and blur buffers."""
+    h, w = hw
+    lh, lw = lr_hw or hw
+    frame, lr_frame = h * w * 3, lh * lw * 3
+    held = 2 if streaming else frames  # frames held at once: a streaming run keeps one of look-ahead
+    if mode == "none":
+        return held * (frame + lr_frame)
+    flow_work = 40 * h * w  # flow (float32 x2), gray frames, blur and blend buffers
+    if mode == "flow":
+        return held * (2 * frame + lr_frame) + flow_work
+    classic = frames * frame * (1 + 4 * 2.25 * 2)
+    return int(classic + (flow_work + frames * frame if mode == "flow+classic" else 0))
+
+
+def check_sizes(frame_hw: tuple[int, int], mode: str, frames: int, lr_hw: tuple[int, int] | None, *,
+                max_memory: int | None = None, streaming: bool = False, what: str = "frames") -> None:
+    """Refuse (ValueError) frames too small for the optical flow or too large for memory, before decoding or
+    allocating anything. max_memory: bytes allowed (None: DEFAULT_MAX_FRAME_PIXELS per frame and what the host has
+    available now)."""
+    from ..pipeline import GiB, available_memory
+
+    h, w = frame_hw
+    if mode in ("flow", "flow+classic") and min(h, w) < MIN_FLOW_SIDE:
+        raise ValueError(f"{what} are {w}x{h} px: the flow-guided degradation needs frames of at least "
+                         f"{MIN_FLOW_SIDE}x{MIN_FLOW_SIDE} px (optical flow)")
+    if lr_hw is not None and (len(lr_hw) != 2 or any(isinstance(v, bool) or int(v) != v or v < 2 for v in lr_hw)):
+        raise ValueError(f"LR size {lr_hw}: expected (height, width) with both >= 2")
+    need = degrade_memory(frames, (h, w), lr_hw, mode, streaming)
+    if max_memory is None:
+        for name, (ph, pw) in (("input", (h, w)), ("LR", lr_hw or (h, w))):
+            if ph * pw > DEFAULT_MAX_FRAME_PIXELS:
+                raise ValueError(f"{what}: the {name} frames are {pw}x{ph} px, above the {DEFAULT_MAX_FRAME_PIXELS} px "
+                                 "limit for one frame (raise the memory limit, CLI: --max-memory GiB, if you mean it)")
+        limit = available_memory("cpu")
+    else:
+        limit = int(max_memory)
+    if need > limit:
+        raise ValueError(f"{what}: degrading {frames} frames of {w}x{h} px ({mode}) needs about {need / GiB:.2f} GiB, "
+                         f"but {limit / GiB:.2f} GiB {'is available' if max_memory is None else 'is the limit'} "
+                         "(CLI: --max-frames, a smaller --lr-size, or --max-memory GiB if you have the memory)")
+
+
+def iter_degrade(frames: Iterable, mode: str = "flow", lr_size: tuple[int, int] | None = None, seed=0, *,
+                 flow_config=None, classic_config=None) -> Iterator:
+    """Degrade uint8 RGB frames [H, W, 3] with `mode` and yield the LR frames one by one.
+
+    mode: one of MODES or a comma list (one drawn from the seed). lr_size: (H, W) of the output, default the
+    input size. none: area resize. flow: flow-guided at the input size, then an area resize; it streams (one
+    frame of look-ahead). classic: the RealBasicVSR chain, which ends at lr_size. flow+classic: flow-guided,
+    then classic (both need the whole clip). Seeding: the flow-guided and classic stages draw from their own
+    streams of `seed` (seeding.FLOW_DEGRADE / CLASSIC_DEGRADE), so the same seed gives the same output in every
+    host, and either stage's draws do not depend on the other's.
     """
     import cv2
     import numpy as np
 
     from .classic import ClassicConfig, classic_degrade
-    from .flow_guided import FlowGuidedConfig, flow_guided
+    from .flow_guided import FlowGuidedConfig, iter_flow_guided
+
+    seed = seeding.check_seed(seed)
+    mode = pick_mode(mode, seed)
+    if lr_size is not None:
+        if len(lr_size) != 2 or any(isinstance(v, bool) or int(v) != v or v < 2 for v in lr_size):
+            raise ValueError(f"lr_size={lr_size}: expected (height, width) with both >= 2")
+        lr_size = (int(lr_size[0]), int(lr_size[1]))
+
+    def resized(stream):
+        for f in stream:
+            if lr_size is not None and f.shape[:2] != lr_size:
+                f = cv2.resize(f, lr_size[::-1], interpolation=cv2.INTER_AREA)
+            yield f
+
+    if mode in ("flow", "flow+classic"):
+        rng = seeding.numpy_rng(seed, seeding.FLOW_DEGRADE)
+        frames = iter_flow_guided(frames, flow_config or FlowGuidedConfig(), rng)
+    if mode in ("none", "flow"):
+        yield from resized(frames)
+        return
+    clip = frames if isinstance(frames, np.ndarray) else np.stack(list(frames))
+    rng = seeding.numpy_rng(seed, seeding.CLASSIC_DEGRADE)
+    yield from classic_degrade(clip, lr_size, classic_config or ClassicConfig(), rng)
+
+
+def degrade_frames(frames, mode: str = "flow", lr_size: tuple[int, int] | None = None, seed=0, *, flow_config=None,
+                   classic_config=None, on_frame=None):
+    """`iter_degrade` on a clip in memory: uint8 [T, H, W, 3] -> uint8 [T, h, w, 3] (lr_size = (h, w)).
+    on_frame(i) runs as input frame i is taken up (progress and cancel during the flow-guided stage; the classic
+    stage then runs on the whole clip)."""
+    import numpy as np
+
     from .video_io import check_frames
 
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r}: expected one of {MODES}")
-    if strength < 0:
-        raise ValueError(f"strength={strength}: expected >= 0")
     frames = check_frames(frames, "frames")
-    if lr_size is not None and (len(lr_size) != 2 or any(int(v) != v or v < 2 for v in lr_size)):
-        raise ValueError(f"lr_size={lr_size}: expected (width, height) with both >= 2")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    x = frames
-    if mode in ("flow", "flow+classic"):
-        x = flow_guided(x, flow_config or FlowGuidedConfig(strength=strength), rng)
-    if mode == "flow":
-        if lr_size is not None and (x.shape[2], x.shape[1]) != tuple(lr_size):
-            x = np.stack([cv2.resize(f, tuple(int(v) for v in lr_size), interpolation=cv2.INTER_AREA) for f in x])
-        return x
-    return classic_degrade(x, lr_size, classic_config or ClassicConfig().scaled(min(1.0, strength)), rng)
+    check_sizes(frames.shape[1:3], pick_mode(mode, seed), len(frames), lr_size)
+
+    def taken():
+        for i, f in enumerate(frames):
+            if on_frame is not None:
+                on_frame(i)
+            yield f
+
+    return np.stack(list(iter_degrade(taken(), mode, lr_size, seed, flow_config=flow_config,
+                                      classic_config=classic_config)))

@@ -1,4 +1,4 @@
-"""`simplegvr degrade IN OUT --mode flow|classic|flow+classic`: degraded (LR) copies of real videos.
+"""`simplegvr degrade IN OUT --mode none|flow|classic|flow+classic`: degraded (LR) copies of real videos.
 
 IN is a video file (OUT: an .mp4 file, or a folder to put <name>.mp4 in) or a folder (OUT: a folder;
 the tree below IN is mirrored, every output is .mp4). Existing outputs are skipped (`--overwrite`
@@ -18,66 +18,55 @@ import sys
 import zlib
 from pathlib import Path
 
-MODES = ("flow", "classic", "flow+classic")
+from .. import seeding
+from . import MODES, check_sizes, iter_degrade
+
 EXIT_SOME_FAILED = 1
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'848x480' -> (848, 480) (width, height)."""
-    try:
-        w, h = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--lr-size {text!r}: expected WIDTHxHEIGHT, e.g. 848x480") from None
-    if w < 2 or h < 2:
-        raise ValueError(f"--lr-size {text!r}: expected a width and height of at least 2")
-    return w, h
+GiB = 1024**3
 
 
 def file_seed(seed: int, rel: str) -> int:
-    """A per-file seed from the run seed and the file's path relative to IN (stable across runs and machines)."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(rel.encode())]).generate_state(1)[0])
+    """A per-file seed from the run seed (all of its bits) and the file's path relative to IN (stable across runs
+    and machines)."""
+    return seeding.derive_seed(seed, seeding.FILE, zlib.crc32(rel.encode()))
 
 
 def degrade_file(src, dst, mode: str = "flow", seed: int = 0, lr_size: tuple[int, int] | None = None,
                  strength: float = 1.0, crf: int | None = None, max_frames: int | None = None,
-                 dis_preset: str = "ultrafast", progress: bool = False) -> int:
-    """Degrade one video file into an H.264 mp4 at `dst` (written atomically). Returns the frame count."""
-    import cv2
-    import numpy as np
+                 dis_preset: str = "ultrafast", progress: bool = False, max_memory: int | None = None) -> int:
+    """Degrade one video file into an H.264 mp4 at `dst` (written atomically) with `degrade.iter_degrade`.
+
+    lr_size: (H, W) of the output (default the input size). The frame size and count the container states are
+    checked against the memory the mode needs before anything is decoded. Returns the frame count."""
+    import math
+
     from tqdm.auto import tqdm
 
-    from . import degrade_frames
-    from .flow_guided import FlowGuidedConfig, iter_flow_guided
+    from .classic import ClassicConfig
+    from .flow_guided import FlowGuidedConfig
     from .video_io import DEFAULT_CRF, VideoWriter, iter_frames, probe_video
 
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {MODES}")
-    if strength < 0:
-        raise ValueError(f"strength={strength}: expected >= 0")
+    if not (math.isfinite(strength) and strength >= 0):
+        raise ValueError(f"strength={strength}: expected a finite number >= 0")
+    seed = seeding.check_seed(seed)
     info = probe_video(src)
     total = min(info.frames, max_frames) if info.frames and max_frames else (info.frames or max_frames or None)
-    rng = np.random.default_rng(seed)
+    streaming = mode in ("none", "flow")
+    check_sizes((info.height, info.width), mode, total or 1, lr_size, max_memory=max_memory, streaming=streaming,
+                what=f"video {str(src)!r}")
     flow_cfg = FlowGuidedConfig(strength=strength, dis_preset=dis_preset)
+    classic_cfg = ClassicConfig().scaled(min(1.0, strength))
     bar = tqdm(total=total, desc=Path(src).name, unit="frame", disable=not progress, leave=False, file=sys.stderr)
     n = 0
     try:
         with VideoWriter(dst, info.fps, crf=DEFAULT_CRF if crf is None else crf) as writer:
-            if mode == "flow":  # streams: one frame of look-ahead, constant memory
-                for frame in iter_flow_guided(iter_frames(src, max_frames), flow_cfg, rng):
-                    if lr_size is not None and (frame.shape[1], frame.shape[0]) != tuple(lr_size):
-                        frame = cv2.resize(frame, tuple(lr_size), interpolation=cv2.INTER_AREA)
-                    writer.write(frame)
-                    n += 1
-                    bar.update(1)
-            else:
-                frames = np.stack(list(iter_frames(src, max_frames)))
-                bar.set_postfix_str("degrading")
-                for frame in degrade_frames(frames, mode, lr_size, rng, strength, flow_config=flow_cfg):
-                    writer.write(frame)
-                    n += 1
-                    bar.update(1)
+            frames = iter_frames(src, max_frames)
+            for frame in iter_degrade(frames, mode, lr_size, seed, flow_config=flow_cfg, classic_config=classic_cfg):
+                writer.write(frame)
+                n += 1
+                bar.update(1)
     finally:
         bar.close()
     return n
@@ -112,13 +101,22 @@ def _outputs(src: Path, out: Path) -> list[tuple[Path, Path, str]]:
 
 
 def cmd_degrade(args) -> int:
+    from ..files import clean_stale_temporaries
+    from .video_io import parse_wxh
+
     src, out = Path(args.input), Path(args.output)
-    lr_size = parse_size(args.lr_size) if args.lr_size else None
+    lr_size = parse_wxh(args.lr_size, "--lr-size") if args.lr_size else None
+    seed = seeding.check_seed(args.seed, "--seed")
+    max_memory = _memory_limit(args.max_memory)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames {args.max_frames}: expected >= 1")
     jobs = _outputs(src, out)
     if not jobs:
         raise ValueError(f"no video files ({', '.join(('.mp4', '.mkv', '.webm', '.mov'))} ...) found in {str(src)!r}")
     from tqdm.auto import tqdm
 
+    for folder in sorted({dst.parent for _, dst, _ in jobs}):
+        clean_stale_temporaries(folder)  # what a killed earlier run left behind
     done = skipped = 0
     failed: list[str] = []
     many = len(jobs) > 1 or src.is_dir()
@@ -130,12 +128,16 @@ def cmd_degrade(args) -> int:
                 tqdm.write(f"skipped {rel}: {dst} exists", file=sys.stderr)
             continue
         try:
-            n = degrade_file(path, dst, args.mode, file_seed(args.seed, rel) if many else args.seed, lr_size,
-                             args.strength, args.crf, args.max_frames, args.dis_preset, progress=not args.quiet)
-        except (ValueError, OSError, RuntimeError) as e:
+            n = degrade_file(path, dst, args.mode, file_seed(seed, rel) if many else seed, lr_size, args.strength,
+                             args.crf, args.max_frames, args.dis_preset, progress=not args.quiet, max_memory=max_memory)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - one bad file (cv2.error, MemoryError, ...) never stops a folder run
             if not many:
                 raise
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if not isinstance(e, (ValueError, OSError)):
+                msg = f"{type(e).__name__}: {msg}"
             failed.append(rel)
             tqdm.write(f"failed {rel}: {msg}", file=sys.stderr)
             continue
@@ -150,13 +152,25 @@ def cmd_degrade(args) -> int:
     return EXIT_SOME_FAILED if failed else 0
 
 
+def _memory_limit(gib: float | None) -> int | None:
+    import math
+
+    if gib is None:
+        return None
+    if not (math.isfinite(gib) and gib > 0):
+        raise ValueError(f"--max-memory {gib}: expected a positive number of GiB")
+    return int(gib * GiB)
+
+
 def register(subparsers) -> None:
     """Add `degrade` to the `simplegvr` command line."""
+    from .flow_guided import DIS_PRESETS
+
     d = subparsers.add_parser("degrade", help="degraded (LR) copies of videos: flow-guided, classic or both",
                               description=__doc__.split("\n\n")[0])
     d.add_argument("input", metavar="IN", help="a video file (mp4/mkv/webm/mov/avi) or a folder of them")
     d.add_argument("output", metavar="OUT", help="an .mp4 file or a folder (a folder when IN is a folder)")
-    d.add_argument("--mode", choices=MODES, default="flow", help="which degradation (default: flow)")
+    d.add_argument("--mode", choices=MODES, default="flow", help="which degradation (default: flow; none = area resize)")
     d.add_argument("--seed", type=int, default=0, help="random seed; a folder derives one per file from it (default 0)")
     d.add_argument("--lr-size", metavar="WxH", help="output size, e.g. 848x480 (default: the input size)")
     d.add_argument("--strength", type=float, default=1.0,
@@ -164,8 +178,11 @@ def register(subparsers) -> None:
                         "(values above 1 act as 1) (default 1)")
     d.add_argument("--crf", type=int, default=None, help="H.264 quality of the output, 0-51 (default 10)")
     d.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each input")
-    d.add_argument("--dis-preset", default="ultrafast", choices=["ultrafast", "fast", "medium"],
+    d.add_argument("--dis-preset", default="ultrafast", choices=list(DIS_PRESETS),
                    help="OpenCV DIS optical-flow preset for flow-guided (default ultrafast)")
+    d.add_argument("--max-memory", type=float, default=None, metavar="GiB",
+                   help="memory a video may take (default: what the machine has available; frames above 8192x8192 "
+                        "px are refused unless this is given)")
     d.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_degrade)

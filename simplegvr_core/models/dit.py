@@ -61,6 +61,17 @@ def _embed(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return seq(x.to(weight.dtype)).float()
 
 
+FP16_MAX = torch.finfo(torch.float16).max
+
+
+def to_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast a float32 result back to the stream's dtype; fp16 saturates at +-65504 instead of
+    overflowing to inf (large residual activations are the usual fp16 failure of DiTs)."""
+    if dtype == torch.float16 and x.dtype != torch.float16:
+        x = x.clamp(-FP16_MAX, FP16_MAX)
+    return x.to(dtype)
+
+
 def _no_autocast(device_type: str):
     if device_type in ("cuda", "cpu", "xpu", "mps"):
         return torch.autocast(device_type=device_type, enabled=False)
@@ -77,17 +88,20 @@ class WanRMSNorm(nn.Module):
 
     def forward(self, x):
         xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight.to(x.dtype)
 
 
 class WanLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 (affine only where Wan has keys: norm3)."""
+    """LayerNorm computed in float32, affine weights included, whatever the weight dtype (affine only
+    where Wan has keys: norm3)."""
 
     def __init__(self, dim: int, eps: float = 1e-6, elementwise_affine: bool = False):
         super().__init__(dim, eps=eps, elementwise_affine=elementwise_affine)
 
     def forward(self, x):
-        return super().forward(x.float()).type_as(x)
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return to_dtype(F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps), x.dtype)
 
 
 class WanSelfAttention(nn.Module):
@@ -142,12 +156,14 @@ class WanAttentionBlock(nn.Module):
 
     def forward(self, x, e0, context, rope, grid, attn_kwargs):
         # x: [B, L, dim]; e0: [B, 6, dim] float32
+        # Wan's precision: modulation, norms and residual adds in float32, matmuls in the weight dtype.
         e = (self.modulation.float() + e0).chunk(6, dim=1)
-        y = self.self_attn((self.norm1(x).float() * (1 + e[1]) + e[0]).type_as(x), rope, grid, attn_kwargs)
-        x = (x.float() + y.float() * e[2]).type_as(x)
-        x = x + self.cross_attn(self.norm3(x), context)
-        y = self.ffn((self.norm2(x).float() * (1 + e[4]) + e[3]).type_as(x))
-        return (x.float() + y.float() * e[5]).type_as(x)
+        dt = x.dtype
+        y = self.self_attn(to_dtype(self.norm1(x).float() * (1 + e[1]) + e[0], dt), rope, grid, attn_kwargs)
+        x = to_dtype(x.float() + y.float() * e[2], dt)
+        x = to_dtype(x.float() + self.cross_attn(self.norm3(x), context).float(), dt)
+        y = self.ffn(to_dtype(self.norm2(x).float() * (1 + e[4]) + e[3], dt))
+        return to_dtype(x.float() + y.float() * e[5], dt)
 
 
 class Head(nn.Module):
@@ -162,7 +178,7 @@ class Head(nn.Module):
     def forward(self, x, e):
         # e: [B, dim] float32 (the time embedding, not its 6-way projection)
         shift, scale = (self.modulation.float() + e.unsqueeze(1)).chunk(2, dim=1)
-        return self.head((self.norm(x).float() * (1 + scale) + shift).type_as(x))
+        return self.head(to_dtype(self.norm(x).float() * (1 + scale) + shift, x.dtype))
 
 
 class SimpleGVRDiT(nn.Module):

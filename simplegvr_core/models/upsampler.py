@@ -1,6 +1,7 @@
 """Latent upsampler: the condition path of SimpleGVR (paper §4.1; ICLR version's residual design).
 
     c_s = (1 - s) c0 + s eps                                   noise augmentation, before any learning
+                                                               (sampling.add_condition_noise; the input here)
     h   = Res3D_time(Res3D_ch(c_s))       channels C -> hidden, time T -> 1 + 4(T - 1) (causal, as the VAE)
     h   = bilinear(h, target H x W)       any factor, e.g. 60x104 -> 135x240
     h   = Res3D_ch(Res3D_time^-1(h))      time back to T, hidden -> hidden
@@ -116,25 +117,8 @@ def resize_frames(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return y.reshape(b, t, c, *size).permute(0, 2, 1, 3, 4)
 
 
-def add_condition_noise(c0: torch.Tensor, noise_level, generator: torch.Generator | None = None) -> torch.Tensor:
-    """c_s = (1 - s) c0 + s eps, with s a float or a [B] tensor and eps drawn from `generator`."""
-    s = torch.as_tensor(noise_level, dtype=torch.float32, device=c0.device)
-    if s.ndim == 0:
-        s = s.expand(c0.shape[0])
-    if s.shape != (c0.shape[0],):
-        raise ValueError(f"noise_level has shape {tuple(s.shape)}: expected a float or [{c0.shape[0]}]")
-    if s.device.type != "meta":
-        if torch.any((s < 0) | (s > 1)):
-            raise ValueError(f"noise_level must lie in [0, 1], got {s.tolist()}")
-        if torch.all(s == 0):
-            return c0
-    eps = torch.randn(c0.shape, generator=generator, device=c0.device, dtype=torch.float32)
-    s = s.view(-1, *([1] * (c0.ndim - 1)))
-    return ((1 - s) * c0.float() + s * eps).to(c0.dtype)
-
-
 class LatentUpsampler(nn.Module):
-    """Noise-augment a normalised LR latent and bring it to the HR latent size: [B,C,T,H,W] -> [B,C,T,H2,W2]."""
+    """Bring a (noise-augmented) normalised LR latent to the HR latent size: [B,C,T,H,W] -> [B,C,T,H2,W2]."""
 
     def __init__(self, cfg: UpsamplerConfig):
         super().__init__()
@@ -156,19 +140,18 @@ class LatentUpsampler(nn.Module):
             c = blk(c)
         return c
 
-    def forward(self, c0: torch.Tensor, size: tuple[int, int], noise_level=0.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, cs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """cs: the noise-augmented LR latent c_s [B, C, T, H, W]; size: the HR latent (H2, W2)."""
         cfg = self.cfg
-        if not isinstance(c0, torch.Tensor) or c0.ndim != 5 or c0.shape[1] != cfg.channels:
-            raise ValueError(f"c0 has shape {tuple(getattr(c0, 'shape', ()))}: expected [B,{cfg.channels},T,H,W]")
-        if c0.shape[2] < 1:
-            raise ValueError("c0 has 0 latent frames: expected at least 1")
+        if not isinstance(cs, torch.Tensor) or cs.ndim != 5 or cs.shape[1] != cfg.channels:
+            raise ValueError(f"c_s has shape {tuple(getattr(cs, 'shape', ()))}: expected [B,{cfg.channels},T,H,W]")
+        if cs.shape[2] < 1:
+            raise ValueError("c_s has 0 latent frames: expected at least 1")
         if len(size) != 2 or min(int(v) for v in size) < 1:
             raise ValueError(f"size={size}: expected a positive (H, W) in latent pixels")
         size = (int(size[0]), int(size[1]))
-        if c0.device.type != "meta" and not torch.isfinite(c0).all():
-            raise ValueError("c0 contains NaN or Inf")
-        cs = add_condition_noise(c0, noise_level, generator)
+        if cs.device.type != "meta" and not torch.isfinite(cs).all():
+            raise ValueError("c_s contains NaN or Inf")
         base = resize_frames(cs, size)
         if cfg.mode == "interp":
             return base
