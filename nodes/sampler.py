@@ -74,7 +74,7 @@ class SimpleGVRSampler(io.ComfyNode):
         info = glue.condition_from_latent(samples, net, name)
         budget = runtime.memory_budget(model)
         if info is None:
-            lr = glue.read_video_latent(samples, net.latent_format, "auto", "samples")
+            lr = glue.read_video_latent(samples, net.latent_format, "auto", "LR latent")
             size = {"width": glue.DEFAULT_WIDTH, "height": glue.DEFAULT_HEIGHT}
             hr_hw = pipeline.target_size(net, tuple(lr.raw.shape[-2:]), **size)
             log.info("SimpleGVR Sampler: a plain LATENT %s, upsampling it to latent %dx%d with the defaults; %s",

@@ -60,7 +60,7 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, samples, resize_by, width, height, scale, noise_level, seed, latent_scale) -> io.NodeOutput:
         net = runtime.module(model)
-        lr = glue.read_video_latent(samples, net.latent_format, latent_scale, "samples")
+        lr = glue.read_video_latent(samples, net.latent_format, latent_scale, "LR latent")
         size = glue.target_args(resize_by, width, height, scale)
         hr_hw = pipeline.target_size(net, tuple(lr.raw.shape[-2:]), **size)
         runtime.load(model, pipeline.upsampler_memory(net, lr.raw.shape, hr_hw))

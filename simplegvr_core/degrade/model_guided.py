@@ -67,7 +67,7 @@ def sdedit(x0: torch.Tensor, velocity: Callable, context: torch.Tensor | None = 
     `sample_alpha` to know it); α = 0 returns a copy of x0.
     noise: ε (default: standard normal from `generator`). callback: as in sampling.sample_euler.
     """
-    from ..sampling import flow_sigmas, sample_euler
+    from ..sampling import flow_sigmas, noise_latent, sample_euler
 
     if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim != 5:
         raise ValueError(f"x0 is {getattr(x0, 'dtype', type(x0).__name__)} {tuple(getattr(x0, 'shape', ()))}: "
@@ -87,7 +87,7 @@ def sdedit(x0: torch.Tensor, velocity: Callable, context: torch.Tensor | None = 
         return x0.clone()
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32, device="cpu").to(x0.device, x0.dtype)
-    x = (1 - alpha) * x0 + alpha * noise
+    x = noise_latent(x0, noise, alpha)  # x_α = (1 - α) x0 + α ε
     sigmas = flow_sigmas(int(steps), shift=shift, start=alpha).to(x0.device)
 
     def model_fn(x, sigma):  # sampling's convention: sigma [B] in [0, 1] -> the base model's t = 1000σ

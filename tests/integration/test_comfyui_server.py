@@ -9,6 +9,8 @@ the example workflows. SIMPLEGVR_RECORD_OBJECT_INFO=1 rewrites tests/data/simple
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -35,7 +37,7 @@ from safetensors.torch import save_file  # noqa: E402
 from simplegvr_core import SimpleGVR, get_config, load_checkpoint, save_checkpoint  # noqa: E402
 from simplegvr_core.latent_formats import WAN21  # noqa: E402
 from simplegvr_core.latent_io import load_latent, save_latent  # noqa: E402
-from simplegvr_core.pipeline import build_condition, upscale  # noqa: E402
+from simplegvr_core.pipeline import build_condition, sample  # noqa: E402
 
 RECORDED = REPO / "tests" / "data" / "simplegvr_object_info.json"
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -185,8 +187,39 @@ def test_upscale_prompt_saves_the_hr_latent_the_core_pipeline_computes(server):
     m = load_checkpoint(server.base / "models" / "simplegvr" / "tiny.safetensors")
     lr = load_latent(server.base / "input" / "lr_wan21.latent")
     cond = build_condition(m, lr, width=128, height=96, noise_level=0.4, seed=3)
-    ref = upscale(m, condition=cond, steps=3, cfg=3.0, shift=5.0, seed=7)
+    ref = sample(m, cond, steps=3, cfg=3.0, shift=5.0, seed=7)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, tol", [("bf16", 4 * 2**-8), ("fp16", 4 * 2**-11)])
+def test_low_precision_loader_samples_through_the_server(server, dtype, tol):
+    """dtype=auto picks bf16/fp16 on GPUs; before the fix neither sampled (RuntimeError: mixed dtype)."""
+    prompt = upscale_prompt(seed=7, steps=3, cfg=3.0)
+    prompt["2"]["inputs"]["dtype"] = dtype
+    run_ok(server, prompt)
+    out = saved_latent(server, prompt)
+    ref_prompt = upscale_prompt(seed=7, steps=3, cfg=3.0)
+    run_ok(server, ref_prompt)
+    ref = saved_latent(server, ref_prompt)
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    assert float((out - ref).norm() / ref.norm()) < tol
+
+
+def test_the_node_and_the_cli_give_the_same_message_for_a_bad_latent(server, tmp_path):
+    from simplegvr_core.cli import main
+
+    bad = torch.full((1, 16, 2, 4, 4), 1e30)
+    save_latent(bad, server.base / "input" / "huge.latent")
+    err = run_error(server, upscale_prompt(latent="huge.latent"))
+    assert err["node_type"] == "SimpleGVRLatentUpsampler"
+    cli_err = io.StringIO()
+    with contextlib.redirect_stderr(cli_err):
+        rc = main(["upscale", "--checkpoint", str(server.base / "models" / "simplegvr" / "tiny.safetensors"), "--latent",
+                   str(server.base / "input" / "huge.latent"), "--out", str(tmp_path / "o.latent")])
+    assert rc == 2
+    node_msg = err["exception_message"].strip()
+    cli_msg = cli_err.getvalue().strip().removeprefix("simplegvr: error: ")
+    assert node_msg == cli_msg, (node_msg, cli_msg)
 
 
 def test_conditioning_reaches_the_model_and_options_apply(server):
