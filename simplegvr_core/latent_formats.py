@@ -42,6 +42,8 @@ class LatentFormat:
     mean: tuple[float, ...] | None = None  # per-channel (Wan); None for scalar-scaled formats
     std: tuple[float, ...] | None = None
     scale: float = 1.0  # scalar scale (CogVideoX); model = raw * scale
+    family: str = ""  # the VAE whose raw latents these are ("Wan 2.1", "Wan 2.2", "CogVideoX"): one raw space per VAE
+    raw_std: float | None = None  # scalar formats: the typical std of the VAE's raw latents (None: 1/scale)
 
     # --- geometry -------------------------------------------------------------------------
     def latent_frames(self, frames: int) -> int:
@@ -86,6 +88,24 @@ class LatentFormat:
             return x * std + mean
         return x / self.scale
 
+    def raw_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std a raw latent of this VAE has (float64, [C])."""
+        if self.mean is not None:
+            return torch.tensor(self.mean, dtype=torch.float64), torch.tensor(self.std, dtype=torch.float64)
+        std = self.raw_std if self.raw_std is not None else 1.0 / self.scale
+        return torch.zeros(self.channels, dtype=torch.float64), torch.full((self.channels,), std, dtype=torch.float64)
+
+    def model_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the same latent in model space (after `normalise`)."""
+        if self.mean is not None:
+            return torch.zeros(self.channels, dtype=torch.float64), torch.ones(self.channels, dtype=torch.float64)
+        mean, std = self.raw_stats()
+        return mean * self.scale, std * self.scale
+
+    def describe(self) -> str:
+        """'wan21 (Wan 2.1 VAE: 16 channels, /8)' for messages."""
+        return f"'{self.name}' ({self.family} VAE: {self.channels} channels, /{self.spatial_ratio} spatial)"
+
     def check_channels(self, x: torch.Tensor, what: str = "latent") -> None:
         if x.ndim < 2 or x.shape[1] != self.channels:
             raise ValueError(
@@ -94,10 +114,16 @@ class LatentFormat:
             )
 
 
-WAN21 = LatentFormat("wan21", 16, 8, 4, _WAN21_MEAN, _WAN21_STD)
-WAN22 = LatentFormat("wan22", 48, 16, 4, _WAN22_MEAN, _WAN22_STD)
-COGVIDEOX_2B = LatentFormat("cogvideox_2b", 16, 8, 4, scale=1.15258426)
-COGVIDEOX_5B = LatentFormat("cogvideox_5b", 16, 8, 4, scale=0.7)  # also CogVideoX 1.5
+# CogVideoX 2b and 5b (and 1.5) share one VAE (THUDM/CogVideoX-*/vae differ only in `scaling_factor`), so their raw
+# latents are one space; only the scale the T2V model works in differs. The maintainers chose 1/1.15258426 as the
+# VAE latents' std ("scale_factor ... is 1/std"; the 5b's 0.7 was then picked empirically: zai-org/CogVideo#190).
+_COGVIDEOX_RAW_STD = 1.0 / 1.15258426
+
+WAN21 = LatentFormat("wan21", 16, 8, 4, _WAN21_MEAN, _WAN21_STD, family="Wan 2.1")
+WAN22 = LatentFormat("wan22", 48, 16, 4, _WAN22_MEAN, _WAN22_STD, family="Wan 2.2")
+COGVIDEOX_2B = LatentFormat("cogvideox_2b", 16, 8, 4, scale=1.15258426, family="CogVideoX", raw_std=_COGVIDEOX_RAW_STD)
+COGVIDEOX_5B = LatentFormat("cogvideox_5b", 16, 8, 4, scale=0.7, family="CogVideoX",  # also CogVideoX 1.5
+                            raw_std=_COGVIDEOX_RAW_STD)
 
 FORMATS: dict[str, LatentFormat] = {f.name: f for f in (WAN21, WAN22, COGVIDEOX_2B, COGVIDEOX_5B)}
 
@@ -160,28 +186,43 @@ def from_bcthw(x: torch.Tensor, layout: str) -> torch.Tensor:
 LATENT_SCALES = ("raw", "normalised")
 
 
+def _stats_of(x: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    v = x.detach().to("cpu", torch.float64).transpose(0, 1).reshape(channels, -1)
+    return v.mean(1), v.std(1, unbiased=False).clamp_min(1e-3)
+
+
+def _distance(m: torch.Tensor, s: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> float:
+    return float((((m - mean) / std) ** 2 + torch.log(s / std) ** 2).mean())
+
+
 def latent_scale_distances(x: torch.Tensor, fmt: str | LatentFormat) -> dict[str, float]:
     """How far the per-channel statistics of `x` [B,C,T,H,W] lie from a raw and from a normalised latent.
 
     Each distance is the mean over channels of z_mean^2 + log(std_ratio)^2 against the statistics that
-    scale implies: raw Wan latents have per-channel means/stds near the VAE's `mean`/`std`, normalised
-    ones near 0/1; raw CogVideoX latents have a std near 1/scale, scaled ones near 1.
+    scale implies (`raw_stats` / `model_stats`): raw Wan latents have per-channel means/stds near the VAE's
+    `mean`/`std`, normalised ones near 0/1; raw CogVideoX latents have mean 0 and the VAE's std (1/1.1526),
+    scaled ones that times the model's scale (2b: 1, 5b: 0.61).
     """
     fmt = get_format(fmt)
     x, _ = to_bcthw(x, fmt.channels, "latent")
     if not x.is_floating_point() or x.numel() == 0:
         raise ValueError(f"latent of shape {tuple(x.shape)} and dtype {x.dtype}: expected a non-empty floating-point tensor")
-    v = x.detach().to("cpu", torch.float64).transpose(0, 1).reshape(fmt.channels, -1)
-    m, s = v.mean(1), v.std(1, unbiased=False).clamp_min(1e-3)
-    if fmt.mean is not None:
-        mu, sd = torch.tensor(fmt.mean, dtype=torch.float64), torch.tensor(fmt.std, dtype=torch.float64)
-    else:
-        mu, sd = torch.zeros(fmt.channels, dtype=torch.float64), torch.full((fmt.channels,), 1.0 / fmt.scale, dtype=torch.float64)
+    m, s = _stats_of(x, fmt.channels)
+    return {"raw": _distance(m, s, *fmt.raw_stats()), "normalised": _distance(m, s, *fmt.model_stats())}
 
-    def dist(mean, std):
-        return float((((m - mean) / std) ** 2 + torch.log(s / std) ** 2).mean())
 
-    return {"raw": dist(mu, sd), "normalised": dist(torch.zeros_like(m), torch.ones_like(s))}
+def other_family_distances(x: torch.Tensor, fmt: str | LatentFormat) -> dict[str, float]:
+    """Distance of `x` (as `latent_scale_distances`) to a raw latent of every *other* VAE with fmt's channel
+    count, keyed by family ({'CogVideoX': ...} for a Wan 2.1 format). Normalised latents of all these look
+    alike (mean 0, std ~1), so only raw ones - what core samplers hand on - can tell the VAE."""
+    fmt = get_format(fmt)
+    x, _ = to_bcthw(x, fmt.channels, "latent")
+    m, s = _stats_of(x, fmt.channels)
+    out = {}
+    for g in FORMATS.values():
+        if g.channels == fmt.channels and g.family != fmt.family and g.family not in out:
+            out[g.family] = _distance(m, s, *g.raw_stats())
+    return out
 
 
 def detect_latent_scale(x: torch.Tensor, fmt: str | LatentFormat) -> str:
@@ -211,6 +252,24 @@ def _channel_hint(channels: int) -> str:
     except ValueError:
         return ""
     return f" (a {' / '.join(names)} latent?)"
+
+
+def _refuse_other_family(x: torch.Tensor, fmt: LatentFormat, own: dict[str, float], what: str, shape) -> None:
+    """latent_scale=auto: a latent whose statistics fit a raw latent of another VAE with the same channel count (a
+    CogVideoX latent into a Wan 2.1 checkpoint, or the reverse) better than either scale of `fmt` is refused, naming
+    both. Only 'auto' decides from statistics; an explicit latent_scale is the user's word for it."""
+    others = other_family_distances(x, fmt)
+    if not others:
+        return
+    family, d_other = min(others.items(), key=lambda kv: kv[1])
+    if d_other >= min(own.values()):
+        return
+    names = " / ".join(f"'{g.name}'" for g in FORMATS.values() if g.family == family)
+    raise ValueError(
+        f"{what} of shape {shape} looks like a raw {family} latent (distance of its channel statistics {d_other:.3f}; to a "
+        f"raw '{fmt.name}' latent {own['raw']:.3f}, to a normalised one {own['normalised']:.3f}), but the SimpleGVR model "
+        f"works in {fmt.describe()} latents: use a checkpoint trained for {names} latents, or set latent_scale to 'raw' "
+        f"or 'normalised' if this is a {fmt.family} latent after all")
 
 
 def read_latent(x, fmt: str | LatentFormat, latent_scale: str = "raw", what: str = "latent") -> VideoLatent:
@@ -252,6 +311,7 @@ def read_latent(x, fmt: str | LatentFormat, latent_scale: str = "raw", what: str
     if latent_scale == "auto":
         d = latent_scale_distances(x, fmt)
         scale = "raw" if d["raw"] <= d["normalised"] else "normalised"
+        _refuse_other_family(x, fmt, d, what, shape)
         note += (f"; latent_scale=auto chose '{scale}' (distance of the channel statistics to a raw {fmt.name} latent "
                  f"{d['raw']:.3f}, to a normalised one {d['normalised']:.3f})")
     else:

@@ -106,10 +106,13 @@ def test_detect_latent_scale_accepts_wrapper_layout_and_cogvideox_scale():
 
     raw = _raw_like(WAN21)
     assert detect_latent_scale(raw.permute(0, 2, 1, 3, 4), WAN21) == "raw"  # [B,T,C,H,W]
+    # CogVideoX 2b and 5b share one VAE: raw latents have its std (1/1.1526) for both; the 5b works in 0.7 x that
     g = torch.Generator().manual_seed(0)
-    model_space = torch.randn(1, 16, 5, 12, 16, generator=g)
-    assert detect_latent_scale(COGVIDEOX_5B.denormalise(model_space), COGVIDEOX_5B) == "raw"  # std 1/0.7
-    assert detect_latent_scale(model_space, "cogvideox_5b") == "normalised"
+    raw_cog = torch.randn(1, 16, 5, 12, 16, generator=g) * COGVIDEOX_5B.raw_std
+    assert detect_latent_scale(raw_cog, COGVIDEOX_5B) == "raw"
+    assert detect_latent_scale(COGVIDEOX_5B.normalise(raw_cog), "cogvideox_5b") == "normalised"  # std 0.61
+    assert detect_latent_scale(raw_cog, COGVIDEOX_2B) == "raw"
+    assert detect_latent_scale(COGVIDEOX_2B.normalise(raw_cog), COGVIDEOX_2B) == "normalised"  # std 1
 
 
 def test_detect_latent_scale_errors_name_the_problem():
@@ -121,3 +124,65 @@ def test_detect_latent_scale_errors_name_the_problem():
         detect_latent_scale(torch.zeros(1, 48, 2, 8, 8), WAN21)
     with pytest.raises(ValueError, match="floating-point"):
         detect_latent_scale(torch.zeros(1, 16, 2, 8, 8, dtype=torch.int64), WAN21)
+
+
+# --- which VAE made it: CogVideoX and Wan 2.1 latents both have 16 channels --------------------------
+def _cogvideox_raw(shape=(1, 16, 5, 12, 16), seed=0):
+    """A raw CogVideoX latent as ComfyUI's CogVideoX KSampler / VAE Encode hand it on: [B,C,T,H,W], the VAE's scale."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * COGVIDEOX_2B.raw_std
+
+
+@pytest.mark.parametrize("fmt", [COGVIDEOX_2B, COGVIDEOX_5B])
+def test_a_core_cogvideox_latent_is_read_raw_by_a_cogvideox_model(fmt):
+    from simplegvr_core.latent_formats import read_latent
+
+    x = _cogvideox_raw()
+    lr = read_latent(x, fmt, "auto")
+    assert (lr.layout, lr.scale) == ("BCTHW", "raw") and torch.equal(lr.raw, x)
+    wrapped = read_latent(fmt.normalise(x).permute(0, 2, 1, 3, 4), fmt, "auto")  # a wrapper's [B,T,C,H,W], scaled
+    assert (wrapped.layout, wrapped.scale) == ("BTCHW", "normalised")
+    torch.testing.assert_close(wrapped.raw, x)
+    torch.testing.assert_close(fmt.normalise(lr.raw), x * fmt.scale)  # the model space the T2V model itself uses
+
+
+def test_a_cogvideox_latent_into_a_wan21_model_is_named_in_the_error():
+    from simplegvr_core.latent_formats import read_latent
+
+    with pytest.raises(ValueError) as e:
+        read_latent(_cogvideox_raw(), WAN21, "auto", "LR latent")
+    msg = str(e.value)
+    assert msg.startswith("LR latent of shape (1, 16, 5, 12, 16) looks like a raw CogVideoX latent")
+    assert "'wan21' (Wan 2.1 VAE: 16 channels, /8 spatial) latents" in msg
+    assert "trained for 'cogvideox_2b' / 'cogvideox_5b' latents" in msg and "set latent_scale" in msg
+    # the user's word wins: an explicit scale is not second-guessed
+    assert read_latent(_cogvideox_raw(), WAN21, "raw").scale == "raw"
+
+
+@pytest.mark.parametrize("fmt", [COGVIDEOX_2B, COGVIDEOX_5B])
+def test_a_wan21_latent_into_a_cogvideox_model_is_named_in_the_error(fmt):
+    from simplegvr_core.latent_formats import read_latent
+
+    with pytest.raises(ValueError, match=rf"looks like a raw Wan 2\.1 latent .* works in '{fmt.name}' \(CogVideoX VAE"
+                                         r".* trained for 'wan21' latents"):
+        read_latent(_raw_like(WAN21), fmt, "auto")
+
+
+def test_normalised_wan21_latents_are_still_wan21_not_cogvideox():
+    from simplegvr_core.latent_formats import other_family_distances, read_latent
+
+    x = WAN21.normalise(_raw_like(WAN21, seed=4))  # kijai's WanVideoWrapper hands model-space latents
+    lr = read_latent(x, WAN21, "auto")
+    assert lr.scale == "normalised"
+    d = other_family_distances(x, WAN21)
+    assert set(d) == {"CogVideoX"} and d["CogVideoX"] > 0.01  # close (std 1 vs 0.87), but farther than normalised Wan
+
+
+def test_channel_count_mismatches_name_the_candidate_formats():
+    from simplegvr_core.latent_formats import read_latent
+
+    with pytest.raises(ValueError, match=r"48 channels \(a wan22 latent\?\).*'wan21' latents with 16 channels"):
+        read_latent(torch.zeros(1, 48, 2, 4, 4), WAN21)
+    with pytest.raises(ValueError, match=r"16 channels \(a wan21 / cogvideox_2b / cogvideox_5b latent\?\).*'wan22'"):
+        read_latent(torch.zeros(1, 16, 2, 4, 4), WAN22)
+    assert WAN22.describe() == "'wan22' (Wan 2.2 VAE: 48 channels, /16 spatial)"
+    assert COGVIDEOX_5B.family == COGVIDEOX_2B.family == "CogVideoX" and COGVIDEOX_5B.raw_stats()[1][0] == COGVIDEOX_2B.raw_std
