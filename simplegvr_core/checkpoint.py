@@ -1,4 +1,4 @@
-"""SimpleGVR checkpoints (one safetensors file) and the import of Wan 2.1 T2V weights.
+"""SimpleGVR checkpoints (one safetensors file) and the import of Wan 2.1 / 2.2 T2V weights.
 
 A checkpoint holds `dit.*` and `upsampler.*` tensors; its metadata holds
 `{"format": "simplegvr", "version": "1", "config": <SimpleGVRConfig JSON>, "latent_format": name}`.
@@ -16,10 +16,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import DiTConfig, SimpleGVRConfig, UpsamplerConfig
+from .config import DiTConfig, SimpleGVRConfig, UpsamplerConfig, get_config
 from .files import atomic_write
 from .latent_formats import get_format
 from .model import SimpleGVR
+from .models import LatentUpsampler
 
 FORMAT_NAME = "simplegvr"
 FORMAT_VERSION = "1"
@@ -211,47 +212,88 @@ def infer_wan_dit_config(sd: dict[str, torch.Tensor], num_heads: int | None = No
     )
 
 
-def import_wan(sd_or_path, *, upsampler: str = "learned", num_heads: int | None = None,
-               latent_format: str | None = None, attention: str = "full", upsampler_hidden: int = 128,
+def import_wan(sd_or_path, *, config=None, upsampler: str | None = None, num_heads: int | None = None,
+               latent_format: str | None = None, attention: str | None = None, upsampler_hidden: int = 128,
                seed: int = 0) -> SimpleGVR:
-    """Build a SimpleGVR from a Wan 2.1 T2V transformer (original, ComfyUI or diffusers keys).
+    """Build a SimpleGVR from a Wan 2.1 / 2.2 T2V transformer (original, ComfyUI or diffusers keys).
 
-    `patch_embedding` is widened with zeros for the condition channels and the noise-level embedding's
-    last projection is zero, so the returned DiT outputs exactly what the T2V model outputs, for any
-    condition. New weights (upsampler, first noise-level layer) are drawn from `seed`.
+    `config` (a named config such as 'wan2.2-ti2v-5b' or 'cogvideox-1.3b', a dict or a SimpleGVRConfig) is the
+    target: the weights must have its DiT's shape, and it sets the latent format, text length and upsampler. Without
+    it everything is inferred from the shapes (latent format from the channel count: 16 -> wan21, 48 -> wan22).
+    `patch_embedding` is widened with zeros for the condition channels and the noise-level embedding's last
+    projection is zero, so the returned DiT outputs exactly what the T2V model outputs, for any condition. New
+    weights (upsampler, first noise-level layer) are drawn from `seed`.
     """
     if isinstance(sd_or_path, (str, os.PathLike)):
         sd, _ = read_safetensors(sd_or_path)
-    else:
-        sd = dict(sd_or_path)
+    else:  # the model takes the tensors over: copy the caller's, so training it leaves them alone
+        sd = {k: v.clone() for k, v in dict(sd_or_path).items()}
     sd, _source = wan_state_dict_to_original(sd)
-    base = infer_wan_dit_config(sd, num_heads)
-    fmt = get_format(latent_format) if latent_format else {16: get_format("wan21"), 48: get_format("wan22")}.get(base.out_dim)
-    if fmt is None:
-        raise ValueError(f"Wan model has {base.out_dim} latent channels: pass latent_format explicitly")
-    dit_cfg = DiTConfig(**{**base.__dict__, "in_dim": 2 * base.out_dim, "attention": attention})
-    cfg = SimpleGVRConfig(name="wan-import", latent_format=fmt.name, dit=dit_cfg,
-                          upsampler=UpsamplerConfig(mode=upsampler, channels=base.out_dim, hidden=upsampler_hidden))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    if config is not None:
+        cfg = _import_target(get_config(config), sd, num_heads, latent_format, upsampler, attention)
+        base_in = cfg.dit.out_dim
+    else:
+        base = infer_wan_dit_config(sd, num_heads)
+        base_in = base.in_dim
+        fmt = get_format(latent_format) if latent_format else {16: get_format("wan21"), 48: get_format("wan22")}.get(base.out_dim)
+        if fmt is None:
+            raise ValueError(f"Wan model has {base.out_dim} latent channels: pass latent_format explicitly")
+        dit_cfg = DiTConfig(**{**base.__dict__, "in_dim": 2 * base.out_dim, "attention": attention or "full"})
+        cfg = SimpleGVRConfig(name="wan-import", latent_format=fmt.name, dit=dit_cfg,
+                              upsampler=UpsamplerConfig(mode=upsampler or "learned", channels=base.out_dim,
+                                                        hidden=upsampler_hidden))
+    # The DiT is built on `meta` and takes the Wan tensors as they are (a 5B import needs no random 5B model first);
+    # only the new weights - upsampler, noise-level embedding - are made for real, from `seed`.
+    with torch.device("meta"):
         model = SimpleGVR(cfg)
     target = model.dit.state_dict()
     pe = sd["patch_embedding.weight"]
-    wide = torch.zeros(target["patch_embedding.weight"].shape, dtype=pe.dtype)
-    wide[:, : base.in_dim] = pe
+    dtype = pe.dtype if pe.is_floating_point() else torch.float32
+    wide = torch.zeros(target["patch_embedding.weight"].shape, dtype=dtype)
+    wide[:, :base_in] = pe
     sd = {**sd, "patch_embedding.weight": wide}
     wan_keys = {k for k in target if not k.startswith("noise_level_embedding.")}
     missing = sorted(wan_keys - set(sd))
     extra = sorted(set(sd) - wan_keys)
     if missing or extra:
-        raise ValueError(f"Wan state dict does not match a Wan 2.1 T2V transformer: missing {missing[:5]}, unexpected {extra[:5]}")
+        raise ValueError(f"Wan state dict does not match a Wan T2V transformer: missing {missing[:5]}, unexpected {extra[:5]}")
     for k in wan_keys:
         if tuple(sd[k].shape) != tuple(target[k].shape):
             raise ValueError(f"Wan tensor {k} has shape {tuple(sd[k].shape)}, expected {tuple(target[k].shape)}")
-    dtype = pe.dtype if pe.is_floating_point() else torch.float32
-    model = model.to(dtype)
-    model.dit.load_state_dict({k: sd[k].to(dtype) for k in wan_keys}, strict=False)
+    model.dit.load_state_dict({k: sd[k].to(dtype) for k in wan_keys}, strict=False, assign=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.upsampler = LatentUpsampler(cfg.upsampler).to(dtype)
+        if cfg.dit.noise_level_embed:
+            model.dit.noise_level_embedding.to_empty(device="cpu")
+            model.dit.init_noise_level_embedding()
+            model.dit.noise_level_embedding.to(dtype)
     return model
+
+
+_SHAPE_FIELDS = ("dim", "ffn_dim", "num_layers", "out_dim", "patch_size", "freq_dim", "text_dim", "qk_norm",
+                 "cross_attn_norm")
+
+
+def _import_target(target: SimpleGVRConfig, sd: dict, num_heads: int | None, latent_format: str | None,
+                   upsampler: str | None, attention: str | None) -> SimpleGVRConfig:
+    """The named config an import fills, after checking that the Wan weights have its DiT's shape."""
+    base = infer_wan_dit_config(sd, num_heads or target.dit.num_heads)
+    wrong = [f"{k}={getattr(base, k)!r} (config: {getattr(target.dit, k)!r})" for k in _SHAPE_FIELDS
+             if getattr(base, k) != getattr(target.dit, k)]
+    if base.num_heads != target.dit.num_heads:
+        wrong.append(f"num_heads={base.num_heads} (config: {target.dit.num_heads})")
+    if wrong:
+        raise ValueError(f"the Wan weights do not have the shape of config '{target.name}': {', '.join(wrong)}")
+    if latent_format is not None and get_format(latent_format).name != target.latent_format:
+        raise ValueError(f"latent_format {latent_format!r} disagrees with config '{target.name}' "
+                         f"({target.latent_format!r}): leave it out, the config sets it")
+    d = target.to_dict()
+    if upsampler is not None:
+        d["upsampler"]["mode"] = upsampler
+    if attention is not None:
+        d["dit"]["attention"] = attention
+    return SimpleGVRConfig.from_dict(d)
 
 
 def import_wan_t2v(sd_or_path, num_heads: int | None = None) -> torch.nn.Module:

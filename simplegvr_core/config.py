@@ -1,6 +1,7 @@
 """Model configs as dataclasses (serialised into every checkpoint) and the named configs.
 
-`tiny` is for tests (< 1M parameters); `wan2.1-1.3b` is Wan2.1-T2V-1.3B widened for the condition.
+`tiny` (and `tiny-wan22`, `tiny-cogvideox`) are for tests (< 1M parameters); `wan2.1-1.3b` is Wan2.1-T2V-1.3B and
+`wan2.2-ti2v-5b` Wan2.2-TI2V-5B widened for the condition; `cogvideox-1.3b` works in CogVideoX latents with T5 text.
 """
 
 from __future__ import annotations
@@ -187,12 +188,13 @@ def _build(cls, d: dict[str, Any], what: str):
     return cls(**d)
 
 
-def _tiny() -> SimpleGVRConfig:
+def _tiny(latent_format: str = "wan21", text_len: int = 512, name: str = "tiny") -> SimpleGVRConfig:
+    channels = get_format(latent_format).channels
     return SimpleGVRConfig(
-        name="tiny",
-        dit=DiTConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, freq_dim=32, text_dim=32,
-                      unit_frames=2, sparse_block=(2, 2)),
-        upsampler=UpsamplerConfig(hidden=16),
+        name=name, latent_format=latent_format,
+        dit=DiTConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=2 * channels, out_dim=channels, freq_dim=32,
+                      text_dim=32, text_len=text_len, unit_frames=2, sparse_block=(2, 2)),
+        upsampler=UpsamplerConfig(channels=channels, hidden=16),
     )
 
 
@@ -201,7 +203,34 @@ def _wan13b() -> SimpleGVRConfig:
                            upsampler=UpsamplerConfig(hidden=128))
 
 
-NAMED_CONFIGS = {"tiny": _tiny, "wan2.1-1.3b": _wan13b}
+def _wan22_5b() -> SimpleGVRConfig:
+    """Wan2.2-TI2V-5B (Wan-Video/Wan2.2 wan/configs/wan_ti2v_5B.py and its config.json: dim 3072, ffn 14336, 24 heads,
+    30 layers, 48 latent channels, the /16 Wan 2.2 VAE) widened for the condition, used as text-to-video only."""
+    return SimpleGVRConfig(name="wan2.2-ti2v-5b", latent_format="wan22",
+                           dit=DiTConfig(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=96, out_dim=48,
+                                         attention="temporal_units"),
+                           upsampler=UpsamplerConfig(channels=48, hidden=128))
+
+
+def _cogvideox_13b() -> SimpleGVRConfig:
+    """A SimpleGVR for CogVideoX latents (16 channels, /8, scale 1.15258426: unit variance, the scale of the one VAE
+    CogVideoX 2b and 5b share) with T5-XXL text (4096 wide, 226 tokens, as CogVideoX pads it). The DiT has Wan 2.1
+    1.3B's shape, so it can start from those weights (`import-wan --config cogvideox-1.3b`)."""
+    return SimpleGVRConfig(name="cogvideox-1.3b", latent_format="cogvideox_2b",
+                           dit=DiTConfig(text_len=COGVIDEOX_TEXT_LEN, attention="temporal_units"),
+                           upsampler=UpsamplerConfig(channels=16, hidden=128))
+
+
+COGVIDEOX_TEXT_LEN = 226  # CogVideoX's max_text_seq_length: T5 prompts padded to 226 tokens (diffusers, SAT, ComfyUI)
+
+NAMED_CONFIGS = {
+    "tiny": _tiny,
+    "tiny-wan22": lambda: _tiny("wan22", name="tiny-wan22"),
+    "tiny-cogvideox": lambda: _tiny("cogvideox_2b", COGVIDEOX_TEXT_LEN, name="tiny-cogvideox"),
+    "wan2.1-1.3b": _wan13b,
+    "wan2.2-ti2v-5b": _wan22_5b,
+    "cogvideox-1.3b": _cogvideox_13b,
+}
 
 
 def get_config(spec: str | dict | SimpleGVRConfig) -> SimpleGVRConfig:

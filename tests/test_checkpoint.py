@@ -5,7 +5,7 @@ import torch
 from helpers import randomize_
 from safetensors.torch import load_file, save_file
 
-from simplegvr_core import SimpleGVR, import_wan, load_checkpoint, save_checkpoint
+from simplegvr_core import SimpleGVR, get_config, import_wan, load_checkpoint, save_checkpoint
 from simplegvr_core.checkpoint import import_wan_t2v
 
 diffusers = pytest.importorskip("diffusers")
@@ -172,3 +172,89 @@ def test_plain_t2v_import_matches_diffusers():
     with torch.no_grad():
         expected = ref(z, torch.tensor([400.0]), ctx, return_dict=False)[0]
         torch.testing.assert_close(dit(z, None, torch.tensor([400.0]), ctx), expected, rtol=1e-4, atol=1e-4)
+
+
+# --- Wan 2.2 TI2V-5B: 48 channels, the same key format -------------------------------------------
+def reference_wan22(seed=0):
+    """A tiny diffusers WanTransformer3DModel with Wan 2.2 TI2V's 48 latent channels (tiny-wan22's shape)."""
+    torch.manual_seed(seed)
+    ref = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=48, out_channels=48,
+        text_dim=32, freq_dim=32, ffn_dim=128, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+    ).eval()
+    return randomize_(ref, seed, std=0.2)
+
+
+@pytest.mark.parametrize("key_format", ["diffusers", "wan", "comfyui"])
+@pytest.mark.parametrize("config", [None, "tiny-wan22"])
+def test_wan22_import_equals_the_t2v_model_at_step_0(key_format, config, tmp_path):
+    ref = reference_wan22()
+    sd = ref.state_dict()
+    if key_format == "wan":
+        sd = diffusers_to_wan_names(sd)
+    elif key_format == "comfyui":
+        sd = {f"model.diffusion_model.{k}": v for k, v in diffusers_to_wan_names(sd).items()}
+    path = tmp_path / "wan22.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    model = import_wan(path, num_heads=None if config else 4, config=config).eval()
+    assert model.config.latent_format == "wan22" and model.latent_format.spatial_ratio == 16
+    assert model.config.name == (config or "wan-import")
+    assert model.config.dit.in_dim == 96 and model.config.upsampler.channels == 48
+    assert torch.equal(model.dit.patch_embedding.weight[:, 48:], torch.zeros(64, 48, 1, 2, 2))
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 48, 3, 6, 8, generator=g)
+    ctx = torch.randn(2, 7, 32, generator=g)
+    t = torch.tensor([999.0, 250.0])
+    with torch.no_grad():
+        expected = ref(z, t, ctx, return_dict=False)[0]  # T2V: one timestep for every token (no first-frame image)
+        for s in (0.0, 0.45):
+            cond = torch.randn(z.shape, generator=g) * 3
+            got = model.dit(z, cond, t, ctx, s)
+            err = (got - expected).abs().max() / expected.abs().max()
+            assert err < 1e-4, f"relative max error {err:.2e}"
+    saved = load_checkpoint(save_checkpoint(model, tmp_path / "gvr.safetensors"))
+    assert saved.config == model.config
+
+
+def test_import_into_a_named_config_checks_the_shape_and_keeps_the_config():
+    sd = reference_wan22().state_dict()
+    with pytest.raises(ValueError, match=r"do not have the shape of config 'tiny': out_dim=48 \(config: 16\)"):
+        import_wan(sd, config="tiny")
+    with pytest.raises(ValueError, match="latent_format 'wan21' disagrees with config 'tiny-wan22'"):
+        import_wan(sd, config="tiny-wan22", latent_format="wan21")
+    m = import_wan(sd, config="tiny-wan22", upsampler="interp", attention="sparse_local")
+    assert (m.config.upsampler.mode, m.config.dit.attention, m.config.dit.text_len) == ("interp", "sparse_local", 512)
+    assert all(p.device.type == "cpu" for p in m.parameters())  # nothing left on meta
+    assert torch.equal(m.dit.noise_level_embedding[2].weight, torch.zeros_like(m.dit.noise_level_embedding[2].weight))
+    assert torch.equal(m.dit.blocks[0].ffn[0].weight, sd["blocks.0.ffn.net.0.proj.weight"])
+    m.dit.blocks[0].ffn[0].weight.data.add_(1.0)  # training the import leaves the caller's tensors alone
+    assert not torch.equal(m.dit.blocks[0].ffn[0].weight, sd["blocks.0.ffn.net.0.proj.weight"])
+    a, b, c = (import_wan(sd, config="tiny-wan22", seed=s).upsampler.state_dict() for s in (0, 0, 1))
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)  # new weights: seeded
+
+
+def test_a_cogvideox_config_starts_from_wan21_weights():
+    sd = diffusers_to_wan_names(reference_wan(seed=5).state_dict())
+    target = get_config("tiny-cogvideox").to_dict()
+    target["dit"].update(dim=24, num_heads=2, ffn_dim=48, freq_dim=16)  # reference_wan's tiny shape
+    m = import_wan(sd, config=target)
+    assert (m.config.latent_format, m.config.dit.text_len) == ("cogvideox_2b", 226)
+    assert torch.equal(m.dit.patch_embedding.weight[:, :16], sd["patch_embedding.weight"])
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("wan2.2-ti2v-5b", dict(num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48, ffn_dim=14336)),
+    ("cogvideox-1.3b", dict(num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16, ffn_dim=8960)),
+])
+def test_released_wan_shapes_fit_the_named_configs(name, kwargs):
+    """The real-size weights' shapes (diffusers' released configs, on meta) are what the named config expects."""
+    from simplegvr_core.checkpoint import _SHAPE_FIELDS, infer_wan_dit_config, wan_state_dict_to_original
+
+    with torch.device("meta"):
+        ref = diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), text_dim=4096, freq_dim=256, num_layers=30,
+                                              cross_attn_norm=True, qk_norm="rms_norm_across_heads", **kwargs)
+    sd, source = wan_state_dict_to_original(ref.state_dict())
+    base = infer_wan_dit_config(sd)  # heads from the released sizes
+    cfg = get_config(name).dit
+    assert source == "diffusers"
+    assert all(getattr(base, k) == getattr(cfg, k) for k in _SHAPE_FIELDS) and base.num_heads == cfg.num_heads

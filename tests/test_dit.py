@@ -215,3 +215,60 @@ def test_wan13b_forward_shapes_and_dtype_on_meta_at_1080p():
     for mode in ("temporal_units", "sparse_local"):
         v = m.dit(x, c, torch.empty(1, device="meta"), ctx, 0.4, attention=mode)
         assert v.shape == x.shape and v.dtype == torch.bfloat16
+
+
+# --- the other families' real-size configs, on meta ---------------------------------------------------
+def test_wan22_ti2v_5b_on_meta_parameter_count():
+    m = SimpleGVR.from_config("wan2.2-ti2v-5b", device="meta")
+    n = m.num_parameters()
+    wan = 4_999_787_712  # Wan2.2-TI2V-5B, counted on meta from Wan-Video/Wan2.2's WanModel and diffusers alike
+    widened = 48 * 3072 * 1 * 2 * 2  # patch_embedding gains 48 condition channels
+    noise_embed = 256 * 3072 + 3072 + 3072 * 3072 + 3072
+    assert n["dit"] == wan + widened + noise_embed
+    assert abs(n["total"] - n["dit"]) / n["dit"] < 0.002  # the upsampler is small beside it
+    cfg = m.config
+    assert (cfg.dit.dim, cfg.dit.ffn_dim, cfg.dit.num_heads, cfg.dit.num_layers, cfg.dit.head_dim) == (3072, 14336, 24, 30, 128)
+    assert (cfg.latent_format, cfg.upsampler.channels, cfg.dit.text_dim, cfg.dit.text_len) == ("wan22", 48, 4096, 512)
+    assert m.latent_format.spatial_ratio == 16
+    assert m.dit.patch_embedding.weight.shape == (3072, 96, 1, 2, 2)
+    assert m.dit.head.head.weight.shape == (192, 3072)  # 4 x 48, as the released head
+    assert len(m.dit.state_dict()) == 825 + 4  # the same 825 Wan keys as 1.3B + the noise-level embedding
+
+
+def test_wan22_ti2v_5b_count_equals_diffusers_released_5b_config():
+    diffusers = pytest.importorskip("diffusers")
+    with torch.device("meta"):  # diffusers' Wan-AI/Wan2.2-TI2V-5B-Diffusers transformer config
+        ref = diffusers.WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48,
+            text_dim=4096, freq_dim=256, ffn_dim=14336, num_layers=30, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6)
+    ours = SimpleGVR.from_config("wan2.2-ti2v-5b", device="meta").dit
+    extra = sum(p.numel() for k, p in ours.named_parameters() if k.startswith("noise_level_embedding."))
+    assert sum(p.numel() for p in ref.parameters()) == 4_999_787_712
+    assert sum(p.numel() for p in ours.parameters()) - extra - 48 * 3072 * 4 == 4_999_787_712
+
+
+def test_cogvideox_config_on_meta_has_wan13b_shape_and_cogvideox_latents_and_text():
+    m = SimpleGVR.from_config("cogvideox-1.3b", device="meta")
+    wan13 = SimpleGVR.from_config("wan2.1-1.3b", device="meta")
+    assert m.num_parameters() == wan13.num_parameters()  # initialisable from Wan2.1-T2V-1.3B (its in_dim is 16 too)
+    assert {k: v.shape for k, v in m.state_dict().items()} == {k: v.shape for k, v in wan13.state_dict().items()}
+    fmt = m.latent_format
+    assert (fmt.family, fmt.channels, fmt.spatial_ratio, fmt.scale) == ("CogVideoX", 16, 8, 1.15258426)
+    assert (m.config.dit.text_dim, m.config.dit.text_len) == (4096, 226)  # T5-XXL, CogVideoX's max_text_seq_length
+
+
+@pytest.mark.parametrize("name, lr_hw, hr_px", [("wan2.2-ti2v-5b", (44, 80), (1080, 1920)),  # 1280x704 -> 1080p
+                                                 ("cogvideox-1.3b", (60, 90), (1080, 1620))])  # 720x480 -> 1080p
+def test_family_configs_run_their_native_lr_to_1080p_on_meta(name, lr_hw, hr_px):
+    from simplegvr_core.pipeline import target_size
+
+    m = SimpleGVR.from_config(name, device="meta", dtype=torch.bfloat16)
+    fmt = m.latent_format
+    size = target_size(m, lr_hw, width=hr_px[1], height=hr_px[0])
+    assert size == fmt.latent_size(*hr_px)
+    c = m.upsampler(torch.empty(1, fmt.channels, 13, *lr_hw, device="meta", dtype=torch.bfloat16), size=size)
+    assert c.shape == (1, fmt.channels, 13, *size)
+    ctx = torch.empty(1, m.config.dit.text_len, 4096, device="meta", dtype=torch.bfloat16)
+    v = m.dit(torch.empty_like(c), c, torch.empty(1, device="meta"), ctx, 0.4, attention="temporal_units")
+    assert v.shape == c.shape and v.dtype == torch.bfloat16

@@ -215,9 +215,14 @@ class SimpleGVRDiT(nn.Module):
                     nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.head.head.weight)
         if self.cfg.noise_level_embed:
-            nn.init.normal_(self.noise_level_embedding[0].weight, std=0.02)
-            nn.init.zeros_(self.noise_level_embedding[2].weight)
-            nn.init.zeros_(self.noise_level_embedding[2].bias)
+            self.init_noise_level_embedding()
+
+    def init_noise_level_embedding(self) -> None:
+        """The noise-level embedding starts as a random first layer and a zero last one: it adds nothing until trained."""
+        nn.init.normal_(self.noise_level_embedding[0].weight, std=0.02)
+        nn.init.zeros_(self.noise_level_embedding[0].bias)
+        nn.init.zeros_(self.noise_level_embedding[2].weight)
+        nn.init.zeros_(self.noise_level_embedding[2].bias)
 
     def set_attention(self, mode: str, *, unit_frames: int | None = None, sparse_block=None,
                       sparse_topk: int | None = None) -> None:
