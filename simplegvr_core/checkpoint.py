@@ -41,6 +41,33 @@ def _read_all(f, path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e})") from None
 
 
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a model's weights: one safetensors file, or a folder of shards as diffusers and the Hugging Face
+    hub write them (`*.safetensors.index.json` names the shards; else every .safetensors file of the folder)."""
+    p = Path(path)
+    if not p.is_dir():
+        return read_safetensors(p)[0]
+    index = sorted(p.glob("*.safetensors.index.json"))
+    if index:
+        try:
+            weight_map = json.loads(index[0].read_text())["weight_map"]
+            files = sorted({p / f for f in weight_map.values()})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{str(index[0])!r} is not a safetensors index ({type(e).__name__}: {e})") from None
+    else:
+        files = sorted(p.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{str(p)!r} holds no .safetensors weights")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        part = read_safetensors(f)[0]
+        twice = sorted(set(part) & set(out))
+        if twice:
+            raise ValueError(f"{str(p)!r}: tensors {twice[:3]} are in more than one shard")
+        out.update(part)
+    return out
+
+
 class open_safetensors:
     """`safe_open` on the CPU as a context manager whose failures are ValueErrors naming the file. The header
     (names, shapes, dtypes, metadata) is read without loading any tensor."""
@@ -225,7 +252,7 @@ def import_wan(sd_or_path, *, config=None, upsampler: str | None = None, num_hea
     weights (upsampler, first noise-level layer) are drawn from `seed`.
     """
     if isinstance(sd_or_path, (str, os.PathLike)):
-        sd, _ = read_safetensors(sd_or_path)
+        sd = read_weights(sd_or_path)
     else:  # the model takes the tensors over: copy the caller's, so training it leaves them alone
         sd = {k: v.clone() for k, v in dict(sd_or_path).items()}
     sd, _source = wan_state_dict_to_original(sd)
@@ -301,10 +328,60 @@ def import_wan_t2v(sd_or_path, num_heads: int | None = None) -> torch.nn.Module:
     model-guided degradation."""
     from .models import SimpleGVRDiT
 
-    sd = read_safetensors(sd_or_path)[0] if isinstance(sd_or_path, (str, os.PathLike)) else dict(sd_or_path)
+    sd = read_weights(sd_or_path) if isinstance(sd_or_path, (str, os.PathLike)) else dict(sd_or_path)
     sd, _ = wan_state_dict_to_original(sd)
     cfg = DiTConfig(**{**infer_wan_dit_config(sd, num_heads).__dict__, "noise_level_embed": False})
     with torch.device("meta"):
         dit = SimpleGVRDiT(cfg)
     dit.load_state_dict(sd, strict=True, assign=True)
     return dit
+
+
+# --- CogVideoX transformer: diffusers -> ComfyUI key names -----------------------------------------
+# ComfyUI v0.22 runs CogVideoX natively (comfy/ldm/cogvideo/model.py) but loads only its own key names, and the
+# published CogVideoX transformers (THUDM/CogVideoX-*/transformer) are in diffusers' names. The table follows the two
+# modules side by side; keys it does not name must be the ones both share.
+_COGVIDEOX_TO_COMFYUI = [
+    (r"^time_embedding\.linear_([12])\.", r"time_embedding_linear_\1."),
+    (r"^ofs_embedding\.linear_([12])\.", r"ofs_embedding_linear_\1."),
+    (r"^transformer_blocks\.(\d+)\.attn1\.to_([qkv])\.", r"blocks.\1.\2."),
+    (r"^transformer_blocks\.(\d+)\.attn1\.norm_([qk])\.", r"blocks.\1.norm_\2."),
+    (r"^transformer_blocks\.(\d+)\.attn1\.to_out\.0\.", r"blocks.\1.attn_out."),
+    (r"^transformer_blocks\.(\d+)\.ff\.net\.0\.proj\.", r"blocks.\1.ff_proj."),
+    (r"^transformer_blocks\.(\d+)\.ff\.net\.2\.", r"blocks.\1.ff_out."),
+    (r"^transformer_blocks\.(\d+)\.(norm[12])\.(linear|norm)\.", r"blocks.\1.\2.\3."),
+]
+_COGVIDEOX_SHARED = re.compile(r"^(patch_embed\.(proj|text_proj|pos_embedding)|norm_final|norm_out\.(linear|norm)|proj_out)"
+                               r"(\.(weight|bias))?$")
+
+
+def cogvideox_to_comfyui(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers `CogVideoXTransformer3DModel` state dict in the key names ComfyUI's CogVideoX loader reads."""
+    if "blocks.0.norm1.linear.weight" in sd:
+        raise ValueError("this CogVideoX transformer already has ComfyUI's key names (blocks.N.norm1...): use it as it is")
+    if "transformer_blocks.0.norm1.linear.weight" not in sd or "patch_embed.proj.weight" not in sd:
+        raise ValueError(f"not a diffusers CogVideoX transformer: no 'transformer_blocks.0.norm1.linear.weight' / "
+                         f"'patch_embed.proj.weight' (first keys: {sorted(sd)[:5]})")
+    out = {}
+    for k, v in sd.items():
+        for pat, rep in _COGVIDEOX_TO_COMFYUI:
+            new, n = re.subn(pat, rep, k)
+            if n:
+                break
+        else:
+            if not _COGVIDEOX_SHARED.match(k):
+                raise ValueError(f"unexpected CogVideoX transformer tensor {k!r}: no ComfyUI name for it")
+            new = k
+        out[new] = v
+    return out
+
+
+def convert_cogvideox(src: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write the CogVideoX transformer at `src` (a diffusers `transformer/` folder or file) as one safetensors file in
+    ComfyUI's key names (for UNETLoader, models/diffusion_models/), optionally cast to `dtype`; atomically."""
+    sd = cogvideox_to_comfyui(read_weights(src))
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    sd = {k: v.contiguous() for k, v in sd.items()}
+    meta = {"source": Path(src).name, "converted_by": "simplegvr convert-cogvideox"}
+    return atomic_write(out, lambda tmp: save_file(sd, tmp, metadata=meta))

@@ -1,4 +1,5 @@
-"""`simplegvr` command line: upscale | degrade | bench | import-wan | download-wan | analyze-detail | info.
+"""`simplegvr` command line: upscale | degrade | bench | import-wan | download-wan | download-cogvideox |
+convert-cogvideox | analyze-detail | info.
 
 Every failure is one line on stderr and a non-zero exit (`--debug` shows the traceback). Files are
 written to a temporary name and renamed when complete.
@@ -41,12 +42,12 @@ def _cmd_bench(args) -> int:
 def _cmd_import_wan(args) -> int:
     from .checkpoint import import_wan, save_checkpoint
 
-    model = import_wan(args.wan, upsampler=args.upsampler, num_heads=args.num_heads,
+    model = import_wan(args.wan, config=args.config, upsampler=args.upsampler, num_heads=args.num_heads,
                        latent_format=args.latent_format, attention=args.attention, seed=args.seed)
     save_checkpoint(model, args.out)
     n = model.num_parameters()
-    print(f"wrote {args.out}: {model.config.latent_format} latents, DiT {n['dit'] / 1e6:.1f}M + upsampler "
-          f"({args.upsampler}) {n['upsampler'] / 1e6:.2f}M parameters")
+    print(f"wrote {args.out}: config {model.config.name}, {model.config.latent_format} latents, DiT {n['dit'] / 1e6:.1f}M + "
+          f"upsampler ({model.config.upsampler.mode}) {n['upsampler'] / 1e6:.2f}M parameters")
     return 0
 
 
@@ -173,18 +174,48 @@ def _cmd_analyze_detail(args) -> int:
     return 0
 
 
-WAN_DIFFUSERS_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+# What `download-wan` / `download-cogvideox` fetch: the diffusers-format repositories training reads (VAE, text
+# encoder, tokenizer; the transformer for `import-wan` / `convert-cogvideox`). Downloads run only on these commands.
+WAN_REPOS = {"wan2.1-1.3b": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan2.2-ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers"}
+WAN_DIFFUSERS_REPO = WAN_REPOS["wan2.1-1.3b"]
+COGVIDEOX_REPOS = {"cogvideox-5b": "THUDM/CogVideoX-5b", "cogvideox-2b": "THUDM/CogVideoX-2b"}
+REPO_PARTS = ("vae", "text_encoder", "tokenizer", "transformer", "scheduler")
 
 
-def _cmd_download_wan(args) -> int:
+def _snapshot(repo: str, out: str, parts: list[str]) -> int:
+    bad = [p for p in parts if p not in REPO_PARTS]
+    if bad:
+        raise CLIError(f"--parts {' '.join(bad)}: expected subfolders among {' '.join(REPO_PARTS)}")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise CLIError("download-wan needs huggingface-hub: pip install 'simplegvr[train]'") from None
-    patterns = ["model_index.json"] + [f"{p}/*" for p in args.parts]
-    print(f"downloading {', '.join(args.parts)} of {args.repo} to {args.out} ...", file=sys.stderr)
-    path = snapshot_download(repo_id=args.repo, local_dir=args.out, allow_patterns=patterns)
+        raise CLIError("downloading needs huggingface-hub: pip install 'simplegvr[train]'") from None
+    patterns = ["model_index.json"] + [f"{p}/*" for p in parts]
+    print(f"downloading {', '.join(parts)} of {repo} to {out} ...", file=sys.stderr)
+    path = snapshot_download(repo_id=repo, local_dir=out, allow_patterns=patterns)
     print(f"wrote {path}")
+    return 0
+
+
+def _cmd_download_wan(args) -> int:
+    return _snapshot(args.repo or WAN_REPOS[args.model], args.out, args.parts)
+
+
+def _cmd_download_cogvideox(args) -> int:
+    return _snapshot(args.repo or COGVIDEOX_REPOS[args.model], args.out, args.parts)
+
+
+def _cmd_convert_cogvideox(args) -> int:
+    import torch
+
+    from .checkpoint import convert_cogvideox
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{str(out)!r} exists: pass --overwrite to replace it")
+    dtype = {"keep": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    path = convert_cogvideox(args.transformer, out, dtype=dtype)
+    print(f"wrote {path} (ComfyUI's CogVideoX key names: put it in ComfyUI/models/diffusion_models/)")
     return 0
 
 
@@ -284,15 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="also write the Markdown report to this file")
     b.set_defaults(func=_cmd_bench)
 
-    w = sub.add_parser("import-wan", help="make a SimpleGVR checkpoint from a Wan 2.1 T2V transformer (.safetensors)")
-    w.add_argument("--wan", required=True, help="Wan transformer weights: original, ComfyUI or diffusers key format")
+    w = sub.add_parser("import-wan", help="make a SimpleGVR checkpoint from a Wan 2.1 / 2.2 T2V transformer")
+    w.add_argument("--wan", required=True, help="Wan transformer weights (.safetensors file, or a folder of shards): "
+                                                "original, ComfyUI or diffusers key format")
     w.add_argument("--out", required=True, help="output SimpleGVR checkpoint (.safetensors)")
-    w.add_argument("--upsampler", default="learned", choices=["learned", "interp", "channel_only"],
-                   help="latent upsampler variant (default: learned)")
+    w.add_argument("--config", default=None,
+                   help="named target config, checked against the weights: wan2.1-1.3b, wan2.2-ti2v-5b, or cogvideox-1.3b "
+                        "(from Wan 2.1 1.3B weights); default: inferred from the weights' shapes")
+    w.add_argument("--upsampler", default=None, choices=["learned", "interp", "channel_only"],
+                   help="latent upsampler variant (default: the config's, learned)")
     w.add_argument("--num-heads", type=int, default=None, help="attention heads (default: known 1.3B/5B/14B sizes)")
-    w.add_argument("--latent-format", default=None, help="wan21 | wan22 | cogvideox_2b | cogvideox_5b (default: by channels)")
-    w.add_argument("--attention", default="full", choices=["full", "temporal_units", "sparse_local"],
-                   help="attention mode stored in the config (switchable at inference)")
+    w.add_argument("--latent-format", default=None, help="wan21 | wan22 | cogvideox_2b | cogvideox_5b (default: the "
+                                                         "config's, else by channels)")
+    w.add_argument("--attention", default=None, choices=["full", "temporal_units", "sparse_local"],
+                   help="attention mode stored in the config, switchable at inference (default: the config's, else full)")
     w.add_argument("--seed", type=int, default=0, help="seed for the newly initialised weights")
     w.set_defaults(func=_cmd_import_wan)
 
@@ -310,12 +346,39 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=_cmd_analyze_detail)
 
-    dw = sub.add_parser("download-wan", help="download Wan 2.1 T2V 1.3B (diffusers format) from the Hugging Face hub")
+    dw = sub.add_parser("download-wan", help="download Wan 2.1 T2V 1.3B or Wan 2.2 TI2V 5B (diffusers format) from the "
+                                             "Hugging Face hub")
     dw.add_argument("--out", required=True, help="target folder")
-    dw.add_argument("--repo", default=WAN_DIFFUSERS_REPO, help=f"hub repository (default {WAN_DIFFUSERS_REPO})")
+    dw.add_argument("--model", default="wan2.1-1.3b", choices=sorted(WAN_REPOS),
+                    help=f"which Wan (default wan2.1-1.3b): {', '.join(f'{k} = {v}' for k, v in WAN_REPOS.items())}")
+    dw.add_argument("--repo", default=None, help="another hub repository in the same layout (overrides --model)")
     dw.add_argument("--parts", nargs="+", default=["vae", "text_encoder", "tokenizer", "transformer"],
                     help="subfolders to fetch (default: vae text_encoder tokenizer transformer)")
     dw.set_defaults(func=_cmd_download_wan)
+
+    dc = sub.add_parser("download-cogvideox", help="download CogVideoX's VAE and T5-XXL text encoder (diffusers format) "
+                                                   "from the Hugging Face hub, for training")
+    dc.add_argument("--out", required=True, help="target folder")
+    dc.add_argument("--model", default="cogvideox-5b", choices=sorted(COGVIDEOX_REPOS),
+                    help=f"which CogVideoX (default cogvideox-5b; both share the VAE and T5): "
+                         f"{', '.join(f'{k} = {v}' for k, v in COGVIDEOX_REPOS.items())}")
+    dc.add_argument("--repo", default=None, help="another hub repository in the same layout (overrides --model)")
+    dc.add_argument("--parts", nargs="+", default=["vae", "text_encoder", "tokenizer"],
+                    help="subfolders to fetch (default: vae text_encoder tokenizer; add transformer for "
+                         "convert-cogvideox)")
+    dc.set_defaults(func=_cmd_download_cogvideox)
+
+    cc = sub.add_parser("convert-cogvideox", help="write a diffusers CogVideoX transformer in ComfyUI's key names (one "
+                                                  "file for UNETLoader)")
+    cc.add_argument("--transformer", required=True,
+                    help="the diffusers transformer: a folder of shards (download-cogvideox ... --parts transformer) or "
+                         "a .safetensors file")
+    cc.add_argument("--out", required=True, help="output .safetensors, e.g. ComfyUI/models/diffusion_models/"
+                                                 "cogvideox_5b_transformer_bf16.safetensors")
+    cc.add_argument("--dtype", default="keep", choices=["keep", "bf16", "fp16", "fp32"],
+                    help="cast the weights (default: keep; CogVideoX-5b is published in bf16)")
+    cc.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    cc.set_defaults(func=_cmd_convert_cogvideox)
 
     i = sub.add_parser("info", help="print a checkpoint's config and parameter counts")
     i.add_argument("checkpoint")
