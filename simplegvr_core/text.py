@@ -1,8 +1,16 @@
-"""Text features for training: umt5-xxl (Wan's encoder) or a deterministic byte encoder for tiny models.
+"""Text features for training: each T2V family's own encoder, or a deterministic byte encoder for tiny models.
 
-Features are computed once per caption and cached in a safetensors file (never per step). A caption's
-features are [L, text_dim] trimmed to its real length; the pipeline zero-pads them to 512 tokens, the
-way Wan and ComfyUI's Wan text encoder do. The null prompt (10% of training steps) is all zeros.
+    kind        encoder                                            features of a caption
+    umt5        Wan's umt5-xxl (transformers UMT5EncoderModel)     [L, 4096], its real L tokens (<= 512); the
+                                                                   pipeline zero-pads them to text_len, as Wan does
+    t5          CogVideoX's T5 v1.1 XXL (T5EncoderModel)           [226, 4096]: padded to 226 tokens and encoded
+                                                                   without a mask, as diffusers' CogVideoX pipeline
+                                                                   and ComfyUI's CogVideoX text encoder do
+    tiny_umt5, tiny_t5: small random versions (seeded) of the two, same code path, with a byte-level tokenizer
+    byte        a fixed random embedding of each UTF-8 byte (no language model; for the smallest tests)
+
+Features are computed once per caption and cached in a safetensors file (never per step). The null prompt (10% of
+training steps) is all zeros.
 """
 
 from __future__ import annotations
@@ -10,11 +18,33 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 MAX_TOKENS = 512
+COGVIDEOX_TOKENS = 226  # config.COGVIDEOX_TEXT_LEN: CogVideoX's max_text_seq_length
+
+
+@dataclass(frozen=True)
+class TextKind:
+    families: tuple[str, ...]  # latent families whose T2V model uses this encoder (empty: any)
+    model: str = ""  # transformers class
+    max_tokens: int = MAX_TOKENS
+    pad_to_max: bool = False  # CogVideoX: always max_tokens tokens, no attention mask
+    tiny: bool = False
+    download: str = ""
+
+
+TEXT_KINDS = {
+    "umt5": TextKind(("Wan 2.1", "Wan 2.2"), "UMT5EncoderModel", MAX_TOKENS, download="simplegvr download-wan --out {path}"),
+    "t5": TextKind(("CogVideoX",), "T5EncoderModel", COGVIDEOX_TOKENS, pad_to_max=True,
+                   download="simplegvr download-cogvideox --out {path}"),
+    "tiny_umt5": TextKind(("Wan 2.1", "Wan 2.2"), "UMT5EncoderModel", MAX_TOKENS, tiny=True),
+    "tiny_t5": TextKind(("CogVideoX",), "T5EncoderModel", COGVIDEOX_TOKENS, pad_to_max=True, tiny=True),
+    "byte": TextKind(()),
+}
 
 
 class ByteTextEncoder:
@@ -39,43 +69,84 @@ class ByteTextEncoder:
         return self.table[torch.tensor(ids)] + 0.1 * pe
 
 
-class UMT5TextEncoder:
-    """Wan's umt5-xxl encoder (transformers UMT5EncoderModel + tokenizer) from a local diffusers-format
-    folder, e.g. the one `simplegvr download-wan` makes (subfolders text_encoder/ and tokenizer/)."""
+def _transformers():
+    try:
+        import transformers
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ValueError("the T5 text encoders need `transformers` (pip install 'simplegvr[train]')") from e
+    return transformers
 
-    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu", dtype=torch.bfloat16):
-        try:
-            from transformers import AutoTokenizer, UMT5EncoderModel
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ValueError("the umt5 text encoder needs `transformers` (pip install 'simplegvr[train]')") from e
-        p = Path(path)
-        if not (p / "text_encoder").is_dir() or not (p / "tokenizer").is_dir():
-            raise ValueError(f"{str(p)!r} lacks text_encoder/ and tokenizer/: run `simplegvr download-wan --out {p}`")
-        self.tokenizer = AutoTokenizer.from_pretrained(p / "tokenizer")
-        self.model = UMT5EncoderModel.from_pretrained(p / "text_encoder", torch_dtype=dtype, use_safetensors=True)
-        self.model.to(device).eval()
+
+def tiny_t5_encoder(model_class: str, dim: int, seed: int = 0):
+    """A small random T5-family encoder (umt5's or T5 v1.1's architecture: gated-GELU, relative positions) of width
+    `dim` and transformers' ByT5 byte tokenizer (no vocabulary file), seeded: the real code path without a download."""
+    tf = _transformers()
+    config_cls = tf.UMT5Config if model_class == "UMT5EncoderModel" else tf.T5Config
+    heads = 4 if dim % 4 == 0 else 1
+    config = config_cls(vocab_size=384, d_model=dim, d_kv=dim // heads, d_ff=2 * dim, num_layers=2, num_heads=heads,
+                        relative_attention_num_buckets=8, relative_attention_max_distance=32, feed_forward_proj="gated-gelu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(tf, model_class)(config)
+    return model, tf.ByT5Tokenizer()
+
+
+class T5TextEncoder:
+    """A T5-family text encoder (Wan's umt5-xxl or CogVideoX's T5 v1.1 XXL) the way its T2V model runs it."""
+
+    def __init__(self, kind: str, path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                 dtype=torch.bfloat16, dim: int = 32, seed: int = 0):
+        if kind not in TEXT_KINDS or not TEXT_KINDS[kind].model:
+            raise ValueError(f"text encoder kind {kind!r}: expected one of {[k for k, v in TEXT_KINDS.items() if v.model]}")
+        self.kind = k = TEXT_KINDS[kind]
+        if k.tiny:
+            self.model, self.tokenizer = tiny_t5_encoder(k.model, dim, seed)
+            dtype = torch.float32
+        else:
+            tf = _transformers()
+            p = Path(path or "")
+            if not (p / "text_encoder").is_dir() or not (p / "tokenizer").is_dir():
+                raise ValueError(f"{str(p)!r} lacks text_encoder/ and tokenizer/: run `{k.download.format(path=p)}`")
+            self.tokenizer = tf.AutoTokenizer.from_pretrained(p / "tokenizer")
+            self.model = getattr(tf, k.model).from_pretrained(p / "text_encoder", torch_dtype=dtype, use_safetensors=True)
+        self.model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         self.device = device
         self.dim = self.model.config.d_model
 
     @torch.no_grad()
     def __call__(self, text: str) -> torch.Tensor:
-        tok = self.tokenizer(text, max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+        k = self.kind
+        if k.pad_to_max:  # CogVideoX: 226 tokens, padding encoded too (no mask), as its pipelines do
+            tok = self.tokenizer(text, max_length=k.max_tokens, padding="max_length", truncation=True,
+                                 add_special_tokens=True, return_tensors="pt")
+            out = self.model(input_ids=tok.input_ids.to(self.device))
+            return out.last_hidden_state[0].float().cpu()
+        tok = self.tokenizer(text, max_length=k.max_tokens, truncation=True, return_tensors="pt")
         out = self.model(input_ids=tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device))
         n = int(tok.attention_mask.sum())
         return out.last_hidden_state[0, :n].float().cpu()
 
 
-def make_text_encoder(kind: str, dim: int, path: str | None = None, device="cpu"):
+
+
+def make_text_encoder(kind: str, dim: int, path: str | None = None, device="cpu", family: str | None = None):
+    """The text encoder `kind` with `dim`-wide features; `family` (the model's latent family) must be one its T2V
+    model uses: SimpleGVR reads the same CONDITIONING the T2V sampler got."""
+    if kind not in TEXT_KINDS:
+        raise ValueError(f"text encoder kind {kind!r}: expected one of {list(TEXT_KINDS)}")
+    k = TEXT_KINDS[kind]
+    if family is not None and k.families and family not in k.families:
+        fits = [n for n, v in TEXT_KINDS.items() if family in v.families]
+        raise ValueError(f"text.kind={kind!r} is the text encoder of {' / '.join(k.families)}, but the model works in "
+                         f"{family} latents: use {' or '.join(repr(n) for n in fits)} (or 'byte' for tests)")
     if kind == "byte":
         return ByteTextEncoder(dim)
-    if kind == "umt5":
-        if not path:
-            raise ValueError("text.kind = 'umt5' needs text.path (a folder from `simplegvr download-wan`)")
-        enc = UMT5TextEncoder(path, device=device)
-        if enc.dim != dim:
-            raise ValueError(f"umt5 features are {enc.dim}-d but the model's text_dim is {dim}")
-        return enc
-    raise ValueError(f"text encoder kind {kind!r}: expected 'umt5' or 'byte'")
+    if not k.tiny and not path:
+        raise ValueError(f"text.kind = {kind!r} needs text.path (a folder from `{k.download.format(path='DIR')}`)")
+    enc = T5TextEncoder(kind, path, device=device, dim=dim)
+    if enc.dim != dim:
+        raise ValueError(f"{kind} features are {enc.dim}-d but the model's text_dim is {dim}")
+    return enc
 
 
 def caption_key(text: str) -> str:

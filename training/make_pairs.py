@@ -2,7 +2,7 @@
 
     python training/make_pairs.py --videos DIR --out SHARDS [--shard i/n] [--per-shard 64]
         [--degradation classic|flow|flow+classic|none|model|none,flow,...] [--frames 17] [--hr-size 1920x1088] [--lr-size 848x480]
-        [--vae wan21 --vae-path WAN_DIFFUSERS_DIR] [--text umt5 --text-path WAN_DIFFUSERS_DIR]
+        [--latent-format wan21|wan22|cogvideox_2b --vae wan21|wan22|cogvideox --vae-path DIR] [--text umt5|t5 --text-path DIR]
         [--wan WAN_T2V.safetensors --alpha 0.3 0.4 --mg-steps 8 --mg-shift 1.0]   # model-guided (paper §4.2.2)
 
 The input list (DIR/captions.jsonl) is cut into shards of --per-shard videos; shard k goes to process
@@ -31,6 +31,8 @@ from simplegvr_core import seeding  # noqa: E402
 from simplegvr_core.degrade import check_modes  # noqa: E402
 from simplegvr_core.degrade.video_io import parse_wxh  # noqa: E402
 from simplegvr_core.latent_formats import get_format  # noqa: E402
+from simplegvr_core.text import TEXT_KINDS  # noqa: E402
+from simplegvr_core.vae import VAE_CHOICES  # noqa: E402
 from training import data as D  # noqa: E402
 
 
@@ -74,12 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hr-size", default="128x128", help="HR crop WIDTHxHEIGHT in pixels (multiples of 8), e.g. 1920x1088")
     ap.add_argument("--lr-size", default="64x64", help="LR size WIDTHxHEIGHT in pixels (multiples of 8), e.g. 848x480")
     ap.add_argument("--latent-format", default="wan21")
-    ap.add_argument("--vae", default="tiny", choices=["wan21", "tiny", "file"])
+    ap.add_argument("--vae", default="tiny", choices=list(VAE_CHOICES),
+                    help="the VAE of --latent-format's family: wan21/wan22/cogvideox (diffusers folders), their tiny_* "
+                         "random versions (tiny = Wan 2.1), or file")
     ap.add_argument("--vae-path", default=None)
-    ap.add_argument("--text", default="byte", choices=["umt5", "byte"])
+    ap.add_argument("--text", default="byte", choices=list(TEXT_KINDS),
+                    help="umt5 (Wan), t5 (CogVideoX), their tiny_* random versions, or byte")
     ap.add_argument("--text-path", default=None)
-    ap.add_argument("--text-dim", type=int, default=4096, help="feature width for --text byte")
-    ap.add_argument("--wan", default=None, help="Wan 2.1 T2V transformer for --degradation model")
+    ap.add_argument("--text-dim", type=int, default=4096, help="feature width for the tiny and byte encoders")
+    ap.add_argument("--wan", default=None, help="Wan 2.1 / 2.2 T2V transformer for --degradation model")
     ap.add_argument("--wan-num-heads", type=int, default=None)
     ap.add_argument("--alpha", type=float, nargs=2, default=[0.3, 0.4], help="model-guided noise ratio range")
     ap.add_argument("--mg-steps", type=int, default=8, help="model-guided Euler steps")
@@ -121,16 +126,25 @@ def run(args) -> int:
     if not todo:
         return 0
     vae = VideoVAE.load(args.vae, args.vae_path, device=device)
-    text_dim = 4096 if args.text == "umt5" else args.text_dim
-    enc = make_text_encoder(args.text, text_dim, args.text_path, device=device)
+    vae.check_format(fmt)
+    for name, (h, w) in (("--hr-size", hr_size), ("--lr-size", lr_size)):
+        if h % vae.spatial_ratio or w % vae.spatial_ratio:
+            raise ValueError(f"{name} {w}x{h}: the {vae.family} VAE needs multiples of {vae.spatial_ratio}")
+    text_dim = 4096 if args.text in ("umt5", "t5") else args.text_dim
+    enc = make_text_encoder(args.text, text_dim, args.text_path, device=device, family=fmt.family)
     cache = TextCache(out / f"text_cache-{rank}.safetensors", enc, f"{args.text}:{text_dim}")
     base = None
     if args.degradation == "model":
         if not args.wan:
-            raise ValueError("--degradation model needs --wan (a Wan 2.1 T2V transformer .safetensors)")
+            raise ValueError("--degradation model needs --wan (a Wan 2.1 / 2.2 T2V transformer .safetensors)")
+        if not fmt.family.startswith("Wan"):
+            raise ValueError(f"--degradation model runs the base T2V model of the latents, here {fmt.family}'s, which is "
+                             "not Wan-shaped: use flow, classic or flow+classic for CogVideoX pairs")
         from simplegvr_core.checkpoint import import_wan_t2v
 
         base = import_wan_t2v(args.wan, args.wan_num_heads).to(device).eval()
+        if base.cfg.out_dim != fmt.channels:
+            raise ValueError(f"--wan has {base.cfg.out_dim} latent channels but --latent-format {fmt.name} has {fmt.channels}")
     failed = 0
     for k in tqdm(todo, desc="shards"):
         rows = items[k * args.per_shard:(k + 1) * args.per_shard]

@@ -44,7 +44,7 @@ from simplegvr_core.sampling import add_condition_noise, noise_latent  # noqa: E
 from simplegvr_core.timesteps import TimestepSampler  # noqa: E402
 
 DEFAULTS: dict = {
-    "model": {"config": "tiny", "overrides": {}, "init": "", "wan": "", "wan_num_heads": 0, "attention": "",
+    "model": {"config": "", "overrides": {}, "init": "", "wan": "", "wan_num_heads": 0, "attention": "",
               "upsampler": "learned"},
     "data": {"kind": "videos", "path": "", "captions": "captions.jsonl", "frames": 17, "hr_size": [128, 128],
              "lr_size": [64, 64], "degradation": "classic", "val_count": 1, "num_workers": 0,
@@ -183,6 +183,13 @@ def validate_config(cfg: dict) -> dict:
     from simplegvr_core.degrade import check_modes
 
     check_modes(cfg["data"]["degradation"])
+    from simplegvr_core.text import TEXT_KINDS
+    from simplegvr_core.vae import VAE_CHOICES
+
+    if cfg["vae"]["kind"] not in VAE_CHOICES:
+        fail("vae.kind", cfg["vae"]["kind"], f"one of {VAE_CHOICES}")
+    if cfg["text"]["kind"] not in TEXT_KINDS:
+        fail("text.kind", cfg["text"]["kind"], f"one of {tuple(TEXT_KINDS)}")
     if t["timestep_sampler"] == "detail_aware" and not t["detail_curve"]:
         fail("train.detail_curve", t["detail_curve"], "a curve file (python -m simplegvr_core.cli analyze-detail) "
              "for train.timestep_sampler='detail_aware'")
@@ -191,14 +198,16 @@ def validate_config(cfg: dict) -> dict:
 
 # --- model, EMA ----------------------------------------------------------------------------------
 def build_model(mcfg: dict) -> SimpleGVR:
-    """From a named config (+ overrides), a SimpleGVR checkpoint (previous stage) or Wan 2.1 T2V weights."""
+    """From a named config (+ overrides), a SimpleGVR checkpoint (previous stage) or Wan T2V weights (into
+    `model.config` when it names one, e.g. wan2.2-ti2v-5b or cogvideox-1.3b; else the shape is inferred)."""
     if mcfg["init"]:
         model = load_checkpoint(mcfg["init"])
     elif mcfg["wan"]:
-        model = import_wan(mcfg["wan"], upsampler=mcfg["upsampler"], num_heads=mcfg["wan_num_heads"] or None)
+        model = import_wan(mcfg["wan"], config=mcfg["config"] or None, upsampler=mcfg["upsampler"],
+                           num_heads=mcfg["wan_num_heads"] or None)
         model = model.float()
     else:
-        cfg = get_config(mcfg["config"]).to_dict()
+        cfg = get_config(mcfg["config"] or "tiny").to_dict()
         for section, values in (mcfg.get("overrides") or {}).items():
             if section not in ("dit", "upsampler") and not isinstance(values, dict):
                 cfg[section] = values
@@ -270,8 +279,13 @@ class Data:
             self.train_idx = list(range(len(items) - n_val))
             self.val_idx = list(range(len(items) - n_val, len(items)))
             self.vae = VideoVAE.load(cfg["vae"]["kind"], cfg["vae"]["path"] or None, device=device, seed=cfg["vae"]["seed"])
+            self.vae.check_format(self.fmt)  # the VAE of the model's latent family
+            r = self.vae.spatial_ratio
+            for key in ("hr_size", "lr_size"):
+                if any(v % r for v in dcfg[key]):
+                    raise ValueError(f"config key data.{key}={dcfg[key]!r}: the {self.vae.family} VAE needs multiples of {r}")
             tcfg = cfg["text"]
-            enc = make_text_encoder(tcfg["kind"], text_dim, tcfg["path"] or None, device=device)
+            enc = make_text_encoder(tcfg["kind"], text_dim, tcfg["path"] or None, device=device, family=self.fmt.family)
             cache = tcfg["cache"] or str(Path(cfg["log"]["output_dir"]) / "text_cache.safetensors")
             self.text = TextCache(cache, enc, f"{tcfg['kind']}:{text_dim}")
             n = self.text.encode_all([c for _, c in items])
