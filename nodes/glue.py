@@ -153,7 +153,7 @@ def conditioning_to_context(cond, text_dim: int, what: str = "positive") -> torc
     if t.shape[-1] != text_dim:
         raise ValueError(f"{what} conditioning has width {t.shape[-1]} (shape {tuple(t.shape)}) but the SimpleGVR model "
                          f"expects text_dim {text_dim}: connect the text encoder the T2V model used (umt5-xxl for Wan, "
-                         "width 4096)")
+                         "T5-XXL for CogVideoX: width 4096)")
     t = t.detach().to("cpu", torch.float32)
     if not torch.isfinite(t).all():
         raise ValueError(f"{what} conditioning contains NaN or Inf")

@@ -206,3 +206,53 @@ def test_a_vae_or_text_encoder_of_another_family_is_refused_before_training(tmp_
     with pytest.raises(ValueError, match=r"data.hr_size=\[24, 24\]: the Wan 2\.2 VAE needs multiples of 16"):
         train(family_cfg(tmp_path, clips, "Wan 2.2", **{"data.hr_size": "[24, 24]", "data.lr_size": "[16, 16]"}),
               progress=False)
+
+
+# --- the nodes' glue: the checkpoint's latent format decides ------------------------------------------------
+def _tiny_gvr(name, seed=0):
+    from helpers import randomize_
+
+    from simplegvr_core import SimpleGVR
+
+    return randomize_(SimpleGVR.from_config(name), seed=seed, std=0.05).eval()
+
+
+def _core_latent(fmt, t=3, h=6, w=8, seed=0):
+    """A LR latent as ComfyUI's own sampler of that family hands it on: [B,C,T,H,W], raw VAE scale."""
+    z = torch.randn(1, fmt.channels, t, h, w, generator=torch.Generator().manual_seed(seed))
+    return fmt.denormalise(z) if fmt.mean is not None else z * fmt.raw_std
+
+
+@pytest.mark.parametrize("family", ["Wan 2.2", "CogVideoX"])
+def test_node_glue_upscales_a_core_latent_of_the_checkpoints_family(family):
+    from nodes import glue
+    from simplegvr_core.pipeline import build_condition, sample
+
+    config, _, _, fmt = FAMILIES[family]
+    m = _tiny_gvr(config)
+    x = _core_latent(fmt)
+    lr = glue.read_video_latent({"samples": x}, m.latent_format, "auto")
+    assert (lr.layout, lr.scale) == ("BCTHW", "raw")
+    size = {"width": 16 * fmt.spatial_ratio, "height": 12 * fmt.spatial_ratio}
+    out = glue.upsample_latent(m, lr, size=size, noise_level=0.4, seed=3)
+    info = glue.condition_from_latent(out, m)
+    ref = build_condition(m, x, noise_level=0.4, seed=3, **size)
+    torch.testing.assert_close(info.condition.c, ref.c)
+    hr = glue.to_output(sample(m, info.condition, steps=2, cfg=1.0, seed=1), m.latent_format, info.layout, info.scale)
+    assert hr.shape == (1, fmt.channels, 3, 12, 16)  # that family's channels, the pixel size at its ratio
+
+
+def test_node_glue_names_the_mismatch_of_latent_and_checkpoint():
+    from nodes import glue
+
+    with pytest.raises(ValueError, match=r"48 channels \(a wan22 latent\?\).*'wan21' latents with 16 channels"):
+        glue.read_video_latent({"samples": _core_latent(WAN22)}, _tiny_gvr("tiny").latent_format, "auto", "LR latent")
+    with pytest.raises(ValueError, match=r"LR latent of shape \(1, 16, 3, 6, 8\) looks like a raw CogVideoX latent.*"
+                                         r"works in 'wan21' \(Wan 2\.1 VAE"):
+        glue.read_video_latent({"samples": _core_latent(COGVIDEOX_2B)}, WAN21, "auto", "LR latent")
+    with pytest.raises(ValueError, match=r"looks like a raw Wan 2\.1 latent.*works in 'cogvideox_2b' \(CogVideoX VAE"):
+        glue.read_video_latent({"samples": _core_latent(WAN21)}, _tiny_gvr("tiny-cogvideox").latent_format, "auto")
+    with pytest.raises(ValueError, match=r"16 channels \(a wan21 / cogvideox_2b / cogvideox_5b latent\?\).*'wan22'"):
+        glue.read_video_latent({"samples": _core_latent(COGVIDEOX_2B)}, WAN22, "auto")
+    with pytest.raises(ValueError, match="T5-XXL for CogVideoX: width 4096"):
+        glue.conditioning_to_context([[torch.zeros(1, 226, 4096), {}]], 32)
