@@ -188,3 +188,89 @@ def test_recorded_core_nodes_are_comfyui_v022():
     assert {"KSampler", "VAEDecode", "SaveLatent", "LoadLatent", "CreateVideo", "SaveVideo"} <= set(data["node_ids"])
     assert set(data["nodes"]) <= set(data["node_ids"])
     assert not set(OURS) & set(data["node_ids"])  # our ids do not clash with core ones
+
+
+# --- the other families' workflows (issue 17) -------------------------------------------------------
+FAMILY_WORKFLOWS = {"wan22_ti2v_5b_to_1080p.json": "wan22", "cogvideox_5b_to_1080p.json": "cogvideox_2b"}
+LOADER_DIRS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
+               "SimpleGVRModelLoader": "simplegvr"}
+
+
+def _simplegvr_chain_edges(t2v_sampler):
+    return [(t2v_sampler, "SimpleGVRLatentUpsampler", "samples"), ("SimpleGVRLatentUpsampler", "SimpleGVRSampler", "samples"),
+            ("SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "model"), ("SimpleGVRModelLoader", "SimpleGVRSampler", "model"),
+            ("CLIPTextEncode", "SimpleGVRSampler", "positive"), ("CLIPTextEncode", "SimpleGVRSampler", "negative"),
+            ("SimpleGVRSampler", "VAEDecode", "samples"), ("VAEDecode", "CreateVideo", "images"),
+            ("CreateVideo", "SaveVideo", "video"), (t2v_sampler, "VAEDecode", "samples")]
+
+
+def test_wan22_workflow_is_the_5b_at_its_own_704p_then_simplegvr_to_1080p():
+    p = api("wan22_ti2v_5b_to_1080p.json")
+    by_type = {n["class_type"]: n["inputs"] for n in p.values()}
+    lat = by_type["Wan22ImageToVideoLatent"]
+    assert (lat["width"], lat["height"], lat["length"]) == (1280, 704, 121)  # TI2V-5B's supported size, 121 frames
+    assert by_type["UNETLoader"]["unet_name"] == "wan2.2_ti2v_5B_fp16.safetensors"
+    assert by_type["VAELoader"]["vae_name"] == "wan2.2_vae.safetensors"
+    assert by_type["CLIPLoader"]["type"] == "wan"
+    up = by_type["SimpleGVRLatentUpsampler"]
+    assert (up["resize_by"], up["width"], up["height"]) == ("width and height", 1920, 1080)
+    assert by_type["CreateVideo"]["fps"] == 24
+    e = edges(p)
+    for edge in _simplegvr_chain_edges("KSampler") + [("VAELoader", "Wan22ImageToVideoLatent", "vae"),
+                                                      ("Wan22ImageToVideoLatent", "KSampler", "latent_image"),
+                                                      ("ModelSamplingSD3", "KSampler", "model")]:
+        assert edge in e, edge
+    ks = next(k for k, n in p.items() if n["class_type"] == "KSampler")
+    smp = next(n for n in p.values() if n["class_type"] == "SimpleGVRSampler")
+    assert smp["inputs"]["positive"] == p[ks]["inputs"]["positive"] and smp["inputs"]["negative"] == p[ks]["inputs"]["negative"]
+
+
+def test_cogvideox_workflow_is_the_5b_at_720x480_with_cogvideox_ddim_then_simplegvr_to_1080p():
+    p = api("cogvideox_5b_to_1080p.json")
+    by_type = {n["class_type"]: n["inputs"] for n in p.values()}
+    lat = by_type["EmptyHunyuanLatentVideo"]
+    assert (lat["width"], lat["height"], lat["length"]) == (720, 480, 49)
+    assert ((lat["length"] - 1) // 4 + 1) % 2 == 1  # an odd latent count: CogVideoX's VAE decodes it to 49 frames
+    assert by_type["CLIPLoader"]["type"] == "cogvideox" and by_type["CLIPLoader"]["clip_name"] == "t5xxl_fp16.safetensors"
+    assert by_type["VAELoader"]["vae_name"] == "cogvideox_vae.safetensors"
+    assert by_type["CFGGuider"]["cfg"] == 6 and by_type["BasicScheduler"]["steps"] == 50
+    up = by_type["SimpleGVRLatentUpsampler"]
+    assert (up["width"], up["height"]) == (1616, 1080) and up["width"] % 8 == 0  # 3:2 on the /8 grid
+    assert by_type["CreateVideo"]["fps"] == 8
+    e = edges(p)
+    for edge in _simplegvr_chain_edges("SamplerCustomAdvanced") + [
+            ("VOIDSampler", "SamplerCustomAdvanced", "sampler"), ("CFGGuider", "SamplerCustomAdvanced", "guider"),
+            ("BasicScheduler", "SamplerCustomAdvanced", "sigmas"), ("RandomNoise", "SamplerCustomAdvanced", "noise"),
+            ("EmptyHunyuanLatentVideo", "SamplerCustomAdvanced", "latent_image"), ("UNETLoader", "CFGGuider", "model")]:
+        assert edge in e, edge
+    sca = next(k for k, n in p.items() if n["class_type"] == "SamplerCustomAdvanced")
+    assert up["samples"] == [sca, 0]  # its 'output' (raw VAE scale), not 'denoised_output'
+    guider = next(n for n in p.values() if n["class_type"] == "CFGGuider")
+    smp = next(n for n in p.values() if n["class_type"] == "SimpleGVRSampler")
+    assert smp["inputs"]["positive"] == guider["inputs"]["positive"] and smp["inputs"]["negative"] == guider["inputs"]["negative"]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_WORKFLOWS))
+def test_family_workflow_names_its_files_with_download_urls_or_the_command_that_makes_them(name):
+    import re
+
+    from simplegvr_core import get_config
+
+    wf = load(name)
+    note = notes_text(wf)
+    for node in wf["nodes"]:
+        if node["type"] not in LOADER_DIRS:
+            continue
+        file = node["widgets_values"][0]
+        entries = node.get("properties", {}).get("models")
+        if entries:  # a public file: properties.models (the missing-models panel's Download) and the note agree
+            assert [(m["name"], m["directory"]) for m in entries] == [(file, LOADER_DIRS[node["type"]])]
+            url = entries[0]["url"]
+            assert url.startswith("https://huggingface.co/") and url.split("?")[0].endswith("/" + file), url
+            assert url in note, f"{name}: the note does not give {url}"
+        else:  # made here: the note gives the command
+            row = next((line for line in note.splitlines() if f"`{file}`" in line), "")
+            assert re.search(r"`simplegvr (import-wan|convert-cogvideox) [^`]*--out [^`]*" + re.escape(file), row), row
+    # the note's SimpleGVR initialisation is a checkpoint of this workflow's latent family
+    config = re.search(r"--config ([\w.-]+)", note).group(1)
+    assert get_config(config).latent_format == FAMILY_WORKFLOWS[name]
