@@ -35,7 +35,7 @@ from helpers import randomize_  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from simplegvr_core import SimpleGVR, get_config, load_checkpoint, save_checkpoint  # noqa: E402
-from simplegvr_core.latent_formats import WAN21  # noqa: E402
+from simplegvr_core.latent_formats import COGVIDEOX_2B, WAN21, WAN22  # noqa: E402
 from simplegvr_core.latent_io import load_latent, save_latent  # noqa: E402
 from simplegvr_core.pipeline import build_condition, sample  # noqa: E402
 
@@ -95,12 +95,46 @@ def server(tmp_path_factory):
     inp.mkdir()
     save_latent(WAN21.denormalise(torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(0))), inp / "lr_wan21.latent")
     save_latent(torch.randn(1, 48, 3, 8, 8), inp / "lr_wan22.latent")
+    add_family_files(models, inp)
     write_video(inp / VIDEO)
     srv = ComfyServer(*FOUND, base)
     srv.start()
     yield srv
     srv.stop()
     print(f"\nComfyUI server log tail ({srv.log_path}):\n{srv.log_tail(25)}")
+
+
+# --- the other families: Wan 2.2 (48 channels, /16) and CogVideoX (16 channels, /8, scalar scale) ----------
+FAMILY = {"wan22": ("tiny-wan22", WAN22, (4, 4)), "cogvideox": ("tiny-cogvideox", COGVIDEOX_2B, (8, 8))}
+COG_UNET = "tiny_cogvideox_comfy.safetensors"  # a tiny CogVideoX transformer through `convert-cogvideox`
+
+
+def core_latent(fmt, hw, seed=0) -> torch.Tensor:
+    """A LR latent as ComfyUI's own sampler of that family hands it on: [B,C,T,H,W], raw VAE scale."""
+    z = torch.randn(1, fmt.channels, 3, *hw, generator=torch.Generator().manual_seed(seed))
+    return fmt.denormalise(z) if fmt.mean is not None else z * fmt.raw_std
+
+
+def tiny_cogvideox_transformer(text_dim: int = LOTUS_WIDTH, seed: int = 0):
+    """A tiny diffusers CogVideoX-5b-style transformer (RoPE, head_dim 64 as ComfyUI's detection assumes)."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    return diffusers.CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=64, time_embed_dim=32,
+                                                 text_embed_dim=text_dim, num_layers=2,
+                                                 use_rotary_positional_embeddings=True).eval()
+
+
+def add_family_files(models: Path, inp: Path) -> None:
+    from simplegvr_core.checkpoint import convert_cogvideox
+
+    for family, (config, fmt, hw) in FAMILY.items():
+        model = randomize_(SimpleGVR.from_config(config), seed=5, std=0.05)
+        save_checkpoint(model, models / "simplegvr" / f"tiny_{family}.safetensors")
+        save_latent(core_latent(fmt, hw), inp / f"lr_{family}_core.latent")
+    src = models.parent / "cogvideox_diffusers.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_cogvideox_transformer().state_dict().items()}, str(src))
+    convert_cogvideox(src, models / "diffusion_models" / COG_UNET)
 
 
 _counter = iter(range(1, 10**6))
@@ -337,3 +371,129 @@ def test_example_workflow_converts_through_live_object_info_and_the_server_accep
     else:  # everything validates; the run stops at the first loader, whose model file is an empty stand-in
         err = execution_error(entry)
         assert err is not None and err["node_type"] in LOADERS, err
+
+
+# --- every family the pack promises: a checkpoint of that family upscales a latent of that family ---------------
+@pytest.mark.parametrize("family", sorted(FAMILY))
+def test_a_family_checkpoint_upscales_a_core_latent_of_its_family(server, family):
+    config, fmt, hw = FAMILY[family]
+    prompt = upscale_prompt(model=f"tiny_{family}.safetensors", latent=f"lr_{family}_core.latent", seed=7, steps=2)
+    prompt["3"]["inputs"].update(width=8 * fmt.spatial_ratio * 2, height=6 * fmt.spatial_ratio * 2)  # latent 12 x 16
+    run_ok(server, prompt)
+    out = saved_latent(server, prompt)
+    assert out.shape == (1, fmt.channels, 3, 12, 16)  # the family's channels; 12 x 16 latent = its ratio x the pixels
+    m = load_checkpoint(server.base / "models" / "simplegvr" / f"tiny_{family}.safetensors")
+    assert m.latent_format is fmt
+    lr = load_latent(server.base / "input" / f"lr_{family}_core.latent")
+    cond = build_condition(m, lr, width=16 * fmt.spatial_ratio, height=12 * fmt.spatial_ratio, noise_level=0.4, seed=3)
+    torch.testing.assert_close(out, sample(m, cond, steps=2, cfg=3.0, shift=5.0, seed=7), rtol=0, atol=1e-4)
+
+
+def test_a_latent_of_another_family_is_named_in_the_error(server):
+    err = run_error(server, upscale_prompt(latent="lr_cogvideox_core.latent"))  # into the Wan 2.1 tiny checkpoint
+    assert err["node_type"] == "SimpleGVRLatentUpsampler" and err["exception_type"] == "ValueError"
+    assert "looks like a raw CogVideoX latent" in err["exception_message"]
+    assert "works in 'wan21' (Wan 2.1 VAE: 16 channels, /8 spatial) latents" in err["exception_message"]
+    err = run_error(server, upscale_prompt(model="tiny_cogvideox.safetensors", latent="lr_wan21.latent"))
+    assert "looks like a raw Wan 2.1 latent" in err["exception_message"] and "'cogvideox_2b'" in err["exception_message"]
+    err = run_error(server, upscale_prompt(model="tiny_wan22.safetensors", latent="lr_wan21.latent"))
+    assert "16 channels (a wan21 / cogvideox_2b / cogvideox_5b latent?)" in err["exception_message"]
+    assert server.alive()
+
+
+def test_cogvideox_t2v_half_of_the_workflow_runs_on_a_converted_transformer(server):
+    """UNETLoader reads what convert-cogvideox writes; the workflow's CogVideoX sampling (CFGGuider, BasicScheduler,
+    RandomNoise, VOIDSampler, SamplerCustomAdvanced) hands its LATENT to SimpleGVR, which saves a CogVideoX latent."""
+    p = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": COG_UNET, "weight_dtype": "default"}},
+        "2": {"class_type": "LotusConditioning", "inputs": {}},
+        "3": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["2", 0]}},
+        "4": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 6.0}},
+        "5": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": 3, "denoise": 1.0}},
+        "6": {"class_type": "RandomNoise", "inputs": {"noise_seed": 0}},
+        "7": {"class_type": "VOIDSampler", "inputs": {}},
+        "8": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9, "batch_size": 1}},
+        "9": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["6", 0], "guider": ["4", 0], "sampler": ["7", 0],
+                                                                "sigmas": ["5", 0], "latent_image": ["8", 0]}},
+        "10": {"class_type": "SaveLatent", "inputs": {"samples": ["9", 0], "filename_prefix": "it/cogvideox_t2v"}},
+    }
+    gvr = upscale_prompt(model="tiny_cogvideox.safetensors", prefix="it/cogvideox_gvr", steps=2)
+    gvr["3"]["inputs"].update(samples=["9", 0], latent_scale="raw")  # a random transformer's latent: raw by definition
+    del gvr["1"]
+    for node in gvr.values():  # the SimpleGVR nodes join under ids g2..g5, their links re-pointed
+        for name, v in node["inputs"].items():
+            if isinstance(v, list) and v[0] in gvr:
+                node["inputs"][name] = [f"g{v[0]}", v[1]]
+    p.update({f"g{k}": v for k, v in gvr.items()})
+    run_ok(server, p)
+    t2v = sorted((server.base / "output").glob("it/cogvideox_t2v_*.latent"))
+    hr = sorted((server.base / "output").glob("it/cogvideox_gvr_*.latent"))
+    assert len(t2v) == 1 and len(hr) == 1
+    assert load_latent(t2v[0]).shape == (1, 16, 3, 8, 8)  # CogVideoX: 16 channels, /8, (9-1)/4+1 frames
+    out = load_latent(hr[0])
+    assert out.shape == (1, 16, 3, 12, 16) and torch.isfinite(out).all()
+
+
+COMFY_COGVIDEOX_FORWARD = """
+import sys
+model_path, inputs, out, scale = sys.argv[1:5]
+sys.argv = [sys.argv[0], "--cpu"]
+import comfy.options
+comfy.options.enable_args_parsing()
+import torch, comfy.sd
+from safetensors.torch import load_file, save_file
+patcher = comfy.sd.load_diffusion_model(model_path)  # what UNETLoader calls
+dm = patcher.model.diffusion_model.float()
+if scale != "default":
+    dm.spatial_interpolation_scale = float(scale)
+t = load_file(inputs)
+with torch.no_grad():
+    y = dm(t["x"], t["timestep"], t["context"])
+save_file({"y": y.float().contiguous(), "scale_factor": torch.tensor(patcher.model.latent_format.scale_factor)}, out)
+"""
+
+
+def test_comfyuis_cogvideox_on_the_converted_file_computes_the_diffusers_transformer(tmp_path):
+    """The key conversion is right: ComfyUI's own CogVideoX module, loaded the way UNETLoader loads it, gives the
+    diffusers transformer's output at the base grid (60x90 latent = 720x480), with RoPE positions in unit steps as
+    diffusers and SAT use. (v0.22 scales them by spatial_interpolation_scale = 1.875 for CogVideoX 1.0; see README.)"""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+    from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+    from simplegvr_core.checkpoint import convert_cogvideox
+
+    ref = randomize_(tiny_cogvideox_transformer(text_dim=32, seed=1), seed=1, std=0.2)
+    with torch.no_grad():  # sharp attention, so that the RoPE positions matter (29% of the output here)
+        for name, param in ref.named_parameters():
+            if ".norm_q.weight" in name or ".norm_k.weight" in name:
+                param.mul_(20)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "diffusers.safetensors"))
+    convert_cogvideox(tmp_path / "diffusers.safetensors", tmp_path / "comfy.safetensors")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, 2, 60, 90, generator=g)
+    ctx = torch.randn(1, 11, 32, generator=g)
+    timestep = torch.tensor([321.0])
+    save_file({"x": x, "timestep": timestep, "context": ctx}, str(tmp_path / "inputs.safetensors"))
+    grid = (30, 45)  # as CogVideoXPipeline._prepare_rotary_positional_embeddings does for 720x480
+    crops = get_resize_crop_region_for_grid(grid, 45, 30)
+    rope = get_3d_rotary_pos_embed(embed_dim=64, crops_coords=crops, grid_size=grid, temporal_size=2)
+    with torch.no_grad():
+        expected = ref(hidden_states=x.permute(0, 2, 1, 3, 4), encoder_hidden_states=ctx, timestep=timestep,
+                       image_rotary_emb=rope, return_dict=False)[0].permute(0, 2, 1, 3, 4)
+    comfy_dir, python = FOUND
+    env = dict(os.environ, PYTHONPATH=str(comfy_dir))
+    errs = {}
+    for scale in ("1.0", "default"):
+        out = tmp_path / f"out_{scale}.safetensors"
+        r = subprocess.run([str(python), "-c", COMFY_COGVIDEOX_FORWARD, str(tmp_path / "comfy.safetensors"),
+                            str(tmp_path / "inputs.safetensors"), str(out), scale], cwd=comfy_dir, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        from safetensors.torch import load_file
+
+        got = load_file(str(out))
+        assert float(got["scale_factor"]) == pytest.approx(COGVIDEOX_2B.scale)  # a 2b-sized (2 heads) model: CogVideoX's 1.15258426
+        errs[scale] = float((got["y"] - expected).abs().max() / expected.abs().max())
+    assert errs["1.0"] < 1e-4, errs
+    print(f"ComfyUI v0.22 CogVideoX vs diffusers: max rel. error {errs['1.0']:.1e} with unit RoPE steps, "
+          f"{errs['default']:.2e} with its default spatial_interpolation_scale")
