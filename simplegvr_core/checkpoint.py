@@ -197,15 +197,16 @@ def wan_state_dict_to_original(sd: dict[str, torch.Tensor]) -> tuple[dict[str, t
                          f"(first keys: {sorted(sd)[:5]})")
     if "condition_embedder.time_proj.weight" not in sd and "proj_out.weight" not in sd:
         return dict(sd), "wan"
-    out = {}
-    for k, v in sd.items():
-        new = k
-        for pat, rep in _DIFFUSERS_TO_WAN:
-            new, n = re.subn(pat, rep, new)
-            if n:
-                break
-        out[new] = v
-    return out, "diffusers"
+    return {_rename(k, _DIFFUSERS_TO_WAN) or k: v for k, v in sd.items()}, "diffusers"
+
+
+def _rename(key: str, table) -> str | None:
+    """`key` after the first rule of `table` [(pattern, replacement)] that matches it; None when none does."""
+    for pat, rep in table:
+        new, n = re.subn(pat, rep, key)
+        if n:
+            return new
+    return None
 
 
 def infer_wan_dit_config(sd: dict[str, torch.Tensor], num_heads: int | None = None) -> DiTConfig:
@@ -364,15 +365,10 @@ def cogvideox_to_comfyui(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
                          f"'patch_embed.proj.weight' (first keys: {sorted(sd)[:5]})")
     out = {}
     for k, v in sd.items():
-        for pat, rep in _COGVIDEOX_TO_COMFYUI:
-            new, n = re.subn(pat, rep, k)
-            if n:
-                break
-        else:
-            if not _COGVIDEOX_SHARED.match(k):
-                raise ValueError(f"unexpected CogVideoX transformer tensor {k!r}: no ComfyUI name for it")
-            new = k
-        out[new] = v
+        new = _rename(k, _COGVIDEOX_TO_COMFYUI)
+        if new is None and not _COGVIDEOX_SHARED.match(k):
+            raise ValueError(f"unexpected CogVideoX transformer tensor {k!r}: no ComfyUI name for it")
+        out[new or k] = v
     return out
 
 

@@ -80,11 +80,12 @@ def test_malformed_checkpoints_raise_clear_errors(tmp_path):
 
 
 # --- Wan 2.1 import, checked against diffusers' independent implementation ------------------------
-def reference_wan(seed=0):
+def reference_wan(seed=0, channels=16, heads=2, head_dim=12, ffn_dim=48, freq_dim=16):
     torch.manual_seed(seed)
     ref = diffusers.WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=32, freq_dim=16, ffn_dim=48, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=channels,
+        out_channels=channels, text_dim=32, freq_dim=freq_dim, ffn_dim=ffn_dim, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
     ).eval()
     return randomize_(ref, seed, std=0.2)
 
@@ -122,23 +123,23 @@ def diffusers_to_wan_names(sd):
     return out
 
 
-@pytest.mark.parametrize("key_format", ["diffusers", "wan", "comfyui"])
-def test_imported_dit_equals_the_t2v_model_for_any_condition(key_format, tmp_path):
-    ref = reference_wan()
+def wan_file(ref, key_format: str, path):
+    """`ref`'s weights saved in one of the three key formats import_wan reads."""
     sd = ref.state_dict()
     if key_format == "wan":
         sd = diffusers_to_wan_names(sd)
     elif key_format == "comfyui":
         sd = {f"model.diffusion_model.{k}": v for k, v in diffusers_to_wan_names(sd).items()}
-    path = tmp_path / "wan.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    model = import_wan(path, num_heads=2).eval()
-    assert model.config.dit.in_dim == 32 and model.config.latent_format == "wan21"
-    assert torch.equal(model.dit.patch_embedding.weight[:, 16:], torch.zeros(24, 16, 1, 2, 2))
+    return path
+
+
+def assert_t2v_output_for_any_condition(model, ref, shape):
+    """The imported DiT gives the T2V model's output whatever the condition and its noise level."""
     g = torch.Generator().manual_seed(1)
-    z = torch.randn(2, 16, 5, 8, 8, generator=g)
-    ctx = torch.randn(2, 7, 32, generator=g)
-    t = torch.tensor([999.0, 250.0])
+    z = torch.randn(shape, generator=g)
+    ctx = torch.randn(shape[0], 7, 32, generator=g)
+    t = torch.tensor([999.0, 250.0])[: shape[0]]  # T2V: one timestep for every token (no first-frame image)
     with torch.no_grad():
         expected = ref(z, t, ctx, return_dict=False)[0]
         for s in (0.0, 0.45):
@@ -146,6 +147,15 @@ def test_imported_dit_equals_the_t2v_model_for_any_condition(key_format, tmp_pat
             got = model.dit(z, cond, t, ctx, s)
             err = (got - expected).abs().max() / expected.abs().max()
             assert err < 1e-4, f"relative max error {err:.2e}"
+
+
+@pytest.mark.parametrize("key_format", ["diffusers", "wan", "comfyui"])
+def test_imported_dit_equals_the_t2v_model_for_any_condition(key_format, tmp_path):
+    ref = reference_wan()
+    model = import_wan(wan_file(ref, key_format, tmp_path / "wan.safetensors"), num_heads=2).eval()
+    assert model.config.dit.in_dim == 32 and model.config.latent_format == "wan21"
+    assert torch.equal(model.dit.patch_embedding.weight[:, 16:], torch.zeros(24, 16, 1, 2, 2))
+    assert_t2v_output_for_any_condition(model, ref, (2, 16, 5, 8, 8))
 
 
 def test_import_infers_dims_and_rejects_non_wan(tmp_path):
@@ -177,41 +187,20 @@ def test_plain_t2v_import_matches_diffusers():
 # --- Wan 2.2 TI2V-5B: 48 channels, the same key format -------------------------------------------
 def reference_wan22(seed=0):
     """A tiny diffusers WanTransformer3DModel with Wan 2.2 TI2V's 48 latent channels (tiny-wan22's shape)."""
-    torch.manual_seed(seed)
-    ref = diffusers.WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=48, out_channels=48,
-        text_dim=32, freq_dim=32, ffn_dim=128, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-    ).eval()
-    return randomize_(ref, seed, std=0.2)
+    return reference_wan(seed, channels=48, heads=4, head_dim=16, ffn_dim=128, freq_dim=32)
 
 
 @pytest.mark.parametrize("key_format", ["diffusers", "wan", "comfyui"])
 @pytest.mark.parametrize("config", [None, "tiny-wan22"])
 def test_wan22_import_equals_the_t2v_model_at_step_0(key_format, config, tmp_path):
     ref = reference_wan22()
-    sd = ref.state_dict()
-    if key_format == "wan":
-        sd = diffusers_to_wan_names(sd)
-    elif key_format == "comfyui":
-        sd = {f"model.diffusion_model.{k}": v for k, v in diffusers_to_wan_names(sd).items()}
-    path = tmp_path / "wan22.safetensors"
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    path = wan_file(ref, key_format, tmp_path / "wan22.safetensors")
     model = import_wan(path, num_heads=None if config else 4, config=config).eval()
     assert model.config.latent_format == "wan22" and model.latent_format.spatial_ratio == 16
     assert model.config.name == (config or "wan-import")
     assert model.config.dit.in_dim == 96 and model.config.upsampler.channels == 48
     assert torch.equal(model.dit.patch_embedding.weight[:, 48:], torch.zeros(64, 48, 1, 2, 2))
-    g = torch.Generator().manual_seed(1)
-    z = torch.randn(2, 48, 3, 6, 8, generator=g)
-    ctx = torch.randn(2, 7, 32, generator=g)
-    t = torch.tensor([999.0, 250.0])
-    with torch.no_grad():
-        expected = ref(z, t, ctx, return_dict=False)[0]  # T2V: one timestep for every token (no first-frame image)
-        for s in (0.0, 0.45):
-            cond = torch.randn(z.shape, generator=g) * 3
-            got = model.dit(z, cond, t, ctx, s)
-            err = (got - expected).abs().max() / expected.abs().max()
-            assert err < 1e-4, f"relative max error {err:.2e}"
+    assert_t2v_output_for_any_condition(model, ref, (2, 48, 3, 6, 8))
     saved = load_checkpoint(save_checkpoint(model, tmp_path / "gvr.safetensors"))
     assert saved.config == model.config
 
