@@ -214,3 +214,27 @@ def test_kill_9_of_one_rank_leaves_only_complete_checkpoints_and_resume_matches(
     ref = one_process(cfg, d / "ref12", "train.steps=12", "log.checkpoint_every=1000")
     d_model = max_diff(weights(run, 12, "model"), weights(ref, 12, "model"))
     assert d_model < TOL, d_model
+
+
+def test_make_pairs_one_launch_covers_every_rank(tmp_path):
+    """`torchrun --nproc_per_node 2 training/make_pairs.py ...` (no --shard): each process makes its shard files from
+    its RANK/WORLD_SIZE, and together they are what one process makes (the same clips, degradations and captions;
+    the VAE's float rounding differs with the thread count)."""
+    from training.data import make_synthetic_videos
+    from training.make_pairs import main as make_pairs
+
+    clips = make_synthetic_videos(tmp_path / "clips", 4, 11, (32, 32), seed=0)
+    args = ["--videos", str(clips), "--per-shard", "2", "--frames", "9", "--hr-size", "32x32", "--lr-size", "16x16",
+            "--degradation", "flow", "--vae", "tiny", "--text", "byte", "--text-dim", "32"]
+    from helpers import torchrun_cmd
+
+    r = run_launched(torchrun_cmd(2) + [str(ROOT / "training" / "make_pairs.py"), "--out", str(tmp_path / "two"), *args],
+                     timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "shard 0/2: 1 of 2 shard files" in r.stdout and "shard 1/2: 1 of 2 shard files" in r.stdout
+    assert make_pairs(["--out", str(tmp_path / "one"), *args]) == 0
+    for k in range(2):
+        a = load_file(str(tmp_path / "one" / f"pairs-{k:05d}.safetensors"))
+        b = load_file(str(tmp_path / "two" / f"pairs-{k:05d}.safetensors"))
+        assert a.keys() == b.keys() and torch.equal(a["context"], b["context"])
+        assert all(torch.allclose(a[n], b[n], rtol=0, atol=1e-5) for n in ("hr", "lr"))
