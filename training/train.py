@@ -2,7 +2,7 @@
 
     python training/train.py --config training/configs/cpu_smoke.toml [section.key=value ...] [--resume] [--export OUT]
     accelerate launch training/train.py --config training/configs/stage1_classic_17f.toml
-    accelerate launch --multi_gpu --num_processes 8 training/train.py --config ... train.fsdp=true train.grad_accum=4
+    accelerate launch --multi_gpu --num_processes 8 training/train.py --config ... train.fsdp=true train.grad_accum=2
 
 The loop, in the paper's terms: condition noise s ~ U[0.3, 0.6] on the LR latent before the upsampler,
 σ from the configured timestep sampler, x_σ = (1-σ) x0 + σ ε, flow-matching loss ||(ε - x0) - v||²,
