@@ -105,6 +105,36 @@ def save_checkpoint(model: SimpleGVR, path: str | os.PathLike, extra_metadata: d
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
+def checkpoint_config(path: str | os.PathLike) -> SimpleGVRConfig:
+    """The config of a SimpleGVR checkpoint, from its header only (format, version, config, latent format checked as
+    `load_checkpoint` checks them); no tensor is read."""
+    with open_safetensors(path) as f:
+        return _header_config(f, str(path))
+
+
+def _header_config(f, name: str) -> SimpleGVRConfig:
+    meta = dict(f.metadata() or {})
+    if meta.get("format") != FORMAT_NAME:
+        raise ValueError(f"{name!r} is not a SimpleGVR checkpoint: metadata format={meta.get('format')!r}, "
+                         f"expected {FORMAT_NAME!r} (import Wan weights with `simplegvr import-wan`)")
+    if meta.get("version") not in SUPPORTED_VERSIONS:
+        raise ValueError(f"{name!r} has checkpoint version {meta.get('version')!r}: this SimpleGVR reads "
+                         f"{SUPPORTED_VERSIONS}")
+    try:
+        config = SimpleGVRConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError, TypeError, ValueError) as e:
+        raise ValueError(f"{name!r} has no valid config in its metadata: {e}") from None
+    stated = meta.get("latent_format", config.latent_format)
+    try:
+        stated_fmt = get_format(stated).name
+    except ValueError as e:
+        raise ValueError(f"{name!r}: metadata latent_format: {e}") from None
+    if stated_fmt != config.latent_format:
+        raise ValueError(f"{name!r}: metadata latent_format {stated!r} disagrees with its config's "
+                         f"{config.latent_format!r}")
+    return config
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SimpleGVR:
     """Rebuild a SimpleGVR from a checkpoint. Nothing large is allocated before the file is known to be sound:
     format and version, then the config's types and ranges (config.LIMITS), the metadata's latent format, then
@@ -112,25 +142,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     weights read, and they must be finite."""
     name = str(path)
     with open_safetensors(path) as f:
-        meta = dict(f.metadata() or {})
-        if meta.get("format") != FORMAT_NAME:
-            raise ValueError(f"{name!r} is not a SimpleGVR checkpoint: metadata format={meta.get('format')!r}, "
-                             f"expected {FORMAT_NAME!r} (import Wan weights with `simplegvr import-wan`)")
-        if meta.get("version") not in SUPPORTED_VERSIONS:
-            raise ValueError(f"{name!r} has checkpoint version {meta.get('version')!r}: this SimpleGVR reads "
-                             f"{SUPPORTED_VERSIONS}")
-        try:
-            config = SimpleGVRConfig.from_dict(json.loads(meta["config"]))
-        except (KeyError, json.JSONDecodeError, TypeError, ValueError) as e:
-            raise ValueError(f"{name!r} has no valid config in its metadata: {e}") from None
-        stated = meta.get("latent_format", config.latent_format)
-        try:
-            stated_fmt = get_format(stated).name
-        except ValueError as e:
-            raise ValueError(f"{name!r}: metadata latent_format: {e}") from None
-        if stated_fmt != config.latent_format:
-            raise ValueError(f"{name!r}: metadata latent_format {stated!r} disagrees with its config's "
-                             f"{config.latent_format!r}")
+        config = _header_config(f, name)
         with torch.device("meta"):
             model = SimpleGVR(config)
         expected = {f"dit.{k}": v for k, v in model.dit.state_dict().items()}

@@ -8,6 +8,7 @@ written to a temporary name and renamed when complete.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -94,12 +95,16 @@ def memory_budget(gib: float | None):
 def _cmd_upscale(args) -> int:
     import torch
 
-    from .checkpoint import load_checkpoint, read_safetensors
+    from . import parallel
+    from .checkpoint import checkpoint_config, load_checkpoint, read_safetensors
     from .files import clean_stale_temporaries
     from .latent_formats import read_latent
     from .latent_io import load_latent, save_latent
     from .pipeline import build_condition, sample
 
+    world, rank = parallel.env_world(), parallel.env_rank()
+    if world > 1:  # under torchrun: refused before any process joins the group, the same way on every one
+        parallel.check_world(checkpoint_config(args.checkpoint).dit.num_heads, world)
     if (args.width is None) != (args.height is None):
         raise CLIError("give both --width and --height (pixels), or --scale")
     if args.scale is not None and args.width is not None:
@@ -107,28 +112,50 @@ def _cmd_upscale(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{str(out)!r} exists: pass --overwrite to replace it")
-    clean_stale_temporaries(out.parent)
+    if rank == 0:
+        clean_stale_temporaries(out.parent)
     device = resolve_device(args.device)
-    budget = memory_budget(args.max_memory)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    model = load_checkpoint(args.checkpoint, device=device, dtype=dtype).eval()
-    lr = read_latent(load_latent(args.latent), model.latent_format, args.latent_scale, "LR latent")
-    if args.latent_scale == "auto":
-        print(f"{Path(args.latent).name}: {lr.note}", file=sys.stderr)
-    positive = negative = None
-    if args.prompt_embeds:
-        emb, _ = read_safetensors(args.prompt_embeds)
-        if "positive" not in emb:
-            raise CLIError(f"{args.prompt_embeds!r} has no 'positive' tensor (keys: {sorted(emb)})")
-        positive, negative = emb["positive"], emb.get("negative")
-    cond = build_condition(model, lr, width=args.width, height=args.height, scale=args.scale,
-                           noise_level=args.noise_level, seed=args.seed, memory_budget=budget)
-    hr = sample(model, cond, context=positive, negative_context=negative, steps=args.steps, cfg=args.cfg,
-                shift=args.shift, seed=args.seed, attention=args.attention, sampler=args.sampler,
-                chunk_frames=args.chunk_frames if args.chunk_frames is not None else "auto",
-                tile_size=_parse_tile(args.tile), progress=True, memory_budget=budget)
-    save_latent(hr.cpu(), out, metadata={"simplegvr": f"upscaled from {Path(args.latent).name}"})
-    print(f"wrote {out}: {tuple(lr.raw.shape)} -> {tuple(hr.shape)}")
+    sp = None
+    if world > 1:
+        if torch.device(device).type == "cuda" and torch.device(device).index is None:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+        parallel.init_process_group(device)
+        sp = parallel.SequenceParallel()
+    try:
+        budget = memory_budget(args.max_memory)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+        model = load_checkpoint(args.checkpoint, device=device, dtype=dtype).eval()
+        parallel.enable(model.dit, sp)
+        lr = read_latent(load_latent(args.latent), model.latent_format, args.latent_scale, "LR latent")
+        if args.latent_scale == "auto" and rank == 0:
+            print(f"{Path(args.latent).name}: {lr.note}", file=sys.stderr)
+        positive = negative = None
+        if args.prompt_embeds:
+            emb, _ = read_safetensors(args.prompt_embeds)
+            if "positive" not in emb:
+                raise CLIError(f"{args.prompt_embeds!r} has no 'positive' tensor (keys: {sorted(emb)})")
+            positive, negative = emb["positive"], emb.get("negative")
+        # Every process builds the same condition and runs the same ODE; the DiT's tokens are split among them.
+        cond = build_condition(model, lr, width=args.width, height=args.height, scale=args.scale,
+                               noise_level=args.noise_level, seed=args.seed, memory_budget=budget)
+        hr = sample(model, cond, context=positive, negative_context=negative, steps=args.steps, cfg=args.cfg,
+                    shift=args.shift, seed=args.seed, attention=args.attention, sampler=args.sampler,
+                    chunk_frames=args.chunk_frames if args.chunk_frames is not None else "auto",
+                    tile_size=_parse_tile(args.tile), progress=rank == 0, memory_budget=budget)
+        if rank == 0:  # one output, written atomically
+            save_latent(hr.cpu(), out, metadata={"simplegvr": f"upscaled from {Path(args.latent).name}"})
+            print(f"wrote {out}: {tuple(lr.raw.shape)} -> {tuple(hr.shape)}"
+                  + (f" ({world} processes, sequence-parallel)" if sp is not None else ""))
+        if sp is not None:
+            import torch.distributed as dist
+
+            dist.barrier()
+    finally:
+        if sp is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return 0
 
 
@@ -257,7 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    u = sub.add_parser("upscale", help="upscale a ComfyUI .latent file (e.g. from SaveLatent) with a SimpleGVR checkpoint")
+    u = sub.add_parser("upscale", help="upscale a ComfyUI .latent file (e.g. from SaveLatent) with a SimpleGVR checkpoint",
+                       description="Upscale a ComfyUI .latent file. Under `torchrun --nproc_per_node=N -m simplegvr_core "
+                       "upscale ...` the DiT's tokens are split across the N processes (sequence parallelism; N must "
+                       "divide the model's attention heads, 12 for Wan 1.3B: 2, 3, 4, 6 or 12) and rank 0 writes the "
+                       "one output file.")
     u.add_argument("--checkpoint", required=True, help="SimpleGVR checkpoint (.safetensors)")
     u.add_argument("--latent", required=True, help="input LR latent: a ComfyUI .latent file in raw VAE scale")
     u.add_argument("--out", required=True, help="output HR .latent file (LoadLatent reads it)")
@@ -403,6 +434,20 @@ def sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _message_prefix() -> str | None:
+    """How this process signs its error line: '' alone or as rank 0; ' [rank r]' for another rank once the process
+    group exists (its failure is its own); None for another rank before that, whose error is the one rank 0 prints
+    (the same arguments and files give every rank the same error)."""
+    from . import parallel
+
+    rank = parallel.env_rank()
+    if rank == 0:
+        return ""
+    import torch.distributed as dist
+
+    return f" [rank {rank}]" if dist.is_available() and dist.is_initialized() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -410,12 +455,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("simplegvr: interrupted", file=sys.stderr)
+        if _message_prefix() == "":
+            print("simplegvr: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (CLIError, ValueError, OSError, RuntimeError, MemoryError) as e:
         if args.debug:
             raise
-        print(f"simplegvr: error: {one_line(e)}", file=sys.stderr)
+        prefix = _message_prefix()
+        if prefix is not None:
+            print(f"simplegvr{prefix}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
 
 

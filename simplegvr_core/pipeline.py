@@ -189,7 +189,8 @@ class SamplingPlan:
     def memory(self, model: SimpleGVR, *, cfg: float, dtype: torch.dtype | None = None) -> int:
         """Bytes sampling needs beyond the weights: the float32 latents (x, c, the blend buffers, the output) plus
         the activations of the largest DiT call - its tokens times the widest per-token tensors of a block (q, k,
-        v, o, norms: ~12 x dim; the FFN: 2 x ffn_dim), twice with CFG."""
+        v, o, norms: ~12 x dim; the FFN: 2 x ffn_dim), twice with CFG. Under sequence parallelism (parallel.py) a
+        process holds 1/N of the tokens' activations, plus the full token sequence after the patch embedding."""
         dit = model.config.dit
         dtype = dtype or next(model.dit.parameters()).dtype
         b, c, t, h, w = self.shape
@@ -198,7 +199,12 @@ class SamplingPlan:
         pt, ph, pw = dit.patch_size
         tokens = math.ceil(wt / pt) * math.ceil(wh / ph) * math.ceil(ww / pw)
         per_token = (12 * dit.dim + 2 * dit.ffn_dim) * _element_size(dtype)
-        return int(latents + b * tokens * per_token * (2 if cfg != 1.0 else 1))
+        batch = b * (2 if cfg != 1.0 else 1)
+        sp = getattr(model.dit, "sequence_parallel", None)
+        if sp is None or sp.world == 1:
+            return int(latents + batch * tokens * per_token)
+        local = math.ceil(tokens / sp.world)
+        return int(latents + batch * (local * per_token + tokens * dit.dim * _element_size(dtype)))
 
 
 def windows(length: int, size: int | None, overlap: int) -> list[tuple[int, int]]:

@@ -22,7 +22,7 @@ FLOW_DEGRADE = 3  # flow-guided degradation
 CLASSIC_DEGRADE = 4  # classic (RealBasicVSR) degradation
 DEGRADE_MODE = 5  # which mode of a 'a,b,...' degradation list a clip gets
 FILE = 6  # per-file seeds of a folder run, keyed by the file's relative path
-TRAIN_STEP = 7  # the per-step draws of training (sigma, noise, null prompt)
+TRAIN_SAMPLE = 7  # the draws of training sample j of a run (noise levels, noise, null prompt), keyed by j
 MODEL_GUIDED = 8  # SDEdit noise of model-guided pairs
 
 

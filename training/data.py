@@ -3,13 +3,14 @@
 (a) `VideoPairs`: a folder of videos + `captions.jsonl` (one `{"video": "rel/path.mp4", "caption": "..."}`
     a line). Each sample reads a clip, crops it to the HR size, degrades it (classic / flow /
     flow+classic) to the LR size; the training loop encodes both with the video VAE. Corrupt or too
-    short videos are skipped and counted, never crash the run.
+    short videos are skipped, counted and replaced by another clip (`ResampleBroken`), never crash the run.
 (b) `PairShards`: pre-computed shards from `training/make_pairs.py` (HR latent, LR latent from any
     degradation incl. model-guided, caption features) - the paper's stage-2 data.
 
 Sampling is stateless: the i-th sample of the whole run is fixed by (seed, i) - which item (a seeded
 permutation per epoch), which clip start and which degradation parameters - so a resumed run draws
-exactly the samples the uninterrupted run would have drawn.
+exactly the samples the uninterrupted run would have drawn, and N processes draw together what one
+process draws with the same global batch (`StepSampler`).
 """
 
 from __future__ import annotations
@@ -175,23 +176,36 @@ class PairShards(Dataset):
 
 
 class StepSampler:
-    """Yields, for training steps start, start+1, ..., the batch keys [(index, sample seed), ...] of this rank.
+    """Yields, for training steps start, start+1, ..., the batch keys [(index, sample seed), ...] of this rank, one
+    list per micro-batch (`grad_accum` of them a step).
 
-    Sample j of the run (j = step * world * batch + rank * batch + b) is item perm_epoch[j % N] of epoch
-    j // N, where perm_epoch is a permutation seeded by (seed, epoch); its seed is derived from (seed, j).
+    The run draws G = batch * world * grad_accum samples a step, whatever the split across processes and
+    micro-batches: sample j of the run is drawn by (step, micro, rank, b) with j = step * G + (micro * world + rank)
+    * batch + b (`sample_indices`). It is item perm_epoch[j % N] of epoch j // N, where perm_epoch is a permutation
+    seeded by (seed, epoch), and its seed is derived from (seed, j). So 2 processes x batch 2, 1 process x batch 4
+    and 1 process x batch 2 x 2 accumulation steps draw the same samples, and a resumed run draws what the
+    uninterrupted run would have drawn.
     """
 
     def __init__(self, n_items: int, batch_size: int, seed: int, start_step: int = 0, world: int = 1, rank: int = 0,
-                 overfit: bool = False):
+                 overfit: bool = False, grad_accum: int = 1):
         if n_items < 1:
             raise ValueError("the training set is empty")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} of world {world}: expected 0 <= rank < world")
         self.n, self.bs, self.seed, self.step = n_items, batch_size, seed, start_step
-        self.world, self.rank, self.overfit = world, rank, overfit
+        self.world, self.rank, self.overfit, self.accum = world, rank, overfit, grad_accum
+        self.global_batch = batch_size * world * grad_accum
         self._perm_epoch, self._perm = -1, None
 
+    def sample_indices(self, step: int, micro: int = 0) -> list[int]:
+        """Run-wide indices j of the samples this rank draws in micro-batch `micro` of `step`."""
+        base = step * self.global_batch + (micro * self.world + self.rank) * self.bs
+        return list(range(base, base + self.bs))
+
     def _item(self, j: int) -> int:
-        if self.overfit:
-            return j % min(self.n, self.bs)
+        if self.overfit:  # the same global batch every step
+            return j % min(self.n, self.global_batch)
         epoch = j // self.n
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
@@ -200,26 +214,53 @@ class StepSampler:
 
     def __iter__(self):
         while True:
-            base = (self.step * self.world + self.rank) * self.bs
-            keys = []
-            for b in range(self.bs):
-                j = base + b
-                # Overfitting keeps each item's clip and degradation fixed; otherwise every sample is new.
-                fresh = int(np.random.default_rng([self.seed, 7, j]).integers(0, 2**63 - 1))
-                sample_seed = self._item(j) if self.overfit else fresh
-                keys.append((self._item(j), sample_seed))
-            yield keys
+            for micro in range(self.accum):
+                keys = []
+                for j in self.sample_indices(self.step, micro):
+                    # Overfitting keeps each item's clip and degradation fixed; otherwise every sample is new.
+                    fresh = int(np.random.default_rng([self.seed, 7, j]).integers(0, 2**63 - 1))
+                    keys.append((self._item(j), self._item(j) if self.overfit else fresh))
+                yield keys
             self.step += 1
+
+
+class ResampleBroken(Dataset):
+    """A dataset whose samples are never missing: when the clip of a key cannot be read, another item of `indices`
+    is tried, chosen from the key's seed (so every process and every resumed run makes the same choice), up to
+    `tries` times. Every rank therefore trains on full batches and runs the same collectives (a rank that skipped
+    a batch would leave the others waiting); the unreadable clips are reported under 'skipped'."""
+
+    def __init__(self, dataset: Dataset, indices: list[int], tries: int = 8):
+        self.dataset, self.indices, self.tries = dataset, list(indices), tries
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        idx, seed = key
+        skipped = []
+        for attempt in range(self.tries):
+            sample = self.dataset[(idx, seed)]
+            if "error" not in sample:
+                sample["skipped"] = skipped
+                return sample
+            skipped.append(sample["error"])
+            rng = np.random.default_rng([seed, 11, attempt])
+            idx, seed = self.indices[int(rng.integers(len(self.indices)))], int(rng.integers(0, 2**63 - 1))
+        return {"error": f"{self.tries} clips in a row could not be read (the last: {skipped[-1]})",
+                "skipped": skipped[:-1]}
 
 
 def collate(samples: list[dict]) -> dict:
     """Stack the good samples; report the broken ones under 'errors'."""
     good = [s for s in samples if "error" not in s]
-    errors = [s["error"] for s in samples if "error" in s]
+    errors = [e for s in samples for e in s.get("skipped", [])] + [s["error"] for s in samples if "error" in s]
     out: dict = {"errors": errors}
     if not good:
         return out
     for k in good[0]:
+        if k == "skipped":
+            continue
         if k == "caption":
             out[k] = [s[k] for s in good]
         elif k == "context":

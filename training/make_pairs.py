@@ -6,10 +6,16 @@
         [--wan WAN_T2V.safetensors --alpha 0.3 0.4 --mg-steps 8 --mg-shift 1.0]   # model-guided (paper §4.2.2)
 
 The input list (DIR/captions.jsonl) is cut into shards of --per-shard videos; shard k goes to process
-k mod n, so a cluster launcher spreads the work with --shard i/n (under `accelerate launch` the process
-index and count are used when --shard is omitted). A shard file that exists is finished and skipped, so
-re-running resumes. Broken or too-short videos are reported and left out. Latents are stored in model
-space (normalised by the latent format); caption features once per caption.
+k mod n, so a cluster launcher spreads the work with --shard i/n; under `torchrun` / `accelerate launch`
+the process's RANK and WORLD_SIZE are used when --shard is omitted (and each process takes the GPU of its
+LOCAL_RANK), so one command covers every rank of every node:
+
+    torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
+        training/make_pairs.py --videos DIR --out SHARDS --degradation flow+classic
+
+A shard file that exists is finished and skipped, so re-running resumes (with any number of processes).
+Broken or too-short videos are reported and left out. Latents are stored in model space (normalised by the
+latent format); caption features once per caption.
 """
 
 from __future__ import annotations
@@ -48,6 +54,15 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not 0 <= i < n:
         raise ValueError(f"--shard {text!r}: expected 0 <= i < n")
     return i, n
+
+
+def pick_device(name: str | None) -> str:
+    """--device, or CUDA (the GPU of this process's LOCAL_RANK under a launcher, so 8 processes use 8 GPUs), or CPU."""
+    if name:
+        return name
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
 
 
 def parse_degradation(text: str) -> str:
@@ -112,7 +127,7 @@ def run(args) -> int:
     rank, world = parse_shard(args.shard)
     hr_size, lr_size = parse_wxh(args.hr_size, "--hr-size"), parse_wxh(args.lr_size, "--lr-size")  # (H, W)
     fmt = get_format(args.latent_format)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     if args.synthesize and not (Path(args.videos) / args.captions).exists():
         print(f"writing {args.synthesize} procedural clips to {args.videos}")
         D.make_synthetic_videos(args.videos, args.synthesize, args.frames + 8, hr_size, seed=args.seed)

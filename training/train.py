@@ -2,14 +2,21 @@
 
     python training/train.py --config training/configs/cpu_smoke.toml [section.key=value ...] [--resume] [--export OUT]
     accelerate launch training/train.py --config training/configs/stage1_classic_17f.toml
+    accelerate launch --multi_gpu --num_processes 8 training/train.py --config ... train.fsdp=true train.grad_accum=2
 
 The loop, in the paper's terms: condition noise s ~ U[0.3, 0.6] on the LR latent before the upsampler,
 σ from the configured timestep sampler, x_σ = (1-σ) x0 + σ ε, flow-matching loss ||(ε - x0) - v||²,
 null prompt 10% of the time, AdamW (lr 5e-5), gradient clipping, EMA of the weights.
 
-Checkpoints (every `log.checkpoint_every` steps, written to a temporary folder and renamed) hold the
-model, its EMA, optimizer, LR scheduler, step and RNG states; `--resume` continues exactly where the
-run stopped (sampling is a pure function of (seed, step), so the resumed loss curve is the same).
+Many processes compute what one process computes with the same global batch
+(train.batch_size x processes x train.grad_accum): every sample of the run, its clip and all its random draws
+are a pure function of (seed, its run-wide index j) (`training.data.StepSampler`, `sample_draws`), the loss is
+the mean over the global batch, and DDP (default) or FSDP2 (`train.fsdp = true`, `training/distributed.py`)
+average the gradients over the ranks.
+
+Checkpoints (every `log.checkpoint_every` steps) hold the full model, its EMA, optimizer, LR scheduler, step
+and RNG states, gathered from every rank and written by rank 0 to a temporary folder that is renamed when
+complete; `--resume` continues exactly where the run stopped, with any number of processes.
 `--export OUT` writes the EMA weights as the safetensors checkpoint the nodes and `upscale` load.
 """
 
@@ -55,7 +62,7 @@ DEFAULTS: dict = {
               "warmup_steps": 0, "grad_clip": 1.0, "ema_decay": 0.999, "null_prompt_prob": 0.1,
               "noise_level": [0.3, 0.6], "timestep_sampler": "uniform", "logit_mean": 0.0, "logit_std": 1.0,
               "detail_curve": "", "mixed_precision": "bf16", "gradient_checkpointing": False, "seed": 0,
-              "overfit": False, "stop_at_step": 0},
+              "overfit": False, "stop_at_step": 0, "grad_accum": 1, "fsdp": False},
     "log": {"output_dir": "runs/simplegvr", "tracker": "tensorboard", "log_every": 10, "checkpoint_every": 500,
             "keep_checkpoints": 3, "validate_every": 500, "val_steps": 10},
 }
@@ -116,7 +123,8 @@ _INT_RANGES = {  # key: (lo, hi); every int must lie in its range
     "model.wan_num_heads": (0, 256), "data.frames": (1, 10_000), "data.val_count": (0, 1_000_000),
     "data.num_workers": (0, 256), "data.synthesize": (0, 1_000_000), "vae.seed": (0, 2**64 - 1),
     "train.steps": (1, 10**9), "train.batch_size": (1, 65_536), "train.warmup_steps": (0, 10**9),
-    "train.seed": (0, 2**64 - 1), "train.stop_at_step": (0, 10**9), "log.log_every": (1, 10**9),
+    "train.seed": (0, 2**64 - 1), "train.stop_at_step": (0, 10**9), "train.grad_accum": (1, 65_536),
+    "log.log_every": (1, 10**9),
     "log.checkpoint_every": (1, 10**9), "log.keep_checkpoints": (0, 10**6), "log.validate_every": (0, 10**9),
     "log.val_steps": (1, 10_000),
 }
@@ -222,7 +230,8 @@ def build_model(mcfg: dict) -> SimpleGVR:
 
 
 class EMA:
-    """Exponential moving average of the trainable weights (float32 shadow), with the usual warm-up."""
+    """Exponential moving average of the trainable weights (float32 shadow, sharded like the parameters under FSDP),
+    with the usual warm-up."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
@@ -234,11 +243,12 @@ class EMA:
         for k, p in model.named_parameters():
             self.shadow[k].mul_(d).add_(p.detach().float(), alpha=1 - d)
 
-    def copy_to(self, model: torch.nn.Module) -> torch.nn.Module:
-        with torch.no_grad():
-            for k, p in model.named_parameters():
-                p.copy_(self.shadow[k].to(p.dtype))
-        return model
+
+def plain_model(config, state: dict[str, torch.Tensor]) -> SimpleGVR:
+    """A single-process SimpleGVR (float32, CPU) holding `state`, a full state dict such as the gathered EMA."""
+    model = SimpleGVR.from_config(config, device="meta")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.float()
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -299,7 +309,8 @@ class Data:
         from training import data as D
 
         workers = int(self.cfg["data"]["num_workers"])
-        return iter(DataLoader(self.dataset, batch_sampler=keys_iter, collate_fn=D.collate, num_workers=workers,
+        dataset = D.ResampleBroken(self.dataset, self.train_idx)  # full batches on every rank, always
+        return iter(DataLoader(dataset, batch_sampler=keys_iter, collate_fn=D.collate, num_workers=workers,
                                persistent_workers=workers > 0))
 
     def to_model_space(self, batch: dict):
@@ -326,21 +337,34 @@ def pad_contexts(contexts: list[torch.Tensor], dim: int, device, text_len: int) 
 
 
 # --- the loss ------------------------------------------------------------------------------------
-def flow_loss(model, hr, lr, ctx, g: torch.Generator, tcfg: dict, sampler: TimestepSampler):
-    """One training loss: noise-augmented condition, flow target, null-prompt dropout. All draws from g."""
-    b = hr.shape[0]
-    dev = hr.device
+def sample_draws(seed: int, j: int, hr_shape, lr_shape, tcfg: dict, sampler: TimestepSampler) -> dict:
+    """The random draws of sample j of the run, from its own stream: condition noise level s and noise, σ, the flow
+    noise ε and the null-prompt coin. A pure function of (seed, j), so whichever process, micro-batch or resumed run
+    trains sample j draws the same."""
+    g = seeding.torch_generator(seed, seeding.TRAIN_SAMPLE, j)
     lo, hi = tcfg["noise_level"]
-    s = (torch.rand(b, generator=g) * (hi - lo) + lo).to(dev)
-    cond_eps = torch.randn(lr.shape, generator=g).to(dev)
+    s = torch.rand(1, generator=g) * (hi - lo) + lo
+    cond_eps = torch.randn(tuple(lr_shape), generator=g)
+    sigma = sampler.sample(1, g)
+    eps = torch.randn(tuple(hr_shape), generator=g)
+    drop = torch.rand(1, generator=g) < tcfg["null_prompt_prob"]
+    return {"s": s, "cond_eps": cond_eps, "sigma": sigma, "eps": eps, "drop": drop}
+
+
+def flow_loss(model, hr, lr, ctx, draws: list[dict]) -> torch.Tensor:
+    """Per-sample training losses [B]: noise-augmented condition, flow target, null-prompt dropout, with sample i's
+    draws `draws[i]` (`sample_draws`)."""
+    dev = hr.device
+    s = torch.cat([d["s"] for d in draws]).to(dev)
+    cond_eps = torch.stack([d["cond_eps"] for d in draws]).to(dev)
+    sigma = torch.cat([d["sigma"] for d in draws]).to(dev)
+    eps = torch.stack([d["eps"] for d in draws]).to(dev)
+    drop = torch.cat([d["drop"] for d in draws]).to(dev)
     c_s = add_condition_noise(lr, s, noise=cond_eps)  # c_s = (1-s) c0 + s ε, before the upsampler
-    sigma = sampler.sample(b, g).to(dev)
-    eps = torch.randn(hr.shape, generator=g).to(dev)
     x = noise_latent(hr, eps, sigma)  # x_σ = (1-σ) x0 + σ ε
-    drop = (torch.rand(b, generator=g) < tcfg["null_prompt_prob"]).to(dev)
     ctx = ctx * (~drop).view(-1, 1, 1).to(ctx.dtype)
     v = model(x, c_s, sigma * 1000.0, ctx, s)  # SimpleGVR.forward: upsampler + DiT
-    return torch.nn.functional.mse_loss(v.float(), (eps - hr).float())
+    return (v.float() - (eps - hr).float()).pow(2).flatten(1).mean(1)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -349,18 +373,28 @@ def _ckpt_dirs(out: Path) -> list[Path]:
     return sorted(p for p in d.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp") and (p / "state.pt").is_file())
 
 
-def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, scheduler, cfg: dict, keep: int) -> Path:
-    """Everything needed to resume, written to a temporary folder that is renamed when complete."""
+def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, scheduler, cfg: dict, keep: int) -> Path | None:
+    """Everything needed to resume, in full (gathered from every rank: call it on all of them), written by rank 0 to a
+    temporary folder that is renamed when complete. Gathering is finished before anything is written, so a rank that
+    dies mid-run leaves either a complete checkpoint or none (the temporary of a killed writer is removed by the next
+    run). Returns the folder on rank 0, None on the other ranks."""
     from safetensors.torch import save_file
 
+    from training import distributed as D
+
+    model_state = D.full_model_state(model)
+    optimizer_state = D.full_optimizer_state(model, optimizer)
+    ema_state = D.full_tensors(ema.shadow)
+    if D.rank() != 0:
+        return None
     final = out / "checkpoints" / f"step-{step:07d}"
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)  # `.step-N.<pid>.<token>.tmp`: a later run removes it if this process is killed
     tmp.mkdir()
     try:
-        save_checkpoint(model, tmp / "model.safetensors")
-        save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
-        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        save_checkpoint(plain_model(model.config, model_state), tmp / "model.safetensors")
+        save_file({k: v.contiguous() for k, v in ema_state.items()}, str(tmp / "ema.safetensors"))
+        state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                  "torch_rng": torch.get_rng_state(), "config": json.dumps(cfg)}
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -379,42 +413,56 @@ def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, schedu
     return final
 
 
-def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler) -> int:
-    """Restore a checkpoint folder into the live objects; returns the step to continue from."""
+def _read_training_state(path: Path, model, ema: EMA):
     if not (path / "state.pt").is_file():
         raise ValueError(f"{str(path)!r} is not a training checkpoint (no state.pt)")
     saved = load_checkpoint(path / "model.safetensors")
     if saved.config.to_dict() != model.config.to_dict():
         raise ValueError(f"{str(path)!r} was trained with another model config: cannot resume this run from it")
-    model.load_state_dict(saved.state_dict())
     shadow, _ = read_safetensors(path / "ema.safetensors")
     if set(shadow) != set(ema.shadow):
         raise ValueError(f"{str(path)!r}: EMA weights do not match the model")
-    ema.shadow = {k: v.float().to(ema.shadow[k].device) for k, v in shadow.items()}
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(state["step"])
+    return saved.state_dict(), {k: v.float() for k, v in shadow.items()}, state
 
 
-def export_ema(model: SimpleGVR, ema: EMA, path: str | os.PathLike, step: int) -> Path:
-    """The EMA weights as a node/pipeline checkpoint."""
-    target = copy.deepcopy(model).float()
-    ema.copy_to(target)
-    return save_checkpoint(target, path, extra_metadata={"trained_steps": str(step)})
+def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler) -> int:
+    """Restore a checkpoint folder into the live objects (plain, DDP or FSDP: call it on every rank; rank 0 reads the
+    files and the others receive their part); returns the step to continue from."""
+    from training import distributed as D
+
+    model_state = shadow = state = error = None
+    if D.rank() == 0:
+        try:
+            model_state, shadow, state = _read_training_state(path, model, ema)
+        except ValueError as e:
+            error = str(e)
+    error = D.broadcast_object(error)
+    if error:
+        raise ValueError(error)  # on every rank, so that none waits for the others
+    D.load_full_state(model, optimizer, model_state, state["optimizer"] if state else None)
+    ema.shadow = D.load_full_tensors(ema.shadow, shadow)
+    small = D.broadcast_object({k: v for k, v in state.items() if k != "optimizer"} if state else None)
+    scheduler.load_state_dict(small["scheduler"])
+    torch.set_rng_state(small["torch_rng"])
+    if "cuda_rng" in small and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(small["cuda_rng"])
+    return int(small["step"])
+
+
+def export_ema(config, ema_state: dict[str, torch.Tensor], path: str | os.PathLike, step: int) -> Path:
+    """The (full, gathered) EMA weights as a node/pipeline checkpoint."""
+    return save_checkpoint(plain_model(config, ema_state), path, extra_metadata={"trained_steps": str(step)})
 
 
 # --- validation ----------------------------------------------------------------------------------
 @torch.no_grad()
-def validate(model: SimpleGVR, ema: EMA, data: Data, cfg: dict, device) -> dict:
-    """Upscale the held-out samples with the EMA weights; latent PSNR against their HR latents."""
+def validate(config, ema_state: dict[str, torch.Tensor], data: Data, cfg: dict, device) -> dict:
+    """Upscale the held-out samples with the (full, gathered) EMA weights; latent PSNR against their HR latents."""
     from simplegvr_core.pipeline import build_condition, sample
     from training.data import collate
 
-    net = ema.copy_to(copy.deepcopy(model)).eval()
+    model = net = plain_model(config, ema_state).to(device).eval()
     seed = cfg["train"]["seed"]
     batch = collate([data.dataset[(i, seed + 1000 + i)] for i in data.val_idx])
     triple = data.to_model_space(batch)
@@ -438,10 +486,15 @@ def validate(model: SimpleGVR, ema: EMA, data: Data, cfg: dict, device) -> dict:
 
 # --- main ----------------------------------------------------------------------------------------
 def train(cfg: dict, resume: str | None = None, export: str | None = None, progress: bool = True) -> dict:
-    """Run (or resume) training; returns {"losses": [(step, loss), ...], "step": last step, "skipped": [...]}."""
+    """Run (or resume) training; returns {"losses": [(step, loss), ...], "step": last step, "skipped": [...]}.
+
+    Under `accelerate launch` / torchrun every process calls this; the losses are the means over the global batch
+    (the same on every rank), checkpoints and logs come from rank 0."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
+    from training import distributed as D
     from training.data import StepSampler
 
     validate_config(cfg)
@@ -460,69 +513,94 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
                 tracker = None
     accelerator = Accelerator(mixed_precision=tcfg["mixed_precision"] if use_cuda else "no", cpu=not use_cuda,
                               log_with=tracker, project_dir=str(out))
-    device = accelerator.device
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise ValueError("accelerate's FSDP config is not used here: set train.fsdp=true and launch without --use_fsdp "
+                         "(e.g. accelerate launch --multi_gpu --num_processes 8 ...); the trainer shards every DiT block "
+                         "with torch's fully_shard itself, the same way on CPU and GPU")
+    device, world, main = accelerator.device, accelerator.num_processes, accelerator.is_main_process
     log = accelerator.print
     torch.manual_seed(tcfg["seed"])
 
-    model = build_model(cfg["model"]).float()
+    model = build_model(cfg["model"]).float()  # the same initial weights on every rank (same seed)
     model.dit.gradient_checkpointing = bool(tcfg["gradient_checkpointing"])
     model.to(device).train()
+    fsdp = bool(tcfg["fsdp"])
+    if fsdp:
+        D.shard_model(model, device)
+    ema = EMA(model, tcfg["ema_decay"])  # after sharding: the shadow is sharded like the weights
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], betas=tuple(tcfg["betas"]), weight_decay=tcfg["weight_decay"])
     warm = max(1, int(tcfg["warmup_steps"]))
+    # Stepped here once per optimizer step: accelerate's prepared scheduler would step once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warm))
-    ema = EMA(model, tcfg["ema_decay"])
     sampler = TimestepSampler(tcfg["timestep_sampler"], logit_mean=tcfg["logit_mean"], logit_std=tcfg["logit_std"],
                               curve=tcfg["detail_curve"] or None)
+    if fsdp:
+        net, optimizer = model, accelerator.prepare(optimizer)
+    else:
+        net, optimizer = accelerator.prepare(model, optimizer)  # DDP over the processes (a no-op for one)
+    torch_optimizer = getattr(optimizer, "optimizer", optimizer)
 
-    if accelerator.is_main_process:
+    if main:
         for d in (out, out / "checkpoints"):
             for p in clean_stale_temporaries(d):
                 log(f"removed {p.name}, left by an interrupted run")
     start = 0
     if resume:
-        ck = _ckpt_dirs(out)[-1] if resume == "auto" and _ckpt_dirs(out) else (Path(resume) if resume != "auto" else None)
+        ck = None
+        if main:
+            ck = _ckpt_dirs(out)[-1] if resume == "auto" and _ckpt_dirs(out) else (Path(resume) if resume != "auto" else None)
+        ck = D.broadcast_object(str(ck) if ck is not None else None)
         if ck is not None:
-            start = load_training_state(ck, model, ema, optimizer, scheduler)
+            start = load_training_state(Path(ck), model, ema, torch_optimizer, scheduler)
             log(f"resumed from {ck} at step {start}")
         else:
             log(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
     total = int(tcfg["steps"])
     if export and start >= total:
-        path = export_ema(model, ema, export, start)
-        log(f"exported EMA weights of step {start} to {path}")
+        ema_state = D.full_tensors(ema.shadow)
+        if main:
+            log(f"exported EMA weights of step {start} to {export_ema(model.config, ema_state, export, start)}")
         return {"losses": [], "step": start, "skipped": []}
 
-    data = Data(cfg, model, device, log)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    raw = accelerator.unwrap_model(model)
+    with accelerator.main_process_first():  # rank 0 writes synthetic clips and the text cache, the others read them
+        data = Data(cfg, model, device, log)
     if tracker:
         accelerator.init_trackers("simplegvr", config={k: json.dumps(v) for k, v in cfg.items()})
-    keys = StepSampler(len(data.train_idx), int(tcfg["batch_size"]), int(tcfg["seed"]), start,
-                       accelerator.num_processes, accelerator.process_index, bool(tcfg["overfit"]))
+    bs, accum = int(tcfg["batch_size"]), int(tcfg["grad_accum"])
+    keys = StepSampler(len(data.train_idx), bs, int(tcfg["seed"]), start, world, accelerator.process_index,
+                       bool(tcfg["overfit"]), accum)
+    global_batch = keys.global_batch
     batches = data.loader(_MapKeys(keys, data.train_idx))
     losses = []
-    bar = tqdm(range(start, total), initial=start, total=total, disable=not (progress and accelerator.is_main_process),
-               desc="training")
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not (progress and main), desc="training")
     t0 = time.time()
     for step in bar:
-        batch = next(batches)
-        triple = data.to_model_space(batch)
-        if triple is None:
-            continue
-        hr, lr, ctx_list = triple
-        ctx = pad_contexts(ctx_list, raw.config.dit.text_dim, device, raw.config.dit.text_len)
-        g = seeding.torch_generator(tcfg["seed"], seeding.TRAIN_STEP, step, accelerator.process_index)
-        with accelerator.autocast():
-            loss = flow_loss(model, hr, lr, ctx, g, tcfg, sampler)  # through the DDP/FSDP wrapper
-        accelerator.backward(loss)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for micro in range(accum):
+            batch = next(batches)
+            triple = data.to_model_space(batch)
+            usable = 0 if triple is None else triple[0].shape[0]
+            if usable != bs:
+                raise ValueError(f"step {step + 1}: {bs - usable} of {bs} samples found no readable clip "
+                                 f"({batch['errors'][-1] if batch['errors'] else 'no reason given'})")
+            hr, lr, ctx_list = triple
+            ctx = pad_contexts(ctx_list, model.config.dit.text_dim, device, model.config.dit.text_len)
+            draws = [sample_draws(tcfg["seed"], j, hr.shape[1:], lr.shape[1:], tcfg, sampler)
+                     for j in keys.sample_indices(step, micro)]
+            with D.no_sync(net, micro < accum - 1):
+                with accelerator.autocast():
+                    per_sample = flow_loss(net, hr, lr, ctx, draws)  # through the DDP wrapper / FSDP hooks
+                # The loss of the step is the mean over the global batch; DDP and FSDP average gradients over ranks.
+                accelerator.backward(per_sample.sum() * (world / global_batch))
+            loss_sum += per_sample.detach().double().sum().cpu()
         if tcfg["grad_clip"]:
-            accelerator.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+            accelerator.clip_grad_norm_(net.parameters(), tcfg["grad_clip"])
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        ema.update(raw, step)
-        value = float(loss.detach())
+        ema.update(model, step)
+        value = float(accelerator.reduce(loss_sum.to(device), "sum")) / global_batch
         losses.append((step + 1, value))
         bar.set_postfix(loss=f"{value:.4f}")
         done = step + 1
@@ -531,26 +609,31 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
                     "time/steps_per_s": (done - start) / max(1e-9, time.time() - t0)}
             if tracker:
                 accelerator.log(logs, step=done)
-        if int(cfg["log"]["validate_every"]) and done % int(cfg["log"]["validate_every"]) == 0 and accelerator.is_main_process:
-            vals = validate(raw, ema, data, cfg, device)
-            log(f"step {done}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()))
-            if tracker and vals:
-                accelerator.log(vals, step=done)
-        if (done % int(cfg["log"]["checkpoint_every"]) == 0 or done == total) and accelerator.is_main_process:
-            save_training_state(out, done, raw, ema, optimizer, scheduler, cfg, int(cfg["log"]["keep_checkpoints"]))
+        if int(cfg["log"]["validate_every"]) and done % int(cfg["log"]["validate_every"]) == 0:
+            ema_state = D.full_tensors(ema.shadow)
+            if main:
+                vals = validate(model.config, ema_state, data, cfg, device)
+                log(f"step {done}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()))
+                if tracker and vals:
+                    accelerator.log(vals, step=done)
+        if done % int(cfg["log"]["checkpoint_every"]) == 0 or done == total:
+            save_training_state(out, done, model, ema, torch_optimizer, scheduler, cfg, int(cfg["log"]["keep_checkpoints"]))
         accelerator.wait_for_everyone()
         if tcfg["stop_at_step"] and done >= int(tcfg["stop_at_step"]):
             break  # a deliberate interruption (tests and time-boxed jobs); resume continues from here
     if data.skipped:
         log(f"skipped {len(data.skipped)} broken or short samples/videos")
-    if export and accelerator.is_main_process:
-        path = export_ema(raw, ema, export, losses[-1][0] if losses else start)
-        log(f"exported EMA weights to {path}")
+    if export:
+        ema_state = D.full_tensors(ema.shadow)
+        if main:
+            path = export_ema(model.config, ema_state, export, losses[-1][0] if losses else start)
+            log(f"exported EMA weights to {path}")
     if tracker:
         accelerator.end_training()
-    with open(out / "losses.jsonl", "a") as f:
-        for s, v in losses:
-            f.write(json.dumps({"step": s, "loss": v}) + "\n")
+    if main:
+        with open(out / "losses.jsonl", "a") as f:
+            for s, v in losses:
+                f.write(json.dumps({"step": s, "loss": v}) + "\n")
     return {"losses": losses, "step": losses[-1][0] if losses else start, "skipped": list(data.skipped)}
 
 

@@ -124,6 +124,9 @@ class WanSelfAttention(nn.Module):
         k = self.norm_k(self.k(x)).view(b, n, self.num_heads, self.head_dim)
         v = self.v(x).view(b, n, self.num_heads, self.head_dim)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        sp = attn_kwargs.get("sequence_parallel")
+        if sp is not None:  # tokens split over processes (simplegvr_core/parallel.py)
+            return self.o(sp.attention(q, k, v, grid, attn_kwargs).flatten(2))
         o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), grid, **attn_kwargs)
         return self.o(o.transpose(1, 2).flatten(2))  # [B, L, dim]
 
@@ -197,6 +200,7 @@ class SimpleGVRDiT(nn.Module):
         self.blocks = nn.ModuleList([WanAttentionBlock(cfg) for _ in range(cfg.num_layers)])
         self.head = Head(dim, cfg.out_dim, cfg.patch_size, cfg.eps)
         self.gradient_checkpointing = False
+        self.sequence_parallel = None  # a parallel.SequenceParallel splits the tokens over processes (parallel.enable)
         self.attention_mode = cfg.attention
         self.attention_options = {"unit_frames": cfg.unit_frames, "sparse_block": cfg.sparse_block,
                                   "sparse_topk": cfg.sparse_topk}
@@ -290,14 +294,22 @@ class SimpleGVRDiT(nn.Module):
             e0 = _embed(self.time_projection, e).unflatten(1, (6, cfg.dim))  # [B, 6, dim]
         ctx = self.text_embedding(context.to(tokens.dtype))
         rope = rope_cos_sin(grid, cfg.head_dim, x.device)
+        sp = self.sequence_parallel
+        if sp is not None:  # this process keeps its share of the tokens (and of their RoPE angles)
+            n_tokens = tokens.shape[1]
+            tokens, rope = sp.shard(tokens), (sp.shard(rope[0], 0), sp.shard(rope[1], 0))
 
         for i, block in enumerate(self.blocks):
             kw = {"mode": mode, "block_index": i, **self.attention_options}
+            if sp is not None:
+                kw["sequence_parallel"] = sp
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 tokens = checkpoint(block, tokens, e0, ctx, rope, grid, kw, use_reentrant=False)
             else:
                 tokens = block(tokens, e0, ctx, rope, grid, kw)
         out = self.head(tokens, e)  # [B, L, C*pt*ph*pw]
+        if sp is not None:
+            out = sp.gather(out, n_tokens)
         return self.unpatchify(out, grid)[:, :, :f, :h, :w].to(x.dtype)
 
     def unpatchify(self, x: torch.Tensor, grid) -> torch.Tensor:
