@@ -225,11 +225,11 @@ def upsampler_memory(model: SimpleGVR, lr_shape, size: tuple[int, int], chunk_fr
 def dit_token_bytes(model: SimpleGVR, dtype: torch.dtype, mode: str) -> int:
     """Activation bytes per token of one DiT forward (batch 1) at its peak: the larger of the self-attention phase
     (~8 dtype-sized and ~2.5 float32 tensors of `dim` per token: x, q, k, v with their norms, RoPE and contiguous
-    copies; sparse_local adds its blocked and gathered keys and values, ~5 more) and the FFN phase (~4 dtype-sized
+    copies; sparse_local adds its blocked, padded and gathered queries, keys and values, ~8 more) and the FFN phase (~4 dtype-sized
     and 1 float32 tensor of `dim`, plus the two `ffn_dim`-wide hidden tensors). Calibrated on measured CPU peaks."""
     dit = model.config.dit
     e = _element_size(dtype)
-    attn = (8 * e + 10 + (5 * e if mode == "sparse_local" else 0)) * dit.dim
+    attn = (8 * e + 10 + (8 * e if mode == "sparse_local" else 0)) * dit.dim
     ffn = (4 * e + 4) * dit.dim + 2 * dit.ffn_dim * e
     return int(max(attn, ffn))
 

@@ -55,3 +55,26 @@ def test_latent_frames_in_equal_latent_frames_out(m, frames):
     assert out.shape == (1, 16, frames, 12, 8) and torch.isfinite(out).all()
     btchw = upscale(m, lr.transpose(1, 2), short_edge=64, steps=1, cfg=1.0, attention="full")  # windows for full
     assert btchw.shape == (1, frames, 16, 12, 8)
+
+
+def test_cli_keeps_the_aspect_ratio_plans_memory_and_warns_on_a_stretch(m, tmp_path):
+    import subprocess
+    import sys
+
+    from simplegvr_core import save_checkpoint
+    from simplegvr_core.latent_io import load_latent, save_latent
+
+    ckpt = save_checkpoint(m, tmp_path / "gvr.safetensors")
+    save_latent(torch.randn(1, 16, 3, 6, 4), tmp_path / "portrait.latent")
+    base = [sys.executable, "-m", "simplegvr_core.cli", "upscale", "--checkpoint", str(ckpt), "--latent",
+            str(tmp_path / "portrait.latent"), "--steps", "1", "--cfg", "1"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "a.latent"), "--short-edge", "64"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert load_latent(tmp_path / "a.latent").shape == (1, 16, 3, 12, 8)
+    assert "memory auto (" in r.stderr and "DiT call(s) per step" in r.stderr and "stretched" not in r.stderr
+    r = subprocess.run(base + ["--out", str(tmp_path / "b.latent"), "--width", "128", "--height", "96"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "warning: 128x96 px changes the aspect ratio of the 32x48 px input" in r.stderr
+    r = subprocess.run(base + ["--out", str(tmp_path / "c.latent"), "--short-edge", "64", "--scale", "2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not --scale and --short-edge" in r.stderr
