@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 PACK_NAME = "ComfyUI-SimpleGVR"  # what `git clone` of the repository would create in custom_nodes/
 # What a user's clone holds and the pack needs at run time (no tests, training code or caches).
 PACK_FILES = ["__init__.py", "nodes", "simplegvr_core", "workflows", "pyproject.toml", "requirements.txt", "README.md"]
-OUR_NODES = ["SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade"]
+OUR_NODES = ["SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade",
+             "SimpleGVRColourFix"]
 
 
 def comfyui_from_env() -> tuple[Path, Path] | None:

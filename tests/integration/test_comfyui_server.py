@@ -163,11 +163,13 @@ def test_our_nodes_appear_in_object_info_with_their_inputs(server):
     assert live == recorded, "the nodes' schemas changed: rerun with SIMPLEGVR_RECORD_OBJECT_INFO=1 and commit tests/data"
     for node in OUR_NODES:
         assert info[node]["category"] == "SimpleGVR"
-        for section in info[node]["input"].values():
+        for kind, section in info[node]["input"].items():
+            if kind == "hidden":  # unique_id: what the node shows its text under, not a widget
+                continue
             for name, spec in section.items():
                 assert spec[1].get("tooltip"), f"{node}.{name} has no tooltip"
     assert set(info["SimpleGVRLatentUpsampler"]["input"]["required"]) == {
-        "model", "samples", "resize_by", "width", "height", "scale", "noise_level", "seed", "latent_scale"}
+        "model", "samples", "resize_by", "edge", "width", "height", "scale", "noise_level", "seed", "latent_scale"}
     assert set(info["SimpleGVRSampler"]["input"]["optional"]) == {"positive", "negative"}
     assert info["SimpleGVRModelLoader"]["output"] == ["SIMPLEGVR_MODEL"]
     # models/simplegvr lists everything, models/latent_upscale_models only SimpleGVR checkpoints
