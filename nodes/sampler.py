@@ -91,7 +91,7 @@ class SimpleGVRSampler(io.ComfyNode):
         lines = []
         if info is None:  # a plain LR latent: the Latent Upsampler's defaults (short edge 1080, aspect kept)
             lr = glue.read_video_latent(samples, net.latent_format, "auto", "LR latent")
-            out, text = upsample(model, lr, glue.DEFAULT_SIZE, 0.4, seed)
+            out, text, _ = upsample(model, lr, glue.DEFAULT_SIZE, 0.4, seed)  # the default size never stretches
             log.info("SimpleGVR Sampler: a plain LATENT %s, upsampled with the defaults: %s; %s",
                      tuple(samples["samples"].shape), text, lr.note)
             info = out[glue.LATENT_KEY]

@@ -69,16 +69,16 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
         net = runtime.module(model)
         lr = glue.read_video_latent(samples, net.latent_format, latent_scale, "LR latent")
         size = glue.target_args(resize_by, edge, width, height, scale)
-        out, text = upsample(model, lr, size, noise_level, seed)
+        out, text, warning = upsample(model, lr, size, noise_level, seed)
         log.info("SimpleGVR Latent Upsampler: %s %s; %s", tuple(samples["samples"].shape), text, lr.note)
-        runtime.show_text(cls.hidden.unique_id, text)
+        runtime.show_text(cls.hidden.unique_id, f"WARNING: {warning}\n\n{text}" if warning else text)
         return io.NodeOutput(out)
 
 
-def upsample(model, lr, size: dict, noise_level: float, seed: int) -> tuple[dict, str]:
+def upsample(model, lr, size: dict, noise_level: float, seed: int) -> tuple[dict, str, str | None]:
     """Latent Upsampler's work, also the Sampler's for a plain LR latent: the condition built in the largest chunks
-    that fit the free memory (the result does not depend on them), a warning when the size stretches the picture,
-    and the line that says what was done."""
+    that fit the free memory (the result does not depend on them); returns the LATENT, the line that says what was
+    done and the warning (logged here) when the size stretches the picture."""
     net = runtime.module(model)
     lr_hw = tuple(lr.raw.shape[-2:])
     hr_hw = pipeline.target_size(net, lr_hw, **size)
@@ -94,4 +94,4 @@ def upsample(model, lr, size: dict, noise_level: float, seed: int) -> tuple[dict
     need = pipeline.upsampler_memory(net, lr.raw.shape, hr_hw, chunk)
     text = (f"{glue.size_text(net, lr_hw, hr_hw)}, {lr.raw.shape[2]} latent frames; upsampler in chunks of {chunk} "
             f"latent frames ({need / glue.GiB:.2f} GiB of {free / glue.GiB:.1f} GiB free)")
-    return out, (f"WARNING: {stretched}\n\n{text}" if stretched else text)
+    return out, text, stretched

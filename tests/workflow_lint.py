@@ -98,7 +98,6 @@ def note_text_height(text: str, width: float, markdown: bool = True) -> tuple[fl
     """Estimated rendered height of a note's text at 100% zoom in a note `width` wide, and the lines that cannot
     fit its width (table rows wider than the note)."""
     usable = width - PAD_X
-    per_line = max(1, int(usable / CHAR_W))
     height, too_wide = 0.0, []
     for line in text.split("\n"):
         s = line.strip()
