@@ -52,11 +52,12 @@ print(json.dumps({{"extra": peak - before, "estimate": est, "seconds": time.perf
 """
 BASE = dict(dim=256, ffn=1024, hidden=32, dtype="torch.float32", frames=40, h=48, w=64, chunk=None, tile=None,
             mode="temporal_units", cfg_=1.0)
+COND = dict(frames=20, h=96, w=128)  # the condition: 20 latent frames, 48x64 -> 96x128
 CASES = [  # (label, phase, overrides)
-    ("condition, whole clip", "condition", dict(frames=24)),
-    ("condition, chunks of 2", "condition", dict(frames=24, chunk=2)),
-    ("condition, chunks of 2, bf16", "condition", dict(frames=24, chunk=2, dtype="torch.bfloat16")),
-    ("condition, hidden 64, chunks of 8", "condition", dict(frames=24, chunk=8, hidden=64)),
+    ("condition, whole clip", "condition", dict(COND)),
+    ("condition, chunks of 2", "condition", dict(COND, chunk=2)),
+    ("condition, chunks of 2, bf16", "condition", dict(COND, chunk=2, dtype="torch.bfloat16")),
+    ("condition, hidden 64, chunks of 8", "condition", dict(COND, chunk=8, hidden=64)),
     ("sample, temporal_units, whole clip", "sample", dict()),
     ("sample, temporal_units, whole clip, bf16", "sample", dict(dtype="torch.bfloat16")),
     ("sample, temporal_units, whole clip, cfg 3", "sample", dict(cfg_=3.0)),
@@ -114,10 +115,10 @@ def main():
         rows.append((label, res["extra"], res["estimate"], res["seconds"], ""))
         print(label, res, flush=True)
     lines = ["## Pipeline memory: measured peak vs the estimate (`benchmarks/pipeline_memory.py`)", "",
-             "CPU, 2 threads. DiT dim 256 / ffn 1024 / 2 layers (unless stated), upsampler hidden 32, condition "
-             f"[1,16,T,{BASE['h']},{BASE['w']}] (x2 from {BASE['h'] // 2}x{BASE['w'] // 2}), T = 40 latent frames for "
-             "sampling (20 for dim 512 / ffn 2048) and 24 for the condition; fp32 unless stated, cfg 1 unless stated. "
-             "Peak RSS above the RSS before the call.", "",
+             "CPU, 2 threads. DiT dim 256 / ffn 1024 / 2 layers (unless stated), upsampler hidden 32. Sampling: a "
+             f"condition [1,16,40,{BASE['h']},{BASE['w']}] (20 frames for dim 512 and ffn 2048), one Euler step. "
+             f"The condition: [1,16,{COND['frames']},{COND['h'] // 2},{COND['w'] // 2}] -> x2. fp32 and cfg 1 unless "
+             "stated. Peak RSS above the RSS before the call.", "",
              "| case | measured peak (MB) | estimate (MB) | estimate / measured | seconds |", "|---|---|---|---|---|"]
     ratios = []
     for label, extra, est, s, err in rows:
