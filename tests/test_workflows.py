@@ -22,7 +22,8 @@ from comfy_workflows import (
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-EXPECTED = {"wan21_t2v_480p_to_1080p.json", "flow_degrade_preview.json", "model_guided_pairs.json"}
+WAN21, FLOW, PAIRS = "Wan 2.1 T2V 480p to 1080p.json", "Flow Degrade preview.json", "Model-guided training pairs.json"
+EXPECTED = {WAN21, FLOW, PAIRS}
 OURS = json.loads((REPO / "tests" / "data" / "simplegvr_object_info.json").read_text())
 OBJECT_INFO = load_object_info()
 
@@ -54,7 +55,7 @@ def test_workflow_uses_only_core_v022_nodes_and_ours(path):
     types = {n["type"] for n in json.loads(path.read_text(encoding="utf-8"))["nodes"]}
     unknown = types - core - set(OURS) - VIRTUAL_NODES
     assert not unknown, f"{path.name} uses nodes that are neither ComfyUI v0.22 core nor SimpleGVR: {unknown}"
-    assert types & set(OURS) or path.name == "model_guided_pairs.json"  # that one is core-only by design
+    assert types & set(OURS) or path.name == PAIRS  # that one is core-only by design
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -80,7 +81,7 @@ def test_our_nodes_widget_values_are_within_their_declared_ranges(path):
             if spec[1].get("control_after_generate"):
                 assert next(values) in ("fixed", "randomize", "increment", "decrement")
         assert next(values, None) is None, f"{node['type']} has more widget values than widgets"
-    assert checked or path.name == "model_guided_pairs.json"
+    assert checked or path.name == PAIRS
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -106,9 +107,9 @@ def test_check_value_catches_what_comfyui_would_reject():
 
 
 def test_a_broken_workflow_is_reported():
-    wf = load("wan21_t2v_480p_to_1080p.json")
+    wf = load(WAN21)
     up = next(n for n in wf["nodes"] if n["type"] == "SimpleGVRLatentUpsampler")
-    up["widgets_values"][4] = 7.0  # noise_level > 1
+    up["widgets_values"][5] = 7.0  # noise_level > 1
     sampler = next(n for n in wf["nodes"] if n["type"] == "SimpleGVRSampler")
     sampler["widgets_values"].append("extra")
     wf["nodes"].append(dict(wf["nodes"][1], id=99, type="WanVideoSampler"))
@@ -122,22 +123,23 @@ def test_a_broken_workflow_is_reported():
 
 # --- the graphs the issue and README describe -----------------------------------------------------
 def test_wan21_workflow_is_480p_t2v_then_simplegvr_then_decode_and_save():
-    p = api("wan21_t2v_480p_to_1080p.json")
+    p = api(WAN21)
     by_type = {n["class_type"]: n["inputs"] for n in p.values()}
     assert by_type["EmptyHunyuanLatentVideo"]["width"] == 832 and by_type["EmptyHunyuanLatentVideo"]["height"] == 480
     assert by_type["UNETLoader"]["unet_name"] == "wan2.1_t2v_1.3B_fp16.safetensors"
     assert by_type["CLIPLoader"]["type"] == "wan"
     up = by_type["SimpleGVRLatentUpsampler"]
-    assert (up["resize_by"], up["width"], up["height"], up["noise_level"]) == ("width and height", 1920, 1080, 0.4)
-    assert by_type["SimpleGVRSampler"]["steps"] == 50
+    assert (up["resize_by"], up["edge"], up["noise_level"]) == ("short edge", 1080, 0.4)  # 1872x1080, aspect kept
+    assert by_type["SimpleGVRSampler"]["steps"] == 50 and by_type["SimpleGVRSampler"]["memory"] == "auto"
     e = edges(p)
     for edge in [("KSampler", "SimpleGVRLatentUpsampler", "samples"),
                  ("SimpleGVRLatentUpsampler", "SimpleGVRSampler", "samples"),
                  ("SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "model"),
                  ("SimpleGVRModelLoader", "SimpleGVRSampler", "model"),
                  ("CLIPTextEncode", "SimpleGVRSampler", "positive"), ("CLIPTextEncode", "SimpleGVRSampler", "negative"),
-                 ("SimpleGVRSampler", "VAEDecode", "samples"), ("VAEDecode", "CreateVideo", "images"),
-                 ("CreateVideo", "SaveVideo", "video")]:
+                 ("SimpleGVRSampler", "VAEDecode", "samples"), ("VAEDecode", "SimpleGVRColourFix", "images"),
+                 ("VAEDecode", "SimpleGVRColourFix", "reference"), ("SimpleGVRColourFix", "CreateVideo", "images"),
+                 ("CreateVideo", "SaveVideo", "video"), ("KSampler", "VAEDecode", "samples")]:
         assert edge in e, edge
     # the Sampler gets the same prompts as the T2V KSampler
     ks = next(k for k, n in p.items() if n["class_type"] == "KSampler")
@@ -146,7 +148,7 @@ def test_wan21_workflow_is_480p_t2v_then_simplegvr_then_decode_and_save():
 
 
 def test_model_guided_workflow_is_sdedit_at_480p_with_core_nodes_only():
-    p = api("model_guided_pairs.json")
+    p = api(PAIRS)
     assert all(n["class_type"] not in OURS for n in p.values())
     ks = next(n for n in p.values() if n["class_type"] == "KSampler")["inputs"]
     assert ks["denoise"] == 0.35
@@ -160,7 +162,7 @@ def test_model_guided_workflow_is_sdedit_at_480p_with_core_nodes_only():
 
 
 def test_flow_degrade_workflow_loads_degrades_and_saves():
-    p = api("flow_degrade_preview.json")
+    p = api(FLOW)
     e = edges(p)
     for edge in [("LoadVideo", "GetVideoComponents", "video"), ("GetVideoComponents", "SimpleGVRFlowDegrade", "images"),
                  ("SimpleGVRFlowDegrade", "CreateVideo", "images"), ("CreateVideo", "SaveVideo", "video"),
@@ -170,7 +172,8 @@ def test_flow_degrade_workflow_loads_degrades_and_saves():
 
 # --- the recorded node specs ----------------------------------------------------------------------
 def test_recorded_specs_cover_our_nodes_with_tooltips_and_category():
-    assert set(OURS) == {"SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade"}
+    assert set(OURS) == {"SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade",
+                         "SimpleGVRColourFix"}
     for node_id, info in OURS.items():
         assert info["category"] == "SimpleGVR"
         for name, spec, _ in inputs_in_order(info):
@@ -179,6 +182,10 @@ def test_recorded_specs_cover_our_nodes_with_tooltips_and_category():
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["width"][1]["default"] == 1920
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["height"][1]["default"] == 1080
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["noise_level"][1]["default"] == 0.4
+    assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["resize_by"][1]["default"] == "short edge"
+    assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["edge"][1]["default"] == 1080
+    assert OURS["SimpleGVRSampler"]["input"]["required"]["memory"][1]["default"] == "auto"
+    assert OURS["SimpleGVRSampler"]["input"]["required"]["colour_fix"][1]["options"] == ["none", "latent AdaIN"]
     assert OURS["SimpleGVRSampler"]["input"]["required"]["steps"][1]["default"] == 50
 
 
