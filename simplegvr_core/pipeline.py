@@ -98,8 +98,9 @@ def target_size(model: SimpleGVR, lr_hw: tuple[int, int], width: int | None = No
         name, edge = ("short_edge", short_edge) if short_edge is not None else ("long_edge", long_edge)
         edge = _pixels(name, edge, limit)
         side = min(h, w) if short_edge is not None else max(h, w)
-        factor = edge / r / side
-        size = (max(1, round(h * factor)), max(1, round(w * factor)))
+        # each side * edge / (r * side), rounded in exact integers with halves up: an edge between two grid lines (1080
+        # on Wan 2.2's /16 grid, 67.5 latent pixels) becomes 1088 whatever the float rounding, never 1072
+        size = (max(1, (2 * h * edge + r * side) // (2 * r * side)), max(1, (2 * w * edge + r * side) // (2 * r * side)))
     else:
         scale = DEFAULT_SCALE if scale is None else _finite("scale", scale, 0.0, MAX_LATENT_SIDE, lo_open=True)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))

@@ -130,3 +130,50 @@ def test_sample_refuses_a_plan_for_another_shape():
     cond = build_condition(m, torch.randn(1, 16, 3, 4, 4), scale=2.0)
     with pytest.raises(ValueError, match=r"SamplingPlan for the condition's shape \(1, 16, 3, 8, 8\)"):
         sample(m, cond, steps=1, cfg=1.0, plan=plan_sampling(m, (1, 16, 4, 8, 8)))
+
+
+# --- the other families: Wan 2.2 TI2V-5B (48 channels, /16) and CogVideoX (16 channels, /8), as their workflows run ---
+@pytest.mark.parametrize("config, lr, hr_hw, cases", [
+    # 121 frames at 1280x704 -> 1968x1088 (latent 44x80 -> 68x123); the 5B's bf16 weights alone take 9.3 GiB
+    ("wan2.2-ti2v-5b", (1, 48, 31, 44, 80), (68, 123), {24: "whole", 16: "windows", 12: "tiles"}),
+    # 49 frames at 720x480 -> 1624x1080 (latent 60x90 -> 135x203)
+    ("cogvideox-1.3b", (1, 16, 13, 60, 90), (135, 203), {16: "whole", 8: "windows"}),
+])
+def test_auto_fits_each_familys_workflow_clip(config, lr, hr_hw, cases):
+    m = SimpleGVR.from_config(config, device="meta")
+    shape = (*lr[:3], *hr_hw)
+    for gib, kind in cases.items():
+        budget = budget_for(m, gib)
+        plan = auto_plan(m, shape, budget, cfg=5.0, dtype=torch.bfloat16)
+        assert plan.shape == shape and plan.memory(m, cfg=5.0, dtype=torch.bfloat16) <= budget
+        assert kind == ("whole" if plan.calls_per_step == 1 else "windows" if plan.tile_size is None else "tiles"), \
+            (gib, plan.describe())
+        if kind != "tiles":  # windows no shorter than the trained length before tiles are tried
+            assert (plan.chunk_frames or shape[2]) >= m.config.train_latent_frames
+        chunk = auto_condition_chunk(m, lr, hr_hw, budget, torch.bfloat16)
+        assert upsampler_memory(m, lr, hr_hw, chunk, torch.bfloat16) <= budget
+    # the estimate counts the family's channels: the 6 float32 latent buffers of a 48- vs a 16-channel condition
+    plan = plan_sampling(m, shape)
+    wider = plan_sampling(m, (1, 2 * shape[1], *shape[2:]))
+    assert wider.memory(m, cfg=5.0, dtype=torch.bfloat16) - plan.memory(m, cfg=5.0, dtype=torch.bfloat16) == \
+        6 * 4 * shape[1] * shape[2] * hr_hw[0] * hr_hw[1]
+
+
+def test_auto_windows_and_tiles_on_a_48_channel_wan22_latent_blend_to_the_unchunked_result():
+    """Wan 2.2's 48-channel /16 latent through a plan with windows and tiles (tiles on its 2x2 patch grid): the plan
+    that was estimated runs, and for a pointwise velocity it equals the unchunked result within the blending tolerance."""
+    m = randomize_(SimpleGVR.from_config("tiny-wan22"), seed=0, std=0.05).eval()
+    lr = torch.randn(1, 48, 9, 12, 16, generator=torch.Generator().manual_seed(6))
+    cond = build_condition(m, lr, short_edge=16 * 24, seed=3)  # 256x192 px -> 512x384: latent 24x32
+    assert cond.c.shape == (1, 48, 9, 24, 32)
+    kw = dict(steps=2, cfg=3.0, seed=5, attention="temporal_units")
+    tiled = next(p for p in auto_candidates(m, cond.c.shape, attention="temporal_units") if p.tile_size is not None)
+    budget = tiled.memory(m, cfg=3.0)
+    plan = auto_plan(m, cond.c.shape, budget, cfg=3.0, attention="temporal_units")
+    assert plan.tile_size is not None and plan.calls_per_step > 2 and plan.memory(m, cfg=3.0) <= budget
+    assert all(s % 2 == 0 for s, _ in plan.h_windows + plan.w_windows if s)  # tiles start on the 2x2 patch grid
+    assert torch.equal(sample(m, cond, plan="auto", memory_budget=budget, **kw), sample(m, cond, plan=plan, **kw))
+    m.dit.forward = lambda x, c, t, ctx, nl, attention=None: 0.3 * x - 0.5 * c + 0.001 * t.view(-1, 1, 1, 1, 1)
+    out = sample(m, cond, plan="auto", memory_budget=budget, **kw)
+    assert out.shape == (1, 48, 9, 24, 32)
+    torch.testing.assert_close(out, sample(m, cond, chunk_frames=None, **kw), rtol=0, atol=1e-5)

@@ -28,6 +28,34 @@ def test_edges_keep_the_aspect_ratio(m, lr_hw, edge, expected):
     assert abs((hr[1] / hr[0]) / (lr_hw[1] / lr_hw[0]) - 1) < 0.5 / hr[0] + 0.5 / hr[1]  # only the latent grid's rounding
 
 
+@pytest.mark.parametrize("config, lr_hw, edge, expected", [
+    # Wan 2.2 (/16): 1080 is 67.5 latent pixels, and rounds up to 68 = 1088 px; 1280x704 -> 1968x1088
+    ("tiny-wan22", (44, 80), ("short_edge", 1080), (68, 123)),
+    ("tiny-wan22", (80, 44), ("short_edge", 1080), (123, 68)),  # portrait
+    ("tiny-wan22", (44, 80), ("long_edge", 1920), (66, 120)),  # 1920x1056: x1.5 exactly
+    ("tiny-wan22", (12, 20), ("short_edge", 1080), (68, 113)),  # 5:3: both sides halves (67.5, 112.5), both up
+    # CogVideoX (/8): 720x480 -> 1620 px is 202.5 latent pixels wide, rounded up to 203 = 1624 px
+    ("tiny-cogvideox", (60, 90), ("short_edge", 1080), (135, 203)),
+    ("tiny-cogvideox", (60, 90), ("long_edge", 1920), (160, 240)),
+])
+def test_edges_on_each_familys_latent_grid(config, lr_hw, edge, expected):
+    fm = SimpleGVR.from_config(config, device="meta")
+    hr = target_size(fm, lr_hw, **{edge[0]: edge[1]})
+    assert hr == expected
+    assert aspect_warning(fm, lr_hw, hr) is None
+    r = fm.latent_format.spatial_ratio
+    short = min(hr) * r if edge[0] == "short_edge" else max(hr) * r
+    assert abs(short - edge[1]) <= r / 2  # the edge asked for, to the nearest grid line
+
+
+def test_an_explicit_1080p_size_stretches_wan22s_704p_and_warns():
+    """Why the Wan 2.2 workflow uses the short edge: 1920x1080 on the /16 grid is 1920x1088, 2.9% narrower than 1280x704."""
+    fm = SimpleGVR.from_config("tiny-wan22", device="meta")
+    hr = target_size(fm, (44, 80), width=1920, height=1080)
+    assert hr == (68, 120)
+    assert "1920x1088 px changes the aspect ratio of the 1280x704 px input" in aspect_warning(fm, (44, 80), hr)
+
+
 def test_an_explicit_size_that_stretches_warns(m):
     hr = target_size(m, (52, 30), width=1920, height=1080)
     assert hr == (135, 240)
