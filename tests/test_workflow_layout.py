@@ -106,6 +106,23 @@ def test_every_model_file_has_a_properties_models_entry(path):
     assert not problems, f"{path.name}: {problems}"
 
 
+def test_a_model_entry_is_a_direct_download_or_for_a_file_the_user_makes_the_readme():
+    from workflow_lint import MADE_BY_USER, SIMPLEGVR_MODEL_DOC
+
+    def node(kind, file, url):
+        return {"id": 1, "type": kind, "widgets_values": [file, "default"],
+                "properties": {"models": [{"name": file, "url": url, "directory": "diffusion_models"}]}}
+
+    hf = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/diffusion_models/"
+    assert model_entry_problems(node("UNETLoader", "wan2.2_ti2v_5B_fp16.safetensors",
+                                     hf + "wan2.2_ti2v_5B_fp16.safetensors?download=true")) == []
+    assert "not a direct" in model_entry_problems(node("UNETLoader", "wan2.2_ti2v_5B_fp16.safetensors",
+                                                       SIMPLEGVR_MODEL_DOC))[0]  # a public file needs its download
+    made = next(iter(MADE_BY_USER))  # the converted CogVideoX transformer: no download exists
+    assert model_entry_problems(node("UNETLoader", made, MADE_BY_USER[made])) == []
+    assert "made by the user" in model_entry_problems(node("UNETLoader", made, hf + made))[0]
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_the_file_name_is_a_human_title_with_a_real_thumbnail(path):
     """Frontend 1.43 titles a custom template with its file name, verbatim, and shows <name>.jpg as its thumbnail."""

@@ -11,7 +11,7 @@ Facts they rest on (frontend 1.43.18, read from its bundle; see README "Example 
 - Template titles are the file names (no metadata is read), thumbnails are exactly `<name>.jpg` beside the json.
 - The missing-models panel downloads an entry of a node's `properties.models` when it has a url on
   huggingface.co / civitai.com and a name ending in .safetensors/.sft/.ckpt/.pth/.pt; its directory is where the file
-  goes (ComfyUI Desktop).
+  goes (ComfyUI Desktop). Files the user makes (MADE_BY_USER, the SimpleGVR checkpoint) point to the README instead.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ LOADER_DIRECTORIES = {
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt", ".bin", ".gguf", ".onnx")
 DOWNLOAD_HOSTS = ("https://huggingface.co/", "https://civitai.com/")
 DOWNLOAD_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
-# The SimpleGVR checkpoint has no download: its entry points to the README section that says how to make one.
+# Files with no download, which the user makes: their entries point to the README section that says how. The SimpleGVR
+# checkpoint (train it, or `simplegvr import-wan`) and the CogVideoX transformer in ComfyUI's key names (`simplegvr
+# convert-cogvideox`: the published one has diffusers' names).
 SIMPLEGVR_MODEL_DOC = "https://github.com/simplegvr/simplegvr#model-files"
+MADE_BY_USER = {"cogvideox_5b_transformer_bf16.safetensors": SIMPLEGVR_MODEL_DOC}  # beside every models/simplegvr/ file
 
 
 # --- geometry -----------------------------------------------------------------------------------------
@@ -160,6 +163,11 @@ def model_entry_problems(node) -> list[str]:
             if url != SIMPLEGVR_MODEL_DOC:
                 problems.append(f"{where}: the SimpleGVR checkpoint's url should be {SIMPLEGVR_MODEL_DOC} (train or "
                                 f"import it: see README), got {url!r}")
+            continue
+        if f in MADE_BY_USER:
+            if url != MADE_BY_USER[f]:
+                problems.append(f"{where}: {f} is made by the user; its url should be {MADE_BY_USER[f]} (the README "
+                                f"section that says how), got {url!r}")
             continue
         parsed = urlparse(url)
         if not url.startswith(DOWNLOAD_HOSTS) or "/resolve/" not in parsed.path and "civitai" not in parsed.netloc:
