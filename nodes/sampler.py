@@ -35,7 +35,8 @@ class SimpleGVRSampler(io.ComfyNode):
                                                    "seed)."),
                 io.Conditioning.Input("positive", optional=True,
                                       tooltip="The prompt from the text encoder the T2V model used (CLIP Text Encode "
-                                              "with umt5-xxl for Wan). Not connected: the null prompt."),
+                                              "with umt5-xxl for Wan, T5-XXL for CogVideoX). Not connected: the null "
+                                              "prompt."),
                 io.Conditioning.Input("negative", optional=True,
                                       tooltip="Negative prompt, same text encoder. Not connected: the null prompt."),
                 io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,

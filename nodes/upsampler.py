@@ -38,7 +38,8 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
                                        "when it stretches the picture). scale: scale x the input size."),
                 io.Int.Input("edge", default=glue.DEFAULT_EDGE, min=16, max=16384, step=8,
                              tooltip="Pixels of the output's short (or long) side, rounded to the latent grid (/8 for "
-                                     "Wan 2.1, /16 for Wan 2.2). Used when resize_by is 'short edge' or 'long edge'."),
+                                     "Wan 2.1 and CogVideoX, /16 for Wan 2.2, where 1080 becomes 1088). Used when "
+                                     "resize_by is 'short edge' or 'long edge'."),
                 io.Int.Input("width", default=glue.DEFAULT_WIDTH, min=16, max=16384, step=8,
                              tooltip="Target width in pixels (rounded to the latent grid). Used when resize_by is "
                                      "'width and height'."),

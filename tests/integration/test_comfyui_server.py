@@ -477,6 +477,13 @@ def test_a_family_checkpoint_upscales_a_core_latent_of_its_family(server, family
     lr = load_latent(server.base / "input" / f"lr_{family}_core.latent")
     cond = build_condition(m, lr, width=16 * fmt.spatial_ratio, height=12 * fmt.spatial_ratio, noise_level=0.4, seed=3)
     torch.testing.assert_close(out, sample(m, cond, steps=2, cfg=3.0, shift=5.0, seed=7), rtol=0, atol=1e-4)
+    # the workflows' size rule on the family's grid: short edge 200 px is 12.5 latent pixels on Wan 2.2's /16 grid,
+    # rounded up to 13 (208 px); 25 on CogVideoX's /8; the square LR latent stays square
+    prompt = upscale_prompt(model=f"tiny_{family}.safetensors", latent=f"lr_{family}_core.latent", seed=7, steps=1,
+                            size={"resize_by": "short edge", "edge": 200})
+    run_ok(server, prompt)
+    side = {16: 13, 8: 25}[fmt.spatial_ratio]
+    assert saved_latent(server, prompt).shape == (1, fmt.channels, 3, side, side)
 
 
 def test_a_latent_of_another_family_is_named_in_the_error(server):
