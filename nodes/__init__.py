@@ -4,6 +4,7 @@
 - `upsampler.py`  SimpleGVR Latent Upsampler  LR LATENT -> target-size LATENT carrying the condition
 - `sampler.py`    SimpleGVR Sampler           -> HR LATENT for VAE Decode
 - `flow_degrade.py` SimpleGVR Flow Degrade    IMAGE frames -> degraded IMAGE frames
+- `colour_fix.py` SimpleGVR Colour Fix       HR IMAGE frames + LR IMAGE frames -> colour-corrected HR frames
 - `glue.py`       ComfyUI data types <-> simplegvr_core, comfy-free (tested in CI)
 - `runtime.py`    model folders, device loading, progress bar, previews, interruption
 

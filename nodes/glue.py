@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-from ._core import SimpleGVR, checkpoint, classic, degrade, flow_guided, latent_formats, pipeline, resize_frames
+from ._core import SimpleGVR, checkpoint, classic, colour, degrade, flow_guided, latent_formats, pipeline, resize_frames
 
 log = logging.getLogger("SimpleGVR")
 
@@ -28,6 +28,10 @@ OUTPUT_SCALE_CHOICES = ("same as input", "raw", "normalised")
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 1920, 1080
+RESIZE_CHOICES = pipeline.RESIZE_MODES  # "short edge" (default), "long edge", "width and height", "scale"
+DEFAULT_RESIZE_BY, DEFAULT_EDGE = pipeline.DEFAULT_RESIZE_BY, pipeline.DEFAULT_EDGE
+MEMORY_CHOICES = ("auto", "manual")
+GiB = pipeline.GiB
 
 
 # --- model files -------------------------------------------------------------------------------------
@@ -77,13 +81,27 @@ class ConditionInfo:
     extra: dict = field(default_factory=dict)
 
 
-def target_args(resize_by: str, width: int, height: int, scale: float) -> dict:
-    """The keyword arguments of build_condition for the node's size widgets."""
+def target_args(resize_by: str, edge: int, width: int, height: int, scale: float) -> dict:
+    """The keyword arguments of build_condition (`pipeline.target_size`) for the node's size widgets."""
+    if resize_by == "short edge":
+        return {"short_edge": int(edge)}
+    if resize_by == "long edge":
+        return {"long_edge": int(edge)}
     if resize_by == "width and height":
         return {"width": int(width), "height": int(height)}
     if resize_by == "scale":
         return {"scale": float(scale)}
-    raise ValueError(f"resize_by {resize_by!r}: expected 'width and height' or 'scale'")
+    raise ValueError(f"resize_by {resize_by!r}: expected one of {list(RESIZE_CHOICES)}")
+
+
+DEFAULT_SIZE = target_args(DEFAULT_RESIZE_BY, DEFAULT_EDGE, DEFAULT_WIDTH, DEFAULT_HEIGHT, pipeline.DEFAULT_SCALE)
+
+
+def size_text(model: SimpleGVR, lr_hw, hr_hw) -> str:
+    """'latent 60x104 (832x480 px) -> latent 135x234 (1872x1080 px)' for logs and the node."""
+    r = model.latent_format.spatial_ratio
+    return (f"latent {lr_hw[0]}x{lr_hw[1]} ({lr_hw[1] * r}x{lr_hw[0] * r} px) -> latent {hr_hw[0]}x{hr_hw[1]} "
+            f"({hr_hw[1] * r}x{hr_hw[0] * r} px)")
 
 
 def to_output(x_raw: torch.Tensor, fmt, layout: str, scale: str) -> torch.Tensor:
@@ -98,13 +116,15 @@ def to_output(x_raw: torch.Tensor, fmt, layout: str, scale: str) -> torch.Tensor
 
 
 def upsample_latent(model: SimpleGVR, lr: latent_formats.VideoLatent, *, size: dict, noise_level: float, seed: int,
-                    model_name: str = "", memory_budget=None) -> dict:
+                    model_name: str = "", chunk_frames: int | str | None = 8, memory_budget=None) -> dict:
     """The Latent Upsampler's LATENT: `samples` = the LR latent resized bilinearly to the target size, in
     the incoming scale and layout (a sensible VAE Decode preview, and a fair start for other samplers);
-    LATENT_KEY = the noise-augmented, upsampled condition c the SimpleGVR Sampler denoises against."""
+    LATENT_KEY = the noise-augmented, upsampled condition c the SimpleGVR Sampler denoises against.
+    chunk_frames / memory_budget: build_condition's ("auto": the largest chunk that fits the budget)."""
     # The node puts the result back into the incoming layout and scale itself (to_output), so the core works in BCTHW.
     bcthw = latent_formats.VideoLatent(raw=lr.raw, layout="BCTHW", scale="raw", note=lr.note)
-    cond = pipeline.build_condition(model, bcthw, noise_level=noise_level, seed=seed, memory_budget=memory_budget, **size)
+    cond = pipeline.build_condition(model, bcthw, noise_level=noise_level, seed=seed, chunk_frames=chunk_frames,
+                                    memory_budget=memory_budget, **size)
     preview = resize_frames(lr.raw, tuple(cond.c.shape[-2:]))
     fmt = model.latent_format
     info = ConditionInfo(condition=cond, latent_format=fmt.name, layout=lr.layout, scale=lr.scale, seed=int(seed),
@@ -130,6 +150,28 @@ def condition_from_latent(latent, model: SimpleGVR, model_name: str = "") -> Con
         log.warning("SimpleGVR Sampler: the condition was made by the upsampler of %r, sampling with %r",
                     info.model, model_name)
     return info
+
+
+# --- Sampler: where the DiT runs -----------------------------------------------------------------
+def sampling_plan(model: SimpleGVR, shape, *, memory: str, free: int | None, cfg: float, attention: str | None,
+                  chunk_frames: int = 0, tile_size: int = 0, dtype=None):
+    """The Sampler's SamplingPlan and the line that says so on the node and in the log.
+
+    memory="auto": `pipeline.auto_plan` for `free` bytes (what ComfyUI reports free once the model is loaded);
+    "manual": `chunk_frames` latent frames per temporal window (0: the attention mode's default) and square spatial
+    tiles of `tile_size` latent pixels (0: none)."""
+    if memory == "auto":
+        plan = pipeline.auto_plan(model, shape, int(free), cfg=cfg, dtype=dtype, attention=attention)
+        head = f"memory auto, {free / GiB:.1f} GiB free"
+    elif memory == "manual":
+        tiles = (int(tile_size), int(tile_size)) if tile_size else None
+        plan = pipeline.plan_sampling(model, shape, attention=attention, chunk_frames=int(chunk_frames) or "auto",
+                                      tile_size=tiles)
+        head = "memory manual"
+    else:
+        raise ValueError(f"memory {memory!r}: expected one of {list(MEMORY_CHOICES)}")
+    need = plan.memory(model, cfg=cfg, dtype=dtype)
+    return plan, f"{head}: {plan.describe()}; estimate {need / GiB:.2f} GiB beyond the weights"
 
 
 # --- CONDITIONING -------------------------------------------------------------------------------
@@ -228,3 +270,14 @@ def degrade_frames(frames: np.ndarray, flow_cfg, seed: int, *, classic_strength:
     cfg = classic.ClassicConfig().scaled(float(classic_strength))
     return degrade.degrade_frames(frames, "flow+classic", classic_output_size(frames, classic_scale), seed,
                                   flow_config=flow_cfg, classic_config=cfg, on_frame=on_frame)
+
+
+# --- Colour Fix -------------------------------------------------------------------------------------
+def colour_fix_images(images, reference, method: str, levels: int = colour.WAVELET_LEVELS) -> torch.Tensor:
+    """The Colour Fix node: HR IMAGE frames corrected against the LR IMAGE frames they were upscaled from."""
+    for what, x in (("images", images), ("reference", reference)):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{what}: expected an IMAGE tensor [frames, H, W, 3], got {type(x).__name__}")
+    out = colour.colour_fix_frames(method, images.detach().to("cpu", torch.float32),
+                                   reference.detach().to("cpu", torch.float32), levels)
+    return out.contiguous()

@@ -42,12 +42,14 @@ class SimpleGVRModelLoader(io.ComfyNode):
             ],
             outputs=[runtime.SimpleGVRModel.Output(display_name="model",
                                                    tooltip="The SimpleGVR model, for Latent Upsampler and Sampler.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model_name: str, dtype: str = "auto", attention: str = CHECKPOINT_DEFAULT) -> io.NodeOutput:
         path = runtime.model_path(model_name)
         model = checkpoint.load_checkpoint(path, device=mm.unet_offload_device())
+        warning = checkpoint.untrained_warning(checkpoint.read_metadata(path), model_name)
         params = sum(p.numel() for p in model.parameters())
         auto = mm.unet_dtype(mm.get_torch_device(), model_params=params,
                              supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])
@@ -58,5 +60,9 @@ class SimpleGVRModelLoader(io.ComfyNode):
         log.info("SimpleGVR: loaded %s (%s, %.1fM parameters, %s latents, %s, attention %s)", model_name,
                  model.config.name, params / 1e6, model.latent_format.name, str(next(model.parameters()).dtype),
                  model.dit.attention_mode)
+        if warning:
+            log.warning("SimpleGVR: %s", warning)
+        runtime.show_text(cls.hidden.unique_id, f"WARNING: {warning}" if warning else
+                          f"{model.config.name}, {params / 1e6:.0f}M parameters, {model.latent_format.name} latents")
         return io.NodeOutput(runtime.wrap(model))
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+from pathlib import Path
 
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -18,6 +21,10 @@ MODEL_FOLDER = "simplegvr"  # models/simplegvr/
 SHARED_FOLDER = "latent_upscale_models"  # ComfyUI's folder for latent upscalers; only SimpleGVR files are listed from it
 
 SimpleGVRModel = io.Custom("SIMPLEGVR_MODEL")  # a ModelPatcher around simplegvr_core.SimpleGVR
+# Inputs the example workflows open with, copied into ComfyUI's input/ folder when the pack loads (if absent).
+EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "workflows" / "input"
+
+log = logging.getLogger("SimpleGVR")
 
 
 def register_folders() -> None:
@@ -77,6 +84,49 @@ def load(patcher, memory_required: int = 0):
     net = module(patcher)
     mm.load_models_gpu([patcher], memory_required=int(memory_required), force_full_load=True)
     return net
+
+
+def free_memory(patcher) -> int:
+    """Bytes free on the model's device now, as ComfyUI's model management reports them (CUDA free plus what torch
+    has cached but unused; the host's available RAM on the CPU), minus ComfyUI's reserve for other applications."""
+    dev = patcher.load_device
+    return max(0, int(mm.get_free_memory(dev)) - int(mm.extra_reserved_memory()))
+
+
+def show_text(node_id, text: str) -> None:
+    """Text under the node in the frontend (ComfyUI's progress text: it stays until the node runs again)."""
+    if not node_id:
+        return
+    from server import PromptServer
+
+    if getattr(PromptServer, "instance", None) is not None:
+        PromptServer.instance.send_progress_text(text, node_id)
+
+
+def install_example_inputs() -> list[str]:
+    """Copy the example workflows' inputs (workflows/input/*) into ComfyUI's input folder where no file of that name
+    exists yet, so a workflow runs the first time it is opened; never overwrites. Returns the names copied."""
+    import folder_paths as fp
+
+    copied = []
+    if not EXAMPLE_INPUTS.is_dir():
+        return copied
+    dest = Path(fp.get_input_directory())
+    for src in sorted(EXAMPLE_INPUTS.iterdir()):
+        target = dest / src.name
+        if not src.is_file() or target.exists():
+            continue
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            tmp = dest / f".{src.name}.{os.getpid()}.tmp"
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, target)
+            copied.append(src.name)
+        except OSError as e:  # a read-only input folder is not a reason to fail loading the pack
+            log.warning("SimpleGVR: could not copy the example input %s to %s: %s", src.name, dest, e)
+    if copied:
+        log.info("SimpleGVR: copied the example workflows' input %s to %s", ", ".join(copied), dest)
+    return copied
 
 
 def memory_budget(patcher) -> int:

@@ -7,8 +7,8 @@ import logging
 from comfy_api.latest import io
 
 from . import glue, runtime
-from ._core import ATTENTION_MODES, pipeline, sampling
-from .upsampler import SEED_MAX
+from ._core import ATTENTION_MODES, colour, pipeline, sampling
+from .upsampler import SEED_MAX, upsample
 
 log = logging.getLogger("SimpleGVR")
 
@@ -30,11 +30,13 @@ class SimpleGVRSampler(io.ComfyNode):
                 runtime.SimpleGVRModel.Input("model", tooltip="From Load SimpleGVR Model (the same one the Latent "
                                                               "Upsampler used)."),
                 io.Latent.Input("samples", tooltip="From SimpleGVR Latent Upsampler. A plain LR video latent also works: "
-                                                   "it is then upsampled here with the defaults (1920x1080, noise 0.4, "
-                                                   "latent_scale auto, this seed)."),
+                                                   "it is then upsampled here with the Upsampler's defaults (short edge "
+                                                   "1080 px keeping the aspect ratio, noise 0.4, latent_scale auto, this "
+                                                   "seed)."),
                 io.Conditioning.Input("positive", optional=True,
                                       tooltip="The prompt from the text encoder the T2V model used (CLIP Text Encode "
-                                              "with umt5-xxl for Wan). Not connected: the null prompt."),
+                                              "with umt5-xxl for Wan, T5-XXL for CogVideoX). Not connected: the null "
+                                              "prompt."),
                 io.Conditioning.Input("negative", optional=True,
                                       tooltip="Negative prompt, same text encoder. Not connected: the null prompt."),
                 io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
@@ -52,43 +54,66 @@ class SimpleGVRSampler(io.ComfyNode):
                 io.Combo.Input("attention", options=[MODEL_DEFAULT, *ATTENTION_MODES], default=MODEL_DEFAULT,
                                tooltip="Override the model's self-attention pattern for this run: full (temporal "
                                        "windows of the trained length), temporal_units or sparse_local."),
+                io.Combo.Input("memory", options=list(glue.MEMORY_CHOICES), default="auto",
+                               tooltip="auto: fit the free GPU memory ComfyUI reports - the whole clip if it fits, "
+                                       "else overlapping temporal windows (down to the trained length), then spatial "
+                                       "tiles, blended linearly; the choice is shown under the node and in the log. "
+                                       "manual: use chunk_frames and tile_size."),
+                io.Combo.Input("colour_fix", options=list(colour.COLOUR_FIXES), default="none",
+                               tooltip="latent AdaIN: set each HR latent channel's clip-wide mean and std to those of "
+                                       "the upsampled LR latent (fixes a global colour or brightness drift; cheap and "
+                                       "flicker-free). For a pixel-space wavelet fix use SimpleGVR Colour Fix after "
+                                       "VAE Decode."),
+                io.Int.Input("chunk_frames", default=0, min=0, max=4096, advanced=True,
+                             tooltip="memory manual: temporal DiT window in latent frames, overlapping by 1 (0: the "
+                                     "attention mode's default - the trained length for full, the whole clip "
+                                     "otherwise)."),
                 io.Int.Input("tile_size", default=0, min=0, max=1024, step=8, advanced=True,
-                             tooltip="Spatial DiT tiles of this many latent pixels, blended linearly over 8 (0: no "
-                                     "tiles). Saves memory at 1080p and above; a little slower."),
+                             tooltip="memory manual: spatial DiT tiles of this many latent pixels, blended linearly over "
+                                     "8 (0: no tiles)."),
                 io.Combo.Input("output_scale", options=list(glue.OUTPUT_SCALE_CHOICES), default="same as input",
                                advanced=True,
                                tooltip="Scale of the output: as the LR input came (raw for core samplers: what VAE "
                                        "Decode expects), or forced raw / normalised."),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="The HR latent (raw VAE scale for core graphs).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def execute(cls, model, samples, seed, steps, cfg, shift, sampler, attention, tile_size=0,
-                output_scale="same as input", positive=None, negative=None) -> io.NodeOutput:
+    def execute(cls, model, samples, seed, steps, cfg, shift, sampler, attention, memory="auto", colour_fix="none",
+                chunk_frames=0, tile_size=0, output_scale="same as input", positive=None, negative=None) -> io.NodeOutput:
         net = runtime.module(model)
         name = runtime.model_name(model)
         text_dim = net.config.dit.text_dim
         context = glue.conditioning_to_context(positive, text_dim, "positive")
         negative_context = glue.conditioning_to_context(negative, text_dim, "negative")
         info = glue.condition_from_latent(samples, net, name)
-        budget = runtime.memory_budget(model)
-        if info is None:
+        lines = []
+        if info is None:  # a plain LR latent: the Latent Upsampler's defaults (short edge 1080, aspect kept)
             lr = glue.read_video_latent(samples, net.latent_format, "auto", "LR latent")
-            size = {"width": glue.DEFAULT_WIDTH, "height": glue.DEFAULT_HEIGHT}
-            hr_hw = pipeline.target_size(net, tuple(lr.raw.shape[-2:]), **size)
-            log.info("SimpleGVR Sampler: a plain LATENT %s, upsampling it to latent %dx%d with the defaults; %s",
-                     tuple(samples["samples"].shape), *hr_hw, lr.note)
-            runtime.load(model, pipeline.upsampler_memory(net, lr.raw.shape, hr_hw))
-            info = glue.upsample_latent(net, lr, size=size, noise_level=0.4, seed=seed, model_name=name,
-                                        memory_budget=budget)[glue.LATENT_KEY]
+            out, text, _ = upsample(model, lr, glue.DEFAULT_SIZE, 0.4, seed)  # the default size never stretches
+            log.info("SimpleGVR Sampler: a plain LATENT %s, upsampled with the defaults: %s; %s",
+                     tuple(samples["samples"].shape), text, lr.note)
+            info = out[glue.LATENT_KEY]
+            lines.append(text)
         mode = None if attention == MODEL_DEFAULT else attention
         cond = info.condition
-        tiles = (tile_size, tile_size) if tile_size else None
-        plan = pipeline.plan_sampling(net, cond.c.shape, attention=mode, tile_size=tiles)
+        shape = tuple(cond.c.shape)
+        if memory == "auto":  # ask ComfyUI for the room the whole clip would need, then plan for what is free
+            runtime.load(model, pipeline.plan_sampling(net, shape, attention=mode).memory(net, cfg=cfg))
+            free = runtime.free_memory(model)
+        else:
+            free = None
+        plan, text = glue.sampling_plan(net, shape, memory=memory, free=free, cfg=float(cfg), attention=mode,
+                                        chunk_frames=chunk_frames, tile_size=tile_size)
         runtime.load(model, plan.memory(net, cfg=cfg))
+        lines.append(text + (f"; colour fix: {colour_fix}" if colour_fix != "none" else ""))
+        log.info("SimpleGVR Sampler: %s", lines[-1])
+        runtime.show_text(cls.hidden.unique_id, "\n\n".join(lines))
         x = pipeline.sample(net, cond, context=context, negative_context=negative_context, steps=int(steps),
-                            cfg=float(cfg), shift=float(shift), seed=int(seed), attention=mode, sampler=sampler,
-                            tile_size=tiles, callback=runtime.sampling_callback(model, int(steps)), memory_budget=budget)
+                            cfg=float(cfg), shift=float(shift), seed=int(seed), sampler=sampler, plan=plan,
+                            colour_fix=colour_fix, callback=runtime.sampling_callback(model, int(steps)),
+                            memory_budget=runtime.memory_budget(model))
         scale = info.scale if output_scale == "same as input" else output_scale
         return io.NodeOutput({"samples": glue.to_output(x, net.latent_format, info.layout, scale)})

@@ -31,11 +31,18 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
                                                               "format (channels) the input must have."),
                 io.Latent.Input("samples", tooltip="LR video latent [B,C,T,H,W] from a KSampler (raw VAE scale) or a "
                                                    "wrapper pack ([B,T,C,H,W] is detected; see latent_scale)."),
-                io.Combo.Input("resize_by", options=["width and height", "scale"], default="width and height",
-                               tooltip="Size the output from width/height in pixels, or from scale x the input size."),
+                io.Combo.Input("resize_by", options=list(glue.RESIZE_CHOICES), default=glue.DEFAULT_RESIZE_BY,
+                               tooltip="short edge / long edge: that side of the output becomes `edge` pixels and the "
+                                       "other follows the input's aspect ratio (832x480 -> 1872x1080; a portrait "
+                                       "480x832 -> 1080x1872). width and height: exactly that size (a warning says "
+                                       "when it stretches the picture). scale: scale x the input size."),
+                io.Int.Input("edge", default=glue.DEFAULT_EDGE, min=16, max=16384, step=8,
+                             tooltip="Pixels of the output's short (or long) side, rounded to the latent grid (/8 for "
+                                     "Wan 2.1 and CogVideoX, /16 for Wan 2.2, where 1080 becomes 1088). Used when "
+                                     "resize_by is 'short edge' or 'long edge'."),
                 io.Int.Input("width", default=glue.DEFAULT_WIDTH, min=16, max=16384, step=8,
-                             tooltip="Target width in pixels (rounded to the latent grid: /8 for Wan 2.1, /16 for "
-                                     "Wan 2.2). Used when resize_by is 'width and height'."),
+                             tooltip="Target width in pixels (rounded to the latent grid). Used when resize_by is "
+                                     "'width and height'."),
                 io.Int.Input("height", default=glue.DEFAULT_HEIGHT, min=16, max=16384, step=8,
                              tooltip="Target height in pixels (1080 -> 135 latent rows for Wan 2.1). Used when "
                                      "resize_by is 'width and height'."),
@@ -55,16 +62,37 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
             ],
             outputs=[io.Latent.Output(display_name="latent",
                                       tooltip="Target-size LATENT for SimpleGVR Sampler (carries the condition).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def execute(cls, model, samples, resize_by, width, height, scale, noise_level, seed, latent_scale) -> io.NodeOutput:
+    def execute(cls, model, samples, resize_by, edge, width, height, scale, noise_level, seed, latent_scale) -> io.NodeOutput:
         net = runtime.module(model)
         lr = glue.read_video_latent(samples, net.latent_format, latent_scale, "LR latent")
-        size = glue.target_args(resize_by, width, height, scale)
-        hr_hw = pipeline.target_size(net, tuple(lr.raw.shape[-2:]), **size)
-        runtime.load(model, pipeline.upsampler_memory(net, lr.raw.shape, hr_hw))
-        log.info("SimpleGVR Latent Upsampler: %s -> latent %dx%d, %s", tuple(samples["samples"].shape), *hr_hw, lr.note)
-        out = glue.upsample_latent(net, lr, size=size, noise_level=noise_level, seed=seed, model_name=runtime.model_name(model),
-                                   memory_budget=runtime.memory_budget(model))
+        size = glue.target_args(resize_by, edge, width, height, scale)
+        out, text, warning = upsample(model, lr, size, noise_level, seed)
+        log.info("SimpleGVR Latent Upsampler: %s %s; %s", tuple(samples["samples"].shape), text, lr.note)
+        runtime.show_text(cls.hidden.unique_id, f"WARNING: {warning}\n\n{text}" if warning else text)
         return io.NodeOutput(out)
+
+
+def upsample(model, lr, size: dict, noise_level: float, seed: int) -> tuple[dict, str, str | None]:
+    """Latent Upsampler's work, also the Sampler's for a plain LR latent: the condition built in the largest chunks
+    that fit the free memory (the result does not depend on them); returns the LATENT, the line that says what was
+    done and the warning (logged here) when the size stretches the picture."""
+    net = runtime.module(model)
+    lr_hw = tuple(lr.raw.shape[-2:])
+    hr_hw = pipeline.target_size(net, lr_hw, **size)
+    stretched = pipeline.aspect_warning(net, lr_hw, hr_hw)
+    if stretched:
+        log.warning("SimpleGVR: %s", stretched)
+    runtime.load(model, pipeline.upsampler_memory(net, lr.raw.shape, hr_hw, None))
+    free = runtime.free_memory(model)
+    out = glue.upsample_latent(net, lr, size=size, noise_level=noise_level, seed=seed, model_name=runtime.model_name(model),
+                               chunk_frames="auto", memory_budget=free)
+    cond = out[glue.LATENT_KEY].condition
+    chunk = cond.chunk_frames or lr.raw.shape[2]
+    need = pipeline.upsampler_memory(net, lr.raw.shape, hr_hw, chunk)
+    text = (f"{glue.size_text(net, lr_hw, hr_hw)}, {lr.raw.shape[2]} latent frames; upsampler in chunks of {chunk} "
+            f"latent frames ({need / glue.GiB:.2f} GiB of {free / glue.GiB:.1f} GiB free)")
+    return out, text, stretched

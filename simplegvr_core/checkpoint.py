@@ -25,6 +25,10 @@ from .models import LatentUpsampler
 FORMAT_NAME = "simplegvr"
 FORMAT_VERSION = "1"
 SUPPORTED_VERSIONS = ("1",)
+# Metadata of a checkpoint that `simplegvr import-wan` made and nobody trained: `training/train.py --export` writes
+# the number of steps it trained instead.
+TRAINED_STEPS_KEY = "trained_steps"
+IMPORTED_METADATA = {TRAINED_STEPS_KEY: "0", "origin": "simplegvr import-wan (Wan T2V weights, untrained)"}
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -89,6 +93,21 @@ class open_safetensors:
 
 
 # --- SimpleGVR checkpoints ---------------------------------------------------------------------
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file, from its header only (no tensor is read)."""
+    with open_safetensors(path) as f:
+        return dict(f.metadata() or {})
+
+
+def untrained_warning(metadata: dict[str, str], name: str = "this checkpoint") -> str | None:
+    """The warning for a checkpoint whose metadata says it was never trained (`import-wan`); None otherwise."""
+    if metadata.get(TRAINED_STEPS_KEY) != "0":
+        return None
+    return (f"{name} is an untrained SimpleGVR: `simplegvr import-wan` widened the Wan T2V weights, which ignore the "
+            "condition until trained, so it generates a new video from the prompt instead of upscaling this one. "
+            "Train it first (README: Training).")
+
+
 def save_checkpoint(model: SimpleGVR, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
     """Write `model` to one safetensors file atomically (temporary file + rename)."""
     if not isinstance(model, SimpleGVR):

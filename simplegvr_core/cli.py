@@ -41,11 +41,11 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_import_wan(args) -> int:
-    from .checkpoint import import_wan, save_checkpoint
+    from .checkpoint import IMPORTED_METADATA, import_wan, save_checkpoint
 
     model = import_wan(args.wan, config=args.config, upsampler=args.upsampler, num_heads=args.num_heads,
                        latent_format=args.latent_format, attention=args.attention, seed=args.seed)
-    save_checkpoint(model, args.out)
+    save_checkpoint(model, args.out, extra_metadata=IMPORTED_METADATA)  # marked untrained: the nodes warn
     n = model.num_parameters()
     print(f"wrote {args.out}: config {model.config.name}, {model.config.latent_format} latents, DiT {n['dit'] / 1e6:.1f}M + "
           f"upsampler ({model.config.upsampler.mode}) {n['upsampler'] / 1e6:.2f}M parameters")
@@ -96,19 +96,22 @@ def _cmd_upscale(args) -> int:
     import torch
 
     from . import parallel
-    from .checkpoint import checkpoint_config, load_checkpoint, read_safetensors
+    from .checkpoint import checkpoint_config, load_checkpoint, read_metadata, read_safetensors, untrained_warning
     from .files import clean_stale_temporaries
     from .latent_formats import read_latent
     from .latent_io import load_latent, save_latent
-    from .pipeline import build_condition, sample
+    from .pipeline import aspect_warning, auto_plan, available_memory, build_condition, sample
 
     world, rank = parallel.env_world(), parallel.env_rank()
     if world > 1:  # under torchrun: refused before any process joins the group, the same way on every one
         parallel.check_world(checkpoint_config(args.checkpoint).dit.num_heads, world)
+    sizes = [name for name, v in (("--width/--height", args.width if args.width is not None else args.height),
+                                  ("--scale", args.scale), ("--short-edge", args.short_edge),
+                                  ("--long-edge", args.long_edge)) if v is not None]
     if (args.width is None) != (args.height is None):
-        raise CLIError("give both --width and --height (pixels), or --scale")
-    if args.scale is not None and args.width is not None:
-        raise CLIError("give either --width/--height or --scale, not both")
+        raise CLIError("give both --width and --height (pixels), or --short-edge / --long-edge / --scale")
+    if len(sizes) > 1:
+        raise CLIError(f"give one of --width/--height, --scale, --short-edge or --long-edge, not {' and '.join(sizes)}")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{str(out)!r} exists: pass --overwrite to replace it")
@@ -122,14 +125,18 @@ def _cmd_upscale(args) -> int:
             torch.cuda.set_device(device)
         parallel.init_process_group(device)
         sp = parallel.SequenceParallel()
+    say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     try:
         budget = memory_budget(args.max_memory)
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+        warning = untrained_warning(read_metadata(args.checkpoint), Path(args.checkpoint).name)
+        if warning:
+            say(f"warning: {warning}")
         model = load_checkpoint(args.checkpoint, device=device, dtype=dtype).eval()
         parallel.enable(model.dit, sp)
         lr = read_latent(load_latent(args.latent), model.latent_format, args.latent_scale, "LR latent")
-        if args.latent_scale == "auto" and rank == 0:
-            print(f"{Path(args.latent).name}: {lr.note}", file=sys.stderr)
+        if args.latent_scale == "auto":
+            say(f"{Path(args.latent).name}: {lr.note}")
         positive = negative = None
         if args.prompt_embeds:
             emb, _ = read_safetensors(args.prompt_embeds)
@@ -137,12 +144,23 @@ def _cmd_upscale(args) -> int:
                 raise CLIError(f"{args.prompt_embeds!r} has no 'positive' tensor (keys: {sorted(emb)})")
             positive, negative = emb["positive"], emb.get("negative")
         # Every process builds the same condition and runs the same ODE; the DiT's tokens are split among them.
+        manual = args.chunk_frames is not None or args.tile is not None
         cond = build_condition(model, lr, width=args.width, height=args.height, scale=args.scale,
-                               noise_level=args.noise_level, seed=args.seed, memory_budget=budget)
+                               short_edge=args.short_edge, long_edge=args.long_edge, noise_level=args.noise_level,
+                               seed=args.seed, chunk_frames=8 if manual else "auto", memory_budget=budget)
+        stretched = aspect_warning(model, tuple(lr.raw.shape[-2:]), tuple(cond.c.shape[-2:]))
+        if stretched:
+            say(f"warning: {stretched}")
+        plan = None
+        if not manual:
+            limit = available_memory(device) if budget == "auto" else budget
+            plan = auto_plan(model, tuple(cond.c.shape), limit, cfg=args.cfg, dtype=dtype, attention=args.attention)
+            say(f"memory auto ({limit / 1024**3:.1f} GiB): {plan.describe()}")
         hr = sample(model, cond, context=positive, negative_context=negative, steps=args.steps, cfg=args.cfg,
                     shift=args.shift, seed=args.seed, attention=args.attention, sampler=args.sampler,
                     chunk_frames=args.chunk_frames if args.chunk_frames is not None else "auto",
-                    tile_size=_parse_tile(args.tile), progress=rank == 0, memory_budget=budget)
+                    tile_size=_parse_tile(args.tile), plan=plan, colour_fix=args.colour_fix, progress=rank == 0,
+                    memory_budget=budget)
         if rank == 0:  # one output, written atomically
             save_latent(hr.cpu(), out, metadata={"simplegvr": f"upscaled from {Path(args.latent).name}"})
             print(f"wrote {out}: {tuple(lr.raw.shape)} -> {tuple(hr.shape)}"
@@ -271,11 +289,16 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import TRAINED_STEPS_KEY, load_checkpoint, read_metadata, untrained_warning
 
     model = load_checkpoint(args.checkpoint)
+    meta = read_metadata(args.checkpoint)
     print(model.config.to_json())
     print({k: f"{v:,}" for k, v in model.num_parameters().items()})
+    print(f"trained steps: {meta.get(TRAINED_STEPS_KEY, 'not recorded')}")
+    warning = untrained_warning(meta, Path(args.checkpoint).name)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -295,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--width", type=int, help="target width in pixels (with --height), e.g. 1920")
     u.add_argument("--height", type=int, help="target height in pixels (with --width), e.g. 1080")
     u.add_argument("--scale", type=float, help="target scale instead of a size (default 2.25: 480p -> 1080p)")
+    u.add_argument("--short-edge", type=int, help="pixels of the output's short side, keeping the aspect ratio (e.g. 1080)")
+    u.add_argument("--long-edge", type=int, help="pixels of the output's long side, keeping the aspect ratio (e.g. 1920)")
     u.add_argument("--latent-scale", choices=["auto", "raw", "normalised"], default="raw",
                    help="scale of the input latent: raw (SaveLatent files, the default), normalised (model space), or "
                         "auto (decided from its channel statistics); the output is always raw")
@@ -307,15 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attention mode (default: the checkpoint's)")
     u.add_argument("--sampler", choices=["euler", "heun"], default="euler", help="ODE sampler (default euler)")
     u.add_argument("--chunk-frames", type=int, default=None,
-                   help="DiT temporal window in latent frames (default: trained length for full, whole clip otherwise)")
-    u.add_argument("--tile", default=None, help="spatial DiT tiles HxW in latent pixels, e.g. 68x120 (default off)")
+                   help="DiT temporal window in latent frames (default: auto, planned for the free memory; with --tile "
+                        "alone: the trained length for full, the whole clip otherwise)")
+    u.add_argument("--tile", default=None, help="spatial DiT tiles HxW in latent pixels, e.g. 68x120 (default: auto)")
+    u.add_argument("--colour-fix", choices=["none", "latent AdaIN"], default="none",
+                   help="match each HR latent channel's clip mean/std to the upsampled LR latent's (default none)")
     u.add_argument("--prompt-embeds", default=None,
                    help="safetensors with 'positive' (and optional 'negative') umt5 features [L,4096]; default: null prompt")
     u.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     u.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="model dtype (default fp32)")
     u.add_argument("--max-memory", type=float, default=None, metavar="GiB",
-                   help="memory the run may plan for (default: what the device has available now); runs whose "
-                        "estimate exceeds it are refused before anything large is allocated")
+                   help="memory the run may plan for (default: what the device has available now): auto memory "
+                        "picks temporal windows and tiles that fit it; runs whose estimate exceeds it are refused "
+                        "before anything large is allocated")
     u.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     u.set_defaults(func=_cmd_upscale)
 

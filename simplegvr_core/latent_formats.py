@@ -59,11 +59,12 @@ class LatentFormat:
         return 1 + self.temporal_ratio * (latent_frames - 1)
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
-        """Pixel (H, W) -> the nearest latent grid (H/r, W/r), rounded, at least 1."""
+        """Pixel (H, W) -> the nearest latent grid (H/r, W/r), halves rounded up (1080 px on a /16 grid: 68 = 1088 px),
+        at least 1."""
         if height < 1 or width < 1:
             raise ValueError(f"pixel size must be positive, got {height}x{width} (HxW)")
         r = self.spatial_ratio
-        return max(1, round(height / r)), max(1, round(width / r))
+        return max(1, (2 * int(height) + r) // (2 * r)), max(1, (2 * int(width) + r) // (2 * r))
 
     # --- normalisation --------------------------------------------------------------------
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,29 @@ def test_import_wan_cli_writes_a_loadable_checkpoint(tmp_path):
     assert rc == 0 and out.is_file()
     m = load_checkpoint(out)
     assert m.config.upsampler.mode == "interp" and m.config.dit.in_dim == 32
+    from simplegvr_core.checkpoint import read_metadata
+
+    assert read_metadata(out)["trained_steps"] == "0"  # marked untrained
+
+
+def test_import_wan_marks_the_checkpoint_untrained_and_an_export_is_not(tmp_path, capsys):
+    """An import-wan checkpoint computes the T2V model: its metadata says it was never trained, and `info` warns;
+    a trained export records its steps and gets no warning."""
+    from simplegvr_core.checkpoint import IMPORTED_METADATA, read_metadata, untrained_warning
+
+    m = randomize_(SimpleGVR.from_config("tiny"), std=0.05)
+    imported, trained = tmp_path / "imported.safetensors", tmp_path / "trained.safetensors"
+    save_checkpoint(m, imported, extra_metadata=IMPORTED_METADATA)
+    save_checkpoint(m, trained, extra_metadata={"trained_steps": "2400"})
+    warning = untrained_warning(read_metadata(imported), "imported.safetensors")
+    assert warning and "untrained" in warning and "generates a new video" in warning
+    assert untrained_warning(read_metadata(trained)) is None
+    assert untrained_warning(read_metadata(tmp_path / "imported.safetensors") | {"trained_steps": "10"}) is None
+    assert main(["info", str(imported)]) == 0
+    captured = capsys.readouterr()
+    assert "trained steps: 0" in captured.out and "warning: imported.safetensors is an untrained SimpleGVR" in captured.err
+    assert main(["info", str(trained)]) == 0
+    assert "trained steps: 2400" in capsys.readouterr().out
 
 
 def test_errors_are_one_line_without_traceback(tmp_path):

@@ -24,7 +24,7 @@ from simplegvr_core import SimpleGVR, load_checkpoint, save_checkpoint, seeding
 from simplegvr_core.cli import main
 from simplegvr_core.latent_formats import read_latent
 from simplegvr_core.latent_io import load_latent, save_latent
-from simplegvr_core.pipeline import build_condition, plan_sampling, sample, upscale
+from simplegvr_core.pipeline import build_condition, dit_token_bytes, plan_sampling, sample, upscale
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -418,7 +418,8 @@ def test_memory_estimate_follows_the_window_plan():
     assert mem["windowed"] < mem["whole"] / 3 and mem["tiled"] < mem["whole"] / 5
     latents = 6 * 16 * 21 * 135 * 240 * 4
     dit = m.config.dit
-    per_token = (12 * dit.dim + 2 * dit.ffn_dim) * 2
+    per_token = (4 * 2 + 4) * dit.dim + 2 * dit.ffn_dim * 2  # the FFN phase is the peak of the 1.3B DiT in bf16
+    assert dit_token_bytes(m, torch.bfloat16, "temporal_units") == per_token == 54272
     assert mem["whole"] == latents + 21 * 68 * 120 * per_token  # tokens of the window x per-token bytes (bf16)
     assert whole.memory(m, cfg=5.0, dtype=torch.bfloat16) - latents == 2 * (mem["whole"] - latents)  # CFG doubles it
 

@@ -43,6 +43,8 @@ def test_frame_and_size_arithmetic():
     assert WAN21.latent_size(1080, 1920) == (135, 240)
     assert WAN21.latent_size(480, 832) == (60, 104)
     assert WAN22.latent_size(704, 1280) == (44, 80)
+    assert WAN22.latent_size(1080, 1096) == (68, 69)  # halves round up: 67.5 -> 68, 68.5 -> 69 (not to the even 68)
+    assert WAN21.latent_size(1080, 1620) == (135, 203) and WAN21.latent_size(3, 4) == (1, 1)
 
 
 def test_layout_detection():

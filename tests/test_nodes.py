@@ -25,7 +25,7 @@ from nodes import glue  # noqa: E402
 from simplegvr_core import SimpleGVR, save_checkpoint  # noqa: E402
 from simplegvr_core.latent_formats import WAN21  # noqa: E402
 from simplegvr_core.models.upsampler import resize_frames  # noqa: E402
-from simplegvr_core.pipeline import build_condition, sample, upscale  # noqa: E402
+from simplegvr_core.pipeline import build_condition, plan_sampling, sample, upscale  # noqa: E402
 
 
 def tiny_model(seed=0):
@@ -87,7 +87,7 @@ def test_unknown_latent_scale_choice_is_rejected():
 def test_upsampler_latent_carries_the_core_condition_and_a_bilinear_preview():
     m, x = tiny_model(), raw_latent()
     lr = glue.read_video_latent({"samples": x}, m.latent_format)
-    size = glue.target_args("width and height", 192, 128, 9.9)
+    size = glue.target_args("width and height", 1080, 192, 128, 9.9)
     out = glue.upsample_latent(m, lr, size=size, noise_level=0.3, seed=11, model_name="tiny.safetensors")
     info = out[glue.LATENT_KEY]
     assert out["samples"].shape == (1, 16, 3, 16, 24)  # 128x192 px -> 16x24 latent
@@ -100,7 +100,7 @@ def test_upsampler_latent_carries_the_core_condition_and_a_bilinear_preview():
 def test_upsampler_keeps_a_wrappers_scale_and_layout_in_its_preview():
     m, x = tiny_model(), raw_latent()
     lr = glue.read_video_latent({"samples": WAN21.normalise(x).permute(0, 2, 1, 3, 4)}, m.latent_format)
-    out = glue.upsample_latent(m, lr, size=glue.target_args("scale", 0, 0, 2.0), noise_level=0.4, seed=0)
+    out = glue.upsample_latent(m, lr, size=glue.target_args("scale", 1080, 0, 0, 2.0), noise_level=0.4, seed=0)
     assert out["samples"].shape == (1, 3, 16, 16, 24)
     torch.testing.assert_close(out["samples"], WAN21.normalise(resize_frames(x, (16, 24))).permute(0, 2, 1, 3, 4),
                                rtol=0, atol=1e-5)
@@ -110,9 +110,9 @@ def test_target_too_small_and_bad_resize_mode_are_refused():
     m = tiny_model()
     lr = glue.read_video_latent({"samples": raw_latent(h=60, w=104)}, m.latent_format)
     with pytest.raises(ValueError, match="smaller than the input.*only upscales"):
-        glue.upsample_latent(m, lr, size=glue.target_args("width and height", 640, 360, 1), noise_level=0.4, seed=0)
+        glue.upsample_latent(m, lr, size=glue.target_args("width and height", 1080, 640, 360, 1), noise_level=0.4, seed=0)
     with pytest.raises(ValueError, match="resize_by 'factor'"):
-        glue.target_args("factor", 1, 1, 1.0)
+        glue.target_args("factor", 1, 1, 1, 1.0)
 
 
 def test_node_path_equals_the_one_call_pipeline():
@@ -123,7 +123,7 @@ def test_node_path_equals_the_one_call_pipeline():
     ref = upscale(m, x, width=192, height=128, noise_level=0.4, context=ctx, negative_context=neg, **kw)
     for wrapped, scale in ((x, "raw"), (WAN21.normalise(x).permute(0, 2, 1, 3, 4), "normalised")):
         lr = glue.read_video_latent({"samples": wrapped}, m.latent_format)
-        info = glue.upsample_latent(m, lr, size=glue.target_args("width and height", 192, 128, 1), noise_level=0.4,
+        info = glue.upsample_latent(m, lr, size=glue.target_args("width and height", 1080, 192, 128, 1), noise_level=0.4,
                                     seed=5)[glue.LATENT_KEY]
         got = sample(m, info.condition, context=glue.conditioning_to_context([[ctx, {}]], 32),
                      negative_context=glue.conditioning_to_context([[neg, {}]], 32, "negative"), **kw)
@@ -310,3 +310,44 @@ def test_degrade_frames_can_add_the_classic_pipeline_at_a_smaller_size():
     assert glue.classic_output_size(moving_square(h=1080, w=1920), 0.444) == (480, 852)
     with pytest.raises(ValueError, match="classic_scale=0"):
         glue.classic_output_size(frames, 0)
+
+
+# --- issue 16: sizes, memory, colour --------------------------------------------------------------
+def test_resize_choices_map_to_the_core_size_rule():
+    assert glue.RESIZE_CHOICES[0] == glue.DEFAULT_RESIZE_BY == "short edge" and glue.DEFAULT_EDGE == 1080
+    assert glue.target_args("short edge", 1080, 1, 1, 1.0) == {"short_edge": 1080} == glue.DEFAULT_SIZE
+    assert glue.target_args("long edge", 1920, 1, 1, 1.0) == {"long_edge": 1920}
+    m = tiny_model()
+    lr = glue.read_video_latent({"samples": raw_latent(h=52, w=30)}, m.latent_format)  # portrait 240x416 px
+    out = glue.upsample_latent(m, lr, size=glue.DEFAULT_SIZE, noise_level=0.4, seed=0, chunk_frames="auto",
+                               memory_budget=2**30)
+    assert out["samples"].shape == (1, 16, 3, 234, 135)  # 1080x1872 px: the aspect ratio is kept
+    assert out[glue.LATENT_KEY].condition.c.shape == (1, 16, 3, 234, 135)
+    assert "latent 52x30 (240x416 px) -> latent 234x135 (1080x1872 px)" == glue.size_text(m, (52, 30), (234, 135))
+
+
+def test_sampler_memory_modes_plan_and_say_what_they_chose():
+    m = tiny_model()
+    shape = (1, 16, 9, 16, 16)
+    whole = plan_sampling(m, shape, attention="temporal_units")
+    plan, text = glue.sampling_plan(m, shape, memory="auto", free=10 * 2**30, cfg=3.0, attention="temporal_units")
+    assert plan == whole and text.startswith("memory auto, 10.0 GiB free: temporal_units on the whole clip")
+    tight = whole.memory(m, cfg=3.0) // 3
+    plan, text = glue.sampling_plan(m, shape, memory="auto", free=tight, cfg=3.0, attention="temporal_units")
+    assert plan.memory(m, cfg=3.0) <= tight and plan.calls_per_step > 1 and "DiT call(s) per step" in text
+    plan, text = glue.sampling_plan(m, shape, memory="manual", free=None, cfg=3.0, attention="temporal_units",
+                                    chunk_frames=4, tile_size=8)
+    assert plan.chunk_frames == 4 and plan.tile_size == (8, 8) and text.startswith("memory manual")
+    with pytest.raises(ValueError, match="memory 'lots'"):
+        glue.sampling_plan(m, shape, memory="lots", free=None, cfg=1.0, attention=None)
+
+
+def test_colour_fix_images_is_the_core_fix_on_comfy_images():
+    from simplegvr_core.colour import wavelet_colour_fix
+
+    hr, lr = torch.rand(3, 32, 48, 3), torch.rand(3, 16, 24, 3)
+    torch.testing.assert_close(glue.colour_fix_images(hr, lr, "wavelet"), wavelet_colour_fix(hr, lr))
+    with pytest.raises(ValueError, match="reference: expected an IMAGE tensor"):
+        glue.colour_fix_images(hr, None, "wavelet")
+    with pytest.raises(ValueError, match="do not match the HR frames"):
+        glue.colour_fix_images(hr, lr[:2], "wavelet")

@@ -22,7 +22,8 @@ from comfy_workflows import (
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-EXPECTED = {"wan21_t2v_480p_to_1080p.json", "flow_degrade_preview.json", "model_guided_pairs.json"}
+WAN21, FLOW, PAIRS = "Wan 2.1 T2V 480p to 1080p.json", "Flow Degrade preview.json", "Model-guided training pairs.json"
+EXPECTED = {WAN21, FLOW, PAIRS}
 OURS = json.loads((REPO / "tests" / "data" / "simplegvr_object_info.json").read_text())
 OBJECT_INFO = load_object_info()
 
@@ -54,7 +55,7 @@ def test_workflow_uses_only_core_v022_nodes_and_ours(path):
     types = {n["type"] for n in json.loads(path.read_text(encoding="utf-8"))["nodes"]}
     unknown = types - core - set(OURS) - VIRTUAL_NODES
     assert not unknown, f"{path.name} uses nodes that are neither ComfyUI v0.22 core nor SimpleGVR: {unknown}"
-    assert types & set(OURS) or path.name == "model_guided_pairs.json"  # that one is core-only by design
+    assert types & set(OURS) or path.name == PAIRS  # that one is core-only by design
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -80,7 +81,7 @@ def test_our_nodes_widget_values_are_within_their_declared_ranges(path):
             if spec[1].get("control_after_generate"):
                 assert next(values) in ("fixed", "randomize", "increment", "decrement")
         assert next(values, None) is None, f"{node['type']} has more widget values than widgets"
-    assert checked or path.name == "model_guided_pairs.json"
+    assert checked or path.name == PAIRS
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -106,9 +107,9 @@ def test_check_value_catches_what_comfyui_would_reject():
 
 
 def test_a_broken_workflow_is_reported():
-    wf = load("wan21_t2v_480p_to_1080p.json")
+    wf = load(WAN21)
     up = next(n for n in wf["nodes"] if n["type"] == "SimpleGVRLatentUpsampler")
-    up["widgets_values"][4] = 7.0  # noise_level > 1
+    up["widgets_values"][5] = 7.0  # noise_level > 1
     sampler = next(n for n in wf["nodes"] if n["type"] == "SimpleGVRSampler")
     sampler["widgets_values"].append("extra")
     wf["nodes"].append(dict(wf["nodes"][1], id=99, type="WanVideoSampler"))
@@ -122,22 +123,23 @@ def test_a_broken_workflow_is_reported():
 
 # --- the graphs the issue and README describe -----------------------------------------------------
 def test_wan21_workflow_is_480p_t2v_then_simplegvr_then_decode_and_save():
-    p = api("wan21_t2v_480p_to_1080p.json")
+    p = api(WAN21)
     by_type = {n["class_type"]: n["inputs"] for n in p.values()}
     assert by_type["EmptyHunyuanLatentVideo"]["width"] == 832 and by_type["EmptyHunyuanLatentVideo"]["height"] == 480
     assert by_type["UNETLoader"]["unet_name"] == "wan2.1_t2v_1.3B_fp16.safetensors"
     assert by_type["CLIPLoader"]["type"] == "wan"
     up = by_type["SimpleGVRLatentUpsampler"]
-    assert (up["resize_by"], up["width"], up["height"], up["noise_level"]) == ("width and height", 1920, 1080, 0.4)
-    assert by_type["SimpleGVRSampler"]["steps"] == 50
+    assert (up["resize_by"], up["edge"], up["noise_level"]) == ("short edge", 1080, 0.4)  # 1872x1080, aspect kept
+    assert by_type["SimpleGVRSampler"]["steps"] == 50 and by_type["SimpleGVRSampler"]["memory"] == "auto"
     e = edges(p)
     for edge in [("KSampler", "SimpleGVRLatentUpsampler", "samples"),
                  ("SimpleGVRLatentUpsampler", "SimpleGVRSampler", "samples"),
                  ("SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "model"),
                  ("SimpleGVRModelLoader", "SimpleGVRSampler", "model"),
                  ("CLIPTextEncode", "SimpleGVRSampler", "positive"), ("CLIPTextEncode", "SimpleGVRSampler", "negative"),
-                 ("SimpleGVRSampler", "VAEDecode", "samples"), ("VAEDecode", "CreateVideo", "images"),
-                 ("CreateVideo", "SaveVideo", "video")]:
+                 ("SimpleGVRSampler", "VAEDecode", "samples"), ("VAEDecode", "SimpleGVRColourFix", "images"),
+                 ("VAEDecode", "SimpleGVRColourFix", "reference"), ("SimpleGVRColourFix", "CreateVideo", "images"),
+                 ("CreateVideo", "SaveVideo", "video"), ("KSampler", "VAEDecode", "samples")]:
         assert edge in e, edge
     # the Sampler gets the same prompts as the T2V KSampler
     ks = next(k for k, n in p.items() if n["class_type"] == "KSampler")
@@ -146,7 +148,7 @@ def test_wan21_workflow_is_480p_t2v_then_simplegvr_then_decode_and_save():
 
 
 def test_model_guided_workflow_is_sdedit_at_480p_with_core_nodes_only():
-    p = api("model_guided_pairs.json")
+    p = api(PAIRS)
     assert all(n["class_type"] not in OURS for n in p.values())
     ks = next(n for n in p.values() if n["class_type"] == "KSampler")["inputs"]
     assert ks["denoise"] == 0.35
@@ -160,7 +162,7 @@ def test_model_guided_workflow_is_sdedit_at_480p_with_core_nodes_only():
 
 
 def test_flow_degrade_workflow_loads_degrades_and_saves():
-    p = api("flow_degrade_preview.json")
+    p = api(FLOW)
     e = edges(p)
     for edge in [("LoadVideo", "GetVideoComponents", "video"), ("GetVideoComponents", "SimpleGVRFlowDegrade", "images"),
                  ("SimpleGVRFlowDegrade", "CreateVideo", "images"), ("CreateVideo", "SaveVideo", "video"),
@@ -170,7 +172,8 @@ def test_flow_degrade_workflow_loads_degrades_and_saves():
 
 # --- the recorded node specs ----------------------------------------------------------------------
 def test_recorded_specs_cover_our_nodes_with_tooltips_and_category():
-    assert set(OURS) == {"SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade"}
+    assert set(OURS) == {"SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade",
+                         "SimpleGVRColourFix"}
     for node_id, info in OURS.items():
         assert info["category"] == "SimpleGVR"
         for name, spec, _ in inputs_in_order(info):
@@ -179,6 +182,10 @@ def test_recorded_specs_cover_our_nodes_with_tooltips_and_category():
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["width"][1]["default"] == 1920
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["height"][1]["default"] == 1080
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["noise_level"][1]["default"] == 0.4
+    assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["resize_by"][1]["default"] == "short edge"
+    assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["edge"][1]["default"] == 1080
+    assert OURS["SimpleGVRSampler"]["input"]["required"]["memory"][1]["default"] == "auto"
+    assert OURS["SimpleGVRSampler"]["input"]["required"]["colour_fix"][1]["options"] == ["none", "latent AdaIN"]
     assert OURS["SimpleGVRSampler"]["input"]["required"]["steps"][1]["default"] == 50
 
 
@@ -191,30 +198,58 @@ def test_recorded_core_nodes_are_comfyui_v022():
 
 
 # --- the other families' workflows (issue 17) -------------------------------------------------------
-FAMILY_WORKFLOWS = {"wan22_ti2v_5b_to_1080p.json": "wan22", "cogvideox_5b_to_1080p.json": "cogvideox_2b"}
-LOADER_DIRS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
-               "SimpleGVRModelLoader": "simplegvr"}
+WAN22, COGVIDEOX = "Wan 2.2 TI2V-5B 704p to 1080p.json", "CogVideoX 5B 480p to 1080p.json"
+FAMILY_WORKFLOWS = {WAN22: "wan22", COGVIDEOX: "cogvideox_2b"}
+
+
+def test_the_family_workflows_exist():
+    assert set(FAMILY_WORKFLOWS) <= {p.name for p in WORKFLOWS}
 
 
 def _simplegvr_chain_edges(t2v_sampler):
+    """Issue 16's chain, as in the Wan 2.1 workflow: the T2V latent -> Latent Upsampler -> Sampler -> VAE Decode ->
+    Colour Fix (the decoded LR frames as the reference) -> Create Video -> Save Video."""
     return [(t2v_sampler, "SimpleGVRLatentUpsampler", "samples"), ("SimpleGVRLatentUpsampler", "SimpleGVRSampler", "samples"),
             ("SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "model"), ("SimpleGVRModelLoader", "SimpleGVRSampler", "model"),
             ("CLIPTextEncode", "SimpleGVRSampler", "positive"), ("CLIPTextEncode", "SimpleGVRSampler", "negative"),
-            ("SimpleGVRSampler", "VAEDecode", "samples"), ("VAEDecode", "CreateVideo", "images"),
-            ("CreateVideo", "SaveVideo", "video"), (t2v_sampler, "VAEDecode", "samples")]
+            ("SimpleGVRSampler", "VAEDecode", "samples"), (t2v_sampler, "VAEDecode", "samples"),
+            ("VAEDecode", "SimpleGVRColourFix", "images"), ("VAEDecode", "SimpleGVRColourFix", "reference"),
+            ("SimpleGVRColourFix", "CreateVideo", "images"), ("CreateVideo", "SaveVideo", "video")]
+
+
+def _check_simplegvr_half(p, t2v_sampler):
+    """Issue 16's settings: short edge 1080 (the aspect ratio kept), memory auto, the wavelet Colour Fix against the
+    decoded LR frames (so no latent AdaIN on top), and the reference decoded from the T2V latent itself."""
+    by_type = {n["class_type"]: n["inputs"] for n in p.values()}
+    up, smp = by_type["SimpleGVRLatentUpsampler"], by_type["SimpleGVRSampler"]
+    assert (up["resize_by"], up["edge"], up["noise_level"]) == ("short edge", 1080, 0.4)
+    assert (smp["memory"], smp["colour_fix"], smp["chunk_frames"], smp["tile_size"]) == ("auto", "none", 0, 0)
+    assert smp["steps"] == 50 and by_type["SimpleGVRColourFix"]["method"] == "wavelet"
+    t2v = next(k for k, n in p.items() if n["class_type"] == t2v_sampler)
+    fix = by_type["SimpleGVRColourFix"]
+    assert p[fix["reference"][0]]["inputs"]["samples"] == [t2v, 0]
+    assert p[p[fix["images"][0]]["inputs"]["samples"][0]]["class_type"] == "SimpleGVRSampler"
+    return up
 
 
 def test_wan22_workflow_is_the_5b_at_its_own_704p_then_simplegvr_to_1080p():
-    p = api("wan22_ti2v_5b_to_1080p.json")
+    from simplegvr_core import SimpleGVR
+    from simplegvr_core.pipeline import aspect_warning, target_size
+
+    p = api(WAN22)
     by_type = {n["class_type"]: n["inputs"] for n in p.values()}
     lat = by_type["Wan22ImageToVideoLatent"]
     assert (lat["width"], lat["height"], lat["length"]) == (1280, 704, 121)  # TI2V-5B's supported size, 121 frames
     assert by_type["UNETLoader"]["unet_name"] == "wan2.2_ti2v_5B_fp16.safetensors"
     assert by_type["VAELoader"]["vae_name"] == "wan2.2_vae.safetensors"
     assert by_type["CLIPLoader"]["type"] == "wan"
-    up = by_type["SimpleGVRLatentUpsampler"]
-    assert (up["resize_by"], up["width"], up["height"]) == ("width and height", 1920, 1080)
     assert by_type["CreateVideo"]["fps"] == 24
+    up = _check_simplegvr_half(p, "KSampler")
+    # what the Upsampler makes of it, with the real config (on meta): the /16 latent 44x80 -> 68x123 = 1968x1088
+    m = SimpleGVR.from_config("wan2.2-ti2v-5b", device="meta")
+    hr = target_size(m, (704 // 16, 1280 // 16), short_edge=up["edge"])
+    assert hr == (68, 123) and aspect_warning(m, (44, 80), hr) is None
+    assert f"1280x704 -> {hr[1] * 16}x{hr[0] * 16}" in notes_text(load(WAN22))
     e = edges(p)
     for edge in _simplegvr_chain_edges("KSampler") + [("VAELoader", "Wan22ImageToVideoLatent", "vae"),
                                                       ("Wan22ImageToVideoLatent", "KSampler", "latent_image"),
@@ -226,7 +261,10 @@ def test_wan22_workflow_is_the_5b_at_its_own_704p_then_simplegvr_to_1080p():
 
 
 def test_cogvideox_workflow_is_the_5b_at_720x480_with_cogvideox_ddim_then_simplegvr_to_1080p():
-    p = api("cogvideox_5b_to_1080p.json")
+    from simplegvr_core import SimpleGVR
+    from simplegvr_core.pipeline import aspect_warning, target_size
+
+    p = api(COGVIDEOX)
     by_type = {n["class_type"]: n["inputs"] for n in p.values()}
     lat = by_type["EmptyHunyuanLatentVideo"]
     assert (lat["width"], lat["height"], lat["length"]) == (720, 480, 49)
@@ -234,9 +272,12 @@ def test_cogvideox_workflow_is_the_5b_at_720x480_with_cogvideox_ddim_then_simple
     assert by_type["CLIPLoader"]["type"] == "cogvideox" and by_type["CLIPLoader"]["clip_name"] == "t5xxl_fp16.safetensors"
     assert by_type["VAELoader"]["vae_name"] == "cogvideox_vae.safetensors"
     assert by_type["CFGGuider"]["cfg"] == 6 and by_type["BasicScheduler"]["steps"] == 50
-    up = by_type["SimpleGVRLatentUpsampler"]
-    assert (up["width"], up["height"]) == (1616, 1080) and up["width"] % 8 == 0  # 3:2 on the /8 grid
     assert by_type["CreateVideo"]["fps"] == 8
+    up = _check_simplegvr_half(p, "SamplerCustomAdvanced")
+    m = SimpleGVR.from_config("cogvideox-1.3b", device="meta")
+    hr = target_size(m, (480 // 8, 720 // 8), short_edge=up["edge"])
+    assert hr == (135, 203) and aspect_warning(m, (60, 90), hr) is None  # 1624x1080: 202.5 rounds up on the /8 grid
+    assert f"720x480 -> {hr[1] * 8}x{hr[0] * 8}" in notes_text(load(COGVIDEOX))
     e = edges(p)
     for edge in _simplegvr_chain_edges("SamplerCustomAdvanced") + [
             ("VOIDSampler", "SamplerCustomAdvanced", "sampler"), ("CFGGuider", "SamplerCustomAdvanced", "guider"),
@@ -252,25 +293,31 @@ def test_cogvideox_workflow_is_the_5b_at_720x480_with_cogvideox_ddim_then_simple
 
 @pytest.mark.parametrize("name", sorted(FAMILY_WORKFLOWS))
 def test_family_workflow_names_its_files_with_download_urls_or_the_command_that_makes_them(name):
+    """A public file: its properties.models entry (the missing-models panel's Download) is a direct URL the note gives
+    too. A file the user makes (the SimpleGVR checkpoint, the converted CogVideoX transformer): its entry points to the
+    README, and the note gives the command that writes it."""
     import re
+
+    from workflow_lint import LOADER_DIRECTORIES, SIMPLEGVR_MODEL_DOC
 
     from simplegvr_core import get_config
 
     wf = load(name)
     note = notes_text(wf)
+    commands = re.findall(r"`(simplegvr (?:import-wan|convert-cogvideox) [^`]*)`", note)
     for node in wf["nodes"]:
-        if node["type"] not in LOADER_DIRS:
+        if node["type"] not in LOADER_DIRECTORIES:
             continue
         file = node["widgets_values"][0]
-        entries = node.get("properties", {}).get("models")
-        if entries:  # a public file: properties.models (the missing-models panel's Download) and the note agree
-            assert [(m["name"], m["directory"]) for m in entries] == [(file, LOADER_DIRS[node["type"]])]
-            url = entries[0]["url"]
-            assert url.startswith("https://huggingface.co/") and url.split("?")[0].endswith("/" + file), url
-            assert url in note, f"{name}: the note does not give {url}"
-        else:  # made here: the note gives the command
-            row = next((line for line in note.splitlines() if f"`{file}`" in line), "")
-            assert re.search(r"`simplegvr (import-wan|convert-cogvideox) [^`]*--out [^`]*" + re.escape(file), row), row
+        entries = node["properties"]["models"]
+        assert [(m["name"], m["directory"]) for m in entries] == [(file, LOADER_DIRECTORIES[node["type"]])]
+        url = entries[0]["url"]
+        assert f"`{file}`" in note, f"{name}: the note does not name {file}"
+        if url == SIMPLEGVR_MODEL_DOC:  # made here: the note gives the command
+            assert any(re.search(r"--out \S*" + re.escape(file) + "$", c) for c in commands), (file, commands)
+        else:
+            assert url.startswith("https://huggingface.co/") and "/resolve/" in url, url
+            assert url.split("?")[0].endswith("/" + file) and url in note, f"{name}: the note does not give {url}"
     # the note's SimpleGVR initialisation is a checkpoint of this workflow's latent family
     config = re.search(r"--config ([\w.-]+)", note).group(1)
     assert get_config(config).latent_format == FAMILY_WORKFLOWS[name]

@@ -25,8 +25,11 @@ from urllib.parse import urlencode
 REPO = Path(__file__).resolve().parents[2]
 PACK_NAME = "ComfyUI-SimpleGVR"  # what `git clone` of the repository would create in custom_nodes/
 # What a user's clone holds and the pack needs at run time (no tests, training code or caches).
-PACK_FILES = ["__init__.py", "nodes", "simplegvr_core", "workflows", "pyproject.toml", "requirements.txt", "README.md"]
-OUR_NODES = ["SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade"]
+PACK_FILES = ["__init__.py", "nodes", "simplegvr_core", "workflows", "locales", "pyproject.toml", "requirements.txt",
+              "README.md", "LICENSE"]
+PROGRESS_TEXT = 3  # server.BinaryEventTypes.TEXT: PromptServer.send_progress_text
+OUR_NODES = ["SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade",
+             "SimpleGVRColourFix"]
 
 
 def comfyui_from_env() -> tuple[Path, Path] | None:
@@ -149,22 +152,33 @@ class ComfyServer:
 
     def run_watching(self, prompt: dict, timeout: float = 300) -> tuple[list[dict], int]:
         """Queue `prompt` and follow it on the websocket: (its JSON messages, binary preview frames received)."""
+        messages, previews, _ = self.watch(prompt, timeout)
+        return messages, previews
+
+    def watch(self, prompt: dict, timeout: float = 300) -> tuple[list[dict], int, dict[str, list[str]]]:
+        """Queue `prompt` and follow it on the websocket: (its JSON messages, binary preview frames received, the
+        text each node showed under itself: ComfyUI's progress-text messages {node id: [texts]})."""
         with WebSocket("127.0.0.1", self.port, "/ws?" + urlencode({"clientId": self.client_id})) as ws:
             status, body = self.queue(prompt)
             if status != 200:
                 raise AssertionError(f"POST /prompt returned {status}: {json.dumps(body)[:2000]}")
-            messages, previews = [], 0
+            messages, previews, texts = [], 0, {}
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 opcode, payload = ws.recv(timeout=max(1.0, deadline - time.monotonic()))
                 if opcode == 2:
-                    previews += 1
+                    kind = int.from_bytes(payload[:4], "big")
+                    if kind == PROGRESS_TEXT:  # [type][len(node id)][node id][text]
+                        n = int.from_bytes(payload[4:8], "big")
+                        texts.setdefault(payload[8:8 + n].decode(), []).append(payload[8 + n:].decode("utf-8"))
+                    else:
+                        previews += 1
                     continue
                 msg = json.loads(payload)
                 messages.append(msg)
                 if msg["type"] in ("execution_success", "execution_error", "execution_interrupted") and \
                         msg["data"].get("prompt_id") == body["prompt_id"]:
-                    return messages, previews
+                    return messages, previews, texts
             raise TimeoutError(f"no end of prompt {body['prompt_id']} on the websocket within {timeout:.0f} s")
 
     def run(self, prompt: dict, timeout: float = 300) -> dict:

@@ -16,7 +16,9 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -35,6 +37,7 @@ from helpers import randomize_  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from simplegvr_core import SimpleGVR, get_config, load_checkpoint, save_checkpoint  # noqa: E402
+from simplegvr_core.checkpoint import IMPORTED_METADATA  # noqa: E402
 from simplegvr_core.latent_formats import COGVIDEOX_2B, WAN21, WAN22  # noqa: E402
 from simplegvr_core.latent_io import load_latent, save_latent  # noqa: E402
 from simplegvr_core.pipeline import build_condition, sample  # noqa: E402
@@ -42,6 +45,7 @@ from simplegvr_core.pipeline import build_condition, sample  # noqa: E402
 RECORDED = REPO / "tests" / "data" / "simplegvr_object_info.json"
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 VIDEO = "simplegvr_example.mp4"
+FRAME_COUNTS = (1, 2, 5, 21)
 LOTUS_WIDTH = 1024  # LotusConditioning: a core node that makes a CONDITIONING without any model file
 # Where the example workflows' loaders look for their files.
 LOADER_FOLDERS = {("UNETLoader", "unet_name"): "diffusion_models", ("CLIPLoader", "clip_name"): "text_encoders",
@@ -49,29 +53,11 @@ LOADER_FOLDERS = {("UNETLoader", "unet_name"): "diffusion_models", ("CLIPLoader"
 LOADERS = {"UNETLoader", "CLIPLoader", "VAELoader", "SimpleGVRModelLoader"}
 
 
-def tiny(path: Path, text_dim: int = 32, seed: int = 0) -> Path:
+def tiny(path: Path, text_dim: int = 32, seed: int = 0, metadata=None) -> Path:
     cfg = get_config("tiny").to_dict()
     cfg["dit"]["text_dim"] = text_dim
-    save_checkpoint(randomize_(SimpleGVR.from_config(cfg), seed=seed, std=0.05), path)
+    save_checkpoint(randomize_(SimpleGVR.from_config(cfg), seed=seed, std=0.05), path, extra_metadata=metadata)
     return path
-
-
-def write_video(path: Path, frames: int = 9, h: int = 64, w: int = 96) -> None:
-    """A square moving right over a gradient: motion for the flow-guided degradation to find."""
-    import av
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=8)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"crf": "12"}
-        for t in range(frames):
-            img = np.zeros((h, w, 3), np.uint8)
-            img[..., 1] = np.linspace(0, 200, w, dtype=np.uint8)[None]
-            img[20:44, 6 + 6 * t:30 + 6 * t] = (230, 40, 40)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +70,7 @@ def server(tmp_path_factory):
     tiny(models / "simplegvr" / "tiny.safetensors")
     tiny(models / "simplegvr" / "tiny_text1024.safetensors", text_dim=LOTUS_WIDTH, seed=1)
     tiny(models / "latent_upscale_models" / "shared_tiny.safetensors", seed=2)
+    tiny(models / "simplegvr" / "imported_untrained.safetensors", seed=3, metadata=IMPORTED_METADATA)
     save_file({"blocks.0.block.0.conv.weight": torch.zeros(1)}, str(models / "latent_upscale_models" / "not_ours.safetensors"))
     # empty stand-ins for the example workflows' model files: their names then validate, loading them fails
     for wf in WORKFLOWS:
@@ -96,7 +83,12 @@ def server(tmp_path_factory):
     save_latent(WAN21.denormalise(torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(0))), inp / "lr_wan21.latent")
     save_latent(torch.randn(1, 48, 3, 8, 8), inp / "lr_wan22.latent")
     add_family_files(models, inp)
-    write_video(inp / VIDEO)
+    portrait = WAN21.denormalise(torch.randn(1, 16, 2, 52, 30, generator=torch.Generator().manual_seed(1)))
+    save_latent(portrait, inp / "portrait.latent")  # 240x416 px, the issue's example
+    for t in FRAME_COUNTS:
+        save_latent(WAN21.denormalise(torch.randn(1, 16, t, 6, 4, generator=torch.Generator().manual_seed(t))),
+                    inp / f"frames{t}.latent")
+    # no example clip here: the pack copies workflows/input/simplegvr_example.mp4 into input/ when it loads
     srv = ComfyServer(*FOUND, base)
     srv.start()
     yield srv
@@ -141,19 +133,19 @@ _counter = iter(range(1, 10**6))
 
 
 def upscale_prompt(model="tiny.safetensors", latent="lr_wan21.latent", seed=7, steps=3, cfg=3.0, conditioned=False,
-                   upsample=True, prefix=None, **sampler):
+                   upsample=True, prefix=None, size=None, **sampler):
     """LoadLatent -> Load SimpleGVR Model -> Latent Upsampler -> SimpleGVR Sampler -> SaveLatent (API format)."""
     p = {
         "1": {"class_type": "LoadLatent", "inputs": {"latent": latent}},
         "2": {"class_type": "SimpleGVRModelLoader", "inputs": {"model_name": model, "dtype": "auto",
                                                               "attention": "checkpoint default"}},
         "3": {"class_type": "SimpleGVRLatentUpsampler", "inputs": {
-            "model": ["2", 0], "samples": ["1", 0], "resize_by": "width and height", "width": 128, "height": 96,
-            "scale": 2.25, "noise_level": 0.4, "seed": 3, "latent_scale": "auto"}},
+            "model": ["2", 0], "samples": ["1", 0], "resize_by": "width and height", "edge": 1080, "width": 128,
+            "height": 96, "scale": 2.25, "noise_level": 0.4, "seed": 3, "latent_scale": "auto", **(size or {})}},
         "4": {"class_type": "SimpleGVRSampler", "inputs": {
             "model": ["2", 0], "samples": ["3", 0] if upsample else ["1", 0], "seed": seed, "steps": steps, "cfg": cfg,
-            "shift": 5.0, "sampler": "euler", "attention": "model default", "tile_size": 0,
-            "output_scale": "same as input", **sampler}},
+            "shift": 5.0, "sampler": "euler", "attention": "model default", "memory": "auto", "colour_fix": "none",
+            "chunk_frames": 0, "tile_size": 0, "output_scale": "same as input", **sampler}},
         "5": {"class_type": "SaveLatent", "inputs": {"samples": ["4", 0],
                                                      "filename_prefix": prefix or f"it/run{next(_counter)}"}},
     }
@@ -197,11 +189,13 @@ def test_our_nodes_appear_in_object_info_with_their_inputs(server):
     assert live == recorded, "the nodes' schemas changed: rerun with SIMPLEGVR_RECORD_OBJECT_INFO=1 and commit tests/data"
     for node in OUR_NODES:
         assert info[node]["category"] == "SimpleGVR"
-        for section in info[node]["input"].values():
+        for kind, section in info[node]["input"].items():
+            if kind == "hidden":  # unique_id: what the node shows its text under, not a widget
+                continue
             for name, spec in section.items():
                 assert spec[1].get("tooltip"), f"{node}.{name} has no tooltip"
     assert set(info["SimpleGVRLatentUpsampler"]["input"]["required"]) == {
-        "model", "samples", "resize_by", "width", "height", "scale", "noise_level", "seed", "latent_scale"}
+        "model", "samples", "resize_by", "edge", "width", "height", "scale", "noise_level", "seed", "latent_scale"}
     assert set(info["SimpleGVRSampler"]["input"]["optional"]) == {"positive", "negative"}
     assert info["SimpleGVRModelLoader"]["output"] == ["SIMPLEGVR_MODEL"]
     # models/simplegvr lists everything, models/latent_upscale_models only SimpleGVR checkpoints
@@ -210,6 +204,19 @@ def test_our_nodes_appear_in_object_info_with_their_inputs(server):
     assert "not_ours.safetensors" not in options
     templates = server.get("/workflow_templates")
     assert {p.stem for p in WORKFLOWS} <= set(templates.get("ComfyUI-SimpleGVR", [])), templates
+
+
+def test_the_template_browser_gets_each_workflow_and_its_thumbnail(server):
+    """Frontend 1.43 fetches /api/workflow_templates/<pack>/<name>.json and <name>.jpg (names with spaces, encoded)."""
+    for path in WORKFLOWS:
+        for suffix, kind in ((".json", "application/json"), (".jpg", "image/jpeg")):
+            url = f"{server.url}/api/workflow_templates/ComfyUI-SimpleGVR/{quote(path.stem + suffix)}"
+            with urllib.request.urlopen(url, timeout=30) as r:
+                assert r.status == 200 and r.headers["Content-Type"].startswith(kind), (url, r.headers["Content-Type"])
+                assert r.read() == path.with_suffix(suffix).read_bytes()
+    i18n = server.get("/i18n")
+    assert i18n["en"]["templateWorkflows"]["category"]["ComfyUI-SimpleGVR"] == "SimpleGVR"
+    assert (server.base / "input" / VIDEO).read_bytes() == (REPO / "workflows" / "input" / VIDEO).read_bytes()
 
 
 # --- prompts -------------------------------------------------------------------------------------
@@ -284,7 +291,90 @@ def test_sampler_reports_progress_with_latent_previews_every_step(server):
 def test_a_plain_lr_latent_into_the_sampler_is_upsampled_with_the_defaults(server):
     prompt = upscale_prompt(upsample=False, steps=1, cfg=1.0, attention="sparse_local")
     run_ok(server, prompt)
-    assert saved_latent(server, prompt).shape == (1, 16, 3, 135, 240)  # 1920x1080
+    assert saved_latent(server, prompt).shape == (1, 16, 3, 135, 135)  # 8x8 latent: short edge 1080 -> 1080x1080
+
+
+def test_a_portrait_latent_keeps_its_aspect_ratio_end_to_end(server):
+    """(1,16,2,52,30) = 240x416 px: the default short edge 1080 gives 1080x1872 (latent 234x135), through the Latent
+    Upsampler and through the Sampler's plain-latent path; 1920x1080 asked explicitly stretches it and says so."""
+    default = upscale_prompt(latent="portrait.latent", steps=1, cfg=1.0, size={"resize_by": "short edge", "edge": 1080})
+    messages, _, texts = server.watch(default)
+    assert messages[-1]["type"] == "execution_success", messages[-1]
+    assert saved_latent(server, default).shape == (1, 16, 2, 234, 135)
+    assert any("latent 52x30 (240x416 px) -> latent 234x135 (1080x1872 px)" in t for t in texts["3"])
+    assert not any("WARNING" in t for t in texts["3"])
+    plain = upscale_prompt(latent="portrait.latent", steps=1, cfg=1.0, upsample=False)
+    run_ok(server, plain)
+    assert saved_latent(server, plain).shape == (1, 16, 2, 234, 135)
+    stretched = upscale_prompt(latent="portrait.latent", steps=1, cfg=1.0, size={"width": 1920, "height": 1080})
+    _, _, texts = server.watch(stretched)
+    assert saved_latent(server, stretched).shape == (1, 16, 2, 135, 240)
+    assert any(t.startswith("WARNING: 1920x1080 px changes the aspect ratio of the 240x416 px input") for t in texts["3"])
+
+
+@pytest.mark.parametrize("frames", FRAME_COUNTS)
+def test_latent_frames_in_equal_latent_frames_out(server, frames):
+    prompt = upscale_prompt(latent=f"frames{frames}.latent", steps=1, cfg=1.0, attention="temporal_units",
+                            size={"resize_by": "short edge", "edge": 64})
+    run_ok(server, prompt)
+    assert saved_latent(server, prompt).shape == (1, 16, frames, 12, 8)
+
+
+def test_auto_memory_shows_its_plan_on_the_sampler(server):
+    prompt = upscale_prompt(steps=1, cfg=3.0, seed=161, size={"seed": 161})  # seeds no other test uses: not cached
+    _, _, texts = server.watch(prompt)
+    sampler = " ".join(texts["4"])
+    assert "memory auto, " in sampler and "GiB free: full on the whole clip (3 latent frames)" in sampler  # tiny: full
+    assert "DiT call(s) per step; estimate" in sampler
+    assert "upsampler in chunks of 3 latent frames" in " ".join(texts["3"])
+    manual = upscale_prompt(steps=1, cfg=3.0, seed=162, memory="manual", chunk_frames=2, tile_size=8)
+    _, _, texts = server.watch(manual)
+    assert "memory manual: full on 2 windows of 2 latent frames (3 latent frames), 5x9 tiles of 8x8 latent px" in \
+        " ".join(texts["4"])
+    assert saved_latent(server, manual).shape == (1, 16, 3, 12, 16)
+
+
+def test_an_untrained_checkpoint_warns_on_the_loader_node(server):
+    prompt = upscale_prompt(model="imported_untrained.safetensors", steps=1, cfg=1.0)
+    messages, _, texts = server.watch(prompt)
+    assert messages[-1]["type"] == "execution_success"
+    loader = texts.get("2", [])
+    assert loader and loader[-1].startswith("WARNING: imported_untrained.safetensors is an untrained SimpleGVR"), texts
+    assert "generates a new video from the prompt instead of upscaling" in loader[-1]
+    trained = upscale_prompt(model="tiny_text1024.safetensors", steps=1, cfg=1.0)
+    _, _, texts = server.watch(trained)
+    assert not any("WARNING" in t for t in texts.get("2", []))
+    assert "untrained SimpleGVR" in server.log_tail(400)
+
+
+def test_latent_adain_colour_fix_runs_through_the_sampler(server):
+    fixed, plain = upscale_prompt(steps=2, seed=163, colour_fix="latent AdaIN"), upscale_prompt(steps=2, seed=163)
+    run_ok(server, fixed)
+    run_ok(server, plain)
+    a, b = saved_latent(server, fixed), saved_latent(server, plain)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    lr = load_latent(server.base / "input" / "lr_wan21.latent")
+    ref = WAN21.normalise(torch.nn.functional.interpolate(lr[0].transpose(0, 1), size=(12, 16), mode="bilinear"))
+    got = WAN21.normalise(a)[0].transpose(0, 1)  # [T, C, H, W]
+    torch.testing.assert_close(got.mean((0, 2, 3)), ref.mean((0, 2, 3)), rtol=0, atol=1e-3)
+
+
+def test_the_colour_fix_node_takes_the_reference_colours(server):
+    """Two flat clips through SimpleGVR Colour Fix: the output has the reference's colour (wavelet: its low band)."""
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 3, "color": 0x204080}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 3, "color": 0x806040}},
+        "3": {"class_type": "SimpleGVRColourFix", "inputs": {"images": ["1", 0], "reference": ["2", 0], "method": "wavelet",
+                                                              "levels": 5}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "it/colourfix"}},
+    }
+    entry = run_ok(server, prompt)
+    images = entry["outputs"]["4"]["images"]
+    assert len(images) == 3
+    import cv2
+
+    img = cv2.imread(str(server.base / "output" / images[0]["subfolder"] / images[0]["filename"]))[..., ::-1]
+    assert img.shape == (64, 64, 3) and np.abs(img.reshape(-1, 3).mean(0) - [0x80, 0x60, 0x40]).max() <= 1
 
 
 def test_wrong_inputs_fail_with_our_message_and_the_server_keeps_running(server):
@@ -357,7 +447,7 @@ def test_example_workflow_converts_through_live_object_info_and_the_server_accep
     status, body = server.queue(prompt)
     assert status == 200 and body.get("node_errors") == {}, body  # the server's own validation of every input
     entry = server.wait(body["prompt_id"], timeout=300)
-    if path.name == "flow_degrade_preview.json":
+    if path.name == "Flow Degrade preview.json":
         assert entry["status"]["status_str"] == "success", execution_error(entry)
         videos = list((server.base / "output").rglob("simplegvr_flow_degraded*.mp4"))
         assert videos, list((server.base / "output").rglob("*"))
@@ -365,9 +455,9 @@ def test_example_workflow_converts_through_live_object_info_and_the_server_accep
 
         with av.open(str(videos[0])) as c:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-        assert len(frames) == 9 and frames[0].shape == (64, 96, 3)
+        assert len(frames) == 33 and frames[0].shape == (360, 640, 3)  # the shipped example clip
         images = [o for o in entry["outputs"].values() if "images" in o]
-        assert images and len(images[0]["images"]) == 9  # the PreviewImage frames
+        assert images and len(images[0]["images"]) == 33  # the PreviewImage frames
     else:  # everything validates; the run stops at the first loader, whose model file is an empty stand-in
         err = execution_error(entry)
         assert err is not None and err["node_type"] in LOADERS, err
@@ -387,6 +477,13 @@ def test_a_family_checkpoint_upscales_a_core_latent_of_its_family(server, family
     lr = load_latent(server.base / "input" / f"lr_{family}_core.latent")
     cond = build_condition(m, lr, width=16 * fmt.spatial_ratio, height=12 * fmt.spatial_ratio, noise_level=0.4, seed=3)
     torch.testing.assert_close(out, sample(m, cond, steps=2, cfg=3.0, shift=5.0, seed=7), rtol=0, atol=1e-4)
+    # the workflows' size rule on the family's grid: short edge 200 px is 12.5 latent pixels on Wan 2.2's /16 grid,
+    # rounded up to 13 (208 px); 25 on CogVideoX's /8; the square LR latent stays square
+    prompt = upscale_prompt(model=f"tiny_{family}.safetensors", latent=f"lr_{family}_core.latent", seed=7, steps=1,
+                            size={"resize_by": "short edge", "edge": 200})
+    run_ok(server, prompt)
+    side = {16: 13, 8: 25}[fmt.spatial_ratio]
+    assert saved_latent(server, prompt).shape == (1, fmt.channels, 3, side, side)
 
 
 def test_a_latent_of_another_family_is_named_in_the_error(server):
@@ -497,3 +594,18 @@ def test_comfyuis_cogvideox_on_the_converted_file_computes_the_diffusers_transfo
     assert errs["1.0"] < 1e-4, errs
     print(f"ComfyUI v0.22 CogVideoX vs diffusers: max rel. error {errs['1.0']:.1e} with unit RoPE steps, "
           f"{errs['default']:.2e} with its default spatial_interpolation_scale")
+
+
+def test_flow_degrade_reports_each_progress_step_once(server):
+    wf = json.loads((REPO / "workflows" / "Flow Degrade preview.json").read_text(encoding="utf-8"))
+    prompt, problems = to_api(wf, server.get("/object_info"), files_optional=False)
+    assert problems == []
+    node = next(k for k, v in prompt.items() if v["class_type"] == "SimpleGVRFlowDegrade")
+    prompt[node]["inputs"]["seed"] = 12345  # not cached from the workflow test
+    messages, _ = server.run_watching(prompt)
+    assert messages[-1]["type"] == "execution_success"
+    steps = [(m["data"]["value"], m["data"]["max"]) for m in messages
+             if m["type"] == "progress" and m["data"]["node"] == node]
+    values = [v for v, _ in steps]  # the server may skip some (it throttles), but never repeats one
+    assert steps and all(m == 33 for _, m in steps) and values == sorted(set(values)), steps
+    assert values[-1] == 33 and values.count(33) == 1, steps
