@@ -266,24 +266,49 @@ def _cmd_convert_cogvideox(args) -> int:
 
 def _cmd_demo(args) -> int:
     from . import demo
+    from .clips import list_media
 
-    if args.clips < 1:
-        raise CLIError(f"--clips {args.clips}: expected at least 1 clip")
     if args.steps is not None and not 1 <= args.steps <= 10_000:
         raise CLIError(f"--steps {args.steps}: expected 1 to 10000")
-
+    if args.clips is not None and args.clips < 1:
+        raise CLIError(f"--clips {args.clips}: expected at least 1 clip")
     if args.retrain:
         manifest = demo.retrain(args.assets, args.work, quick=args.quick)
-        print(f"rebuilt the demo weights in {manifest['seconds']:.0f} s (VAE reconstruction PSNR {manifest['vae_psnr_db']:.2f} dB)")
-    model, vae, manifest = demo.load_assets(args.assets)
-    steps = args.steps or manifest.get("steps", 20)
-    shift = args.shift if args.shift is not None else manifest.get("shift", 3.0)
-    noise = args.noise_level if args.noise_level is not None else manifest.get("noise_level", 0.3)
-    results = demo.evaluate(model, vae, clips=args.clips, steps=steps, shift=shift, noise_level=noise, seed=args.seed)
+        print(f"rebuilt the demo weights in {manifest['seconds']:.0f} s")
+    _, vae, _ = demo.load_assets(args.assets)
+    model, chosen = demo.load_model(args.assets, teacher=args.teacher)
+    steps = args.steps or chosen["steps"]
+    shift = args.shift if args.shift is not None else chosen["shift"]
+    noise = args.noise_level if args.noise_level is not None else chosen["noise_level"]
+
+    def log(msg):
+        print(msg, file=sys.stderr)
+
+    clips = None
+    if args.videos:
+        paths = list_media(args.videos)
+        clips, skipped = demo.load_clips(paths, log)
+        if not clips:
+            raise CLIError(f"none of the {len(paths)} videos given could be used ({skipped[0] if skipped else ''})")
+    elif args.clips:
+        from .clips import split_files
+
+        clips, skipped = demo.load_clips(split_files("test")[:args.clips], log)
+    results = demo.evaluate(model, vae, clips, steps=steps, shift=shift, noise_level=noise, seed=args.seed,
+                            lr_mode=args.lr_mode, role=chosen["model"], log=log)
+    if args.videos and skipped:
+        results["skipped"] = skipped
     files = demo.write_outputs(results, args.out)
-    print(f"SimpleGVR demo: {args.clips} held-out procedural clips, {demo.FRAMES} frames, {demo.LR_SIZE}x{demo.LR_SIZE} -> "
-          f"{demo.HR_SIZE}x{demo.HR_SIZE}, {steps} Euler steps (shift {shift}, noise level {noise})")
+    st = results["settings"]
+    print(f"SimpleGVR demo: {st['clips']} clips ({st['source']}), {demo.FRAMES} frames, {demo.LR_SIZE}x{demo.LR_SIZE} -> "
+          f"{demo.HR_SIZE}x{demo.HR_SIZE} ({'clean area downscale' if args.lr_mode == 'area' else 'flow-guided T2V artefacts'}),"
+          f" {steps} Euler steps (shift {shift}, noise level {noise}); model: the {chosen['model']}"
+          + (" (the distilled one-step SimpleGVR; --teacher runs the teacher)" if chosen["model"] == "student" else ""))
     print(demo.format_table(results))
+    print()
+    print(demo.format_comparisons(results))
+    if results["skipped"]:
+        print(f"skipped {len(results['skipped'])}: " + "; ".join(results["skipped"]))
     print(f"wrote {files['video']} ({files['frames']} frames), {files['grid']}, {files['json']}")
     return 0
 
@@ -348,22 +373,31 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     u.set_defaults(func=_cmd_upscale)
 
-    d = sub.add_parser("demo", help="run the whole cascade on held-out procedural clips with the embedded demo weights",
-                       description="Upscale held-out procedural clips (64x64 -> 128x128, 17 frames) in latent space with the "
-                       "embedded demo SimpleGVR and its compact Wan-contract VAE, and compare with decode+bicubic and latent "
-                       "bilinear+decode: PSNR/SSIM against the HR clip, temporal warp error, detail (HF energy ratio), "
-                       "seconds per clip. Writes side_by_side.mp4, grid.png and results.json to --out.")
+    d = sub.add_parser("demo", help="run the whole cascade on real AI-generated clips (the test split) with the embedded "
+                       "demo weights", description="Upscale the test split of the demo clips (real text/image-to-video "
+                       "output, 17 frames, 64x64 -> 128x128) in latent space with the embedded demo SimpleGVR and its "
+                       "Wan-contract codec, and compare with decode + bicubic and latent bilinear + decode: PSNR / SSIM "
+                       "against the HR clip, temporal warp error, detail (HF energy ratio), blockiness, seconds per clip, "
+                       "and 95%% paired bootstrap intervals over clips. Writes side_by_side.mp4, grid.png and "
+                       "results.json to --out.")
     d.add_argument("--out", default="simplegvr_demo", help="output folder (default ./simplegvr_demo/)")
-    d.add_argument("--clips", type=int, default=4, help="held-out clips to evaluate (default 4)")
-    d.add_argument("--steps", type=int, default=None, help="sampling steps (default: the manifest's, 20)")
+    d.add_argument("--videos", nargs="+", default=None, metavar="PATH",
+                   help="your own videos (mp4/mkv/webm/mov/animated WebP, or folders of them) instead of the test split, "
+                        "cut and scaled exactly as the test split is")
+    d.add_argument("--clips", type=int, default=None, help="only the first N test clips (default: all 14)")
+    d.add_argument("--lr-mode", choices=["area", "flow"], default="area",
+                   help="the LR: a clean 2x area downscale (default), or the paper's setting with flow-guided T2V artefacts")
+    d.add_argument("--teacher", action="store_true",
+                   help="run the teacher (the flow-matching model) even where a distilled student is the default")
+    d.add_argument("--steps", type=int, default=None, help="sampling steps (default: the chosen model's)")
     d.add_argument("--shift", type=float, default=None, help="flow shift (default: the manifest's)")
     d.add_argument("--noise-level", type=float, default=None, help="condition noise level (default: the manifest's)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--retrain", action="store_true",
-                   help="rebuild the demo VAE and SimpleGVR from scratch first (about 30 minutes on 2 CPU cores)")
+                   help="rebuild the demo codec and SimpleGVR from scratch first (under 45 minutes on 2 CPU cores)")
     d.add_argument("--quick", action="store_true", help="with --retrain: a shortened run (tests; weights are poor)")
     d.add_argument("--assets", default=None, help="weights folder (default: the package's assets/)")
-    d.add_argument("--work", default="runs/demo", help="with --retrain: scratch folder for clips, pairs and checkpoints")
+    d.add_argument("--work", default="runs/demo", help="with --retrain: scratch folder for the train list, pairs and checkpoints")
     d.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="FLOPs and CPU time of the attention modes (full / temporal_units / sparse_local)")

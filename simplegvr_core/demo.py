@@ -1,13 +1,19 @@
-"""`simplegvr demo`: the whole cascade on a laptop CPU, on embedded weights, with no downloads.
+"""`simplegvr demo`: the whole cascade on a laptop CPU, on embedded weights, on video real T2V models made.
 
-The demo world: procedural clips (17 frames, 128x128 HR; the "T2V output" is the same clip at 64x64),
-a compact codec with Wan 2.1's latent contract fitted to such clips (`vae.PatchPCAVideoVAE`), and a small SimpleGVR (learned
-upsampler + DiT with temporal units) trained with `training/train.py` on LR/HR latent pairs made with
-the project's degradations. Both weights live in `simplegvr_core/assets/` with the commands that made them.
+The demo world (DESIGN.md): the real AI-generated clips of `comfyui-workflow-templates-media-video` with a fixed
+train / validation / test split by file (`clips.py`); the HR clip is a clip's centred 17-frame window, centre-
+cropped to a square and area-downscaled to 128x128; the "T2V output" is that clip area-downscaled 2x to 64x64
+(the LR the cascade starts from; a T2V model's 480p output is likewise a clean, slightly soft picture of its
+scene), or, in the paper's setting, the same after the flow-guided degradation (T2V-like motion artefacts). A
+linear lapped codec with Wan 2.1's latent contract fitted on the train split (`vae.LappedVideoCodec`) stands in
+for the Wan VAE, and a small SimpleGVR (learned upsampler + DiT with temporal units) is trained with
+`training/train.py` on LR/HR latent pairs of train-split crops. Both weights live in `simplegvr_core/assets/` with
+the commands that made them.
 
-The demo takes held-out clips (seeds never used in training), runs LR latent -> Latent Upsampler ->
-SimpleGVR sampling -> decode, and compares it with what a user would otherwise do: bicubic upscaling
-of the decoded LR video, and bilinear interpolation of the latent followed by decoding.
+`simplegvr demo` runs LR latent -> Latent Upsampler -> SimpleGVR sampling -> decode on the test split (or the
+user's `--videos`), and compares it with what a user would otherwise do: decoding the LR video and upscaling it
+with bicubic, and bilinear interpolation of the latent followed by decoding; every margin comes with its 95%
+paired bootstrap interval over clips.
 """
 
 from __future__ import annotations
@@ -26,22 +32,28 @@ import torch
 ASSETS = Path(__file__).resolve().parent / "assets"
 VAE_FILE = "demo_vae.safetensors"
 MODEL_FILE = "demo_simplegvr.safetensors"
+STUDENT_FILE = "demo_student.safetensors"  # the distilled 1-step student (training/distill.py), when built
 MANIFEST = "demo_manifest.json"
 FRAMES, HR_SIZE, LR_SIZE = 17, 128, 64
-HELD_OUT_SEED = 1_000_000  # held-out test clips: training clips use seeds 0..N-1
-VALIDATION_SEED = 3_000_000  # clips for choosing the sampling settings (never the test clips)
-# The demo model's recipe (`--retrain`): procedural training clips, the degradations drawn per clip (clean
-# area resize, as the demo's LR, or the paper's flow-guided T2V artifacts), and the training steps that fit
-# the 30-minute budget on 2 CPU cores.
-TRAIN_CLIPS, DEGRADATION, TRAIN_STEPS = 1024, "none,flow", 2400
+LR_MODES = ("area", "flow")  # the demo's LR: a clean 2x area downscale, or the paper's flow-guided T2V artefacts first
+# The demo model's recipe (`--retrain`): random crops of the train split (TRAIN_REPEATS per file), the LR drawn per
+# clip from a clean area resize (as the demo's LR) or the paper's flow-guided degradation, TRAIN_STEPS steps.
+TRAIN_REPEATS, DEGRADATION, TRAIN_STEPS = 24, "none,flow", 3000
 METHODS = ("simplegvr", "latent_bilinear", "pixel_bicubic")
-LABELS = {"hr": "HR (reference)", "vae_ceiling": "HR through the VAE", "simplegvr": "SimpleGVR (ours)",
+BASELINES = ("latent_bilinear", "pixel_bicubic")
+METRICS = ("psnr", "ssim", "warp_error", "hf_ratio", "blockiness", "seconds")
+LABELS = {"hr": "HR (reference)", "vae_ceiling": "HR through the codec", "simplegvr": "SimpleGVR (ours)",
           "latent_bilinear": "latent bilinear + decode", "pixel_bicubic": "decode + bicubic"}
 
 
-def lr_clip(hr: np.ndarray) -> np.ndarray:
-    """The demo's stand-in for a T2V model's low-resolution output: the clip at half size (area)."""
-    return np.stack([cv2.resize(f, (LR_SIZE, LR_SIZE), interpolation=cv2.INTER_AREA) for f in hr])
+def lr_clip(hr: np.ndarray, mode: str = "area", seed: int = 0) -> np.ndarray:
+    """The demo's stand-in for a T2V model's low-resolution output: the HR clip at half size (area), after the
+    flow-guided degradation when mode='flow' (the paper's setting: the artefacts of a base T2V model)."""
+    from . import degrade
+
+    if mode not in LR_MODES:
+        raise ValueError(f"LR mode {mode!r}: expected one of {LR_MODES}")
+    return degrade.degrade_frames(hr, "none" if mode == "area" else "flow", (LR_SIZE, LR_SIZE), seed)
 
 
 def load_assets(assets: str | os.PathLike | None = None):
@@ -55,6 +67,39 @@ def load_assets(assets: str | os.PathLike | None = None):
             raise ValueError(f"demo weights {str(a / name)!r} are missing: rebuild them with `simplegvr demo --retrain`")
     manifest = json.loads((a / MANIFEST).read_text()) if (a / MANIFEST).is_file() else {}
     return load_checkpoint(a / MODEL_FILE).eval(), VideoVAE.load("file", a / VAE_FILE), manifest
+
+
+def load_model(assets: str | os.PathLike | None = None, teacher: bool = False):
+    """(model, sampling) that `simplegvr demo` runs: the distilled student when the manifest names it the default
+    (`benchmarks/distill_results.py` decides on the validation split) and `teacher` is False, else the teacher with
+    the sampling settings `tune` chose. sampling = {"model": "student" | "teacher", "steps", "shift", "noise_level"}."""
+    from .checkpoint import load_checkpoint
+
+    a = Path(assets) if assets else ASSETS
+    teacher_model, _, manifest = load_assets(a)
+    st = manifest.get("student") or {}
+    if not teacher and st.get("default") and (a / STUDENT_FILE).is_file():
+        return load_checkpoint(a / STUDENT_FILE).eval(), {"model": "student", "steps": int(st["steps"]),
+                                                          "shift": float(st["shift"]),
+                                                          "noise_level": float(st.get("noise_level", 0.0))}
+    return teacher_model, {"model": "teacher", "steps": int(manifest.get("steps", 2)),
+                           "shift": float(manifest.get("shift", 3.0)), "noise_level": float(manifest.get("noise_level", 0.0))}
+
+
+def load_clips(paths, log=print) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """(name, HR clip) for every readable video of `paths` (the demo's HR: `clips.demo_clip`), and the reasons
+    the others were skipped; the names are the file names."""
+    from .clips import demo_clip, read_media
+
+    good, skipped = [], []
+    for p in paths:
+        try:
+            good.append((Path(p).name, demo_clip(read_media(p), FRAMES, HR_SIZE)))
+        except (ValueError, OSError, MemoryError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            skipped.append(f"{Path(p).name}: {msg}")
+            log(f"skipping {Path(p).name}: {msg}")
+    return good, skipped
 
 
 @torch.no_grad()
@@ -75,80 +120,124 @@ def baselines(vae, lr_lat: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model, vae, clips: int = 4, steps: int = 20, shift: float = 3.0, noise_level: float = 0.3, seed: int = 0,
-             progress: bool = True, first_clip: int = HELD_OUT_SEED) -> dict:
-    """Run the cascade and the baselines on `clips` held-out clips; returns metrics and the frames."""
+def evaluate(model, vae, clips=None, *, split: str = "test", steps: int = 2, shift: float = 3.0,
+             noise_level: float = 0.0, seed: int = 0, lr_mode: str = "area", progress: bool = True,
+             keep_videos: bool = True, role: str = "teacher", log=print) -> dict:
+    """Run the cascade and the baselines on `clips` ((name, HR clip) pairs from `load_clips`; default: the `split`
+    of the demo clips) and measure each against HR; summary means, per-clip rows and paired bootstrap intervals of
+    SimpleGVR's margin over each baseline. `role` ("teacher" or "student") is recorded in the settings."""
     from tqdm.auto import tqdm
 
     from . import metrics
-    from .pipeline import upscale
-    from .procedural import clip_caption, make_clip
-    from .text import ByteTextEncoder
+    from .clips import split_files
+    from .pipeline import build_condition, sample
 
-    text = ByteTextEncoder(model.config.dit.text_dim)
+    skipped: list[str] = []
+    if clips is None:
+        clips, skipped = load_clips(split_files(split), log)
+        source = f"{split} split"
+    else:
+        source = "your videos"
+    if not clips:
+        raise ValueError("no readable video to run the demo on")
     rows, videos = [], []
-    for k in tqdm(range(clips), desc="demo clips", disable=not progress):
-        s = first_clip + k
-        hr = make_clip(s, FRAMES, HR_SIZE, HR_SIZE)
-        lr_lat = vae.encode(torch.from_numpy(lr_clip(hr))[None])  # raw latent, as a T2V sampler hands it
+    for k, (name, hr) in enumerate(tqdm(clips, desc="demo clips", disable=not progress)):
+        lr_lat = vae.encode(torch.from_numpy(lr_clip(hr, lr_mode, seed + k))[None])  # raw latent, as a sampler hands it
         out, secs = {}, {}
         t0 = time.perf_counter()
-        hr_lat = upscale(model, lr_lat, scale=HR_SIZE / LR_SIZE, context=text(clip_caption(s)), steps=steps, cfg=1.0,
-                         shift=shift, noise_level=noise_level, seed=seed + k)
+        cond = build_condition(model, lr_lat, scale=HR_SIZE / LR_SIZE, noise_level=noise_level, seed=seed + k)
+        hr_lat = sample(model, cond, steps=steps, cfg=1.0, shift=shift, seed=seed + k)
         out["simplegvr"] = vae.decode(hr_lat)[0].numpy()
         secs["simplegvr"] = time.perf_counter() - t0
-        for name, (frames, seconds) in baselines(vae, lr_lat).items():
-            out[name], secs[name] = frames, seconds
+        for m, (frames, seconds) in baselines(vae, lr_lat).items():
+            out[m], secs[m] = frames, seconds
         out["vae_ceiling"] = vae.decode(vae.encode(torch.from_numpy(hr)[None]))[0].numpy()
         flows = metrics.reference_flows(hr)
-        row = {"clip": s, "hr_warp_error": metrics.warp_error(hr, flows)}
+        row = {"clip": name, "hr_warp_error": metrics.warp_error(hr, flows), "hr_blockiness": metrics.blockiness(hr)}
         for m in (*METHODS, "vae_ceiling"):
             row[m] = {"psnr": metrics.psnr(out[m], hr), "ssim": metrics.ssim(out[m], hr),
                       "warp_error": metrics.warp_error(out[m], flows), "hf_ratio": metrics.hf_energy_ratio(out[m], hr),
-                      "seconds": secs.get(m, 0.0)}
+                      "blockiness": metrics.blockiness(out[m]), "seconds": secs.get(m, 0.0)}
         rows.append(row)
-        videos.append({"hr": hr, **out})
-    summary = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]} for m in (*METHODS, "vae_ceiling")}
-    summary["hr"] = {"warp_error": float(np.mean([r["hr_warp_error"] for r in rows]))}
-    return {"summary": summary, "clips": rows, "videos": videos,
-            "settings": {"clips": clips, "steps": steps, "shift": shift, "noise_level": noise_level, "seed": seed}}
+        if keep_videos:
+            videos.append({"name": name, "hr": hr, **out})
+    summary = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in METRICS} for m in (*METHODS, "vae_ceiling")}
+    summary["hr"] = {"warp_error": float(np.mean([r["hr_warp_error"] for r in rows])),
+                     "blockiness": float(np.mean([r["hr_blockiness"] for r in rows]))}
+    comparisons = {}
+    if len(rows) >= 2:
+        for b in BASELINES:
+            comparisons[b] = {k: metrics.paired_bootstrap([r["simplegvr"][k] for r in rows], [r[b][k] for r in rows])
+                              for k in ("psnr", "ssim", "warp_error", "hf_ratio")}
+    return {"summary": summary, "comparisons": comparisons, "clips": rows, "videos": videos, "skipped": skipped,
+            "settings": {"source": source, "clips": len(rows), "frames": FRAMES, "lr_size": LR_SIZE, "hr_size": HR_SIZE,
+                         "lr_mode": lr_mode, "steps": steps, "shift": shift, "noise_level": noise_level, "seed": seed,
+                         "nfe": steps, "model": role}}
 
 
 def format_table(results: dict) -> str:
     s = results["summary"]
-    lines = ["| method | PSNR (dB) | SSIM | warp error | HF energy ratio | seconds / clip |", "|---|---|---|---|---|---|"]
+    lines = ["| method | PSNR (dB) | SSIM | warp error | HF energy ratio | blockiness | seconds / clip |",
+             "|---|---|---|---|---|---|---|"]
     for m in (*METHODS, "vae_ceiling"):
         r = s[m]
         sec = f"{r['seconds']:.2f}" if m != "vae_ceiling" else "-"
-        lines.append(f"| {LABELS[m]} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['warp_error']:.4f} | {r['hf_ratio']:.2f} | {sec} |")
-    lines.append(f"| {LABELS['hr']} | - | - | {s['hr']['warp_error']:.4f} | 1.00 | - |")
+        lines.append(f"| {LABELS[m]} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['warp_error']:.4f} | {r['hf_ratio']:.2f} | "
+                     f"{r['blockiness']:.3f} | {sec} |")
+    lines.append(f"| {LABELS['hr']} | - | - | {s['hr']['warp_error']:.4f} | 1.00 | {s['hr']['blockiness']:.3f} | - |")
     return "\n".join(lines)
 
 
-def _label(img: np.ndarray, text: str) -> np.ndarray:
-    bar = np.full((14, img.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text, (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+def format_comparisons(results: dict) -> str:
+    """SimpleGVR minus each baseline, mean over clips with its 95% paired bootstrap interval."""
+    c = results["comparisons"]
+    if not c:
+        return "(one clip: no intervals)"
+    lines = ["| SimpleGVR minus | PSNR (dB) | SSIM | warp error | HF energy ratio |", "|---|---|---|---|---|"]
+    for b in BASELINES:
+        cells = [f"{v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]{'' if v['resolved'] else ' (unresolved)'}"
+                 for v in (c[b][k] for k in ("psnr", "ssim", "warp_error", "hf_ratio"))]
+        lines.append(f"| {LABELS[b]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _label(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
+    bar = np.full((height, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text, (2, height - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([bar, img], 0)
 
 
+def _zoom(img: np.ndarray) -> np.ndarray:
+    """The central half of a frame at 2x (nearest), so single pixels and fine detail are visible."""
+    h, w = img.shape[:2]
+    crop = img[h // 4:h // 4 + h // 2, w // 4:w // 4 + w // 2]
+    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+GRID_ORDER = ("hr", "simplegvr", "latent_bilinear", "pixel_bicubic")
+GRID_NAMES = {"hr": "HR", "simplegvr": "SimpleGVR", "latent_bilinear": "latent bilinear", "pixel_bicubic": "bicubic"}
+
+
 def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict:
-    """side_by_side.mp4 (HR | SimpleGVR | latent bilinear | bicubic, clips one after another), grid.png
-    (middle frame of every clip), results.json. Each file is written under a temporary name first."""
+    """side_by_side.mp4 (HR | SimpleGVR | latent bilinear | bicubic, clips one after another), grid.png (each clip's
+    middle frame and, below it, its centre zoomed 2x, under the clip's file name), results.json. Each file is
+    written under a temporary name first."""
     from .degrade.video_io import write_video
     from .files import atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    order = ("hr", "simplegvr", "latent_bilinear", "pixel_bicubic")
-    names = {"hr": "HR", "simplegvr": "SimpleGVR", "latent_bilinear": "latent bilinear", "pixel_bicubic": "bicubic"}
     frames = []
     for v in results["videos"]:
         for t in range(v["hr"].shape[0]):
-            frames.append(np.concatenate([_label(v[m][t], names[m]) for m in order], 1))
+            frames.append(np.concatenate([_label(v[m][t], GRID_NAMES[m]) for m in GRID_ORDER], 1))
     write_video(out / "side_by_side.mp4", np.stack(frames), fps=8)
-    rows = [np.concatenate([_label(v[m][FRAMES // 2], names[m]) for m in order], 1) for v in results["videos"]]
-    grid = np.concatenate(rows, 0)
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(grid[..., ::-1]))
+    rows = []
+    for v in results["videos"]:
+        panel = np.concatenate([np.concatenate([_label(v[m][FRAMES // 2], GRID_NAMES[m]), _zoom(v[m][FRAMES // 2])], 0)
+                                for m in GRID_ORDER], 1)
+        rows.append(_label(panel, v["name"], height=16))
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(np.concatenate(rows, 0)[..., ::-1]))
     if not ok:
         raise ValueError("could not encode the demo grid as PNG")
     atomic_write(out / "grid.png", lambda tmp: Path(tmp).write_bytes(png.tobytes()))
@@ -159,13 +248,25 @@ def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict:
 
 
 # --- rebuilding the weights ------------------------------------------------------------------------
+def write_train_list(folder: Path, repeats: int) -> Path:
+    """`folder/captions.jsonl` listing every train-split clip `repeats` times (each row is one random crop,
+    window and degradation in `make_pairs`); captions are empty: the demo runs with the null prompt."""
+    from .clips import split_files
+    from .files import atomic_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [json.dumps({"video": str(p), "caption": ""}) for _ in range(repeats) for p in split_files("train")]
+    return atomic_write(folder / "captions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n"))
+
+
 def retrain_commands(assets: Path, work: Path, quick: bool = False) -> list[list[str]]:
-    """The exact commands that rebuild the demo weights (run from the repository root)."""
+    """The exact commands that rebuild the demo weights (run from the repository root); they read the train split
+    only (train_vae.py reports on the validation split)."""
     py = sys.executable
-    vae_clips, clips, steps = ("20", "4", "4") if quick else ("200", str(TRAIN_CLIPS), str(TRAIN_STEPS))
+    vae_args, steps = (["--crops", "8", "--steps", "20"], "4") if quick else ([], str(TRAIN_STEPS))
     return [
-        [py, "training/train_vae.py", "--out", str(assets / VAE_FILE), "--clips", vae_clips],
-        [py, "training/make_pairs.py", "--videos", str(work / "videos"), "--synthesize", clips, "--frames", str(FRAMES),
+        [py, "training/train_vae.py", "--out", str(assets / VAE_FILE), *vae_args],
+        [py, "training/make_pairs.py", "--videos", str(work / "videos"), "--frames", str(FRAMES),
          "--out", str(work / "pairs"), "--per-shard", "64", "--degradation", DEGRADATION, "--hr-size",
          f"{HR_SIZE}x{HR_SIZE}", "--lr-size", f"{LR_SIZE}x{LR_SIZE}", "--vae", "file", "--vae-path", str(assets / VAE_FILE),
          "--text", "byte", "--text-dim", "32"],
@@ -174,13 +275,18 @@ def retrain_commands(assets: Path, work: Path, quick: bool = False) -> list[list
     ]
 
 
-def tune(model, vae, clips: int = 4, grid=None, log=print) -> dict:
-    """Pick steps / shift / noise level by PSNR on validation clips (not the held-out test clips)."""
-    # Few steps approach the posterior mean (best PSNR); more steps sample detail (sharper, lower PSNR).
-    grid = grid or [(st, sh, nl) for st in (1, 2, 4, 10, 20) for sh in (1.0, 3.0) for nl in (0.0, 0.15)]
+TUNE_GRID = [(st, sh, nl) for st in (1, 2, 4, 10) for sh in (1.0, 3.0) for nl in (0.0, 0.1)]
+
+
+def tune(model, vae, grid=None, clips=None, log=print) -> dict:
+    """Pick steps / shift / noise level by PSNR on the validation split (never the test split)."""
+    from .clips import split_files
+
+    if clips is None:
+        clips, _ = load_clips(split_files("validation"), log)
     best = None
-    for st, sh, nl in grid:
-        r = evaluate(model, vae, clips=clips, steps=st, shift=sh, noise_level=nl, progress=False, first_clip=VALIDATION_SEED)
+    for st, sh, nl in grid or TUNE_GRID:
+        r = evaluate(model, vae, clips, steps=st, shift=sh, noise_level=nl, progress=False, keep_videos=False)
         p = r["summary"]["simplegvr"]["psnr"]
         log(f"  validation: steps {st}, shift {sh}, noise level {nl}: PSNR {p:.2f} dB")
         if best is None or p > best[0]:
@@ -197,6 +303,17 @@ def retune(assets: str | os.PathLike | None = None, log=print) -> dict:
     manifest.update(tune(model, vae, log=log))
     atomic_write(a / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return manifest
+
+
+def _clips_version() -> str:
+    from importlib import metadata
+
+    from .clips import DISTRIBUTION
+
+    try:
+        return f"{DISTRIBUTION}=={metadata.version(DISTRIBUTION)}"
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _relative(arg: str, root: Path) -> str:
@@ -219,7 +336,7 @@ def fresh_work_folder(work: Path) -> Path:
     if work.exists() and (not work.is_dir() or (any(work.iterdir()) and not marker.is_file())):
         raise ValueError(f"--work {str(work)!r} exists and is not a demo scratch folder (no {WORK_MARKER}): "
                          "give a new or empty folder")
-    for sub in ("videos", "pairs", "run"):
+    for sub in ("videos", "pairs", "run"):  # videos/ holds the train list (captions.jsonl) make_pairs reads
         shutil.rmtree(work / sub, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     marker.write_text("scratch folder of `simplegvr demo --retrain`: emptied by the next --retrain\n")
@@ -236,6 +353,7 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
     a = Path(assets) if assets else ASSETS
     w = fresh_work_folder(Path(work).resolve())
     a.mkdir(parents=True, exist_ok=True)
+    write_train_list(w / "videos", 1 if quick else TRAIN_REPEATS)
     cmds = retrain_commands(a.resolve(), w, quick)
     t0 = time.time()
     for cmd in cmds:
@@ -248,10 +366,12 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
 
     _, vmeta = read_safetensors(a / VAE_FILE)
     model, vae, _ = load_assets(a)
-    grid = [(2, 3.0, 0.3)] if quick else None
-    settings = tune(model, vae, clips=1 if quick else 4, grid=grid, log=log)
-    manifest = {**settings, "vae_psnr_db": float(vmeta.get("psnr_db", "nan")), "seconds": round(time.time() - t0, 1),
-                "quick": quick,
+    grid = [(2, 3.0, 0.0)] if quick else None
+    settings = tune(model, vae, grid=grid, log=log)
+    manifest = {**settings, "codec_validation_psnr_db": float(vmeta.get("validation_psnr_db", "nan")),
+                "codec_validation_blockiness": float(vmeta.get("validation_blockiness", "nan")),
+                "seconds": round(time.time() - t0, 1), "quick": quick,
+                "clips_package": _clips_version(),
                 "commands": [" ".join(["python"] + [_relative(c, root) for c in cmd[1:]]) for cmd in cmds]}
     atomic_write(a / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return manifest

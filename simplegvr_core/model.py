@@ -37,12 +37,14 @@ class SimpleGVR(nn.Module):
             model = model.to(dtype)
         return model
 
-    def forward(self, z_t, c_s, t, context, noise_level, attention: str | None = None):
-        """Training forward: upsample the noise-augmented LR latent c_s to z_t's size, then predict v.
+    def forward(self, z_t, c_s, t, context, noise_level, attention: str | None = None, return_condition: bool = False):
+        """Training forward: upsample the noise-augmented LR latent c_s to z_t's size, then predict v (and return
+        the condition c too with `return_condition`, for a loss on it).
 
         (Inference builds c once with `pipeline.build_condition` and calls `dit` at every step.)"""
         c = self.upsampler(c_s, size=tuple(z_t.shape[-2:]))
-        return self.dit(z_t, c, t, context, noise_level, attention=attention)
+        v = self.dit(z_t, c, t, context, noise_level, attention=attention)
+        return (v, c) if return_condition else v
 
     @property
     def latent_format(self) -> LatentFormat:

@@ -15,6 +15,7 @@ latent frames in pairs): use 8N+1 pixel frames (49, CogVideoX's own length) for 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,74 +79,122 @@ class _Posterior:
         return self.mean
 
 
-class PatchPCAVideoVAE(nn.Module):
-    """A linear video codec with Wan 2.1's latent contract, fitted (PCA) to the demo world's clips.
+class LappedVideoCodec(nn.Module):
+    """A linear video codec with Wan 2.1's latent contract and overlapping support, fitted to the demo world's clips.
 
-    Contract: 16 channels, /8 space, causal /4 time - latent frame 0 holds frame 0 alone, latent frame i
-    holds frames 4i-3..4i - and raw latents with Wan 2.1's per-channel mean and std, so the `wan21` latent
-    format applies unchanged. Each latent pixel is the projection of one 8x8x3 patch of a group of 4 frames
-    (frame 0 repeated to fill its group) on the 16 leading principal components of such patches; decoding
-    is the transpose. Fitting is closed-form (an SVD), so the demo rebuilds it in seconds on a CPU, where a
-    convolutional VAE would need hours.
+    Contract: 16 channels, /8 space, causal /4 time - latent frame 0 holds frame 0 alone, latent frame i holds
+    frames 4i-3..4i - and raw latents with Wan 2.1's per-channel mean and std, so the `wan21` latent format
+    applies unchanged. Each latent pixel is a linear function of a `kernel` x `kernel` pixel window of its group
+    of 4 frames (frame 0 repeated to fill its group), windows at a stride of 8, and decoding is the transposed map:
+    every decoded pixel blends (kernel/8)^2 neighbouring latent pixels (a lapped transform), so the output has no
+    seams at the 8-pixel grid, unlike a patch codec. Computed as pixel-unshuffle into 8x8 blocks then a small
+    convolution over the block grid (the same map as a strided Conv3d with that kernel, much faster on a CPU).
+    Linear, so fitting it (`training/train_vae.py`) takes minutes on a CPU.
     """
 
-    def __init__(self, z_dim: int = 16, patch: int = 8, group: int = 4):
+    def __init__(self, z_dim: int = 16, kernel: int = 16, stride: int = 8, group: int = 4, freqs: int = 8):
         super().__init__()
-        self.z_dim, self.patch, self.group = z_dim, patch, group
-        d = group * patch * patch * 3
-        self.register_buffer("mean", torch.zeros(d))
-        self.register_buffer("components", torch.zeros(z_dim, d))  # orthonormal rows
-        self.register_buffer("scale", torch.ones(z_dim))  # raw latent = scale * projection + shift
+        if kernel < stride or kernel % stride or (kernel // stride) % 2:
+            raise ValueError(f"codec kernel {kernel}: expected an even multiple of the stride {stride} (e.g. 16, 32)")
+        if not 1 <= freqs <= kernel:
+            raise ValueError(f"codec freqs {freqs}: expected 1..{kernel} (cosines per side of the decoder's basis)")
+        self.z_dim, self.kernel, self.stride, self.group, self.freqs = z_dim, kernel, stride, group, freqs
+        n = kernel // stride  # blocks per window side
+        self.pad = (kernel - stride) // 2
+        block = 3 * group * stride * stride
+        self.enc = nn.Conv3d(block, z_dim, (1, n, n))
+        self.dec = nn.ConvTranspose3d(z_dim, block, (1, n, n))
+        # The decoder's basis functions are smooth by construction: each is a sine window (zero at the window's
+        # edges) times a sum of the `freqs` lowest cosines per side of the window. A free basis converges to a
+        # patch codec in disguise - each latent pixel owning the 8x8 block at its window's centre, with seams at
+        # the 8-pixel grid between owners; sums of smooth functions have no seams.
+        y = torch.arange(kernel, dtype=torch.float64) + 0.5
+        cos = torch.cos(torch.arange(freqs, dtype=torch.float64)[:, None] * y[None] * math.pi / kernel)
+        cos = cos / cos.norm(dim=1, keepdim=True)  # orthonormal rows: [freqs, kernel]
+        win = torch.sin(y * math.pi / kernel)
+        self.register_buffer("synthesis", (win[:, None] * (cos.T @ cos)).float(), persistent=False)  # [kernel, kernel]
+        self.register_buffer("scale", torch.ones(z_dim))  # raw latent = scale * code + shift (Wan 2.1 statistics)
         self.register_buffer("shift", torch.zeros(z_dim))
 
     def config(self) -> dict:
-        return {"arch": "patch_pca", "z_dim": self.z_dim, "patch": self.patch, "group": self.group}
+        return {"arch": "lapped", "z_dim": self.z_dim, "kernel": self.kernel, "stride": self.stride, "group": self.group,
+                "freqs": self.freqs}
 
-    def _pack(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """[B,3,T,H,W] -> patch vectors [B, T', H/p, W/p, group*p*p*3]."""
+    def decoder_weight(self) -> torch.Tensor:
+        """`dec.weight` projected onto the smooth basis (window x low cosines), in the ConvTranspose3d layout."""
+        z, n, s, r = self.z_dim, self.kernel // self.stride, self.stride, self.group
+        w = self.dec.weight.view(z, 3, r, s, s, n, n).permute(0, 1, 2, 5, 3, 6, 4).reshape(z, 3, r, self.kernel, self.kernel)
+        w = torch.einsum("Yy,zcryx,Xx->zcrYX", self.synthesis, w, self.synthesis)
+        return w.reshape(z, 3, r, n, s, n, s).permute(0, 1, 2, 4, 6, 3, 5).reshape(self.dec.weight.shape)
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, r*T', Hp, Wp] -> [B, 3*r*s*s, T', Hp/s, Wp/s] (time groups and s x s blocks into channels)."""
         b, c, t, h, w = x.shape
-        r, p = self.group, self.patch
-        if h % p or w % p:
-            raise ValueError(f"frames of {h}x{w} pixels: expected multiples of {p}")
+        r, s = self.group, self.stride
+        x = x.reshape(b, c, t // r, r, h // s, s, w // s, s).permute(0, 1, 3, 5, 7, 2, 4, 6)
+        return x.reshape(b, c * r * s * s, t // r, h // s, w // s)
+
+    def _unblocks(self, y: torch.Tensor) -> torch.Tensor:
+        b, _, t, hb, wb = y.shape
+        r, s = self.group, self.stride
+        y = y.reshape(b, 3, r, s, s, t, hb, wb).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        return y.reshape(b, 3, t * r, hb * s, wb * s)
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, T, H, W] in [-1, 1] -> the unscaled code [B, z, 1 + (T-1)//4, H/8, W/8]."""
+        b, c, t, h, w = x.shape
+        if c != 3 or h % self.stride or w % self.stride:
+            raise ValueError(f"frames of shape {tuple(x.shape)}: expected [B, 3, T, H, W] with H, W multiples of "
+                             f"{self.stride}")
+        r, p = self.group, self.pad
         t = 1 + (t - 1) // r * r  # frames past the last whole group are dropped, as Wan's VAE does
-        x = torch.cat([x[:, :, :1]] * (r - 1) + [x[:, :, :t]], dim=2)  # frame 0 fills its group
-        tl = x.shape[2] // r
-        g = x.reshape(b, c, tl, r, h // p, p, w // p, p).permute(0, 2, 4, 6, 3, 5, 7, 1)
-        return g.reshape(b, tl, h // p, w // p, r * p * p * c), (b, tl, h // p, w // p)
+        x = torch.cat([x[:, :, :1]] * (r - 1) + [x[:, :, :t]], dim=2)
+        x = torch.nn.functional.pad(x, (p, p, p, p))  # zero border: window i covers pixels [8i - p, 8i - p + kernel)
+        return torch.nn.functional.conv3d(self._blocks(x), self.enc.weight, self.enc.bias)
 
-    def fit(self, vectors: torch.Tensor, max_vectors: int = 200_000) -> None:
-        """Principal components of patch vectors [N, group*p*p*3] (from `_pack`); raw latent stats -> Wan 2.1's."""
-        from .latent_formats import WAN21
-
-        v = vectors.reshape(-1, self.mean.shape[0]).double()
-        if v.shape[0] > max_vectors:
-            v = v[torch.randperm(v.shape[0], generator=torch.Generator().manual_seed(0))[:max_vectors]]
-        mean = v.mean(0)
-        _, _, vt = torch.linalg.svd(v - mean, full_matrices=False)
-        comps = vt[: self.z_dim]
-        proj = (v - mean) @ comps.T
-        scale = torch.tensor(WAN21.std, dtype=torch.float64) / proj.std(0).clamp_min(1e-6)
-        self.mean.copy_(mean.float())
-        self.components.copy_(comps.float())
-        self.scale.copy_(scale.float())
-        self.shift.copy_((torch.tensor(WAN21.mean, dtype=torch.float64) - scale * proj.mean(0)).float())
+    def reconstruct(self, code: torch.Tensor) -> torch.Tensor:
+        """The unscaled code -> frames [B, 3, 1 + 4(T'-1), 8h, 8w] (unclamped)."""
+        p = self.pad
+        x = self._unblocks(torch.nn.functional.conv_transpose3d(code, self.decoder_weight(), self.dec.bias))
+        return x[:, :, self.group - 1:, p:x.shape[3] - p, p:x.shape[4] - p]
 
     def encode(self, x: torch.Tensor) -> _Posterior:
-        """[B, 3, T, H, W] in [-1, 1] -> [B, 16, 1 + (T-1)//4, H/8, W/8] raw latent."""
-        g, (b, tl, hh, ww) = self._pack(x)
-        z = (g - self.mean) @ self.components.T * self.scale + self.shift  # [B, T', h, w, 16]
-        return _Posterior(z.permute(0, 4, 1, 2, 3).contiguous())
+        """[B, 3, T, H, W] in [-1, 1] -> raw latent [B, 16, 1 + (T-1)//4, H/8, W/8]."""
+        shape = (1, -1, 1, 1, 1)
+        return _Posterior(self.code(x) * self.scale.view(shape) + self.shift.view(shape))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """[B, 16, T', h, w] raw latent -> [B, 3, 1 + 4(T'-1), 8h, 8w] (unclamped)."""
-        b, c, tl, hh, ww = z.shape
-        if c != self.z_dim:
-            raise ValueError(f"latent has {c} channels: expected {self.z_dim}")
-        r, p = self.group, self.patch
-        q = (z.permute(0, 2, 3, 4, 1) - self.shift) / self.scale
-        g = q @ self.components + self.mean  # [B, T', h, w, r*p*p*3]
-        x = g.reshape(b, tl, hh, ww, r, p, p, 3).permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, 3, tl * r, hh * p, ww * p)
-        return x[:, :, r - 1:]  # latent frame 0 -> one frame (its group's last slot)
+        """raw latent [B, 16, T', h, w] -> [B, 3, 1 + 4(T'-1), 8h, 8w] (unclamped)."""
+        if z.ndim != 5 or z.shape[1] != self.z_dim:
+            raise ValueError(f"latent has shape {tuple(z.shape)}: expected [B, {self.z_dim}, T, h, w]")
+        shape = (1, -1, 1, 1, 1)
+        return self.reconstruct((z - self.shift.view(shape)) / self.scale.view(shape))
+
+    @torch.no_grad()
+    def fit_statistics(self, codes: torch.Tensor) -> None:
+        """Set scale and shift so that raw latents of these codes [z, N] (per channel, flattened) have Wan 2.1's
+        per-channel mean and std."""
+        from .latent_formats import WAN21
+
+        if codes.ndim != 2 or codes.shape[0] != self.z_dim:
+            raise ValueError(f"codes have shape {tuple(codes.shape)}: expected [{self.z_dim}, N]")
+        c = codes.double()
+        scale = torch.tensor(WAN21.std, dtype=torch.float64) / c.std(1).clamp_min(1e-6)
+        self.scale.copy_(scale.float())
+        self.shift.copy_((torch.tensor(WAN21.mean, dtype=torch.float64) - scale * c.mean(1)).float())
+
+
+def _lapped_config(path, cfg: dict) -> dict:
+    """The lapped codec's config from a file's metadata, checked before anything is built: Wan 2.1's contract
+    (16 channels, /8, groups of 4 frames) and a kernel of at most 64 pixels."""
+    want = {"z_dim": 16, "stride": 8, "group": 4}
+    got = {k: cfg.get(k) for k in ("z_dim", "kernel", "stride", "group", "freqs")}
+    got["freqs"] = 8 if got["freqs"] is None else got["freqs"]
+    ok = all(type(v) is int for v in got.values()) and all(got[k] == v for k, v in want.items())
+    if not ok or got["kernel"] not in (16, 32, 48, 64) or not 1 <= got["freqs"] <= got["kernel"]:
+        raise ValueError(f"{str(path)!r} holds a lapped codec config {got}: expected z_dim 16, stride 8, group 4, "
+                         f"kernel 16/32/48/64 and 1 <= freqs <= kernel")
+    return got
 
 
 def _diffusers_class(name: str):
@@ -176,8 +225,8 @@ class VideoVAE:
             vae = vae.to(dtype=dtype)
         self.vae = vae.to(device).eval().requires_grad_(False)
         self.device, self.dtype, self.family = device, dtype, family
-        if isinstance(vae, PatchPCAVideoVAE):
-            self.channels, self.spatial_ratio = vae.z_dim, vae.patch
+        if isinstance(vae, LappedVideoCodec):
+            self.channels, self.spatial_ratio = vae.z_dim, vae.stride
         else:
             self.channels, self.spatial_ratio = _latent_shape(type(vae).__name__, vae.config)
 
@@ -221,8 +270,8 @@ class VideoVAE:
 
         tensors, meta = read_safetensors(path)
         cfg = json.loads(meta.get("vae_config", "null")) or TINY_WAN_VAE
-        if cfg.get("arch") == "patch_pca":
-            vae = PatchPCAVideoVAE(cfg["z_dim"], cfg["patch"], cfg["group"])
+        if cfg.get("arch") == "lapped":
+            vae = LappedVideoCodec(**_lapped_config(path, cfg))
         else:
             vae = _diffusers_class(meta.get("vae_class", "AutoencoderKLWan"))(**cfg)
         missing, unexpected = vae.load_state_dict(tensors, strict=False)
@@ -245,14 +294,14 @@ class VideoVAE:
             raise ValueError(f"frames of {frames.shape[3]}x{frames.shape[2]} px: the {self.family} VAE needs multiples "
                              f"of {r}")
         x = frames_to_vae(frames).to(self.device, self.dtype)
-        if isinstance(self.vae, PatchPCAVideoVAE):
+        if isinstance(self.vae, LappedVideoCodec):
             return self.vae.encode(x).mode().float()
         return self.vae.encode(x).latent_dist.mode().float()
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """raw latent [B, C, T', h, w] -> uint8 frames [B, 1 + 4(T'-1), r*h, r*w, 3] (CogVideoX, even T': 4T')."""
-        if isinstance(self.vae, PatchPCAVideoVAE):
+        if isinstance(self.vae, LappedVideoCodec):
             x = self.vae.decode(latent.to(self.device, self.dtype))
         else:
             x = self.vae.decode(latent.to(self.device, self.dtype)).sample

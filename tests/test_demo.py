@@ -1,50 +1,233 @@
-"""`simplegvr demo`: the committed demo weights must beat latent interpolation; --retrain must rebuild them."""
+"""`simplegvr demo` on real AI-generated clips: the split, the codec, the committed model's margins, --videos, --retrain."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from simplegvr_core import demo
-from simplegvr_core.degrade.video_io import read_video
+from simplegvr_core import clips, demo, metrics
+from simplegvr_core.degrade.video_io import read_video, write_video
 
 pytest.importorskip("diffusers")
+pytest.importorskip("PIL")
 
+REPO = Path(__file__).resolve().parents[1]
 HAVE_ASSETS = (demo.ASSETS / demo.MODEL_FILE).is_file() and (demo.ASSETS / demo.VAE_FILE).is_file()
-# The committed weights on the 8 held-out clips of RESULTS.md (seeded, so the figure is exact on one machine):
-# MEASURED_MARGIN_DB over latent bilinear + decode; the test allows NOISE_DB for other CPUs / BLAS builds.
-MEASURED_MARGIN_DB, NOISE_DB = 0.73, 0.25
+# The committed weights on the test split (RESULTS.md; seeded, so exact on one machine). The test allows NOISE_DB /
+# NOISE_SSIM for other CPUs and BLAS builds, and requires the intervals to stay above zero.
+MEASURED = json.loads((demo.ASSETS / demo.MANIFEST).read_text()).get("test_margins", {}) if HAVE_ASSETS else {}
+NOISE_DB, NOISE_SSIM = 0.1, 0.005
+
+
+# --- the split ---------------------------------------------------------------------------------------------
+def test_split_is_disjoint_by_file_and_complete():
+    sets = {k: set(v) for k, v in clips.SPLITS.items()}
+    assert len(sets["train"]) == 54 and len(sets["validation"]) == 10 and len(sets["test"]) == 14
+    assert not (sets["train"] & sets["validation"] or sets["train"] & sets["test"] or sets["validation"] & sets["test"])
+    stem = {k: {n.rsplit("-", 1)[0] for n in v} for k, v in sets.items()}  # a template's before/after pair: one split
+    assert not (stem["train"] & stem["test"] or stem["validation"] & stem["test"] or stem["train"] & stem["validation"])
+    for split in clips.SPLITS:
+        assert all(p.is_file() for p in clips.split_files(split))
+
+
+def test_no_test_clip_is_read_by_training_or_tuning(tmp_path):
+    """The quick --retrain commands (codec fit, pairs, training) and the tuner, run in this process with every file
+    open recorded: no test-split file is opened."""
+    opened = []
+    watching = [True]
+
+    def hook(event, args):
+        if watching[0] and event == "open" and isinstance(args[0], (str, bytes, Path)):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)
+    try:
+        assets, work = tmp_path / "assets", tmp_path / "work"
+        demo.fresh_work_folder(work)
+        train_list = demo.write_train_list(work / "videos", 1)
+        listed = {Path(json.loads(line)["video"]).name for line in train_list.read_text().splitlines()}
+        assert listed == set(clips.TRAIN)
+        from training import make_pairs, train_vae
+        from training.train import main as train_main
+
+        assets.mkdir()
+        for cmd in demo.retrain_commands(assets, work, quick=True):
+            script, args = cmd[1], cmd[2:]
+            fn = {"training/train_vae.py": train_vae.main, "training/make_pairs.py": make_pairs.main,
+                  "training/train.py": train_main}[script]
+            assert fn(args) == 0, script
+        model, vae, _ = demo.load_assets(assets)
+        demo.tune(model, vae, grid=[(1, 3.0, 0.0)], log=lambda *_: None)
+    finally:
+        watching[0] = False
+    test_names = set(clips.TEST)
+    assert opened and not [p for p in opened if Path(p).name in test_names]
+    assert any(Path(p).name in set(clips.TRAIN) for p in opened)  # the audit hook did see the clips being read
+
+
+# --- the codec ---------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
+def test_committed_codec_has_no_blocks_and_keeps_wans_contract():
+    from simplegvr_core.latent_formats import WAN21
+    from simplegvr_core.vae import LappedVideoCodec
+
+    _, vae, _ = demo.load_assets()
+    assert isinstance(vae.vae, LappedVideoCodec) and vae.vae.kernel > vae.vae.stride  # overlapping support
+    hr = [clips.demo_clip(read_video(p)[0], demo.FRAMES, demo.HR_SIZE) for p in clips.split_files("test")[:4]]
+    x = torch.from_numpy(np.stack(hr))
+    z = vae.encode(x)
+    assert z.shape == (4, 16, 5, 16, 16)  # 17 frames -> 1 + 16/4 latent frames, /8 space, 16 channels
+    rec = vae.decode(z).numpy()
+    for r, h in zip(rec, hr):
+        assert metrics.blockiness(r) < 1.1, metrics.blockiness(r)
+        assert metrics.psnr(r, h) > 20
+    assert abs(float(z.mean()) - float(np.mean(WAN21.mean))) < 0.5  # raw latents carry Wan 2.1's statistics
+
+
+def test_lapped_codec_is_causal_in_time_and_overlaps_in_space():
+    from simplegvr_core.vae import LappedVideoCodec
+
+    v = LappedVideoCodec(kernel=16)
+    x = torch.randn(1, 3, 17, 32, 32)
+    z = v.encode(x).mode()
+    assert z.shape == (1, 16, 5, 4, 4) and v.decode(z).shape == (1, 3, 17, 32, 32)
+    x2 = x.clone()
+    x2[:, :, 9:] += 0.5  # frames 9.. belong to latent frames 3 and 4 (causal grouping: 0 | 1-4 | 5-8 | 9-12 | 13-16)
+    z2 = v.encode(x2).mode()
+    assert torch.equal(z[:, :, :3], z2[:, :, :3]) and not torch.allclose(z[:, :, 3], z2[:, :, 3])
+    one = torch.zeros_like(z)
+    one[0, 0, 2, 1, 1] = 1.0
+    support = (v.decode(one) - v.decode(torch.zeros_like(z)))[0].abs().sum((0, 1)) > 0  # the bias paints everywhere
+    ys, xs = np.nonzero(support.numpy())
+    assert ys.max() - ys.min() + 1 == 16 and xs.max() - xs.min() + 1 == 16  # a latent pixel paints 16x16 px: overlap
+    with pytest.raises(ValueError, match="multiples of 8"):
+        v.encode(torch.zeros(1, 3, 5, 30, 32))
+
+
+def test_lapped_codec_decoder_basis_is_smooth_and_hostile_configs_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from simplegvr_core.vae import LappedVideoCodec, VideoVAE
+
+    torch.manual_seed(0)
+    v = LappedVideoCodec(kernel=16, freqs=8)
+    torch.nn.init.normal_(v.dec.weight)  # any decoder weight: what the fit may reach
+    one = torch.zeros(1, 16, 1, 3, 3)
+    one[0, 3, 0, 1, 1] = 1.0
+    with torch.no_grad():  # [3, 24, 24]: one latent pixel's picture, 16x16 at (4..20), less the bias
+        basis = (v.reconstruct(one) - v.reconstruct(torch.zeros_like(one)))[0, :, 0].numpy()
+    rows = np.abs(basis).sum((0, 2))
+    assert rows[4] < 0.25 * rows.max() and rows[19] < 0.25 * rows.max()  # tapers towards the window's edges
+    assert not rows[:4].any() and not rows[20:].any()  # and nothing outside it
+    # band limit: inside the window, the picture is a sum of the 8 lowest cosines per side (no pixel-level steps)
+    y = np.arange(16) + 0.5
+    inside = basis[:, 4:20, 4:20] / np.outer(np.sin(y * np.pi / 16), np.sin(y * np.pi / 16))
+    dct = np.cos(np.arange(16)[:, None] * y[None] * np.pi / 16)
+    coef = np.einsum("uy,cyx,vx->cuv", dct, inside, dct)
+    assert np.abs(coef[:, 8:]).max() < 1e-3 * np.abs(coef).max() and np.abs(coef[:, :, 8:]).max() < 1e-3 * np.abs(coef).max()
+    path = tmp_path / "hostile.safetensors"
+    save_file({k: t.contiguous() for k, t in v.state_dict().items()}, str(path),
+              metadata={"vae_config": '{"arch": "lapped", "z_dim": 16, "kernel": 100000, "stride": 8, "group": 4}'})
+    with pytest.raises(ValueError, match="kernel 16/32/48/64"):
+        VideoVAE.load("file", path)
+
+
+def test_blockiness_is_one_without_blocks_and_high_with_them():
+    rng = np.random.default_rng(0)
+    smooth = np.clip(np.cumsum(rng.normal(0, 2, (3, 64, 64, 3)), axis=2) + 128, 0, 255).astype(np.uint8)
+    assert 0.85 < metrics.blockiness(smooth) < 1.15
+    blocks = np.repeat(np.repeat(rng.integers(0, 255, (3, 8, 8, 3)), 8, 1), 8, 2).astype(np.uint8)
+    assert metrics.blockiness(blocks) > 10
+
+
+def test_paired_bootstrap_interval():
+    a, b = [1.0, 1.2, 0.9, 1.1, 1.0], [0.0, 0.1, -0.1, 0.0, 0.1]
+    r = metrics.paired_bootstrap(a, b)
+    assert r["resolved"] and r["lo"] > 0.8 and r["hi"] < 1.2 and r["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    tie = metrics.paired_bootstrap([1.0, -1.0, 1.0, -1.0], [0.0] * 4)
+    assert not tie["resolved"] and tie["lo"] < 0 < tie["hi"]
+
+
+# --- the committed model -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def test_split_results():
+    model, vae, manifest = demo.load_assets()
+    return demo.evaluate(model, vae, steps=manifest["steps"], shift=manifest["shift"],
+                         noise_level=manifest["noise_level"], progress=False, keep_videos=False), manifest
 
 
 @pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
-def test_committed_demo_beats_latent_interpolation():
-    model, vae, manifest = demo.load_assets()
-    res = demo.evaluate(model, vae, clips=8, steps=manifest["steps"], shift=manifest["shift"],
-                        noise_level=manifest["noise_level"], progress=False)
-    s = res["summary"]
-    margin = s["simplegvr"]["psnr"] - s["latent_bilinear"]["psnr"]
-    assert margin > MEASURED_MARGIN_DB - NOISE_DB, f"margin {margin:.2f} dB\n" + demo.format_table(res)
-    assert s["simplegvr"]["hf_ratio"] > s["latent_bilinear"]["hf_ratio"]  # and it restores more detail
+def test_committed_model_holds_its_measured_margins_and_beats_latent_bilinear(test_split_results):
+    res, _ = test_split_results
+    c, s = res["comparisons"], res["summary"]
+    assert res["settings"]["clips"] == 14 and res["settings"]["source"] == "test split"
+    for b in demo.BASELINES:
+        for k, noise in (("psnr", NOISE_DB), ("ssim", NOISE_SSIM)):
+            if b == "latent_bilinear":
+                assert c[b][k]["lo"] > 0, f"{k} over {b}: {c[b][k]}\n" + demo.format_table(res)
+            if MEASURED:  # the measured margin (RESULTS.md) holds, whatever its sign
+                assert c[b][k]["diff"] > MEASURED[b][k] - noise, (b, k, c[b][k]["diff"], MEASURED[b][k])
+    assert s["simplegvr"]["hf_ratio"] > s["pixel_bicubic"]["hf_ratio"]
+    assert s["simplegvr"]["warp_error"] <= 1.15 * s["pixel_bicubic"]["warp_error"]
 
 
+@pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
+@pytest.mark.xfail(strict=True, reason="issue 13's target, not reached yet: the committed model is 0.50 dB "
+                                       "[0.42, 0.58] and 0.046 SSIM below decode + bicubic on the test split "
+                                       "(RESULTS.md); strict, so reaching it turns this red until the mark goes")
+def test_committed_model_beats_decode_bicubic_on_the_test_split(test_split_results):
+    res, _ = test_split_results
+    c = res["comparisons"]["pixel_bicubic"]
+    assert c["psnr"]["lo"] > 0 and c["ssim"]["lo"] > 0, demo.format_comparisons(res)
+
+
+# --- the command ---------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
 def test_demo_cli_writes_the_promised_outputs(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--clips", "1", "--steps", "4", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--clips", "2", "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "| SimpleGVR (ours) |" in r.stdout and "| latent bilinear + decode |" in r.stdout
+    assert "| SimpleGVR (ours) |" in r.stdout and "| decode + bicubic |" in r.stdout and "SimpleGVR minus" in r.stdout
     frames, fps = read_video(out / "side_by_side.mp4")
-    assert frames.shape == (demo.FRAMES, demo.HR_SIZE + 14, 4 * demo.HR_SIZE, 3) and fps == 8
+    assert frames.shape == (2 * demo.FRAMES, demo.HR_SIZE + 14, 4 * demo.HR_SIZE, 3) and fps == 8
     import cv2
 
     grid = cv2.imread(str(out / "grid.png"))
-    assert grid.shape == (demo.HR_SIZE + 14, 4 * demo.HR_SIZE, 3)
+    assert grid.shape == (2 * (16 + 14 + 2 * demo.HR_SIZE), 4 * demo.HR_SIZE, 3)  # frame + 2x zoom per clip, labelled
     data = json.loads((out / "results.json").read_text())
-    assert set(data["summary"]) >= {"simplegvr", "latent_bilinear", "pixel_bicubic", "vae_ceiling", "hr"}
+    for m in ("simplegvr", "latent_bilinear", "pixel_bicubic", "vae_ceiling"):
+        assert set(data["summary"][m]) >= {"psnr", "ssim", "warp_error", "hf_ratio", "seconds"}
+    assert [row["clip"] for row in data["clips"]] == list(clips.TEST[:2])
+    assert data["settings"]["nfe"] >= 1 and data["settings"]["model"] in ("student", "teacher")
+
+
+@pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
+def test_demo_on_your_videos_mp4_and_webp_skips_broken_ones(tmp_path):
+    src = clips.split_files("validation")
+    frames = read_video(src[5])[0]
+    write_video(tmp_path / "mine.mp4", frames[:20], fps=16)
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
+    (tmp_path / "short.webp").write_bytes(src[0].read_bytes()[:4000])
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "clip.webp").write_bytes(src[1].read_bytes())
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--videos", str(tmp_path / "mine.mp4"),
+                        str(tmp_path / "broken.mp4"), str(tmp_path / "short.webp"), str(folder), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "skipping broken.mp4" in r.stderr and "skipping short.webp" in r.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert [row["clip"] for row in data["clips"]] == ["mine.mp4", "clip.webp"]
+    assert data["settings"]["source"] == "your videos" and len(data["skipped"]) == 2
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--videos", str(tmp_path / "broken.mp4"),
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "none of the 1 videos" in r.stderr
 
 
 def test_demo_retrain_quick_rebuilds_loadable_weights(tmp_path):
@@ -54,12 +237,12 @@ def test_demo_retrain_quick_rebuilds_loadable_weights(tmp_path):
     assert manifest["quick"] and len(manifest["commands"]) == 3 and "training/train.py" in manifest["commands"][2]
     model, vae, _ = demo.load_assets(assets)
     assert model.config.dit.attention == "temporal_units" and model.config.upsampler.mode == "learned"
-    res = demo.evaluate(model, vae, clips=1, steps=2, progress=False)
+    hr = clips.demo_clip(read_video(clips.split_files("validation")[0])[0], demo.FRAMES, demo.HR_SIZE)
+    res = demo.evaluate(model, vae, [("v.webp", hr)], steps=1, progress=False)
     v = res["videos"][0]
     for m in ("simplegvr", "latent_bilinear", "pixel_bicubic"):
         assert v[m].shape == (demo.FRAMES, demo.HR_SIZE, demo.HR_SIZE, 3) and v[m].dtype == np.uint8
-    files = demo.write_outputs(res, tmp_path / "out")
-    assert files["frames"] == demo.FRAMES
+    assert demo.write_outputs(res, tmp_path / "out")["frames"] == demo.FRAMES
 
 
 def test_retrain_empties_its_own_scratch_folder_and_refuses_any_other(tmp_path):
@@ -82,24 +265,41 @@ def test_missing_assets_give_a_clear_error(tmp_path):
         demo.load_assets(tmp_path)
 
 
-def test_demo_codec_keeps_wans_latent_contract():
-    from simplegvr_core.latent_formats import WAN21
-    from simplegvr_core.procedural import make_clip
-    from simplegvr_core.vae import PatchPCAVideoVAE, frames_to_vae
+def test_flow_lr_mode_is_the_paper_setting():
+    hr = clips.demo_clip(read_video(clips.split_files("validation")[0])[0], demo.FRAMES, demo.HR_SIZE)
+    area, flow = demo.lr_clip(hr, "area"), demo.lr_clip(hr, "flow", seed=1)
+    assert area.shape == flow.shape == (demo.FRAMES, demo.LR_SIZE, demo.LR_SIZE, 3)
+    assert not np.array_equal(area, flow) and np.array_equal(flow, demo.lr_clip(hr, "flow", seed=1))
+    with pytest.raises(ValueError, match="LR mode"):
+        demo.lr_clip(hr, "bicubic")
 
-    v = PatchPCAVideoVAE()
-    clips = frames_to_vae(torch.from_numpy(np.stack([make_clip(s, 9, 64, 64) for s in range(6)])))
-    v.fit(v._pack(clips)[0])
-    x = frames_to_vae(torch.from_numpy(make_clip(99, 17, 64, 64)[None]))
-    z = v.encode(x).mode()
-    assert z.shape == (1, 16, 5, 8, 8)  # 17 frames -> 1 + 16/4 latent frames, /8 space, 16 channels
-    assert v.decode(z).shape == (1, 3, 17, 64, 64)
-    x2 = x.clone()
-    x2[:, :, 9:] += 0.5  # frames 9.. belong to latent frames 3 and 4 (causal grouping)
-    z2 = v.encode(x2).mode()
-    assert torch.equal(z[:, :, :2], z2[:, :, :2]) and not torch.allclose(z[:, :, 3], z2[:, :, 3])
-    fitted = v.encode(clips).mode()  # raw latents carry Wan 2.1's statistics, so the wan21 format applies
-    torch.testing.assert_close(fitted.mean(dim=(0, 2, 3, 4)), torch.tensor(WAN21.mean), atol=0.05, rtol=0)
-    torch.testing.assert_close(fitted.std(dim=(0, 2, 3, 4)), torch.tensor(WAN21.std), atol=0.05, rtol=0.05)
-    # Decoding then encoding reproduces a latent exactly (latent frame 0 decodes to one of its 4 slots only).
-    assert torch.allclose(v.encode(v.decode(z)).mode()[:, :, 1:], z[:, :, 1:], atol=1e-4)
+
+@pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
+def test_demo_runs_the_student_the_manifest_names_and_the_teacher_on_request(tmp_path):
+    import shutil
+
+    assets = tmp_path / "assets"
+    shutil.copytree(demo.ASSETS, assets)
+    manifest = json.loads((assets / demo.MANIFEST).read_text())
+    manifest.pop("student", None)
+    (assets / demo.MANIFEST).write_text(json.dumps(manifest))
+    _, chosen = demo.load_model(assets)
+    assert chosen == {"model": "teacher", "steps": manifest["steps"], "shift": manifest["shift"],
+                      "noise_level": manifest["noise_level"]}
+    shutil.copyfile(assets / demo.MODEL_FILE, assets / demo.STUDENT_FILE)  # stands in for a distilled student
+    manifest["student"] = {"default": True, "steps": 1, "shift": 1.0, "noise_level": 0.0}
+    (assets / demo.MANIFEST).write_text(json.dumps(manifest))
+    assert demo.load_model(assets)[1]["model"] == "student"
+    assert demo.load_model(assets, teacher=True)[1]["model"] == "teacher"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--clips", "2", "--assets", str(assets),
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "model: the student" in r.stdout
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["model"] == "student" and settings["nfe"] == 1
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--clips", "2", "--assets", str(assets),
+                        "--teacher", "--out", str(out / "t")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    settings = json.loads((out / "t" / "results.json").read_text())["settings"]
+    assert settings["model"] == "teacher" and settings["nfe"] == manifest["steps"]

@@ -49,6 +49,7 @@ from simplegvr_core.cli import one_line, sigterm_as_interrupt  # noqa: E402
 from simplegvr_core.files import clean_stale_temporaries, explain_write_error, temp_path  # noqa: E402
 from simplegvr_core.sampling import add_condition_noise, noise_latent  # noqa: E402
 from simplegvr_core.timesteps import TimestepSampler  # noqa: E402
+from training import distill  # noqa: E402
 
 DEFAULTS: dict = {
     "model": {"config": "", "overrides": {}, "init": "", "wan": "", "wan_num_heads": 0, "attention": "",
@@ -62,9 +63,11 @@ DEFAULTS: dict = {
               "warmup_steps": 0, "grad_clip": 1.0, "ema_decay": 0.999, "null_prompt_prob": 0.1,
               "noise_level": [0.3, 0.6], "timestep_sampler": "uniform", "logit_mean": 0.0, "logit_std": 1.0,
               "detail_curve": "", "mixed_precision": "bf16", "gradient_checkpointing": False, "seed": 0,
-              "overfit": False, "stop_at_step": 0, "grad_accum": 1, "fsdp": False},
+              "overfit": False, "stop_at_step": 0, "grad_accum": 1, "fsdp": False, "upsampler_weight": 0.0,
+              "pixel_metric": ""},
     "log": {"output_dir": "runs/simplegvr", "tracker": "tensorboard", "log_every": 10, "checkpoint_every": 500,
             "keep_checkpoints": 3, "validate_every": 500, "val_steps": 10},
+    "distill": dict(distill.DEFAULTS),  # the distillation stage (training/distill.py); method '' = flow training
 }
 
 
@@ -126,12 +129,13 @@ _INT_RANGES = {  # key: (lo, hi); every int must lie in its range
     "train.seed": (0, 2**64 - 1), "train.stop_at_step": (0, 10**9), "train.grad_accum": (1, 65_536),
     "log.log_every": (1, 10**9),
     "log.checkpoint_every": (1, 10**9), "log.keep_checkpoints": (0, 10**6), "log.validate_every": (0, 10**9),
-    "log.val_steps": (1, 10_000),
+    "log.val_steps": (1, 10_000), **distill.INT_RANGES,
 }
 _FLOAT_RANGES = {  # key: (lo, hi, lo open?)
     "train.lr": (0.0, 1.0, True), "train.weight_decay": (0.0, 10.0, False), "train.grad_clip": (0.0, 1e6, False),
     "train.ema_decay": (0.0, 1.0, False), "train.null_prompt_prob": (0.0, 1.0, False),
     "train.logit_mean": (-10.0, 10.0, False), "train.logit_std": (0.0, 10.0, True),
+    "train.upsampler_weight": (0.0, 100.0, False), **distill.FLOAT_RANGES,
 }
 
 
@@ -201,6 +205,7 @@ def validate_config(cfg: dict) -> dict:
     if t["timestep_sampler"] == "detail_aware" and not t["detail_curve"]:
         fail("train.detail_curve", t["detail_curve"], "a curve file (python -m simplegvr_core.cli analyze-detail) "
              "for train.timestep_sampler='detail_aware'")
+    distill.check(cfg)
     return cfg
 
 
@@ -351,9 +356,46 @@ def sample_draws(seed: int, j: int, hr_shape, lr_shape, tcfg: dict, sampler: Tim
     return {"s": s, "cond_eps": cond_eps, "sigma": sigma, "eps": eps, "drop": drop}
 
 
-def flow_loss(model, hr, lr, ctx, draws: list[dict]) -> torch.Tensor:
+class PixelMetric:
+    """Squared error of model-space latents measured in pixels, through a linear codec's decoder
+    (`vae.LappedVideoCodec`, the demo's): `train.pixel_metric = <codec file>`. Plain latent MSE weighs every
+    normalised channel alike, while a decoder turns some channels into far more pixel energy than others; a loss
+    that counts errors as the decoded frames would spends the model on what PSNR sees. The flow target does not
+    change (any such quadratic loss is minimised by the same E[v | x_σ]); only where the capacity goes does.
+    Scaled so that a unit normal error scores 1, as plain MSE does."""
+
+    def __init__(self, path: str, latent_format, device):
+        from simplegvr_core.vae import LappedVideoCodec, VideoVAE
+
+        codec = VideoVAE.load("file", path).vae
+        if not isinstance(codec, LappedVideoCodec):
+            raise ValueError(f"train.pixel_metric={path!r} is a {type(codec).__name__}: expected a linear lapped codec "
+                             "file (the demo's, training/train_vae.py), whose decoder is a linear map")
+        if latent_format.mean is None or latent_format.channels != codec.z_dim:
+            raise ValueError(f"train.pixel_metric needs a {codec.z_dim}-channel latent format with per-channel statistics, "
+                             f"got {latent_format.describe()}")
+        self.codec = codec.to(device).eval()
+        for q in self.codec.parameters():
+            q.requires_grad_(False)
+        std = torch.tensor(latent_format.std, dtype=torch.float32, device=device)
+        self.gain = (std / self.codec.scale.to(device)).view(1, -1, 1, 1, 1)  # model-space unit -> code unit
+        g = torch.Generator().manual_seed(0)
+        self.norm = 1.0
+        self.norm = float(self(torch.randn(2, codec.z_dim, 3, 8, 8, generator=g).to(device)).mean())
+
+    def __call__(self, err: torch.Tensor) -> torch.Tensor:
+        """Per-sample mean squared pixel error [B] of a model-space latent error [B, C, T, h, w]."""
+        w = self.codec.decoder_weight()
+        px = torch.nn.functional.conv_transpose3d(err.float() * self.gain, w)  # the decoder without its bias
+        return px.pow(2).flatten(1).mean(1) / self.norm
+
+
+def flow_loss(model, hr, lr, ctx, draws: list[dict], upsampler_weight: float = 0.0, metric=None) -> torch.Tensor:
     """Per-sample training losses [B]: noise-augmented condition, flow target, null-prompt dropout, with sample i's
-    draws `draws[i]` (`sample_draws`)."""
+    draws `draws[i]` (`sample_draws`). With `upsampler_weight` > 0, plus that weight times the squared error of the
+    upsampler's condition c against HR: c is a latent at HR size, and this asks it to be the best guess of HR from
+    the LR latent (the upsampler learns latent super-resolution directly, not only through the DiT's gradients).
+    `metric` (a `PixelMetric`): how a latent error is scored (default: mean square over the latent)."""
     dev = hr.device
     s = torch.cat([d["s"] for d in draws]).to(dev)
     cond_eps = torch.stack([d["cond_eps"] for d in draws]).to(dev)
@@ -363,8 +405,12 @@ def flow_loss(model, hr, lr, ctx, draws: list[dict]) -> torch.Tensor:
     c_s = add_condition_noise(lr, s, noise=cond_eps)  # c_s = (1-s) c0 + s ε, before the upsampler
     x = noise_latent(hr, eps, sigma)  # x_σ = (1-σ) x0 + σ ε
     ctx = ctx * (~drop).view(-1, 1, 1).to(ctx.dtype)
-    v = model(x, c_s, sigma * 1000.0, ctx, s)  # SimpleGVR.forward: upsampler + DiT
-    return (v.float() - (eps - hr).float()).pow(2).flatten(1).mean(1)
+    score = metric or (lambda e: e.float().pow(2).flatten(1).mean(1))
+    if not upsampler_weight:
+        v = model(x, c_s, sigma * 1000.0, ctx, s)  # SimpleGVR.forward: upsampler + DiT
+        return score(v.float() - (eps - hr).float())
+    v, c = model(x, c_s, sigma * 1000.0, ctx, s, return_condition=True)
+    return score(v.float() - (eps - hr).float()) + upsampler_weight * score(c.float() - hr.float())
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -450,9 +496,10 @@ def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler) -> in
     return int(small["step"])
 
 
-def export_ema(config, ema_state: dict[str, torch.Tensor], path: str | os.PathLike, step: int) -> Path:
-    """The (full, gathered) EMA weights as a node/pipeline checkpoint."""
-    return save_checkpoint(plain_model(config, ema_state), path, extra_metadata={"trained_steps": str(step)})
+def export_ema(config, ema_state: dict[str, torch.Tensor], path: str | os.PathLike, step: int,
+               extra: dict[str, str] | None = None) -> Path:
+    """The (full, gathered) EMA weights as a node/pipeline checkpoint (`extra`: a student's sampling entry)."""
+    return save_checkpoint(plain_model(config, ema_state), path, extra_metadata={"trained_steps": str(step), **(extra or {})})
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -533,8 +580,14 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     warm = max(1, int(tcfg["warmup_steps"]))
     # Stepped here once per optimizer step: accelerate's prepared scheduler would step once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warm))
-    sampler = TimestepSampler(tcfg["timestep_sampler"], logit_mean=tcfg["logit_mean"], logit_std=tcfg["logit_std"],
-                              curve=tcfg["detail_curve"] or None)
+    if cfg["distill"]["method"]:  # a student is trained only at the sigmas its sampler visits
+        sampler = distill.StudentSchedule(int(cfg["distill"]["steps"]), float(cfg["distill"]["shift"]))
+    else:
+        sampler = TimestepSampler(tcfg["timestep_sampler"], logit_mean=tcfg["logit_mean"], logit_std=tcfg["logit_std"],
+                                  curve=tcfg["detail_curve"] or None)
+    teacher = distill.load_teacher(cfg, device)
+    metric = PixelMetric(tcfg["pixel_metric"], model.latent_format, device) if tcfg["pixel_metric"] else None
+    export_meta = distill.sampling_metadata(cfg)
     if fsdp:
         net, optimizer = model, accelerator.prepare(optimizer)
     else:
@@ -560,7 +613,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     if export and start >= total:
         ema_state = D.full_tensors(ema.shadow)
         if main:
-            log(f"exported EMA weights of step {start} to {export_ema(model.config, ema_state, export, start)}")
+            log(f"exported EMA weights of step {start} to {export_ema(model.config, ema_state, export, start, export_meta)}")
         return {"losses": [], "step": start, "skipped": []}
 
     with accelerator.main_process_first():  # rank 0 writes synthetic clips and the text cache, the others read them
@@ -590,7 +643,9 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
                      for j in keys.sample_indices(step, micro)]
             with D.no_sync(net, micro < accum - 1):
                 with accelerator.autocast():
-                    per_sample = flow_loss(net, hr, lr, ctx, draws)  # through the DDP wrapper / FSDP hooks
+                    target = distill.targets(cfg, teacher, hr, lr, ctx, draws)  # HR, or a teacher's solution
+                    per_sample = flow_loss(net, target, lr, ctx, draws, float(tcfg["upsampler_weight"]),
+                                           metric)  # through the DDP wrapper / FSDP hooks
                 # The loss of the step is the mean over the global batch; DDP and FSDP average gradients over ranks.
                 accelerator.backward(per_sample.sum() * (world / global_batch))
             loss_sum += per_sample.detach().double().sum().cpu()
@@ -626,7 +681,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     if export:
         ema_state = D.full_tensors(ema.shadow)
         if main:
-            path = export_ema(model.config, ema_state, export, losses[-1][0] if losses else start)
+            path = export_ema(model.config, ema_state, export, losses[-1][0] if losses else start, export_meta)
             log(f"exported EMA weights to {path}")
     if tracker:
         accelerator.end_training()

@@ -1,4 +1,5 @@
-"""Video files <-> uint8 RGB frames [T, H, W, 3] with PyAV (mp4/mkv/webm/mov/avi in, H.264 mp4 out).
+"""Video files <-> uint8 RGB frames [T, H, W, 3]: PyAV for mp4/mkv/webm/mov/avi, Pillow for animated WebP
+(what ComfyUI's SaveAnimatedWEBP writes); H.264 mp4 out.
 
 Every read failure (missing, not a video, unreadable, truncated) is a ValueError naming the file, so a
 folder run can report it and continue. Writers produce the whole file under a temporary name and
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..files import temp_path
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".webp")
 DEFAULT_CRF = 10  # near-transparent H.264: the degradations, not the container, should make the LR look
 
 
@@ -76,6 +77,45 @@ def _open_error(path: Path, e: BaseException) -> ValueError:
     return ValueError(f"cannot read video {str(path)!r}: {msg}")
 
 
+def _is_webp(path: Path) -> bool:
+    return path.suffix.lower() == ".webp"
+
+
+def _open_webp(path: Path):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError(f"reading {str(path)!r} (WebP) needs Pillow: pip install 'simplegvr[demo]'") from None
+    try:
+        return Image.open(path)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError
+        raise _open_error(path, e) from None
+
+
+def _probe_webp(path: Path) -> VideoInfo:
+    with _open_webp(path) as im:
+        if im.format != "WEBP":
+            raise ValueError(f"{str(path)!r} is a {im.format} image, not a WebP")
+        n = int(getattr(im, "n_frames", 1))
+        im.seek(0)
+        im.load()
+        ms = im.info.get("duration") or 0
+        fps = Fraction(1000, int(ms)).limit_denominator(1000) if ms else Fraction(16)
+        return VideoInfo(im.width, im.height, fps, n, "webp")
+
+
+def _iter_webp(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
+    with _open_webp(path) as im:
+        n = int(getattr(im, "n_frames", 1))
+        for i in range(n if max_frames is None else min(n, max_frames)):
+            try:
+                im.seek(i)
+                frame = np.asarray(im.convert("RGB"))
+            except (OSError, ValueError, EOFError) as e:
+                raise ValueError(f"video {str(path)!r} is truncated or corrupt at frame {i} of {n}: {e}") from None
+            yield frame
+
+
 def probe_video(path) -> VideoInfo:
     """Size, fps, frame count (0 when the container does not store it) and codec, without decoding."""
     import av
@@ -83,6 +123,8 @@ def probe_video(path) -> VideoInfo:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"video {str(path)!r} does not exist or is not a file")
+    if _is_webp(path):
+        return _probe_webp(path)
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
@@ -120,6 +162,9 @@ def iter_frames(path, max_frames: int | None = None) -> Iterator[np.ndarray]:
         raise ValueError(f"max_frames={max_frames}: expected None or >= 1")
     if not path.is_file():
         raise ValueError(f"video {str(path)!r} does not exist or is not a file")
+    if _is_webp(path):
+        yield from _iter_webp(path, max_frames)
+        return
     n = 0
     try:
         with av.open(str(path)) as c:
