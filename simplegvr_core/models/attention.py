@@ -46,7 +46,8 @@ def resolve_kernel(kernel: str | None, device) -> str:
     An explicit 'sdpa' or 'flex' wins; 'auto' (or None) takes the environment variable SIMPLEGVR_ATTENTION_KERNEL
     when it is set, else flex on CUDA where flex_attention is importable (compiled: it visits only the selected
     tiles) and sdpa everywhere else. On the CPU eager flex_attention materialises the whole score matrix and is
-    several times slower than the gathered windows (BENCHMARKS.md: attention kernels), so the CPU keeps sdpa."""
+    5-6x slower than the gathered windows, and compiled still ~1.2-1.3x slower (BENCHMARKS.md, one-step
+    throughput), so the CPU keeps sdpa."""
     if kernel is None or kernel == "auto":
         kernel = os.environ.get(KERNEL_ENV, "auto") or "auto"
         where = f"environment variable {KERNEL_ENV}"
