@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from simplegvr_core import demo, load_checkpoint, metrics  # noqa: E402
+from simplegvr_core.checkpoint import checkpoint_sampling  # noqa: E402
 from simplegvr_core.clips import split_files  # noqa: E402
 
 STUDENTS = {  # name: (config overrides, label)
@@ -99,7 +100,7 @@ def main() -> int:
     teacher, VAE, manifest = demo.load_assets()
     paths = {name: train_student(name, args) for name in STUDENTS}
     students = {name: load_checkpoint(p).eval() for name, p in paths.items()}
-    sampling = {name: json.loads(demo_meta(p)["sampling"]) for name, p in paths.items()}
+    sampling = {name: json.loads(checkpoint_sampling(p).to_json()) for name, p in paths.items()}  # steps, shift
     tuned = (manifest["steps"], manifest["shift"], manifest["noise_level"])
 
     val, _ = demo.load_clips(split_files("validation"))
@@ -149,12 +150,6 @@ def main() -> int:
     atomic_write(demo.ASSETS / demo.MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     update_section(ROOT / "RESULTS.md", "distill", text)
     return 0
-
-
-def demo_meta(path: Path) -> dict:
-    from simplegvr_core.checkpoint import read_safetensors
-
-    return read_safetensors(path)[1]
 
 
 VAE = None

@@ -13,6 +13,7 @@ from .upsampler import SEED_MAX, upsample
 log = logging.getLogger("SimpleGVR")
 
 MODEL_DEFAULT = "model default"
+AUTO_STEPS = 0  # the steps widget's value for "the checkpoint's recommendation" (pipeline.AUTO_STEPS)
 
 
 class SimpleGVRSampler(io.ComfyNode):
@@ -41,8 +42,10 @@ class SimpleGVRSampler(io.ComfyNode):
                                       tooltip="Negative prompt, same text encoder. Not connected: the null prompt."),
                 io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
                              tooltip="Seed of the sampling noise."),
-                io.Int.Input("steps", default=50, min=1, max=1000,
-                             tooltip="Euler steps from pure noise (paper: 50)."),
+                io.Int.Input("steps", default=AUTO_STEPS, min=0, max=1000,
+                             tooltip="Euler steps from pure noise. 0 = auto: the checkpoint's recommended steps and "
+                                     "schedule (50 for a teacher, as the paper; 1-4 for a distilled checkpoint; shift "
+                                     "is then not used)."),
                 io.Float.Input("cfg", default=5.0, min=1.0, max=30.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance on the text. 1.0 runs one DiT pass per step and "
                                        "ignores the negative prompt."),
@@ -108,12 +111,15 @@ class SimpleGVRSampler(io.ComfyNode):
         plan, text = glue.sampling_plan(net, shape, memory=memory, free=free, cfg=float(cfg), attention=mode,
                                         chunk_frames=chunk_frames, tile_size=tile_size)
         runtime.load(model, plan.memory(net, cfg=cfg))
+        steps = pipeline.AUTO_STEPS if steps == AUTO_STEPS else int(steps)
+        n_steps = len(pipeline.sampling_sigmas(net, steps, float(shift))) - 1
+        text += f"; {n_steps} steps" + (" (auto: the checkpoint's recommendation)" if steps == pipeline.AUTO_STEPS else "")
         lines.append(text + (f"; colour fix: {colour_fix}" if colour_fix != "none" else ""))
         log.info("SimpleGVR Sampler: %s", lines[-1])
         runtime.show_text(cls.hidden.unique_id, "\n\n".join(lines))
-        x = pipeline.sample(net, cond, context=context, negative_context=negative_context, steps=int(steps),
+        x = pipeline.sample(net, cond, context=context, negative_context=negative_context, steps=steps,
                             cfg=float(cfg), shift=float(shift), seed=int(seed), sampler=sampler, plan=plan,
-                            colour_fix=colour_fix, callback=runtime.sampling_callback(model, int(steps)),
+                            colour_fix=colour_fix, callback=runtime.sampling_callback(model, n_steps),
                             memory_budget=runtime.memory_budget(model))
         scale = info.scale if output_scale == "same as input" else output_scale
         return io.NodeOutput({"samples": glue.to_output(x, net.latent_format, info.layout, scale)})

@@ -1,7 +1,9 @@
 """SimpleGVR checkpoints (one safetensors file) and the import of Wan 2.1 / 2.2 T2V weights.
 
 A checkpoint holds `dit.*` and `upsampler.*` tensors; its metadata holds
-`{"format": "simplegvr", "version": "1", "config": <SimpleGVRConfig JSON>, "latent_format": name}`.
+`{"format": "simplegvr", "version": "1", "config": <SimpleGVRConfig JSON>, "latent_format": name,
+"sampling": <SamplingRecipe JSON>}` (`sampling`: how to sample it - steps, shift or timesteps, r-embedding; a file
+without it is sampled as a teacher, 50 steps).
 Only safetensors is read: no file is ever unpickled.
 """
 
@@ -21,6 +23,7 @@ from .files import atomic_write
 from .latent_formats import get_format
 from .model import SimpleGVR
 from .models import LatentUpsampler
+from .sampling import TEACHER_RECIPE, SamplingRecipe
 
 FORMAT_NAME = "simplegvr"
 FORMAT_VERSION = "1"
@@ -108,10 +111,20 @@ def untrained_warning(metadata: dict[str, str], name: str = "this checkpoint") -
             "Train it first (README: Training).")
 
 
-def save_checkpoint(model: SimpleGVR, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write `model` to one safetensors file atomically (temporary file + rename)."""
+SAMPLING_KEY = "sampling"
+
+
+def save_checkpoint(model: SimpleGVR, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None,
+                    sampling: SamplingRecipe | None = None) -> Path:
+    """Write `model` to one safetensors file atomically (temporary file + rename), with its sampling recipe
+    (`sampling`, default `model.sampling`: 50 steps for a model nobody distilled)."""
     if not isinstance(model, SimpleGVR):
         raise ValueError(f"save_checkpoint expects a SimpleGVR model, got {type(model).__name__}")
+    sampling = model.sampling if sampling is None else sampling
+    if not isinstance(sampling, SamplingRecipe):
+        raise ValueError(f"sampling must be a SamplingRecipe, got {type(sampling).__name__}")
+    if extra_metadata and SAMPLING_KEY in extra_metadata:
+        raise ValueError("extra_metadata has a 'sampling' entry: pass save_checkpoint(..., sampling=SamplingRecipe(...))")
     tensors = {}
     for prefix, module in (("dit.", model.dit), ("upsampler.", model.upsampler)):
         for k, v in module.state_dict().items():
@@ -119,7 +132,7 @@ def save_checkpoint(model: SimpleGVR, path: str | os.PathLike, extra_metadata: d
                 raise ValueError(f"cannot save {prefix}{k}: it is on the meta device (no data)")
             tensors[prefix + k] = v.detach().to("cpu").contiguous()
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model.config.to_json(),
-            "latent_format": model.config.latent_format}
+            "latent_format": model.config.latent_format, SAMPLING_KEY: sampling.to_json()}
     meta.update(extra_metadata or {})
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
@@ -129,6 +142,23 @@ def checkpoint_config(path: str | os.PathLike) -> SimpleGVRConfig:
     `load_checkpoint` checks them); no tensor is read."""
     with open_safetensors(path) as f:
         return _header_config(f, str(path))
+
+
+def checkpoint_sampling(path: str | os.PathLike) -> SamplingRecipe:
+    """The sampling recipe of a SimpleGVR checkpoint, from its header only (the teacher's, 50 steps, when it has
+    none); ValueError for a file that is not a sound SimpleGVR checkpoint or whose recipe is malformed."""
+    with open_safetensors(path) as f:
+        _header_config(f, str(path))
+        return _header_sampling(dict(f.metadata() or {}), str(path))
+
+
+def _header_sampling(meta: dict[str, str], name: str) -> SamplingRecipe:
+    if SAMPLING_KEY not in meta:
+        return TEACHER_RECIPE
+    try:
+        return SamplingRecipe.from_json(meta[SAMPLING_KEY])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name!r} has an invalid sampling entry in its metadata: {e}") from None
 
 
 def _header_config(f, name: str) -> SimpleGVRConfig:
@@ -156,12 +186,13 @@ def _header_config(f, name: str) -> SimpleGVRConfig:
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SimpleGVR:
     """Rebuild a SimpleGVR from a checkpoint. Nothing large is allocated before the file is known to be sound:
-    format and version, then the config's types and ranges (config.LIMITS), the metadata's latent format, then
-    every tensor name, shape and dtype of the header against the model built on `meta`; only then are the
-    weights read, and they must be finite."""
+    format and version, then the config's types and ranges (config.LIMITS), the metadata's latent format and
+    sampling recipe (`model.sampling`), then every tensor name, shape and dtype of the header against the model
+    built on `meta`; only then are the weights read, and they must be finite."""
     name = str(path)
     with open_safetensors(path) as f:
         config = _header_config(f, name)
+        sampling = _header_sampling(dict(f.metadata() or {}), name)
         with torch.device("meta"):
             model = SimpleGVR(config)
         expected = {f"dit.{k}": v for k, v in model.dit.state_dict().items()}
@@ -183,11 +214,17 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     for k, v in tensors.items():
         if not torch.isfinite(v).all():
             raise ValueError(f"{name!r}: tensor {k} contains NaN or Inf (a diverged or corrupt checkpoint)")
+        if v.data_ptr() % WEIGHT_ALIGNMENT:
+            # The file's tensors sit at offsets that depend on the header's length; CPU kernels take other vector
+            # paths on unaligned weights, so without this copy the outputs would depend on the metadata's length.
+            tensors[k] = v.clone()
     model.dit.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dit.")}, assign=True)
     model.upsampler.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("upsampler.")}, assign=True)
+    model.sampling = sampling
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
 
 
+WEIGHT_ALIGNMENT = 64  # bytes: what torch's CPU allocator gives every tensor
 _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 
 

@@ -62,6 +62,16 @@ def _parse_tile(text: str | None):
     return h, w
 
 
+def _parse_steps(text: str):
+    """--steps: 'auto' (the checkpoint's recommended steps) or a whole number of steps."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or a whole number of steps") from None
+
+
 def resolve_device(name: str | None) -> str:
     """The torch device for --device (default: cuda if this torch has it, else cpu); CLIError if unusable."""
     import torch
@@ -100,7 +110,7 @@ def _cmd_upscale(args) -> int:
     from .files import clean_stale_temporaries
     from .latent_formats import read_latent
     from .latent_io import load_latent, save_latent
-    from .pipeline import aspect_warning, auto_plan, available_memory, build_condition, sample
+    from .pipeline import aspect_warning, auto_plan, available_memory, build_condition, sample, sampling_sigmas
 
     world, rank = parallel.env_world(), parallel.env_rank()
     if world > 1:  # under torchrun: refused before any process joins the group, the same way on every one
@@ -134,6 +144,8 @@ def _cmd_upscale(args) -> int:
             say(f"warning: {warning}")
         model = load_checkpoint(args.checkpoint, device=device, dtype=dtype).eval()
         parallel.enable(model.dit, sp)
+        shift = 5.0 if args.shift is None else args.shift
+        sampling_sigmas(model, args.steps, shift)  # refuse bad --steps / --shift before the condition is built
         lr = read_latent(load_latent(args.latent), model.latent_format, args.latent_scale, "LR latent")
         if args.latent_scale == "auto":
             say(f"{Path(args.latent).name}: {lr.note}")
@@ -156,8 +168,13 @@ def _cmd_upscale(args) -> int:
             limit = available_memory(device) if budget == "auto" else budget
             plan = auto_plan(model, tuple(cond.c.shape), limit, cfg=args.cfg, dtype=dtype, attention=args.attention)
             say(f"memory auto ({limit / 1024**3:.1f} GiB): {plan.describe()}")
+        if args.steps == "auto":
+            r = model.sampling
+            say(f"steps auto: {r.steps} (the checkpoint's recommendation, "
+                f"{'its timesteps' if r.timesteps else f'shift {r.shift:g}'})"
+                + ("; --shift applies to explicit --steps only" if args.shift is not None else ""))
         hr = sample(model, cond, context=positive, negative_context=negative, steps=args.steps, cfg=args.cfg,
-                    shift=args.shift, seed=args.seed, attention=args.attention, sampler=args.sampler,
+                    shift=shift, seed=args.seed, attention=args.attention, sampler=args.sampler,
                     chunk_frames=args.chunk_frames if args.chunk_frames is not None else "auto",
                     tile_size=_parse_tile(args.tile), plan=plan, colour_fix=args.colour_fix, progress=rank == 0,
                     memory_budget=budget)
@@ -348,9 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--latent-scale", choices=["auto", "raw", "normalised"], default="raw",
                    help="scale of the input latent: raw (SaveLatent files, the default), normalised (model space), or "
                         "auto (decided from its channel statistics); the output is always raw")
-    u.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    u.add_argument("--steps", type=_parse_steps, default="auto",
+                   help="sampling steps, or auto (the default): the checkpoint's recommendation and its schedule "
+                        "(50 for a teacher, e.g. 1 for a distilled model)")
     u.add_argument("--cfg", type=float, default=5.0, help="text guidance scale; 1 = one forward per step (default 5)")
-    u.add_argument("--shift", type=float, default=5.0, help="flow time shift (default 5, Wan's)")
+    u.add_argument("--shift", type=float, default=None,
+                   help="flow time shift for explicit --steps (default 5, Wan's); auto steps use the checkpoint's")
     u.add_argument("--noise-level", type=float, default=0.4, help="condition noise level s in [0,1] (default 0.4)")
     u.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     u.add_argument("--attention", choices=["full", "temporal_units", "sparse_local"], default=None,

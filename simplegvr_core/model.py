@@ -8,6 +8,7 @@ import torch.nn as nn
 from .config import SimpleGVRConfig, get_config
 from .latent_formats import LatentFormat, get_format
 from .models import LatentUpsampler, SimpleGVRDiT
+from .sampling import TEACHER_RECIPE, SamplingRecipe
 
 
 class SimpleGVR(nn.Module):
@@ -23,6 +24,8 @@ class SimpleGVR(nn.Module):
         self.config = config
         self.dit = SimpleGVRDiT(config.dit)
         self.upsampler = LatentUpsampler(config.upsampler)
+        # How this model is meant to be sampled ("auto" steps); a checkpoint's `sampling` metadata (load_checkpoint)
+        self.sampling: SamplingRecipe = TEACHER_RECIPE
 
     @classmethod
     def from_config(cls, spec: str | dict | SimpleGVRConfig, device=None, dtype=None) -> SimpleGVR:

@@ -29,12 +29,11 @@ from .config import check_attention
 from .latent_formats import LatentFormat, VideoLatent, from_bcthw, get_format, read_latent
 from .model import SimpleGVR
 from .models.upsampler import resize_frames
-from .sampling import SAMPLERS, add_condition_noise, cfg_velocity, flow_sigmas, get_sampler
+from .sampling import MAX_SHIFT, MAX_STEPS, SAMPLERS, add_condition_noise, cfg_velocity, flow_sigmas, get_sampler
 
 UPSAMPLER_CONTEXT = 16  # causal receptive field of the learned upsampler, in latent frames (4 blocks x 2 convs x 2)
-MAX_STEPS = 10_000
 MAX_CFG = 100.0
-MAX_SHIFT = 1000.0
+AUTO_STEPS = "auto"  # steps from the checkpoint's sampling recipe (model.sampling)
 MAX_LATENT_SIDE = 4096  # latent pixels: 32768 px for Wan 2.1; anything larger is a typo, not a video
 
 
@@ -513,8 +512,20 @@ def _non_finite_cause(model: SimpleGVR, condition: Condition, cfg: float) -> str
     return "unknown: check the input latent and the checkpoint"
 
 
+def sampling_sigmas(model: SimpleGVR, steps: int | str = AUTO_STEPS, shift: float = 5.0) -> torch.Tensor:
+    """The steps+1 sigmas of a run. steps "auto": the checkpoint's recipe (`model.sampling`: its steps and its shift
+    or explicit timesteps; `shift` is not used) - 50 steps at shift 5 for a teacher. An int: `steps` Euler steps of
+    the flow schedule with `shift` (checked in both cases)."""
+    shift = _finite("shift", shift, 0.0, MAX_SHIFT, lo_open=True)
+    if steps == AUTO_STEPS:
+        return model.sampling.sigmas()
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps={steps!r}: expected an int in [1, {MAX_STEPS}] or 'auto'")
+    return flow_sigmas(steps, shift)
+
+
 @torch.no_grad()
-def sample(model: SimpleGVR, condition: Condition, *, context=None, negative_context=None, steps: int = 50,
+def sample(model: SimpleGVR, condition: Condition, *, context=None, negative_context=None, steps: int | str = AUTO_STEPS,
            cfg: float = 5.0, shift: float = 5.0, seed: int = 0, sampler: str = "euler", attention: str | None = None,
            chunk_frames: int | str | None = "auto", chunk_overlap: int = 1, tile_size: tuple[int, int] | None = None,
            tile_overlap: int = 8, plan: SamplingPlan | str | None = None, colour_fix: str = "none",
@@ -522,7 +533,8 @@ def sample(model: SimpleGVR, condition: Condition, *, context=None, negative_con
     """Flow sampling of the HR latent against `condition`; returns it in raw scale and the LR latent's layout.
 
     context / negative_context: umt5 features [B, L, text_dim] (None = the null prompt the model was trained
-    with 10% of the time). cfg = 1 runs one DiT forward per step. Where the DiT runs: `plan` (a SamplingPlan from
+    with 10% of the time). steps and shift: `sampling_sigmas` ("auto": the checkpoint's recommended recipe).
+    cfg = 1 runs one DiT forward per step. Where the DiT runs: `plan` (a SamplingPlan from
     `plan_sampling` / `auto_plan`), or "auto" (`auto_plan` for `memory_budget` bytes; None or "auto": what the
     device has available now), or None (`plan_sampling` with the window arguments). colour_fix: "none" or
     "latent AdaIN" (`colour.adain` to the condition's reference statistics). callback(dict) runs after every step;
@@ -533,10 +545,8 @@ def sample(model: SimpleGVR, condition: Condition, *, context=None, negative_con
         raise ValueError(f"model must be a SimpleGVR, got {type(model).__name__}")
     if not isinstance(condition, Condition):
         raise ValueError(f"condition must be a Condition from build_condition, got {type(condition).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"steps={steps!r}: expected an int in [1, {MAX_STEPS}]")
+    sigmas = sampling_sigmas(model, steps, shift)
     cfg = _finite("cfg", cfg, 0.0, MAX_CFG, lo_open=True)
-    shift = _finite("shift", shift, 0.0, MAX_SHIFT, lo_open=True)
     seed = seeding.check_seed(seed)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler {sampler!r}: expected one of {SAMPLERS}")
@@ -572,7 +582,7 @@ def sample(model: SimpleGVR, condition: Condition, *, context=None, negative_con
         return blended(window_fn, x, cond, plan.t_windows, plan.h_windows, plan.w_windows, plan.overlaps)
 
     x = torch.randn(cond.shape, generator=seeding.torch_generator(seed, seeding.SAMPLING_NOISE)).to(device)
-    sigmas = flow_sigmas(steps, shift).to(device)
+    sigmas = sigmas.to(device)
     x0 = get_sampler(sampler)(model_fn, x, sigmas, callback=callback, disable=not progress).float()
     if colour_fix == "latent AdaIN":
         x0 = colour.adain(x0, *condition.reference)

@@ -10,12 +10,19 @@ sampling at once (ComfyUI interruption and progress hook in there).
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 SAMPLERS = ("euler", "heun")
+MAX_STEPS = 10_000
+MAX_SHIFT = 1000.0
+MAX_RECIPE_CHARS = 1 << 16  # a `sampling` metadata entry longer than this is not a recipe (MAX_STEPS timesteps fit)
+TEACHER_STEPS, TEACHER_SHIFT = 50, 5.0  # how a 50-step (teacher) checkpoint is sampled: the paper's setting
 
 
 def shift_sigma(sigma, shift: float):
@@ -47,6 +54,73 @@ def flow_sigmas(steps: int, shift: float = 1.0, start: float = 1.0, device=None)
     sig = shift_sigma(grid, shift)
     sig[0] = start
     return sig.to(torch.float32).to(device) if device is not None else sig.to(torch.float32)
+
+
+def _finite_number(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class SamplingRecipe:
+    """How a checkpoint is meant to be sampled; stored as JSON in its metadata (`sampling`) and used by "auto" steps.
+
+    steps: DiT evaluations per sample (Euler). shift: the flow schedule's shift, used when `timesteps` is None.
+    timesteps: explicit model timesteps (1000 sigma) of the steps, strictly decreasing in (0, 1000], one per step
+    (the last step goes to 0), as a distilled model is trained on them. r_embedding: the model takes a second
+    timestep r (the next one) - recorded here for the sampler of such a model."""
+
+    steps: int = TEACHER_STEPS
+    shift: float = TEACHER_SHIFT
+    timesteps: tuple[float, ...] | None = None
+    r_embedding: bool = False
+
+    def __post_init__(self) -> None:
+        # A recipe can come from a checkpoint's metadata (untrusted): types and ranges before anything uses it.
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"sampling.steps={self.steps!r}: expected an integer in [1, {MAX_STEPS}]")
+        if not _finite_number(self.shift) or not 0 < self.shift <= MAX_SHIFT:
+            raise ValueError(f"sampling.shift={self.shift!r}: expected a number in (0, {MAX_SHIFT:g}]")
+        if not isinstance(self.r_embedding, bool):
+            raise ValueError(f"sampling.r_embedding={self.r_embedding!r}: expected true or false")
+        if self.timesteps is not None:
+            ts = self.timesteps
+            if not isinstance(ts, (list, tuple)) or len(ts) != self.steps:
+                raise ValueError(f"sampling.timesteps: expected a list of steps={self.steps} numbers, got "
+                                 f"{type(ts).__name__}{f' of {len(ts)}' if isinstance(ts, (list, tuple)) else ''}")
+            if not all(_finite_number(t) and 0 < t <= 1000 for t in ts) or any(a <= b for a, b in zip(ts, ts[1:])):
+                raise ValueError(f"sampling.timesteps={list(ts)[:8]}: expected strictly decreasing numbers in (0, 1000]")
+            object.__setattr__(self, "timesteps", tuple(float(t) for t in ts))
+        object.__setattr__(self, "shift", float(self.shift))
+
+    def sigmas(self, device=None) -> torch.Tensor:
+        """The steps+1 sigmas of this recipe: its timesteps / 1000 then 0, else `flow_sigmas(steps, shift)`."""
+        if self.timesteps is None:
+            return flow_sigmas(self.steps, self.shift, device=device)
+        sig = torch.tensor([*self.timesteps, 0.0], dtype=torch.float64) / 1000.0
+        return sig.to(torch.float32).to(device) if device is not None else sig.to(torch.float32)
+
+    def to_json(self) -> str:
+        return json.dumps({"steps": self.steps, "shift": self.shift, "r_embedding": self.r_embedding,
+                           "timesteps": None if self.timesteps is None else list(self.timesteps)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text) -> SamplingRecipe:
+        """Parse and validate a `sampling` metadata entry; ValueError for anything but a well-formed recipe."""
+        if not isinstance(text, str) or len(text) > MAX_RECIPE_CHARS:
+            size = f"{len(text)} characters" if isinstance(text, str) else type(text).__name__
+            raise ValueError(f"sampling: expected a JSON object of at most {MAX_RECIPE_CHARS} characters, got {size}")
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"sampling is not valid JSON: {e}") from None
+        known = ("steps", "shift", "timesteps", "r_embedding")
+        if not isinstance(d, dict) or set(d) - set(known):
+            got = sorted(set(d) - set(known)) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"sampling: expected an object with keys from {list(known)}, got {got}")
+        return cls(**d)
+
+
+TEACHER_RECIPE = SamplingRecipe()  # also the recipe of every checkpoint whose metadata has none
 
 
 def noise_latent(x0: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:

@@ -82,8 +82,10 @@ def test_committed_codec_has_no_blocks_and_keeps_wans_contract():
     z = vae.encode(x)
     assert z.shape == (4, 16, 5, 16, 16)  # 17 frames -> 1 + 16/4 latent frames, /8 space, 16 channels
     rec = vae.decode(z).numpy()
-    for r, h in zip(rec, hr):
-        assert metrics.blockiness(r) < 1.1, metrics.blockiness(r)
+    blocks = [metrics.blockiness(r) for r in rec]
+    assert np.mean(blocks) < 1.1, blocks  # the issue's limit, over the clips (1.020 over the whole test split)
+    for r, h, b in zip(rec, hr, blocks):
+        assert b < metrics.blockiness(h) + 0.1, (b, metrics.blockiness(h))  # the codec adds no grid of its own
         assert metrics.psnr(r, h) > 20
     assert abs(float(z.mean()) - float(np.mean(WAN21.mean))) < 0.5  # raw latents carry Wan 2.1's statistics
 

@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from simplegvr_core import load_checkpoint, seeding
-from simplegvr_core.checkpoint import read_safetensors
+from simplegvr_core.checkpoint import checkpoint_sampling, read_safetensors
 from simplegvr_core.pipeline import upscale
-from simplegvr_core.sampling import flow_sigmas
+from simplegvr_core.sampling import SamplingRecipe, flow_sigmas
 from training import distill
 from training.data import make_synthetic_videos
 from training.train import load_config, train
@@ -75,10 +75,11 @@ def test_distillation_lowers_its_objective_and_exports_a_student(tmp_path, setup
     losses = [v for _, v in out["losses"]]
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:3]), (losses[:3], losses[-10:])
     _, meta = read_safetensors(tmp_path / "student.safetensors")
-    sampling = json.loads(meta["sampling"])
-    assert sampling == {"steps": 1, "shift": 1.0, "r_embedding": False, "model": "student", "method": method}
+    assert meta["distill_method"] == method
+    assert checkpoint_sampling(tmp_path / "student.safetensors") == SamplingRecipe(steps=1, shift=1.0)
     student = load_checkpoint(tmp_path / "student.safetensors")
-    hr = upscale(student, torch.randn(1, 16, 3, 2, 2), scale=2.0, steps=1, cfg=1.0, shift=1.0)
+    assert student.sampling.steps == 1 and checkpoint_sampling(setup[1]).steps == 50  # a teacher keeps 50
+    hr = upscale(student, torch.randn(1, 16, 3, 2, 2), scale=2.0, steps="auto", cfg=1.0)  # the recipe: 1 step
     assert hr.shape == (1, 16, 3, 4, 4) and torch.isfinite(hr).all()
 
 

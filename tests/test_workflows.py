@@ -130,7 +130,7 @@ def test_wan21_workflow_is_480p_t2v_then_simplegvr_then_decode_and_save():
     assert by_type["CLIPLoader"]["type"] == "wan"
     up = by_type["SimpleGVRLatentUpsampler"]
     assert (up["resize_by"], up["edge"], up["noise_level"]) == ("short edge", 1080, 0.4)  # 1872x1080, aspect kept
-    assert by_type["SimpleGVRSampler"]["steps"] == 50 and by_type["SimpleGVRSampler"]["memory"] == "auto"
+    assert by_type["SimpleGVRSampler"]["steps"] == 0 and by_type["SimpleGVRSampler"]["memory"] == "auto"
     e = edges(p)
     for edge in [("KSampler", "SimpleGVRLatentUpsampler", "samples"),
                  ("SimpleGVRLatentUpsampler", "SimpleGVRSampler", "samples"),
@@ -186,7 +186,7 @@ def test_recorded_specs_cover_our_nodes_with_tooltips_and_category():
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["edge"][1]["default"] == 1080
     assert OURS["SimpleGVRSampler"]["input"]["required"]["memory"][1]["default"] == "auto"
     assert OURS["SimpleGVRSampler"]["input"]["required"]["colour_fix"][1]["options"] == ["none", "latent AdaIN"]
-    assert OURS["SimpleGVRSampler"]["input"]["required"]["steps"][1]["default"] == 50
+    assert OURS["SimpleGVRSampler"]["input"]["required"]["steps"][1]["default"] == 0  # auto: the checkpoint's steps
 
 
 def test_recorded_core_nodes_are_comfyui_v022():
@@ -224,7 +224,7 @@ def _check_simplegvr_half(p, t2v_sampler):
     up, smp = by_type["SimpleGVRLatentUpsampler"], by_type["SimpleGVRSampler"]
     assert (up["resize_by"], up["edge"], up["noise_level"]) == ("short edge", 1080, 0.4)
     assert (smp["memory"], smp["colour_fix"], smp["chunk_frames"], smp["tile_size"]) == ("auto", "none", 0, 0)
-    assert smp["steps"] == 50 and by_type["SimpleGVRColourFix"]["method"] == "wavelet"
+    assert smp["steps"] == 0 and by_type["SimpleGVRColourFix"]["method"] == "wavelet"
     t2v = next(k for k, n in p.items() if n["class_type"] == t2v_sampler)
     fix = by_type["SimpleGVRColourFix"]
     assert p[fix["reference"][0]]["inputs"]["samples"] == [t2v, 0]

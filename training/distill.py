@@ -18,13 +18,11 @@ so `steps` Euler steps from ε land on the target (at σ = 1, the loss is the x0
   (`teacher_steps` Euler steps at `teacher_shift`, cfg 1; Luhman & Luhman's knowledge distillation / reflow): the
   student learns the teacher's deterministic noise-to-output map, detail included, at 1/teacher_steps of the cost.
 
-The exported student records how to sample it (`sampling_metadata`): steps, shift, the method and no r-embedding;
-`simplegvr upscale` and the Sampler node use it when steps are left at "auto".
+The exported student records how to sample it (`student_recipe`: a `SamplingRecipe` - steps, shift, no r-embedding -
+and `distill_method`); `simplegvr upscale` and the Sampler node use it when steps are left at "auto".
 """
 
 from __future__ import annotations
-
-import json
 
 import torch
 
@@ -108,10 +106,12 @@ def targets(cfg: dict, teacher, hr: torch.Tensor, lr: torch.Tensor, ctx: torch.T
     return teacher_solution(teacher, eps, c_s, ctx, s, int(d["teacher_steps"]), float(d["teacher_shift"]))
 
 
-def sampling_metadata(cfg: dict) -> dict[str, str]:
-    """The exported checkpoint's `sampling` entry: how to sample it. Empty for flow training (a teacher: 50 steps)."""
+def student_recipe(cfg: dict):
+    """(sampling recipe, extra metadata) of the exported student - how to sample it (`checkpoint.save_checkpoint`'s
+    `sampling`: steps, shift, no r-embedding) and `distill_method` - or None for flow training (a teacher: 50 steps)."""
+    from simplegvr_core.sampling import SamplingRecipe
+
     d = cfg["distill"]
     if not d["method"]:
-        return {}
-    return {"sampling": json.dumps({"steps": int(d["steps"]), "shift": float(d["shift"]), "r_embedding": False,
-                                    "model": "student", "method": d["method"]})}
+        return None
+    return SamplingRecipe(steps=int(d["steps"]), shift=float(d["shift"])), {"distill_method": d["method"]}

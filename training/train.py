@@ -497,9 +497,12 @@ def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler) -> in
 
 
 def export_ema(config, ema_state: dict[str, torch.Tensor], path: str | os.PathLike, step: int,
-               extra: dict[str, str] | None = None) -> Path:
-    """The (full, gathered) EMA weights as a node/pipeline checkpoint (`extra`: a student's sampling entry)."""
-    return save_checkpoint(plain_model(config, ema_state), path, extra_metadata={"trained_steps": str(step), **(extra or {})})
+               student: tuple | None = None) -> Path:
+    """The (full, gathered) EMA weights as a node/pipeline checkpoint; a distilled student's carries its sampling
+    recipe and method (`student`: what `distill.student_recipe` returns)."""
+    recipe, extra = student or (None, {})
+    return save_checkpoint(plain_model(config, ema_state), path, extra_metadata={"trained_steps": str(step), **extra},
+                           sampling=recipe)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -587,7 +590,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
                                   curve=tcfg["detail_curve"] or None)
     teacher = distill.load_teacher(cfg, device)
     metric = PixelMetric(tcfg["pixel_metric"], model.latent_format, device) if tcfg["pixel_metric"] else None
-    export_meta = distill.sampling_metadata(cfg)
+    export_meta = distill.student_recipe(cfg)
     if fsdp:
         net, optimizer = model, accelerator.prepare(optimizer)
     else:

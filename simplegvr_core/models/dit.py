@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import DiTConfig, check_attention
-from .attention import attention
+from .attention import ATTENTION_KERNELS, attention
 
 
 def sinusoidal_embedding_1d(dim: int, position: torch.Tensor) -> torch.Tensor:
@@ -204,6 +204,7 @@ class SimpleGVRDiT(nn.Module):
         self.attention_mode = cfg.attention
         self.attention_options = {"unit_frames": cfg.unit_frames, "sparse_block": cfg.sparse_block,
                                   "sparse_topk": cfg.sparse_topk}
+        self.attention_kernel = "auto"  # sdpa | flex | auto (attention.resolve_kernel); not part of the checkpoint
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -229,8 +230,11 @@ class SimpleGVRDiT(nn.Module):
         nn.init.zeros_(self.noise_level_embedding[2].bias)
 
     def set_attention(self, mode: str, *, unit_frames: int | None = None, sparse_block=None,
-                      sparse_topk: int | None = None) -> None:
-        """Switch the self-attention pattern at inference (the weights are shared by all modes)."""
+                      sparse_topk: int | None = None, kernel: str | None = None) -> None:
+        """Switch the self-attention pattern at inference (the weights are shared by all modes), and optionally the
+        kernel of the windowed modes ('auto', 'sdpa' or 'flex': the same result, a different speed)."""
+        if kernel is not None and kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"attention kernel {kernel!r}: expected one of {ATTENTION_KERNELS}")
         opts = dict(self.attention_options)
         for key, val in (("unit_frames", unit_frames), ("sparse_block", sparse_block), ("sparse_topk", sparse_topk)):
             if val is not None:
@@ -238,6 +242,8 @@ class SimpleGVRDiT(nn.Module):
         check_attention(mode, **opts)
         self.attention_mode = mode
         self.attention_options = opts
+        if kernel is not None:
+            self.attention_kernel = kernel
 
     # --- forward ----------------------------------------------------------------------------
     def _check_inputs(self, x, cond, t, context, noise_level):
@@ -300,7 +306,7 @@ class SimpleGVRDiT(nn.Module):
             tokens, rope = sp.shard(tokens), (sp.shard(rope[0], 0), sp.shard(rope[1], 0))
 
         for i, block in enumerate(self.blocks):
-            kw = {"mode": mode, "block_index": i, **self.attention_options}
+            kw = {"mode": mode, "block_index": i, "kernel": self.attention_kernel, **self.attention_options}
             if sp is not None:
                 kw["sequence_parallel"] = sp
             if self.gradient_checkpointing and torch.is_grad_enabled():
