@@ -102,7 +102,8 @@ def main():
     base, fix = s_gen["SimpleGVR, no fix"], s_gen["SimpleGVR + wavelet (Colour Fix node)"]
     text = "\n".join([
         "## Colour drift with and without the colour fixes (`benchmarks/colour_drift.py`)", "",
-        f"Demo world, the committed weights, {args.clips} clips of the test split (real AI-generated video, as the Demo section), against HR. The pixel "
+        f"Demo world, the committed weights, {args.clips} clips of the test split (real AI-generated video, as the "
+        "Demo section), against HR. The pixel "
         "fixes take the decoded LR video as the reference, as SimpleGVR Colour Fix does after VAE Decode; latent AdaIN "
         "is the Sampler's `colour_fix` option. Per-channel mean error: the clip's mean colour against HR's; low-pass "
         f"dE: CIELAB difference after a {BLUR_SIGMA:g}-px Gaussian blur (colour, not detail).", "",
