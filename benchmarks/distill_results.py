@@ -59,15 +59,15 @@ def train_student(name: str, args) -> Path:
     export = Path(cmd[-1])
     if export.is_file():
         return export
-    cfg = load_config(ROOT / "training/configs/demo_distill.toml", [c for c in cmd[4:-2]])
+    cfg = load_config(ROOT / "training/configs/demo_distill.toml", cmd[4:-2])
     t0 = time.time()
     train(cfg, export=str(export), progress=False)
     print(f"  trained {name} in {time.time() - t0:.0f} s", flush=True)
     return export
 
 
-def run(model, clips, steps: int, shift: float, noise: float) -> dict:
-    return demo.evaluate(model, VAE, clips, steps=steps, shift=shift, noise_level=noise, progress=False,
+def run(model, vae, clips, steps: int, shift: float, noise: float) -> dict:
+    return demo.evaluate(model, vae, clips, steps=steps, shift=shift, noise_level=noise, progress=False,
                          keep_videos=False, log=lambda *_: None)
 
 
@@ -88,7 +88,6 @@ def table(rows: list[tuple[str, dict, int]], ref: dict) -> str:
 
 
 def main() -> int:
-    global VAE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=400, help="distillation steps of every student")
     ap.add_argument("--pairs", default="runs/demo/pairs", help="pair shards from `simplegvr demo --retrain`")
@@ -97,26 +96,27 @@ def main() -> int:
     args = ap.parse_args()
     if not any(Path(args.pairs).glob("*.safetensors")):
         sys.exit(f"no pair shards in {args.pairs}: run `simplegvr demo --retrain` first")
-    teacher, VAE, manifest = demo.load_assets()
+    teacher, vae, manifest = demo.load_assets()
     paths = {name: train_student(name, args) for name in STUDENTS}
     students = {name: load_checkpoint(p).eval() for name, p in paths.items()}
     sampling = {name: json.loads(checkpoint_sampling(p).to_json()) for name, p in paths.items()}  # steps, shift
     tuned = (manifest["steps"], manifest["shift"], manifest["noise_level"])
 
     val, _ = demo.load_clips(split_files("validation"))
-    val_teacher = run(teacher, val, *tuned)["summary"]["simplegvr"]["psnr"]
-    val_students = {n: run(students[n], val, sampling[n]["steps"], sampling[n]["shift"], 0.0)["summary"]["simplegvr"]["psnr"]
+    val_teacher = run(teacher, vae, val, *tuned)["summary"]["simplegvr"]["psnr"]
+    val_students = {n: run(students[n], vae, val, sampling[n]["steps"], sampling[n]["shift"], 0.0)["summary"]["simplegvr"]["psnr"]
                     for n in STUDENTS if sampling[n]["steps"] == 1}
     best = max(val_students, key=val_students.get)
     default = val_students[best] >= val_teacher - TOLERANCE_DB
 
     test, _ = demo.load_clips(split_files("test"))
-    t50 = run(teacher, test, 50, manifest["shift"], manifest["noise_level"])
+    t50 = run(teacher, vae, test, 50, manifest["shift"], manifest["noise_level"])
     rows = [("teacher, 50 Euler steps", t50, 50),
-            (f"teacher, tuned ({tuned[0]} steps, shift {tuned[1]}, noise level {tuned[2]})", run(teacher, test, *tuned), tuned[0])]
+            (f"teacher, tuned ({tuned[0]} steps, shift {tuned[1]}, noise level {tuned[2]})",
+             run(teacher, vae, test, *tuned), tuned[0])]
     results = {}
     for n in STUDENTS:
-        r = run(students[n], test, sampling[n]["steps"], sampling[n]["shift"], 0.0)
+        r = run(students[n], vae, test, sampling[n]["steps"], sampling[n]["shift"], 0.0)
         rows.append((STUDENTS[n][1], r, sampling[n]["steps"]))
         results[n] = r
     best_test = results[best]["summary"]["simplegvr"]
@@ -151,8 +151,6 @@ def main() -> int:
     update_section(ROOT / "RESULTS.md", "distill", text)
     return 0
 
-
-VAE = None
 
 if __name__ == "__main__":
     sys.exit(main())

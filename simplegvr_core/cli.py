@@ -292,8 +292,7 @@ def _cmd_demo(args) -> int:
     if args.retrain:
         manifest = demo.retrain(args.assets, args.work, quick=args.quick)
         print(f"rebuilt the demo weights in {manifest['seconds']:.0f} s")
-    _, vae, _ = demo.load_assets(args.assets)
-    model, chosen = demo.load_model(args.assets, teacher=args.teacher)
+    model, vae, chosen = demo.load_model(args.assets, teacher=args.teacher)  # the codec and weights, read once
     steps = args.steps or chosen["steps"]
     shift = args.shift if args.shift is not None else chosen["shift"]
     noise = args.noise_level if args.noise_level is not None else chosen["noise_level"]

@@ -70,20 +70,22 @@ def load_assets(assets: str | os.PathLike | None = None):
 
 
 def load_model(assets: str | os.PathLike | None = None, teacher: bool = False):
-    """(model, sampling) that `simplegvr demo` runs: the distilled student when the manifest names it the default
-    (`benchmarks/distill_results.py` decides on the validation split) and `teacher` is False, else the teacher with
-    the sampling settings `tune` chose. sampling = {"model": "student" | "teacher", "steps", "shift", "noise_level"}."""
+    """(model, vae, sampling) that `simplegvr demo` runs: the distilled student when the manifest names it the
+    default (`benchmarks/distill_results.py` decides on the validation split) and `teacher` is False, else the
+    teacher with the sampling settings `tune` chose. sampling = {"model": "student" | "teacher", "steps", "shift",
+    "noise_level"}."""
     from .checkpoint import load_checkpoint
 
     a = Path(assets) if assets else ASSETS
-    teacher_model, _, manifest = load_assets(a)
+    teacher_model, vae, manifest = load_assets(a)
     st = manifest.get("student") or {}
     if not teacher and st.get("default") and (a / STUDENT_FILE).is_file():
-        return load_checkpoint(a / STUDENT_FILE).eval(), {"model": "student", "steps": int(st["steps"]),
-                                                          "shift": float(st["shift"]),
-                                                          "noise_level": float(st.get("noise_level", 0.0))}
-    return teacher_model, {"model": "teacher", "steps": int(manifest.get("steps", 2)),
-                           "shift": float(manifest.get("shift", 3.0)), "noise_level": float(manifest.get("noise_level", 0.0))}
+        return load_checkpoint(a / STUDENT_FILE).eval(), vae, {"model": "student", "steps": int(st["steps"]),
+                                                               "shift": float(st["shift"]),
+                                                               "noise_level": float(st.get("noise_level", 0.0))}
+    return teacher_model, vae, {"model": "teacher", "steps": int(manifest.get("steps", 2)),
+                                "shift": float(manifest.get("shift", 3.0)),
+                                "noise_level": float(manifest.get("noise_level", 0.0))}
 
 
 def load_clips(paths, log=print) -> tuple[list[tuple[str, np.ndarray]], list[str]]:

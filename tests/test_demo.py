@@ -285,14 +285,14 @@ def test_demo_runs_the_student_the_manifest_names_and_the_teacher_on_request(tmp
     manifest = json.loads((assets / demo.MANIFEST).read_text())
     manifest.pop("student", None)
     (assets / demo.MANIFEST).write_text(json.dumps(manifest))
-    _, chosen = demo.load_model(assets)
+    _, _, chosen = demo.load_model(assets)
     assert chosen == {"model": "teacher", "steps": manifest["steps"], "shift": manifest["shift"],
                       "noise_level": manifest["noise_level"]}
     shutil.copyfile(assets / demo.MODEL_FILE, assets / demo.STUDENT_FILE)  # stands in for a distilled student
     manifest["student"] = {"default": True, "steps": 1, "shift": 1.0, "noise_level": 0.0}
     (assets / demo.MANIFEST).write_text(json.dumps(manifest))
-    assert demo.load_model(assets)[1]["model"] == "student"
-    assert demo.load_model(assets, teacher=True)[1]["model"] == "teacher"
+    assert demo.load_model(assets)[2]["model"] == "student"
+    assert demo.load_model(assets, teacher=True)[2]["model"] == "teacher"
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--clips", "2", "--assets", str(assets),
                         "--out", str(out)], capture_output=True, text=True)
