@@ -108,6 +108,9 @@ class DiTConfig:
         return self.in_dim == 2 * self.out_dim
 
 
+PREDICTIONS = ("hr", "residual")
+
+
 @dataclass
 class UpsamplerConfig:
     """Latent upsampler (condition path): `learned`, `interp` or `channel_only` (paper ablation)."""
@@ -133,8 +136,14 @@ class SimpleGVRConfig:
     train_latent_frames: int = 5  # clip length the checkpoint was trained on (17 frames -> 5)
     dit: DiTConfig = field(default_factory=DiTConfig)
     upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)
+    # What the flow carries (`SimpleGVR.velocity`): "hr", the HR latent itself (the paper), or "residual", HR minus
+    # the upsampler's condition c (the DiT adds detail to the upsampler's estimate; train it with
+    # train.upsampler_weight > 0 so that c is one).
+    prediction: str = "hr"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.prediction, str) or self.prediction not in PREDICTIONS:
+            raise ValueError(f"config prediction={self.prediction!r}: expected one of {PREDICTIONS}")
         if not isinstance(self.name, str):
             raise ValueError(f"config name={self.name!r}: expected a string")
         if not isinstance(self.latent_format, str):

@@ -46,8 +46,23 @@ class SimpleGVR(nn.Module):
 
         (Inference builds c once with `pipeline.build_condition` and calls `dit` at every step.)"""
         c = self.upsampler(c_s, size=tuple(z_t.shape[-2:]))
-        v = self.dit(z_t, c, t, context, noise_level, attention=attention)
+        v = self.velocity(z_t, c, t, context, noise_level, attention=attention)
         return (v, c) if return_condition else v
+
+    def velocity(self, z_t, c, t, context, noise_level, attention: str | None = None):
+        """The flow velocity v = ε - x0 of the HR latent at z_t = (1-σ) x0 + σ ε, σ = t/1000, against the condition c
+        (what every sampler and loss sees; the signature of `dit`).
+
+        prediction "hr": the DiT's output. "residual": the DiT runs the flow of x0 - c instead - its input is
+        z_t - (1-σ) c, its output that flow's velocity ε - (x0 - c) - so v = DiT - c. The upsampler's estimate c
+        is the base the DiT adds to (a DiT that outputs ε leaves x0 = c), and the flow loss does not move c
+        through the base (it is detached there; c still enters the DiT as its condition)."""
+        if self.config.prediction == "hr":
+            return self.dit(z_t, c, t, context, noise_level, attention=attention)
+        base = c.detach().float()
+        sigma = (torch.as_tensor(t, device=z_t.device).float() / 1000.0).reshape(-1, *[1] * (z_t.dim() - 1))
+        v = self.dit((z_t.float() - (1.0 - sigma) * base).to(z_t.dtype), c, t, context, noise_level, attention=attention)
+        return v.float() - base
 
     @property
     def latent_format(self) -> LatentFormat:

@@ -577,7 +577,7 @@ def sample(model: SimpleGVR, condition: Condition, *, context=None, negative_con
 
     def model_fn(x, sigma):
         def window_fn(xw, cw):
-            return cfg_velocity(model.dit, cw, ctx, neg, cfg, condition.noise_level, attention=plan.mode)(xw, sigma)
+            return cfg_velocity(model.velocity, cw, ctx, neg, cfg, condition.noise_level, attention=plan.mode)(xw, sigma)
 
         return blended(window_fn, x, cond, plan.t_windows, plan.h_windows, plan.w_windows, plan.overlaps)
 

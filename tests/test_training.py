@@ -46,6 +46,11 @@ def test_config_overrides_and_unknown_keys(tmp_path):
     assert cfg["train"]["steps"] == 7 and cfg["train"]["noise_level"] == [0.2, 0.5] and cfg["log"]["output_dir"] == "runs/x"
     with pytest.raises(ValueError, match="unknown config key 'train.stepz'"):
         load_config(None, ["train.stepz=3"])
+    # model.overrides is free-form and merges: one key from the command line keeps the file's other overrides.
+    cfg = load_config("training/configs/demo.toml", ['model.overrides.prediction="residual"', "model.overrides.dit.num_layers=6"])
+    assert cfg["model"]["overrides"] == {"dit": {"dim": 128, "ffn_dim": 512, "num_heads": 4, "num_layers": 6, "text_dim": 32,
+                                                 "text_len": 16, "unit_frames": 5, "sparse_block": [4, 4]},
+                                         "upsampler": {"hidden": 48}, "prediction": "residual"}
     (tmp_path / "bad.toml").write_text("[train]\nsteps = \n")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")

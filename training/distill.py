@@ -85,7 +85,7 @@ def teacher_solution(teacher, eps: torch.Tensor, c_s: torch.Tensor, ctx: torch.T
     x = eps.float()
     for i in range(steps):
         t = sig[i].expand(x.shape[0]) * 1000.0
-        x = x + (sig[i + 1] - sig[i]) * teacher.dit(x, c, t, ctx, s).float()
+        x = x + (sig[i + 1] - sig[i]) * teacher.velocity(x, c, t, ctx, s).float()
     return x
 
 

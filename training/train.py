@@ -81,8 +81,18 @@ def _merge(base: dict, new: dict, where: str = "") -> dict:
             if not isinstance(v, dict):
                 raise ValueError(f"config key {where}{k} must be a table")
             out[k] = _merge(base[k], v, f"{where}{k}.")
+        elif k == "overrides" and isinstance(base[k], dict) and isinstance(v, dict):
+            out[k] = _merge_free(base[k], v)  # model.overrides.dit.dim=... adds to the file's table, not replace it
         else:
             out[k] = v
+    return out
+
+
+def _merge_free(base: dict, new: dict) -> dict:
+    """Deep merge of a free-form table (model.overrides: any config field); `new` wins at the leaves."""
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        out[k] = _merge_free(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else copy.deepcopy(v)
     return out
 
 
