@@ -133,9 +133,9 @@ def main() -> int:
         f"{'this student by default' if default else 'the teacher by default (no 1-step student came within 0.3 dB)'}"
         "; `--teacher` runs the teacher.", "",
         f"Goal (issue 14): the 1-step student within 0.3 dB PSNR and 0.05 HF ratio of the teacher's 50-step result at "
-        f"1/50 of the DiT evaluations. The chosen student is {gap_db:+.2f} dB and {gap_hf:+.3f} HF ratio below it "
-        f"(negative: above it): PSNR {'met' if gap_db <= 0.3 else 'missed'}, HF ratio "
-        f"{'met' if gap_hf <= 0.05 else 'missed'}.", ""])
+        f"1/50 of the DiT evaluations. The chosen student's PSNR is {abs(gap_db):.2f} dB "
+        f"{'below' if gap_db > 0 else 'above'} it and its HF ratio {abs(gap_hf):.3f} {'below' if gap_hf > 0 else 'above'} "
+        f"it: PSNR {'met' if gap_db <= 0.3 else 'missed'}, HF ratio {'met' if abs(gap_hf) <= 0.05 else 'missed'}.", ""])
     print(text)
     if args.no_write:
         return 0
