@@ -44,7 +44,7 @@ class SimpleGVR(nn.Module):
         """Training forward: upsample the noise-augmented LR latent c_s to z_t's size, then predict v (and return
         the condition c too with `return_condition`, for a loss on it).
 
-        (Inference builds c once with `pipeline.build_condition` and calls `dit` at every step.)"""
+        (Inference builds c once with `pipeline.build_condition` and calls `velocity` at every step.)"""
         c = self.upsampler(c_s, size=tuple(z_t.shape[-2:]))
         v = self.velocity(z_t, c, t, context, noise_level, attention=attention)
         return (v, c) if return_condition else v
