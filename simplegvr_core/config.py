@@ -15,6 +15,7 @@ from .latent_formats import get_format
 
 ATTENTION_MODES = ("full", "temporal_units", "sparse_local")
 UPSAMPLER_MODES = ("learned", "interp", "channel_only")
+UPSAMPLER_BASES = ("bilinear", "linear")
 
 
 # Hard limits of a config: far beyond every released model (Wan 14B: dim 5120, 40 layers), small enough that
@@ -108,7 +109,7 @@ class DiTConfig:
         return self.in_dim == 2 * self.out_dim
 
 
-PREDICTIONS = ("hr", "residual")
+PREDICTIONS = ("hr", "residual", "residual_x0")
 
 
 @dataclass
@@ -119,12 +120,25 @@ class UpsamplerConfig:
     channels: int = 16  # latent channels C
     hidden: int = 128  # width of the residual blocks
     temporal_factor: int = 4  # VAE temporal compression: latent frame 0 -> 1 frame, others -> 4
+    # The path the residual blocks add to: "bilinear" latent interpolation (the paper), or "linear", a learned
+    # per-frame linear map - a base_kernel x base_kernel convolution to base_factor^2 sub-pixels per latent pixel
+    # (pixel shuffle), bilinear to the target size when that is not base_factor x the input. It starts as bilinear
+    # and can be fitted to a VAE's decode -> upscale -> encode map or to data (training/fit_upsampler.py): latent
+    # channels are not pixels, and interpolating them is a poor upscale for most codecs.
+    base: str = "bilinear"
+    base_factor: int = 2
+    base_kernel: int = 5
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in UPSAMPLER_MODES:
             raise ValueError(f"upsampler.mode={self.mode!r}: expected one of {UPSAMPLER_MODES}")
+        if not isinstance(self.base, str) or self.base not in UPSAMPLER_BASES:
+            raise ValueError(f"upsampler.base={self.base!r}: expected one of {UPSAMPLER_BASES}")
         for name in ("channels", "hidden", "temporal_factor"):
             _check_int("upsampler", name, getattr(self, name))
+        _check_int("upsampler", "base_factor", self.base_factor, 1, 8)
+        if _check_int("upsampler", "base_kernel", self.base_kernel, 3, 15) % 2 == 0:
+            raise ValueError(f"upsampler.base_kernel={self.base_kernel}: expected an odd integer in [3, 15]")
 
 
 @dataclass
@@ -138,7 +152,8 @@ class SimpleGVRConfig:
     upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)
     # What the flow carries (`SimpleGVR.velocity`): "hr", the HR latent itself (the paper), or "residual", HR minus
     # the upsampler's condition c (the DiT adds detail to the upsampler's estimate; train it with
-    # train.upsampler_weight > 0 so that c is one).
+    # train.upsampler_weight > 0 so that c is one), or "residual_x0", the DiT's output is the estimate of HR minus c
+    # and v follows from it (a fresh model's estimate is c itself: its head starts at zero; for few-step students).
     prediction: str = "hr"
 
     def __post_init__(self) -> None:

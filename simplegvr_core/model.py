@@ -24,6 +24,9 @@ class SimpleGVR(nn.Module):
         self.config = config
         self.dit = SimpleGVRDiT(config.dit)
         self.upsampler = LatentUpsampler(config.upsampler)
+        if config.prediction == "residual_x0":  # a fresh model estimates HR as the upsampler's c
+            nn.init.zeros_(self.dit.head.head.weight)
+            nn.init.zeros_(self.dit.head.head.bias)
         # How this model is meant to be sampled ("auto" steps); a checkpoint's `sampling` metadata (load_checkpoint)
         self.sampling: SamplingRecipe = TEACHER_RECIPE
 
@@ -56,12 +59,17 @@ class SimpleGVR(nn.Module):
         prediction "hr": the DiT's output. "residual": the DiT runs the flow of x0 - c instead - its input is
         z_t - (1-σ) c, its output that flow's velocity ε - (x0 - c) - so v = DiT - c. The upsampler's estimate c
         is the base the DiT adds to (a DiT that outputs ε leaves x0 = c), and the flow loss does not move c
-        through the base (it is detached there; c still enters the DiT as its condition)."""
+        through the base (it is detached there; c still enters the DiT as its condition). "residual_x0": the same
+        input, but the DiT's output D is the estimate of x0 - c, so x0 = c + D and v = (z_t - x0) / σ; a DiT that
+        outputs 0 (a fresh one: its head starts at zero) leaves x0 = c at every σ, and at σ = 1 the flow loss is the
+        x0 error (a one-step student regresses HR from c directly, with no noise to cancel)."""
         if self.config.prediction == "hr":
             return self.dit(z_t, c, t, context, noise_level, attention=attention)
         base = c.detach().float()
         sigma = (torch.as_tensor(t, device=z_t.device).float() / 1000.0).reshape(-1, *[1] * (z_t.dim() - 1))
         v = self.dit((z_t.float() - (1.0 - sigma) * base).to(z_t.dtype), c, t, context, noise_level, attention=attention)
+        if self.config.prediction == "residual_x0":  # x0 = c + DiT, and v = (z_t - x0) / σ (σ floored at 1e-3)
+            return (z_t.float() - base - v.float()) / sigma.clamp_min(1e-3)
         return v.float() - base
 
     @property

@@ -72,7 +72,7 @@ def test_checkpoints_keep_the_prediction_and_old_configs_mean_hr(tmp_path):
     old = get_config("tiny").to_dict()
     del old["prediction"]  # a checkpoint written before the field existed
     assert get_config(old).prediction == "hr"
-    with pytest.raises(ValueError, match=r"prediction='x0'.*expected one of \('hr', 'residual'\)"):
+    with pytest.raises(ValueError, match=r"prediction='x0'.*expected one of \('hr', 'residual', 'residual_x0'\)"):
         get_config({**old, "prediction": "x0"})
 
 
@@ -107,3 +107,38 @@ def test_residual_training_lowers_its_loss_and_exports_a_residual_checkpoint(tmp
     assert model.config.prediction == "residual"
     hr = upscale(model, torch.randn(1, 16, 3, 2, 2), scale=2.0, steps=2, cfg=1.0)
     assert hr.shape == (1, 16, 3, 4, 4) and torch.isfinite(hr).all()
+
+
+# --- prediction = "residual_x0": the DiT's output is the estimate of x0 - c ----------------------------------------
+def test_residual_x0_velocity_and_a_fresh_model_returns_the_condition():
+    fresh = SimpleGVR.from_config({**get_config("tiny").to_dict(), "prediction": "residual_x0"}).eval()
+    assert not fresh.dit.head.head.weight.any() and not fresh.dit.head.head.bias.any()
+    lr = lr_latent(3)
+    cond = build_condition(fresh, lr, scale=2.0, noise_level=0.1, seed=0)
+    for steps in (1, 4):
+        out = sample(fresh, cond, steps=steps, cfg=1.0, shift=3.0, seed=5, chunk_frames=None)
+        torch.testing.assert_close(out, fresh.latent_format.denormalise(cond.c), rtol=0, atol=1e-5)
+    # With weights: v = (z_t - c - D) / σ, D being the DiT's output on the residual flow's input z_t - (1-σ) c.
+    m = tiny("residual_x0", seed=2)
+    g = torch.Generator().manual_seed(3)
+    z, c = torch.randn(2, 16, 3, 8, 12, generator=g), torch.randn(2, 16, 3, 8, 12, generator=g)
+    t, ctx, s = torch.tensor([1000.0, 250.0]), torch.randn(2, 5, 32, generator=g), torch.zeros(2)
+    with torch.no_grad():
+        sig = (t / 1000).view(-1, 1, 1, 1, 1)
+        d = m.dit(z - (1 - sig) * c, c, t, ctx, s)
+        torch.testing.assert_close(m.velocity(z, c, t, ctx, s), (z - c - d) / sig, rtol=1e-5, atol=1e-5)
+    # One Euler step from σ = 1 lands on c + D: the x0 estimate itself.
+    with torch.no_grad():
+        v = m.velocity(z[:1], c[:1], t[:1], ctx[:1], s[:1])
+        torch.testing.assert_close(z[:1] - v, c[:1] + m.dit(z[:1], c[:1], t[:1], ctx[:1], s[:1]), rtol=0, atol=1e-5)
+
+
+def test_residual_x0_survives_a_checkpoint(tmp_path):
+    m = tiny("residual_x0", seed=4)
+    save_checkpoint(m, tmp_path / "x0.safetensors")
+    back = load_checkpoint(tmp_path / "x0.safetensors")
+    assert back.config.prediction == "residual_x0"
+    lr = lr_latent(5)
+    a = upscale(m, lr, scale=2.0, steps=2, cfg=1.0, seed=1, chunk_frames=None)
+    torch.testing.assert_close(upscale(back, lr, scale=2.0, steps=2, cfg=1.0, seed=1, chunk_frames=None), a,
+                               rtol=0, atol=0)

@@ -71,6 +71,27 @@ def test_overfit_batch_loss_falls_and_export_upscales(tmp_path, clips):
     assert hr.shape == (1, 16, 3, 4, 4) and torch.isfinite(hr).all()
 
 
+def test_freeze_keeps_the_named_parameters_and_trains_the_rest(tmp_path, clips):
+    from simplegvr_core import SimpleGVR, save_checkpoint
+
+    init = SimpleGVR.from_config("tiny")
+    torch.manual_seed(0)
+    for q in init.upsampler.parameters():
+        q.data.normal_(0, 0.05)  # a non-zero upsampler, so that a step would move it
+    save_checkpoint(init, tmp_path / "init.safetensors")
+    cfg = small_cfg(tmp_path, clips, train__steps=3, train__freeze=["upsampler"], train__upsampler_weight=1.0)
+    cfg["model"]["init"] = str(tmp_path / "init.safetensors")
+    train(cfg, export=str(tmp_path / "out.safetensors"), progress=False)
+    out = load_checkpoint(tmp_path / "out.safetensors")
+    for (name, a), b in zip(init.upsampler.state_dict().items(), out.upsampler.state_dict().values()):
+        assert torch.equal(a, b), f"frozen upsampler.{name} changed"
+    assert not torch.equal(init.dit.head.head.weight, out.dit.head.head.weight)
+    with pytest.raises(ValueError, match="train.freeze names 'upsamplr'"):
+        train(small_cfg(tmp_path / "x", clips, train__steps=1, train__freeze=["upsamplr"]), progress=False)
+    with pytest.raises(ValueError, match="config key train.freeze="):
+        load_config(None, ["train.freeze=upsampler"])
+
+
 def test_resume_equals_uninterrupted(tmp_path, clips):
     a = train(small_cfg(tmp_path / "a", clips, train__steps=6, log__checkpoint_every=3), progress=False)
     b_cfg = small_cfg(tmp_path / "b", clips, train__steps=6, log__checkpoint_every=3, train__stop_at_step=3)

@@ -64,7 +64,7 @@ DEFAULTS: dict = {
               "noise_level": [0.3, 0.6], "timestep_sampler": "uniform", "logit_mean": 0.0, "logit_std": 1.0,
               "detail_curve": "", "mixed_precision": "bf16", "gradient_checkpointing": False, "seed": 0,
               "overfit": False, "stop_at_step": 0, "grad_accum": 1, "fsdp": False, "upsampler_weight": 0.0,
-              "pixel_metric": ""},
+              "pixel_metric": "", "freeze": []},
     "log": {"output_dir": "runs/simplegvr", "tracker": "tensorboard", "log_every": 10, "checkpoint_every": 500,
             "keep_checkpoints": 3, "validate_every": 500, "val_steps": 10},
     "distill": dict(distill.DEFAULTS),  # the distillation stage (training/distill.py); method '' = flow training
@@ -191,6 +191,8 @@ def validate_config(cfg: dict) -> dict:
         if not isinstance(v, list) or len(v) != n or any(isinstance(x, bool) or not isinstance(x, (int, float))
                                                          or not math.isfinite(x) for x in v):
             fail(key, v, f"a list of {n} numbers")
+    if not isinstance(t["freeze"], list) or not all(isinstance(x, str) and x for x in t["freeze"]):
+        fail("train.freeze", t["freeze"], 'a list of parameter-name prefixes, e.g. ["upsampler"]')
     if not all(0 <= b < 1 for b in t["betas"]):
         fail("train.betas", t["betas"], "two numbers in [0, 1)")
     lo, hi = t["noise_level"]
@@ -242,6 +244,19 @@ def build_model(mcfg: dict) -> SimpleGVR:
         model.dit.set_attention(mcfg["attention"])
         model.config.dit.attention = mcfg["attention"]
     return model
+
+
+def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Stop training every parameter whose name starts with one of `prefixes` (e.g. "upsampler" keeps a fitted
+    upsampler as it is); ValueError for a prefix that names no parameter."""
+    names = [n for n, _ in model.named_parameters()]
+    for pre in prefixes:
+        if not any(n == pre or n.startswith(pre.rstrip(".") + ".") for n in names):
+            raise ValueError(f"config key train.freeze names {pre!r}, which matches no parameter of the model "
+                             f"(expected a prefix such as 'upsampler', 'upsampler.base' or 'dit.blocks.0')")
+    for n, p in model.named_parameters():
+        if any(n == pre or n.startswith(pre.rstrip(".") + ".") for pre in prefixes):
+            p.requires_grad_(False)
 
 
 class EMA:
@@ -583,6 +598,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
 
     model = build_model(cfg["model"]).float()  # the same initial weights on every rank (same seed)
     model.dit.gradient_checkpointing = bool(tcfg["gradient_checkpointing"])
+    freeze(model, tcfg["freeze"])
     model.to(device).train()
     fsdp = bool(tcfg["fsdp"])
     if fsdp:

@@ -5,7 +5,10 @@
     h   = Res3D_time(Res3D_ch(c_s))       channels C -> hidden, time T -> 1 + 4(T - 1) (causal, as the VAE)
     h   = bilinear(h, target H x W)       any factor, e.g. 60x104 -> 135x240
     h   = Res3D_ch(Res3D_time^-1(h))      time back to T, hidden -> hidden
-    c   = bilinear(c_s) + proj_out(h)     proj_out starts at zero: a fresh `learned` upsampler is `interp`
+    c   = base(c_s) + proj_out(h)         proj_out starts at zero: a fresh `learned` upsampler is its base
+
+base is bilinear latent interpolation (the paper) or, with `base = "linear"`, `LinearBase`: a learned per-frame
+linear map to sub-pixels that starts as bilinear and is fitted to the codec (training/fit_upsampler.py).
 
 Every temporal convolution is causal (pads only the past), the norms are per position, and the time
 expansion maps latent frame 0 to one frame and each later latent frame to 4, so output frame i never
@@ -14,6 +17,8 @@ temporal expansion (the paper's ablation).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -117,6 +122,47 @@ def resize_frames(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return y.reshape(b, t, c, *size).permute(0, 2, 1, 3, 4)
 
 
+def bilinear_taps(factor: int) -> torch.Tensor:
+    """[factor, 3]: the weights of offsets -1, 0, +1 that give output phase p of a bilinear x`factor` upscale
+    (align_corners=False); with replicate padding they reproduce F.interpolate exactly, edges included."""
+    taps = torch.zeros(factor, 3, dtype=torch.float64)
+    for p in range(factor):
+        d = (p + 0.5) / factor - 0.5  # the output pixel's position in input pixels, from its own input pixel
+        lo = math.floor(d)
+        taps[p, lo + 1] += 1.0 - (d - lo)
+        taps[p, lo + 2] += d - lo
+    return taps
+
+
+class LinearBase(nn.Module):
+    """A learned linear upscale of every latent frame: a k x k convolution (replicate padding) to factor^2
+    sub-pixels per latent pixel, pixel-shuffled, then bilinear to the target size when that is not factor x the
+    input. It starts as exact bilinear interpolation; each output frame depends on its own input frame only."""
+
+    def __init__(self, channels: int, factor: int, kernel: int):
+        super().__init__()
+        self.factor, self.kernel = factor, kernel
+        self.conv = nn.Conv2d(channels, channels * factor * factor, kernel)
+        with torch.no_grad():
+            taps = bilinear_taps(factor)
+            w = torch.zeros(channels, factor, factor, channels, kernel, kernel, dtype=torch.float64)
+            m = kernel // 2
+            for ch in range(channels):
+                w[ch, :, :, ch, m - 1:m + 2, m - 1:m + 2] = torch.einsum("pi,qj->pqij", taps, taps)
+            self.conv.weight.copy_(w.reshape(self.conv.weight.shape).float())
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w).float()
+        p = self.kernel // 2
+        y = F.conv2d(F.pad(y, (p, p, p, p), mode="replicate"), self.conv.weight.float(), self.conv.bias.float())
+        y = F.pixel_shuffle(y, self.factor)
+        if tuple(y.shape[-2:]) != tuple(size):
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        return y.to(x.dtype).reshape(b, t, c, *size).permute(0, 2, 1, 3, 4)
+
+
 class LatentUpsampler(nn.Module):
     """Bring a (noise-augmented) normalised LR latent to the HR latent size: [B,C,T,H,W] -> [B,C,T,H2,W2]."""
 
@@ -124,6 +170,8 @@ class LatentUpsampler(nn.Module):
         super().__init__()
         self.cfg = cfg
         c, hid, r = cfg.channels, cfg.hidden, cfg.temporal_factor
+        if cfg.base == "linear":
+            self.base = LinearBase(c, cfg.base_factor, cfg.base_kernel)
         if cfg.mode == "interp":
             return
         time_in = TemporalExpand(hid, r) if cfg.mode == "learned" else ResBlock3d(hid, hid)
@@ -152,7 +200,7 @@ class LatentUpsampler(nn.Module):
         size = (int(size[0]), int(size[1]))
         if cs.device.type != "meta" and not torch.isfinite(cs).all():
             raise ValueError("c_s contains NaN or Inf")
-        base = resize_frames(cs, size)
+        base = self.base(cs, size) if cfg.base == "linear" else resize_frames(cs, size)
         if cfg.mode == "interp":
             return base
         dtype = self.proj_out.weight.dtype

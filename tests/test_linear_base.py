@@ -1,0 +1,130 @@
+"""The upsampler's linear base (`upsampler.base = "linear"`) and its least-squares fit (training/fit_upsampler.py)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from simplegvr_core import SimpleGVR, load_checkpoint
+from simplegvr_core.checkpoint import save_checkpoint
+from simplegvr_core.config import UpsamplerConfig
+from simplegvr_core.models.upsampler import LatentUpsampler, LinearBase, bilinear_taps, resize_frames
+from training.data import write_shard
+from training.fit_upsampler import fit_base
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_linear(kernel=5, factor=2, mode="learned"):
+    cfg = SimpleGVR.from_config("tiny").config.to_dict()
+    cfg["upsampler"].update(mode=mode, base="linear", base_factor=factor, base_kernel=kernel)
+    return SimpleGVR.from_config(cfg)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+@pytest.mark.parametrize("mode", ["learned", "interp", "channel_only"])
+def test_fresh_linear_base_is_bilinear_edges_included(factor, mode):
+    up = LatentUpsampler(UpsamplerConfig(mode=mode, hidden=8, base="linear", base_factor=factor, base_kernel=5))
+    c = torch.randn(2, 16, 3, 7, 9, generator=torch.Generator().manual_seed(factor))
+    size = (7 * factor, 9 * factor)
+    torch.testing.assert_close(up(c, size), resize_frames(c, size), rtol=0, atol=1e-5)
+
+
+def test_bilinear_taps_values():
+    assert torch.equal(bilinear_taps(2), torch.tensor([[0.25, 0.75, 0.0], [0.0, 0.75, 0.25]], dtype=torch.float64))
+    assert torch.allclose(bilinear_taps(3).sum(1), torch.ones(3, dtype=torch.float64))
+
+
+def test_linear_base_is_per_frame_and_resizes_to_any_size():
+    base = LinearBase(16, 2, 3)
+    torch.nn.init.normal_(base.conv.weight, std=0.1)
+    c = torch.randn(1, 16, 4, 6, 6)
+    out = base(c, (13, 11))
+    assert out.shape == (1, 16, 4, 13, 11)
+    c2 = c.clone()
+    c2[:, :, 2] += 1.0
+    out2 = base(c2, (13, 11))
+    changed = [not torch.equal(out[:, :, t], out2[:, :, t]) for t in range(4)]
+    assert changed == [False, False, True, False]
+    # At exactly factor x the input, no second interpolation: the pixel shuffle of the convolution.
+    ref = F.pixel_shuffle(F.conv2d(F.pad(c[0].transpose(0, 1), (1, 1, 1, 1), mode="replicate"), base.conv.weight,
+                                   base.conv.bias), 2)
+    torch.testing.assert_close(base(c, (12, 12))[0].transpose(0, 1), ref)
+
+
+def test_config_refuses_bad_bases():
+    for kw, msg in (({"base": "bicubic"}, "upsampler.base='bicubic'"), ({"base_kernel": 4}, "base_kernel=4"),
+                    ({"base_factor": 9}, "base_factor=9"), ({"base_kernel": 17}, "base_kernel=17")):
+        with pytest.raises(ValueError, match=msg):
+            UpsamplerConfig(**kw)
+
+
+def test_checkpoint_round_trip_and_real_size_on_meta(tmp_path):
+    model = tiny_linear()
+    torch.nn.init.normal_(model.upsampler.base.conv.weight, std=0.05)
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    back = load_checkpoint(tmp_path / "m.safetensors")
+    assert back.config.upsampler.base == "linear" and back.config.upsampler.base_kernel == 5
+    c = torch.randn(1, 16, 2, 5, 6)
+    torch.testing.assert_close(back.upsampler(c, (10, 12)), model.upsampler(c, (10, 12)), rtol=0, atol=0)
+    # The 480p -> 1080p latent (60x104 -> 135x240, not a multiple of the factor) on the meta device.
+    up = LatentUpsampler(UpsamplerConfig(hidden=128, base="linear")).to("meta")
+    assert up(torch.empty(1, 16, 21, 60, 104, device="meta"), (135, 240)).shape == (1, 16, 21, 135, 240)
+
+
+def test_fit_recovers_a_known_linear_map_and_beats_bilinear():
+    g = torch.Generator().manual_seed(0)
+    truth = LinearBase(16, 2, 3)
+    with torch.no_grad():
+        truth.conv.weight.normal_(0, 0.05, generator=g)
+        truth.conv.bias.normal_(0, 0.1, generator=g)
+    lr = torch.randn(12, 16, 2, 6, 6, generator=g)
+    hr = truth(lr, (12, 12)).detach()
+    model = tiny_linear(kernel=3)
+    err = fit_base(model, hr, lr, ridge=0.0, chunk=5, log=lambda *_: None)
+    torch.testing.assert_close(model.upsampler.base.conv.weight, truth.conv.weight, rtol=0, atol=1e-4)
+    torch.testing.assert_close(model.upsampler.base.conv.bias, truth.conv.bias, rtol=0, atol=1e-4)
+    assert err["mse"] < 1e-8 < 0.1 < err["bilinear_mse"]
+    # The fitted model's condition c is that map (its residual path starts at zero).
+    torch.testing.assert_close(model.upsampler(lr[:2], (12, 12)), hr[:2], rtol=0, atol=1e-4)
+
+
+def test_fit_refuses_what_it_cannot_fit():
+    lr, hr = torch.randn(2, 16, 2, 4, 4), torch.randn(2, 16, 2, 8, 8)
+    with pytest.raises(ValueError, match="upsampler.base='bilinear'"):
+        fit_base(SimpleGVR.from_config("tiny"), hr, lr)
+    with pytest.raises(ValueError, match=r"HR \(2, 16, 2, 9, 8\)"):
+        fit_base(tiny_linear(), torch.randn(2, 16, 2, 9, 8), lr)
+    bad = lr.clone()
+    bad[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fit_base(tiny_linear(), hr, bad)
+
+
+def test_fit_upsampler_cli_writes_a_fitted_init_checkpoint(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    truth = LinearBase(16, 2, 5)
+    with torch.no_grad():
+        truth.conv.weight.add_(torch.randn(truth.conv.weight.shape, generator=g) * 0.02)
+    lr = torch.randn(24, 16, 2, 6, 6, generator=g)  # 1,728 positions for 401 weights per output
+    write_shard(tmp_path / "pairs" / "pairs-00000.safetensors", truth(lr, (12, 12)).detach(), lr,
+                [torch.randn(3, 32, generator=g) for _ in range(24)], [""] * 24, "wan21")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'[model]\nconfig = "tiny"\n[model.overrides]\nupsampler = {{ base = "linear" }}\n'
+                   f'prediction = "residual"\n[data]\nkind = "shards"\npath = "{tmp_path / "pairs"}"\n')
+    cmd = [sys.executable, str(ROOT / "training" / "fit_upsampler.py"), "--config", str(cfg), "--out",
+           str(tmp_path / "init.safetensors"), "--ridge", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    model = load_checkpoint(tmp_path / "init.safetensors")
+    assert model.config.prediction == "residual" and model.config.upsampler.base == "linear"
+    torch.testing.assert_close(model.upsampler.base.conv.weight, truth.conv.weight, rtol=0, atol=1e-4)
+    # A config whose upsampler has no linear base: one line on stderr, exit 2, nothing written.
+    cfg.write_text(f'[model]\nconfig = "tiny"\n[data]\nkind = "shards"\npath = "{tmp_path / "pairs"}"\n')
+    cmd[-3] = str(tmp_path / "other.safetensors")
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "base='linear'" in r.stderr
+    assert not (tmp_path / "other.safetensors").exists()
