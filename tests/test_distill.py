@@ -1,6 +1,7 @@
 """The distillation stage (training/distill.py): a teacher becomes a 1-4 step student inside the trainer."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,53 @@ def test_bad_distillation_tables_are_refused(tmp_path, setup):
     for name in ("demo_distill", "stage4_distill"):
         c = load_config(f"training/configs/{name}.toml")
         assert c["distill"]["method"] in distill.METHODS and c["distill"]["steps"] == 1
+
+
+def test_ssim_loss_measures_what_metrics_ssim_measures_and_needs_a_codec():
+    """train.ssim_weight: PixelMetric.ssim is metrics.ssim of the decoded frames (up to their uint8 rounding), it
+    has gradients, and the loss term x0 = x_σ - σ v is the model's HR estimate."""
+    from simplegvr_core import metrics
+    from simplegvr_core.latent_formats import WAN21
+    from simplegvr_core.vae import VideoVAE
+    from training.train import PixelMetric
+
+    path = Path(__file__).resolve().parents[1] / "simplegvr_core" / "assets" / "demo_vae.safetensors"
+    if not path.is_file():
+        pytest.skip("the demo codec is not committed in this checkout")
+    m, vae = PixelMetric(str(path), WAN21, "cpu"), VideoVAE.load("file", path)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 16, 3, 8, 8, generator=g) * 0.5
+    b = a + 0.3 * torch.randn(a.shape, generator=g)
+    got = m.ssim(a, b)
+    for i in range(2):
+        ref = metrics.ssim(vae.decode(WAN21.denormalise(a[i:i + 1]))[0].numpy(),
+                           vae.decode(WAN21.denormalise(b[i:i + 1]))[0].numpy())
+        assert abs(float(got[i]) - ref) < 2e-3, (float(got[i]), ref)
+    assert torch.allclose(m.ssim(b, b), torch.ones(2), atol=1e-5)
+    a.requires_grad_(True)
+    (1 - m.ssim(a, b)).sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="train.ssim_weight=0.5"):
+        load_config(None, ["train.ssim_weight=0.5"])
+    # In the loss: flow_loss adds ssim_weight * (1 - SSIM) of the x0 estimate x_σ - σ v against HR.
+    from simplegvr_core import SimpleGVR
+    from simplegvr_core.timesteps import TimestepSampler
+    from training.train import flow_loss, sample_draws
+
+    model = SimpleGVR.from_config("tiny").eval()
+    hr, lr, ctx = torch.randn(2, 16, 2, 8, 8, generator=g), torch.randn(2, 16, 2, 4, 4, generator=g), torch.randn(2, 4, 32)
+    tcfg = {"noise_level": [0.0, 0.3], "null_prompt_prob": 0.0}
+    draws = [sample_draws(0, j, hr.shape[1:], lr.shape[1:], tcfg, TimestepSampler("uniform")) for j in range(2)]
+    with torch.no_grad():
+        plain, with_ssim = flow_loss(model, hr, lr, ctx, draws, metric=m), flow_loss(model, hr, lr, ctx, draws, metric=m,
+                                                                                       ssim_weight=0.5)
+        sigma = torch.cat([d["sigma"] for d in draws]).view(-1, 1, 1, 1, 1)
+        x = (1 - sigma) * hr + sigma * torch.stack([d["eps"] for d in draws])
+        from simplegvr_core.sampling import add_condition_noise
+
+        c_s = add_condition_noise(lr, torch.cat([d["s"] for d in draws]), noise=torch.stack([d["cond_eps"] for d in draws]))
+        v = model(x, c_s, sigma.flatten() * 1000, ctx, torch.cat([d["s"] for d in draws]))
+        torch.testing.assert_close(with_ssim - plain, 0.5 * (1 - m.ssim(x - sigma * v, hr)), rtol=1e-4, atol=1e-5)
 
 
 def test_pixel_metric_scores_latent_errors_as_the_decoder_turns_them_into_pixels(tmp_path):

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -64,7 +65,7 @@ DEFAULTS: dict = {
               "noise_level": [0.3, 0.6], "timestep_sampler": "uniform", "logit_mean": 0.0, "logit_std": 1.0,
               "detail_curve": "", "mixed_precision": "bf16", "gradient_checkpointing": False, "seed": 0,
               "overfit": False, "stop_at_step": 0, "grad_accum": 1, "fsdp": False, "upsampler_weight": 0.0,
-              "pixel_metric": "", "freeze": []},
+              "pixel_metric": "", "ssim_weight": 0.0, "freeze": []},
     "log": {"output_dir": "runs/simplegvr", "tracker": "tensorboard", "log_every": 10, "checkpoint_every": 500,
             "keep_checkpoints": 3, "validate_every": 500, "val_steps": 10},
     "distill": dict(distill.DEFAULTS),  # the distillation stage (training/distill.py); method '' = flow training
@@ -145,7 +146,7 @@ _FLOAT_RANGES = {  # key: (lo, hi, lo open?)
     "train.lr": (0.0, 1.0, True), "train.weight_decay": (0.0, 10.0, False), "train.grad_clip": (0.0, 1e6, False),
     "train.ema_decay": (0.0, 1.0, False), "train.null_prompt_prob": (0.0, 1.0, False),
     "train.logit_mean": (-10.0, 10.0, False), "train.logit_std": (0.0, 10.0, True),
-    "train.upsampler_weight": (0.0, 100.0, False), **distill.FLOAT_RANGES,
+    "train.upsampler_weight": (0.0, 100.0, False), "train.ssim_weight": (0.0, 100.0, False), **distill.FLOAT_RANGES,
 }
 
 
@@ -193,6 +194,8 @@ def validate_config(cfg: dict) -> dict:
             fail(key, v, f"a list of {n} numbers")
     if not isinstance(t["freeze"], list) or not all(isinstance(x, str) and x for x in t["freeze"]):
         fail("train.freeze", t["freeze"], 'a list of parameter-name prefixes, e.g. ["upsampler"]')
+    if t["ssim_weight"] and not t["pixel_metric"]:
+        fail("train.ssim_weight", t["ssim_weight"], "0, or a train.pixel_metric codec to decode the frames SSIM is measured on")
     if not all(0 <= b < 1 for b in t["betas"]):
         fail("train.betas", t["betas"], "two numbers in [0, 1)")
     lo, hi = t["noise_level"]
@@ -403,10 +406,35 @@ class PixelMetric:
         for q in self.codec.parameters():
             q.requires_grad_(False)
         std = torch.tensor(latent_format.std, dtype=torch.float32, device=device)
+        self.std, self.mean = std, torch.tensor(latent_format.mean, dtype=torch.float32, device=device)
         self.gain = (std / self.codec.scale.to(device)).view(1, -1, 1, 1, 1)  # model-space unit -> code unit
         g = torch.Generator().manual_seed(0)
         self.norm = 1.0
         self.norm = float(self(torch.randn(2, codec.z_dim, 3, 8, 8, generator=g).to(device)).mean())
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space latents [B, C, T, h, w] -> the codec's decoded frames [B, 3, T', H, W] in [0, 1]."""
+        raw = x.float() * self.std.view(1, -1, 1, 1, 1) + self.mean.view(1, -1, 1, 1, 1)
+        return ((self.codec.decode(raw) + 1) / 2).clamp(0, 1)
+
+    def ssim(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample mean SSIM [B] of the decoded frames of two model-space latents, as `metrics.ssim` measures it
+        (Gaussian window 11, sigma 1.5, reflected borders, per RGB channel and frame); differentiable in `pred`."""
+        a, b = self.frames(pred), self.frames(target)
+        n, ch, t, h, w = a.shape
+        a, b = (z.permute(0, 2, 1, 3, 4).reshape(n * t * ch, 1, h, w) for z in (a, b))
+        k = torch.exp(-0.5 * ((torch.arange(11, device=a.device, dtype=torch.float32) - 5) / 1.5) ** 2)
+        k = k / k.sum()
+
+        def blur(z):
+            z = F.conv2d(F.pad(z, (5, 5, 0, 0), mode="reflect"), k.view(1, 1, 1, 11))
+            return F.conv2d(F.pad(z, (0, 0, 5, 5), mode="reflect"), k.view(1, 1, 11, 1))
+
+        c1, c2 = 0.01**2, 0.03**2
+        ma, mb = blur(a), blur(b)
+        va, vb, cov = blur(a * a) - ma**2, blur(b * b) - mb**2, blur(a * b) - ma * mb
+        s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+        return s.view(n, -1).mean(1)
 
     def __call__(self, err: torch.Tensor) -> torch.Tensor:
         """Per-sample mean squared pixel error [B] of a model-space latent error [B, C, T, h, w]."""
@@ -415,12 +443,15 @@ class PixelMetric:
         return px.pow(2).flatten(1).mean(1) / self.norm
 
 
-def flow_loss(model, hr, lr, ctx, draws: list[dict], upsampler_weight: float = 0.0, metric=None) -> torch.Tensor:
+def flow_loss(model, hr, lr, ctx, draws: list[dict], upsampler_weight: float = 0.0, metric=None,
+              ssim_weight: float = 0.0) -> torch.Tensor:
     """Per-sample training losses [B]: noise-augmented condition, flow target, null-prompt dropout, with sample i's
     draws `draws[i]` (`sample_draws`). With `upsampler_weight` > 0, plus that weight times the squared error of the
     upsampler's condition c against HR: c is a latent at HR size, and this asks it to be the best guess of HR from
     the LR latent (the upsampler learns latent super-resolution directly, not only through the DiT's gradients).
-    `metric` (a `PixelMetric`): how a latent error is scored (default: mean square over the latent)."""
+    `metric` (a `PixelMetric`): how a latent error is scored (default: mean square over the latent). With
+    `ssim_weight` > 0 (and a metric), plus that weight times 1 - SSIM of the decoded x0 estimate x_σ - σ v against
+    the decoded HR latent: a loss on local structure, which mean-square errors let a model blur or ring away."""
     dev = hr.device
     s = torch.cat([d["s"] for d in draws]).to(dev)
     cond_eps = torch.stack([d["cond_eps"] for d in draws]).to(dev)
@@ -431,11 +462,14 @@ def flow_loss(model, hr, lr, ctx, draws: list[dict], upsampler_weight: float = 0
     x = noise_latent(hr, eps, sigma)  # x_σ = (1-σ) x0 + σ ε
     ctx = ctx * (~drop).view(-1, 1, 1).to(ctx.dtype)
     score = metric or (lambda e: e.float().pow(2).flatten(1).mean(1))
-    if not upsampler_weight:
-        v = model(x, c_s, sigma * 1000.0, ctx, s)  # SimpleGVR.forward: upsampler + DiT
-        return score(v.float() - (eps - hr).float())
-    v, c = model(x, c_s, sigma * 1000.0, ctx, s, return_condition=True)
-    return score(v.float() - (eps - hr).float()) + upsampler_weight * score(c.float() - hr.float())
+    v, c = model(x, c_s, sigma * 1000.0, ctx, s, return_condition=True)  # SimpleGVR.forward: upsampler + DiT
+    loss = score(v.float() - (eps - hr).float())
+    if upsampler_weight:
+        loss = loss + upsampler_weight * score(c.float() - hr.float())
+    if ssim_weight:
+        x0 = x.float() - sigma.view(-1, *[1] * (x.dim() - 1)) * v.float()
+        loss = loss + ssim_weight * (1 - metric.ssim(x0, hr))
+    return loss
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -674,7 +708,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
                 with accelerator.autocast():
                     target = distill.targets(cfg, teacher, hr, lr, ctx, draws)  # HR, or a teacher's solution
                     per_sample = flow_loss(net, target, lr, ctx, draws, float(tcfg["upsampler_weight"]),
-                                           metric)  # through the DDP wrapper / FSDP hooks
+                                           metric, float(tcfg["ssim_weight"]))  # through the DDP wrapper / FSDP hooks
                 # The loss of the step is the mean over the global batch; DDP and FSDP average gradients over ranks.
                 accelerator.backward(per_sample.sum() * (world / global_batch))
             loss_sum += per_sample.detach().double().sum().cpu()
