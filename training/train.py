@@ -406,7 +406,7 @@ class PixelMetric:
         for q in self.codec.parameters():
             q.requires_grad_(False)
         std = torch.tensor(latent_format.std, dtype=torch.float32, device=device)
-        self.std, self.mean = std, torch.tensor(latent_format.mean, dtype=torch.float32, device=device)
+        self.fmt = latent_format
         self.gain = (std / self.codec.scale.to(device)).view(1, -1, 1, 1, 1)  # model-space unit -> code unit
         g = torch.Generator().manual_seed(0)
         self.norm = 1.0
@@ -414,8 +414,7 @@ class PixelMetric:
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space latents [B, C, T, h, w] -> the codec's decoded frames [B, 3, T', H, W] in [0, 1]."""
-        raw = x.float() * self.std.view(1, -1, 1, 1, 1) + self.mean.view(1, -1, 1, 1, 1)
-        return ((self.codec.decode(raw) + 1) / 2).clamp(0, 1)
+        return ((self.codec.decode(self.fmt.denormalise(x.float())) + 1) / 2).clamp(0, 1)
 
     def ssim(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-sample mean SSIM [B] of the decoded frames of two model-space latents, as `metrics.ssim` measures it
