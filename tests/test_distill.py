@@ -122,6 +122,23 @@ def test_bad_distillation_tables_are_refused(tmp_path, setup):
         assert c["distill"]["method"] in distill.METHODS and c["distill"]["steps"] == 1
 
 
+def test_ssim_loss_blur_is_opencvs_gaussian_blur_with_reflected_borders():
+    """PixelMetric.ssim blurs with a matrix (fast on CPU); it must be metrics.ssim's cv2.GaussianBlur (11, 1.5,
+    BORDER_REFLECT) exactly, borders included, on odd, even and non-square frames."""
+    import cv2
+    import numpy as np
+
+    from training.train import PixelMetric
+
+    rng = np.random.default_rng(0)
+    for h, w in ((16, 16), (37, 24), (128, 128)):
+        z = rng.random((h, w), dtype=np.float32)
+        ref = cv2.GaussianBlur(z, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+        got = PixelMetric.blur_matrix(h) @ torch.from_numpy(z) @ PixelMetric.blur_matrix(w).t()
+        np.testing.assert_allclose(got.numpy(), ref, atol=2e-6)
+        assert torch.allclose(PixelMetric.blur_matrix(w).sum(1), torch.ones(w))  # a blur keeps constants
+
+
 def test_ssim_loss_measures_what_metrics_ssim_measures_and_needs_a_codec():
     """train.ssim_weight: PixelMetric.ssim is metrics.ssim of the decoded frames (up to their uint8 rounding), it
     has gradients, and the loss term x0 = x_σ - σ v is the model's HR estimate."""
