@@ -319,7 +319,7 @@ def _cmd_demo(args) -> int:
     print(f"SimpleGVR demo: {st['clips']} clips ({st['source']}), {demo.FRAMES} frames, {demo.LR_SIZE}x{demo.LR_SIZE} -> "
           f"{demo.HR_SIZE}x{demo.HR_SIZE} ({'clean area downscale' if args.lr_mode == 'area' else 'flow-guided T2V artefacts'}),"
           f" {steps} Euler steps (shift {shift}, noise level {noise}); model: the {chosen['model']}"
-          + (" (the distilled one-step SimpleGVR; --teacher runs the teacher)" if chosen["model"] == "student" else ""))
+          + (" (the one-step SimpleGVR; --teacher runs the multi-step flow model)" if chosen["model"] == "student" else ""))
     print(demo.format_table(results))
     print()
     print(demo.format_comparisons(results))

@@ -32,7 +32,7 @@ import torch
 ASSETS = Path(__file__).resolve().parent / "assets"
 VAE_FILE = "demo_vae.safetensors"
 MODEL_FILE = "demo_simplegvr.safetensors"
-STUDENT_FILE = "demo_student.safetensors"  # the distilled 1-step student (training/distill.py), when built
+STUDENT_FILE = "demo_student.safetensors"  # the 1-step model (benchmarks/onestep_results.py), when built
 MANIFEST = "demo_manifest.json"
 FRAMES, HR_SIZE, LR_SIZE = 17, 128, 64
 LR_MODES = ("area", "flow")  # the demo's LR: a clean 2x area downscale, or the paper's flow-guided T2V artefacts first
@@ -70,8 +70,8 @@ def load_assets(assets: str | os.PathLike | None = None):
 
 
 def load_model(assets: str | os.PathLike | None = None, teacher: bool = False):
-    """(model, vae, sampling) that `simplegvr demo` runs: the distilled student when the manifest names it the
-    default (`benchmarks/distill_results.py` decides on the validation split) and `teacher` is False, else the
+    """(model, vae, sampling) that `simplegvr demo` runs: the one-step student when the manifest names it the
+    default (`benchmarks/onestep_results.py` builds it, chosen on the validation split) and `teacher` is False, else the
     teacher with the sampling settings `tune` chose. sampling = {"model": "student" | "teacher", "steps", "shift",
     "noise_level"}."""
     from .checkpoint import load_checkpoint

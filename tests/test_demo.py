@@ -182,13 +182,21 @@ def test_committed_model_holds_its_measured_margins_and_beats_latent_bilinear(te
 
 
 @pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
-@pytest.mark.xfail(strict=True, reason="issue 13's target, not reached yet: the default model (the 1-step student) "
-                                       "is 0.52 dB [0.43, 0.62] and 0.049 SSIM below decode + bicubic on the test split "
-                                       "(RESULTS.md); strict, so reaching it turns this red until the mark goes")
-def test_committed_model_beats_decode_bicubic_on_the_test_split(test_split_results):
+def test_committed_model_beats_decode_bicubic_in_psnr_on_the_test_split(test_split_results):
     res, _ = test_split_results
-    c = res["comparisons"]["pixel_bicubic"]
-    assert c["psnr"]["lo"] > 0 and c["ssim"]["lo"] > 0, demo.format_comparisons(res)
+    c = res["comparisons"]["pixel_bicubic"]["psnr"]
+    assert c["lo"] > 0, demo.format_comparisons(res)
+
+
+@pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
+@pytest.mark.xfail(strict=True, reason="issue 13's target, not reached yet in SSIM: the default model (the one-step "
+                                       "x0-residual model, benchmarks/onestep_results.py) is +0.000 [-0.005, +0.006] "
+                                       "SSIM against decode + bicubic on the test split (RESULTS.md), an interval that "
+                                       "does not lie above zero; strict, so reaching it turns this red until the mark goes")
+def test_committed_model_beats_decode_bicubic_in_ssim_on_the_test_split(test_split_results):
+    res, _ = test_split_results
+    c = res["comparisons"]["pixel_bicubic"]["ssim"]
+    assert c["lo"] > 0, demo.format_comparisons(res)
 
 
 # --- the command ---------------------------------------------------------------------------------------------
