@@ -10,7 +10,7 @@ The recipe (training/configs/demo_onestep.toml; RESULTS.md reads why):
 2. one-step regression to HR (distill.method = regress_hr, no teacher), the upsampler frozen, the loss in pixels
    through the codec, 1,500 steps on those none,flow shards;
 3. 1,500 more on shards of clean area-downscaled LR only (`runs/demo/pairs_clean`, `--degradation none`).
-With `--train` the stages whose outputs are missing under --work are run (about 12 minutes on 2 cores with nothing else running); the pair
+With `--train` the stages whose outputs are missing under --work are run (about 12 minutes on 2 cores, alone); the pair
 shards must exist. Then the fitted init and the result are measured on the validation split, the result on the test
 split (clean LR, and LR with flow-guided artefacts). Unless --no-write, the result becomes the demo's default
 model (`demo_student.safetensors`, the manifest's `student` entry with these commands), its test-split margins
