@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from simplegvr_core import demo  # noqa: E402
 
 STEPS = 1500
-CODEC = "simplegvr_core/assets/demo_vae.safetensors"
+CODEC = f"simplegvr_core/assets/{demo.VAE_FILE}"
 PAIRS = {"none,flow": "runs/demo/pairs", "none": "runs/demo/pairs_clean"}
 
 
@@ -42,9 +42,9 @@ def commands(work: str) -> list[tuple[str, list[str]]]:
              "distill.method=regress_hr", "distill.teacher=", "train.lr=5e-4", "train.warmup_steps=50",
              "train.ema_decay=0.998", f"train.pixel_metric={CODEC}", "log.tracker=none", "log.checkpoint_every=250",
              'train.freeze=["upsampler"]']
-    pairs = ["python", "training/make_pairs.py", "--videos", "runs/demo/videos", "--frames", "17", "--per-shard", "64",
-             "--hr-size", "128x128", "--lr-size", "64x64", "--vae", "file", "--vae-path", CODEC, "--text", "byte",
-             "--text-dim", "32"]
+    pairs = ["python", "training/make_pairs.py", "--videos", "runs/demo/videos", "--frames", str(demo.FRAMES),
+             "--per-shard", "64", "--hr-size", f"{demo.HR_SIZE}x{demo.HR_SIZE}", "--lr-size",
+             f"{demo.LR_SIZE}x{demo.LR_SIZE}", "--vae", "file", "--vae-path", CODEC, "--text", "byte", "--text-dim", "32"]
     return [
         (PAIRS["none"], pairs + ["--out", PAIRS["none"], "--degradation", "none"]),
         (f"{work}/init.safetensors", ["python", "training/fit_upsampler.py", "--config",

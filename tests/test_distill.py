@@ -126,7 +126,6 @@ def test_ssim_loss_blur_is_opencvs_gaussian_blur_with_reflected_borders():
     """PixelMetric.ssim blurs with a matrix (fast on CPU); it must be metrics.ssim's cv2.GaussianBlur (11, 1.5,
     BORDER_REFLECT) exactly, borders included, on odd, even and non-square frames."""
     import cv2
-    import numpy as np
 
     from training.train import PixelMetric
 
