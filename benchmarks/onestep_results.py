@@ -4,17 +4,17 @@
 
 The recipe (training/configs/demo_onestep.toml; RESULTS.md reads why):
 1. `training/fit_upsampler.py`: the upsampler's linear base becomes the least-squares map from LR to HR latents on
-   the train split's pair shards (`runs/demo/pairs`, from `simplegvr demo --retrain` or the manifest's make_pairs
-   command), and the DiT's head starts at zero (`prediction = "residual_x0"`: x0 = c + DiT), so the model starts as
-   that linear estimate;
+   the train split's pair shards (`runs/demo/pairs`, from the manifest's make_pairs command), and the DiT's head
+   starts at zero (`prediction = "residual_x0"`: x0 = c + DiT), so the model starts as that linear estimate;
 2. one-step regression to HR (distill.method = regress_hr, no teacher), the upsampler frozen, the loss in pixels
    through the codec, 1,500 steps on those none,flow shards;
 3. 1,500 more on shards of clean area-downscaled LR only (`runs/demo/pairs_clean`, `--degradation none`).
-With `--train` the stages whose outputs are missing under --work are run (about 12 minutes on 2 cores, alone); the pair
-shards must exist. Then the fitted init and the result are measured on the validation split, the result on the test
-split (clean LR, and LR with flow-guided artefacts). Unless --no-write, the result becomes the demo's default
-model (`demo_student.safetensors`, the manifest's `student` entry with these commands), its test-split margins
-become the manifest's `test_margins`, and RESULTS.md's `onestep` section is rewritten.
+With `--train` the stages whose outputs are missing under --work are run (about 12 minutes on 2 cores, alone); the
+none,flow pair shards must exist. (`simplegvr demo --retrain` runs the same stages, `demo.student_commands`, after
+rebuilding the codec and the teacher.) Then the fitted init and the result are measured on the validation split,
+the result on the test split (clean LR, and LR with flow-guided artefacts). Unless --no-write, the result becomes
+the demo's default model (`demo_student.safetensors`, the manifest's `student` entry with these commands), its
+test-split margins become the manifest's `test_margins`, and RESULTS.md's `onestep` section is rewritten.
 """
 
 from __future__ import annotations
@@ -31,29 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 from simplegvr_core import demo  # noqa: E402
 
-STEPS = 1500
-CODEC = f"simplegvr_core/assets/{demo.VAE_FILE}"
-PAIRS = {"none,flow": "runs/demo/pairs", "none": "runs/demo/pairs_clean"}
+ASSETS = Path("simplegvr_core/assets")  # the committed codec the stages read, relative to the repository root
+WORK = Path("runs/demo")  # where `simplegvr demo --retrain` (or the manifest's commands) left the train list and pairs
 
 
-def commands(work: str) -> list[tuple[str, list[str]]]:
-    """(output, command) for each stage, run from the repository root."""
-    train = ["python", "training/train.py", "--config", "training/configs/demo_distill.toml", f"train.steps={STEPS}",
-             "distill.method=regress_hr", "distill.teacher=", "train.lr=5e-4", "train.warmup_steps=50",
-             "train.ema_decay=0.998", f"train.pixel_metric={CODEC}", "log.tracker=none", "log.checkpoint_every=250",
-             'train.freeze=["upsampler"]']
-    pairs = ["python", "training/make_pairs.py", "--videos", "runs/demo/videos", "--frames", str(demo.FRAMES),
-             "--per-shard", "64", "--hr-size", f"{demo.HR_SIZE}x{demo.HR_SIZE}", "--lr-size",
-             f"{demo.LR_SIZE}x{demo.LR_SIZE}", "--vae", "file", "--vae-path", CODEC, "--text", "byte", "--text-dim", "32"]
-    return [
-        (PAIRS["none"], pairs + ["--out", PAIRS["none"], "--degradation", "none"]),
-        (f"{work}/init.safetensors", ["python", "training/fit_upsampler.py", "--config",
-                                      "training/configs/demo_onestep.toml", "--out", f"{work}/init.safetensors"]),
-        (f"{work}/mixed.safetensors", train + [f"data.path={PAIRS['none,flow']}", f"model.init={work}/init.safetensors",
-                                               f"log.output_dir={work}/mixed", "--export", f"{work}/mixed.safetensors"]),
-        (f"{work}/clean.safetensors", train + [f"data.path={PAIRS['none']}", f"model.init={work}/mixed.safetensors",
-                                               f"log.output_dir={work}/clean", "--export", f"{work}/clean.safetensors"]),
-    ]
+def commands(work: str) -> list[tuple[Path, list[str]]]:
+    """(output, command) for each stage (`demo.student_commands`), run from the repository root."""
+    return demo.student_commands(ASSETS, WORK, Path(work))
 
 
 def main() -> int:
@@ -69,9 +53,9 @@ def main() -> int:
     for out, cmd in stages:
         if not (ROOT / out).exists():
             if not args.train:
-                raise SystemExit(f"{out} is missing: run with --train (or its command: {' '.join(cmd)})")
-            print("$ " + " ".join(cmd), flush=True)
-            subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, check=True)
+                raise SystemExit(f"{out} is missing: run with --train (or its command: {demo.command_line(cmd, ROOT)})")
+            print("$ " + demo.command_line(cmd, ROOT), flush=True)
+            subprocess.run(cmd, cwd=ROOT, check=True)
     vae = demo.load_assets()[1]
     kw = dict(steps=1, shift=1.0, noise_level=0.0, progress=False, keep_videos=False)
     init, student = (load_checkpoint(ROOT / stages[i][0]).eval() for i in (1, 3))
@@ -105,16 +89,11 @@ def main() -> int:
     from simplegvr_core.files import atomic_write
 
     manifest = json.loads((demo.ASSETS / demo.MANIFEST).read_text())
-    shutil.copyfile(ROOT / stages[3][0], demo.ASSETS / demo.STUDENT_FILE)
-    manifest["student"] = {"file": demo.STUDENT_FILE, "default": True, "r_embedding": False, "shift": 1.0, "steps": 1,
-                           "timesteps": None, "noise_level": 0.0,
-                           "validation_psnr_db": round(v_student["summary"]["simplegvr"]["psnr"], 3),
-                           "recipe": "training/configs/demo_onestep.toml (benchmarks/onestep_results.py)",
-                           "commands": [" ".join(cmd) for _, cmd in stages]}
-    manifest["test_margins"] = {b: {k: round(clean["comparisons"][b][k]["diff"], 4) for k in ("psnr", "ssim")}
-                                for b in demo.BASELINES}
-    manifest["test_margins_model"] = "student"
+    atomic_write(demo.ASSETS / demo.STUDENT_FILE, lambda tmp: shutil.copyfile(ROOT / stages[3][0], tmp))
+    manifest["student"] = demo.student_entry(v_student["summary"]["simplegvr"]["psnr"],
+                                             [demo.command_line(cmd, ROOT) for _, cmd in stages])
     atomic_write(demo.ASSETS / demo.MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+    demo.record_test_margins(clean, "student")
     update_section(ROOT / "RESULTS.md", "onestep", text)
     return 0
 

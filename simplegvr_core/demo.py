@@ -39,6 +39,7 @@ LR_MODES = ("area", "flow")  # the demo's LR: a clean 2x area downscale, or the 
 # The demo model's recipe (`--retrain`): random crops of the train split (TRAIN_REPEATS per file), the LR drawn per
 # clip from a clean area resize (as the demo's LR) or the paper's flow-guided degradation, TRAIN_STEPS steps.
 TRAIN_REPEATS, DEGRADATION, TRAIN_STEPS = 24, "none,flow", 3000
+STUDENT_STEPS = 1500  # each of the one-step default model's two regression stages (`student_commands`)
 METHODS = ("simplegvr", "latent_bilinear", "pixel_bicubic")
 BASELINES = ("latent_bilinear", "pixel_bicubic")
 METRICS = ("psnr", "ssim", "warp_error", "hf_ratio", "blockiness", "seconds")
@@ -262,19 +263,55 @@ def write_train_list(folder: Path, repeats: int) -> Path:
 
 
 def retrain_commands(assets: Path, work: Path, quick: bool = False) -> list[list[str]]:
-    """The exact commands that rebuild the demo weights (run from the repository root); they read the train split
-    only (train_vae.py reports on the validation split)."""
+    """The exact commands that rebuild the demo codec and teacher (run from the repository root); they read the train
+    split only (train_vae.py reports on the validation split)."""
     py = sys.executable
     vae_args, steps = (["--crops", "8", "--steps", "20"], "4") if quick else ([], str(TRAIN_STEPS))
     return [
         [py, "training/train_vae.py", "--out", str(assets / VAE_FILE), *vae_args],
-        [py, "training/make_pairs.py", "--videos", str(work / "videos"), "--frames", str(FRAMES),
-         "--out", str(work / "pairs"), "--per-shard", "64", "--degradation", DEGRADATION, "--hr-size",
-         f"{HR_SIZE}x{HR_SIZE}", "--lr-size", f"{LR_SIZE}x{LR_SIZE}", "--vae", "file", "--vae-path", str(assets / VAE_FILE),
-         "--text", "byte", "--text-dim", "32"],
+        _pairs_command(assets, work, "pairs", DEGRADATION),
         [py, "training/train.py", "--config", "training/configs/demo.toml", f"data.path={work / 'pairs'}",
          f"log.output_dir={work / 'run'}", f"train.steps={steps}", "--export", str(assets / MODEL_FILE)],
     ]
+
+
+def _pairs_command(assets: Path, work: Path, name: str, degradation: str) -> list[str]:
+    return [sys.executable, "training/make_pairs.py", "--videos", str(work / "videos"), "--frames", str(FRAMES),
+            "--per-shard", "64", "--hr-size", f"{HR_SIZE}x{HR_SIZE}", "--lr-size", f"{LR_SIZE}x{LR_SIZE}", "--vae",
+            "file", "--vae-path", str(assets / VAE_FILE), "--text", "byte", "--text-dim", "32", "--out",
+            str(work / name), "--degradation", degradation]
+
+
+def student_commands(assets: Path, work: Path, out: Path, quick: bool = False) -> list[tuple[Path, list[str]]]:
+    """(output, command) of each stage of the one-step default model (training/configs/demo_onestep.toml; run from
+    the repository root after `retrain_commands`, whose codec and none,flow pairs it reads): shards of clean LR, the
+    fitted linear base, STUDENT_STEPS steps of one-step regression to HR on the none,flow pairs and as many on the
+    clean ones (the upsampler frozen, the loss in pixels through the codec). Outputs go to `out`."""
+    py = sys.executable
+    steps = "4" if quick else str(STUDENT_STEPS)
+    train = [py, "training/train.py", "--config", "training/configs/demo_distill.toml", f"train.steps={steps}",
+             "distill.method=regress_hr", "distill.teacher=", "train.lr=5e-4", "train.warmup_steps=50",
+             "train.ema_decay=0.998", f"train.pixel_metric={assets / VAE_FILE}", "log.tracker=none",
+             "log.checkpoint_every=250", 'train.freeze=["upsampler"]']
+    return [
+        (work / "pairs_clean", _pairs_command(assets, work, "pairs_clean", "none")),
+        (out / "init.safetensors", [py, "training/fit_upsampler.py", "--config", "training/configs/demo_onestep.toml",
+                                    f"data.path={work / 'pairs'}", "--out", str(out / "init.safetensors")]),
+        (out / "mixed.safetensors", train + [f"data.path={work / 'pairs'}", f"model.init={out / 'init.safetensors'}",
+                                             f"log.output_dir={out / 'mixed'}", "--export", str(out / "mixed.safetensors")]),
+        (out / "clean.safetensors", train + [f"data.path={work / 'pairs_clean'}", f"model.init={out / 'mixed.safetensors'}",
+                                             f"log.output_dir={out / 'clean'}", "--export", str(out / "clean.safetensors")]),
+    ]
+
+
+STUDENT_SAMPLING = {"steps": 1, "shift": 1.0, "noise_level": 0.0}
+
+
+def student_entry(validation_psnr_db: float, commands: list[str]) -> dict:
+    """The manifest's `student` entry: the one-step default model and how it is sampled (1 step, no noise)."""
+    return {"file": STUDENT_FILE, "default": True, "r_embedding": False, **STUDENT_SAMPLING, "timesteps": None,
+            "validation_psnr_db": round(validation_psnr_db, 3),
+            "recipe": "training/configs/demo_onestep.toml (benchmarks/onestep_results.py)", "commands": commands}
 
 
 TUNE_GRID = [(st, sh, nl) for st in (1, 2, 4, 10) for sh in (1.0, 3.0) for nl in (0.0, 0.1)]
@@ -294,6 +331,20 @@ def tune(model, vae, grid=None, clips=None, log=print) -> dict:
         if best is None or p > best[0]:
             best = (p, st, sh, nl)
     return {"steps": best[1], "shift": best[2], "noise_level": best[3], "validation_psnr_db": round(best[0], 3)}
+
+
+def record_test_margins(results: dict, role: str, assets: str | os.PathLike | None = None) -> dict:
+    """Write `evaluate`'s mean PSNR / SSIM margins over each baseline on the test split into the manifest
+    (`test_margins`, and `test_margins_model`: which model they measure), for tests/test_demo.py."""
+    from .files import atomic_write
+
+    a = Path(assets) if assets else ASSETS
+    manifest = json.loads((a / MANIFEST).read_text())
+    manifest["test_margins"] = {b: {k: round(results["comparisons"][b][k]["diff"], 4) for k in ("psnr", "ssim")}
+                                for b in BASELINES}
+    manifest["test_margins_model"] = role
+    atomic_write(a / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+    return manifest
 
 
 def retune(assets: str | os.PathLike | None = None, log=print) -> dict:
@@ -326,6 +377,11 @@ def _relative(arg: str, root: Path) -> str:
     return key + sep + value
 
 
+def command_line(cmd: list[str], root: Path) -> str:
+    """A command as the manifest records it: `python script ...`, paths inside the repository relative to it."""
+    return " ".join(["python"] + [_relative(c, root) for c in cmd[1:]])
+
+
 WORK_MARKER = ".simplegvr_demo_work"
 
 
@@ -338,7 +394,8 @@ def fresh_work_folder(work: Path) -> Path:
     if work.exists() and (not work.is_dir() or (any(work.iterdir()) and not marker.is_file())):
         raise ValueError(f"--work {str(work)!r} exists and is not a demo scratch folder (no {WORK_MARKER}): "
                          "give a new or empty folder")
-    for sub in ("videos", "pairs", "run"):  # videos/ holds the train list (captions.jsonl) make_pairs reads
+    # videos/ holds the train list (captions.jsonl) make_pairs reads; the rest are outputs of the retrain commands
+    for sub in ("videos", "pairs", "pairs_clean", "run", "onestep"):
         shutil.rmtree(work / sub, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     marker.write_text("scratch folder of `simplegvr demo --retrain`: emptied by the next --retrain\n")
@@ -347,7 +404,11 @@ def fresh_work_folder(work: Path) -> Path:
 
 def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "runs/demo", quick: bool = False,
             log=print) -> dict:
-    """Rebuild the demo VAE and model with the training scripts (they live in the repository's training/)."""
+    """Rebuild the demo codec, the teacher (its sampling tuned on validation) and the one-step default model with the
+    training scripts (they live in the repository's training/); the student's validation PSNR goes in the manifest.
+    The test split is never read: benchmarks/onestep_results.py measures it."""
+    import shutil
+
     root = Path(__file__).resolve().parents[1]
     if not (root / "training" / "train.py").is_file():
         raise ValueError(f"--retrain needs the repository's training/ folder next to {root / 'simplegvr_core'} "
@@ -357,23 +418,32 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
     a.mkdir(parents=True, exist_ok=True)
     write_train_list(w / "videos", 1 if quick else TRAIN_REPEATS)
     cmds = retrain_commands(a.resolve(), w, quick)
+    stages = student_commands(a.resolve(), w, w / "onestep", quick)
     t0 = time.time()
-    for cmd in cmds:
+    for cmd in cmds + [c for _, c in stages]:
         log("$ " + " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd)))
         r = subprocess.run(cmd, cwd=root)
         if r.returncode != 0:
             raise ValueError(f"retraining step failed (exit {r.returncode}): {' '.join(cmd[1:3])}")
-    from .checkpoint import read_safetensors
+    from .checkpoint import load_checkpoint, read_safetensors
+    from .clips import split_files
     from .files import atomic_write
 
     _, vmeta = read_safetensors(a / VAE_FILE)
     model, vae, _ = load_assets(a)
     grid = [(2, 3.0, 0.0)] if quick else None
-    settings = tune(model, vae, grid=grid, log=log)
+    val, _ = load_clips(split_files("validation"), log)
+    settings = tune(model, vae, grid=grid, clips=val, log=log)
+    atomic_write(a / STUDENT_FILE, lambda tmp: shutil.copyfile(stages[-1][0], tmp))
+    student = evaluate(load_checkpoint(a / STUDENT_FILE).eval(), vae, val, role="student", progress=False,
+                       keep_videos=False, log=lambda *_: None, **STUDENT_SAMPLING)
+    log(f"  validation: the one-step default model: PSNR {student['summary']['simplegvr']['psnr']:.2f} dB")
     manifest = {**settings, "codec_validation_psnr_db": float(vmeta.get("validation_psnr_db", "nan")),
                 "codec_validation_blockiness": float(vmeta.get("validation_blockiness", "nan")),
                 "seconds": round(time.time() - t0, 1), "quick": quick,
                 "clips_package": _clips_version(),
-                "commands": [" ".join(["python"] + [_relative(c, root) for c in cmd[1:]]) for cmd in cmds]}
+                "commands": [command_line(cmd, root) for cmd in cmds],
+                "student": student_entry(student["summary"]["simplegvr"]["psnr"],
+                                         [command_line(cmd, root) for _, cmd in stages])}
     atomic_write(a / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return manifest

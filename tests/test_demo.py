@@ -51,17 +51,19 @@ def test_no_test_clip_is_read_by_training_or_tuning(tmp_path):
         train_list = demo.write_train_list(work / "videos", 1)
         listed = {Path(json.loads(line)["video"]).name for line in train_list.read_text().splitlines()}
         assert listed == set(clips.TRAIN)
-        from training import make_pairs, train_vae
+        from training import fit_upsampler, make_pairs, train_vae
         from training.train import main as train_main
 
         assets.mkdir()
-        for cmd in demo.retrain_commands(assets, work, quick=True):
+        stages = demo.student_commands(assets, work, work / "onestep", quick=True)
+        for cmd in demo.retrain_commands(assets, work, quick=True) + [c for _, c in stages]:
             script, args = cmd[1], cmd[2:]
             fn = {"training/train_vae.py": train_vae.main, "training/make_pairs.py": make_pairs.main,
-                  "training/train.py": train_main}[script]
+                  "training/train.py": train_main, "training/fit_upsampler.py": fit_upsampler.main}[script]
             assert fn(args) == 0, script
         model, vae, _ = demo.load_assets(assets)
         demo.tune(model, vae, grid=[(1, 3.0, 0.0)], log=lambda *_: None)
+        assert stages[-1][0].is_file()
     finally:
         watching[0] = False
     test_names = set(clips.TEST)
@@ -249,6 +251,13 @@ def test_demo_retrain_quick_rebuilds_loadable_weights(tmp_path):
     manifest = demo.retrain(assets, work, quick=True, log=lambda *_: None)
     assert (assets / demo.VAE_FILE).is_file() and (assets / demo.MODEL_FILE).is_file()
     assert manifest["quick"] and len(manifest["commands"]) == 3 and "training/train.py" in manifest["commands"][2]
+    st = manifest["student"]  # the one-step default model, rebuilt by the same stages as onestep_results.py's
+    assert st["default"] and st["steps"] == 1 and np.isfinite(st["validation_psnr_db"])
+    assert [c.split()[1] for c in st["commands"]] == ["training/make_pairs.py", "training/fit_upsampler.py",
+                                                     "training/train.py", "training/train.py"]
+    student, _, sampling = demo.load_model(assets)
+    assert sampling == {"model": "student", **demo.STUDENT_SAMPLING}
+    assert student.config.prediction == "residual_x0" and student.config.upsampler.base == "linear"
     model, vae, _ = demo.load_assets(assets)
     assert model.config.dit.attention == "temporal_units" and model.config.upsampler.mode == "learned"
     hr = clips.demo_clip(read_video(clips.split_files("validation")[0])[0], demo.FRAMES, demo.HR_SIZE)
@@ -317,3 +326,19 @@ def test_demo_runs_the_student_the_manifest_names_and_the_teacher_on_request(tmp
     assert r.returncode == 0, r.stderr
     settings = json.loads((out / "t" / "results.json").read_text())["settings"]
     assert settings["model"] == "teacher" and settings["nfe"] == manifest["steps"]
+
+
+def test_the_committed_student_commands_are_the_stages_retrain_and_onestep_results_run():
+    """One recipe: the manifest records the commands `demo.student_commands` builds (what `--retrain` runs, and
+    benchmarks/onestep_results.py with its default paths)."""
+    import importlib.util
+
+    script = Path(demo.__file__).resolve().parents[1] / "benchmarks" / "onestep_results.py"
+    spec = importlib.util.spec_from_file_location("onestep_results", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = script.parents[1]
+    recorded = json.loads((demo.ASSETS / demo.MANIFEST).read_text())["student"]["commands"]
+    assert [demo.command_line(cmd, root) for _, cmd in module.commands("runs/onestep")] == recorded
+    retrain = demo.student_commands(demo.ASSETS, root / "runs/demo", root / "runs/onestep")
+    assert [demo.command_line(cmd, root) for _, cmd in retrain] == recorded

@@ -87,6 +87,26 @@ def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, 
     return err
 
 
+def fit_init(cfg: dict, out: str | Path, *, ridge: float = 1e-3, log=print) -> dict:
+    """Build the model `cfg["model"]` describes (seeded by train.seed), fit its base on the pair shards of
+    data.path and write it to `out` (atomically): the checkpoint train.py's model.init takes. Returns fit_base's
+    errors."""
+    if cfg["data"]["kind"] != "shards":
+        raise ValueError(f"data.kind={cfg['data']['kind']!r}: fit_upsampler reads pair shards (data.kind='shards')")
+    if not ridge >= 0:
+        raise ValueError(f"--ridge {ridge}: expected a number >= 0")
+    torch.manual_seed(cfg["train"]["seed"])
+    model = build_model(cfg["model"]).float()
+    data = PairShards(cfg["data"]["path"])
+    rows = [data[(i, 0)] for i in range(len(data))]
+    hr = torch.stack([r["hr_latent"] for r in rows])  # shards hold model-space (normalised) latents
+    lr = torch.stack([r["lr_latent"] for r in rows])
+    err = fit_base(model, hr, lr, ridge=ridge, log=log)
+    save_checkpoint(model, out, extra_metadata={"fit_upsampler_pairs": str(len(rows)),
+                                                "fit_upsampler_mse": f"{err['mse']:.6f}"})
+    return err
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="the training config (its [model], data.path, train.pixel_metric)")
@@ -97,19 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        if cfg["data"]["kind"] != "shards":
-            raise ValueError(f"data.kind={cfg['data']['kind']!r}: fit_upsampler reads pair shards (data.kind='shards')")
-        if not args.ridge >= 0:
-            raise ValueError(f"--ridge {args.ridge}: expected a number >= 0")
-        torch.manual_seed(cfg["train"]["seed"])
-        model = build_model(cfg["model"]).float()
-        data = PairShards(cfg["data"]["path"])
-        rows = [data[(i, 0)] for i in range(len(data))]
-        hr = torch.stack([r["hr_latent"] for r in rows])  # shards hold model-space (normalised) latents
-        lr = torch.stack([r["lr_latent"] for r in rows])
-        err = fit_base(model, hr, lr, ridge=args.ridge)
-        save_checkpoint(model, args.out, extra_metadata={"fit_upsampler_pairs": str(len(rows)),
-                                                         "fit_upsampler_mse": f"{err['mse']:.6f}"})
+        fit_init(cfg, args.out, ridge=args.ridge)
         print(f"fit_upsampler: wrote {args.out}")
     except (ValueError, OSError, MemoryError) as e:
         if args.debug:
