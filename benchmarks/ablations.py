@@ -1,17 +1,22 @@
 """The paper's ablations, reproduced at small scale on the demo's real AI-generated clips, under one training budget.
 
-    python benchmarks/ablations.py [--steps 400] [--eval-steps 2] [--pairs runs/demo/pairs] [--only upsampler,...]
+    python benchmarks/ablations.py [--steps 1000] [--eval-steps 2] [--pairs runs/demo/pairs] [--only upsampler,...]
 
-Every variant trains the demo SimpleGVR (training/configs/demo.toml) from scratch for the same number of steps on
-the same pair shards (made from the train split by `simplegvr demo --retrain`), then upscales the **test split**
-(`simplegvr_core.clips`, 64x64 -> 128x128 through the demo codec) exactly as `simplegvr demo` does. Each comparison
-is the paired difference over test clips with its 95% bootstrap interval (`metrics.paired_bootstrap`); a difference
-whose interval contains 0 is reported as unresolved. Every variant must beat latent bilinear + decode (what a user
-gets without a model) on mean PSNR at this budget (a noise-range variant sampled at its range's low end, a level it was
-trained for): the script prints the check and exits 1 if a variant does not.
-Results go to RESULTS.md with the paper's numbers beside ours.
+Every variant is the demo's default model shape (training/configs/demo_onestep.toml: the 4-block DiT, x0-residual
+prediction on the upsampler's fitted linear base) trained as a flow - the generative recipe of
+training/configs/demo.toml: the flow loss, logit-normal timesteps, condition noise [0, 0.3] - plus a regression loss
+of the upsampler's c to HR (train.upsampler_weight = 1: c is the base the DiT's residual adds to) for the same number of
+steps on the same pair shards (made from the train split by `simplegvr demo --retrain`), each from its own fitted
+init (`training/fit_upsampler.py` on that variant's model, seconds; the DiT's weights seeded alike). It then upscales
+the **test split** (`simplegvr_core.clips`, 64x64 -> 128x128 through the demo codec) exactly as `simplegvr demo`
+does. Each comparison is the paired difference over test clips with its 95% bootstrap interval
+(`metrics.paired_bootstrap`); a difference whose interval contains 0 is reported as unresolved. Every variant must
+beat latent bilinear + decode (what a user gets without a model) on mean PSNR at this budget (a noise-range variant
+sampled at its range's low end, a level it was trained for): the script prints the check and exits 1 if a variant
+does not. Results go to RESULTS.md with the paper's numbers beside ours.
 
-1. condition injection: learned upsampler vs latent interpolation vs channel-only upsampler
+1. condition injection: learned upsampler (fitted linear base + learned layers) vs latent bilinear interpolation
+   (the DiT's base is then plain interpolation) vs channel-only upsampler; and the fitted base alone, untrained
 2. condition noise ranges [0,0.3], [0.3,0.6], [0.6,0.9], each at inference noise levels 0.0-0.6
 3. timestep sampler: logit-normal (the demo's) vs uniform vs detail-aware (curve from `analyze_detail` on the
    uniform model, measured on validation clips)
@@ -38,22 +43,44 @@ BASE = {"upsampler": "learned", "attention": "temporal_units", "noise": [0.0, 0.
 KEYS = ("psnr", "ssim", "hf_ratio")
 
 
-def train_variant(name: str, v: dict, args, curve: str | None = None) -> Path:
-    from training.train import load_config, train
+def variant_config(name: str, v: dict, args, curve: str | None = None) -> dict:
+    """The demo's flow recipe (demo.toml's [train]) on the default model's shape (demo_onestep.toml's [model]),
+    with one ablation applied; `interp` drops the linear base (the DiT's base is then latent interpolation)."""
+    from training.train import load_config
 
     out = Path(args.work) / name
-    export = out / "model.safetensors"
-    if export.is_file():
-        return export
     over = [f"data.path={args.pairs}", f"log.output_dir={out}", f"train.steps={args.steps}", "log.tracker=none",
             "log.validate_every=0", f"log.checkpoint_every={args.steps}", f"model.upsampler={v['upsampler']}",
             f"model.attention={v['attention']}", f"train.noise_level={v['noise']}", f"train.timestep_sampler={v['sampler']}"]
     if curve:
         over.append(f"train.detail_curve={curve}")
+    # c is the base x0 = c + DiT starts from, and the flow loss does not move it (model.velocity): a trained upsampler
+    # needs its own regression loss to HR, or its learned layers would drift c anywhere
+    over.append("train.upsampler_weight=1")
     cfg = load_config(ROOT / "training/configs/demo.toml", over)
+    model = load_config(ROOT / "training/configs/demo_onestep.toml")["model"]
+    cfg["model"]["overrides"] = {k: (dict(x) if isinstance(x, dict) else x) for k, x in model["overrides"].items()}
+    if v["upsampler"] == "interp":
+        cfg["model"]["overrides"]["upsampler"]["base"] = "bilinear"
     if "unit_frames" in v:
         cfg["model"]["overrides"]["dit"]["unit_frames"] = v["unit_frames"]
+    return cfg
+
+
+def train_variant(name: str, v: dict, args, curve: str | None = None) -> Path:
+    from training.fit_upsampler import fit_init
+    from training.train import train
+
+    cfg = variant_config(name, v, args, curve)
+    out = Path(cfg["log"]["output_dir"])
+    export = out / "model.safetensors"
+    if export.is_file():
+        return export
     t0 = time.time()
+    if cfg["model"]["overrides"]["upsampler"]["base"] == "linear":
+        out.mkdir(parents=True, exist_ok=True)
+        fit_init(cfg, out / "init.safetensors", log=lambda *_: None)
+        cfg["model"]["init"] = str(out / "init.safetensors")
     train(cfg, export=str(export), progress=False)
     print(f"  trained {name} in {time.time() - t0:.0f} s", flush=True)
     return export
@@ -89,7 +116,7 @@ HDR = ("| variant | PSNR (dB) | SSIM | HF energy ratio | PSNR minus the demo rec
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=400, help="training steps of every variant (the fixed budget)")
+    ap.add_argument("--steps", type=int, default=1000, help="training steps of every variant (the fixed budget)")
     ap.add_argument("--eval-steps", type=int, default=2, help="Euler steps when sampling the test clips")
     ap.add_argument("--pairs", default="runs/demo/pairs", help="pair shards from `simplegvr demo --retrain`")
     ap.add_argument("--work", default="runs/ablations")
@@ -140,6 +167,8 @@ def main():
 
     if "upsampler" in only:
         rows = [row("learned upsampler + channel concat (ours)", base, None, "DOVER 61.25")]
+        fitted = record("fitted_base_untrained", run(base_path.parent / "init.safetensors", vae, clips, args))
+        rows.append(row("its fitted linear base alone, before training (no DiT)", fitted, base, "-"))
         for mode, label in (("interp", "latent bilinear interpolation"), ("channel_only", "channel-only upsampler")):
             r = record(f"up_{mode}", run(train_variant(f"up_{mode}", {**BASE, "upsampler": mode}, args), vae, clips, args))
             rows.append(row(label, r, base, "DOVER 59.43"))
