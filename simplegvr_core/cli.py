@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "output, 17 frames, 64x64 -> 128x128) in latent space with the embedded demo SimpleGVR and its "
                        "Wan-contract codec, and compare with decode + bicubic and latent bilinear + decode: PSNR / SSIM "
                        "against the HR clip, temporal warp error, detail (HF energy ratio), blockiness, seconds per clip, "
-                       "and 95%% paired bootstrap intervals over clips. Writes side_by_side.mp4, grid.png and "
+                       "and 95% paired bootstrap intervals over clips. Writes side_by_side.mp4, grid.png and "
                        "results.json to --out.")
     d.add_argument("--out", default="simplegvr_demo", help="output folder (default ./simplegvr_demo/)")
     d.add_argument("--videos", nargs="+", default=None, metavar="PATH",
@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--noise-level", type=float, default=None, help="condition noise level (default: the manifest's)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--retrain", action="store_true",
-                   help="rebuild the demo codec and SimpleGVR from scratch first (under 45 minutes on 2 CPU cores)")
+                   help="rebuild the demo codec, the teacher and the one-step model from scratch first (under 45 minutes "
+                        "on 2 CPU cores)")
     d.add_argument("--quick", action="store_true", help="with --retrain: a shortened run (tests; weights are poor)")
     d.add_argument("--assets", default=None, help="weights folder (default: the package's assets/)")
     d.add_argument("--work", default="runs/demo", help="with --retrain: scratch folder for the train list, pairs and checkpoints")
