@@ -8,7 +8,9 @@ The recipe (training/configs/demo_onestep.toml; RESULTS.md reads why):
    starts at zero (`prediction = "residual_x0"`: x0 = c + DiT), so the model starts as that linear estimate;
 2. one-step regression to HR (distill.method = regress_hr, no teacher), the upsampler frozen, the loss in pixels
    through the codec, 1,500 steps on those none,flow shards;
-3. 1,500 more on shards of clean area-downscaled LR only (`runs/demo/pairs_clean`, `--degradation none`).
+3. 1,500 more on shards of clean area-downscaled LR only (`runs/demo/pairs_clean`, `--degradation none`);
+4. `training/calibrate_residual.py`: x0 = c + alpha * D, alpha chosen on the validation split (the residual the
+   regression learns on 54 clips overshoots on unseen ones).
 With `--train` the stages whose outputs are missing under --work are run (about 12 minutes on 2 cores, alone); the
 none,flow pair shards must exist. (`simplegvr demo --retrain` runs the same stages, `demo.student_commands`, after
 rebuilding the codec and the teacher.) Then the fitted init and the result are measured on the validation split,
@@ -46,7 +48,7 @@ def main() -> int:
     ap.add_argument("--train", action="store_true", help="run the stages whose outputs are missing")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
-    from simplegvr_core.checkpoint import load_checkpoint
+    from simplegvr_core.checkpoint import load_checkpoint, read_safetensors
     from simplegvr_core.clips import split_files
 
     stages = commands(args.work)
@@ -58,10 +60,11 @@ def main() -> int:
             subprocess.run(cmd, cwd=ROOT, check=True)
     vae = demo.load_assets()[1]
     kw = dict(steps=1, shift=1.0, noise_level=0.0, progress=False, keep_videos=False)
-    init, student = (load_checkpoint(ROOT / stages[i][0]).eval() for i in (1, 3))
+    init, student = (load_checkpoint(ROOT / stages[i][0]).eval() for i in (1, 4))
     val, _ = demo.load_clips(split_files("validation"))
-    v_init, v_mixed, v_student = (demo.evaluate(m, vae, val, **kw) for m in
-                                  (init, load_checkpoint(ROOT / stages[2][0]).eval(), student))
+    v_init, v_mixed, v_clean, v_student = (demo.evaluate(m, vae, val, **kw) for m in (
+        init, *(load_checkpoint(ROOT / stages[i][0]).eval() for i in (2, 3)), student))
+    scale = float(read_safetensors(ROOT / stages[4][0])[1]["residual_scale"])
     test, _ = demo.load_clips(split_files("test"))
     clean = demo.evaluate(student, vae, test, role="student", **kw)
     flow = demo.evaluate(student, vae, test, role="student", lr_mode="flow", **kw)
@@ -76,7 +79,8 @@ def main() -> int:
         "Validation split (10 clips), 1 step: decode + bicubic "
         f"{b['psnr']:.2f} dB / SSIM {b['ssim']:.4f} / HF {b['hf_ratio']:.3f}; the fitted init (the least-squares "
         f"linear base alone) {line(v_init)}; after stage 2 (none,flow pairs) {line(v_mixed)}; after stage 3 (clean "
-        f"pairs) {line(v_student)}.", "",
+        f"pairs) {line(v_clean)}; stage 4, its residual scaled by {scale:g} (chosen on these clips by "
+        f"`training/calibrate_residual.py`: the model) {line(v_student)}.", "",
         f"Test split ({len(test)} clips), clean area-downscaled LR, 1 step:", "", demo.format_table(clean), "",
         "SimpleGVR minus each baseline, mean over the test clips with its 95% paired bootstrap interval:", "",
         demo.format_comparisons(clean), "",
@@ -89,9 +93,9 @@ def main() -> int:
     from simplegvr_core.files import atomic_write
 
     manifest = json.loads((demo.ASSETS / demo.MANIFEST).read_text())
-    atomic_write(demo.ASSETS / demo.STUDENT_FILE, lambda tmp: shutil.copyfile(ROOT / stages[3][0], tmp))
+    atomic_write(demo.ASSETS / demo.STUDENT_FILE, lambda tmp: shutil.copyfile(ROOT / stages[-1][0], tmp))
     manifest["student"] = demo.student_entry(v_student["summary"]["simplegvr"]["psnr"],
-                                             [demo.command_line(cmd, ROOT) for _, cmd in stages])
+                                             [demo.command_line(cmd, ROOT) for _, cmd in stages], scale)
     atomic_write(demo.ASSETS / demo.MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     demo.record_test_margins(clean, "student")
     update_section(ROOT / "RESULTS.md", "onestep", text)

@@ -286,7 +286,8 @@ def student_commands(assets: Path, work: Path, out: Path, quick: bool = False) -
     """(output, command) of each stage of the one-step default model (training/configs/demo_onestep.toml; run from
     the repository root after `retrain_commands`, whose codec and none,flow pairs it reads): shards of clean LR, the
     fitted linear base, STUDENT_STEPS steps of one-step regression to HR on the none,flow pairs and as many on the
-    clean ones (the upsampler frozen, the loss in pixels through the codec). Outputs go to `out`."""
+    clean ones (the upsampler frozen, the loss in pixels through the codec), then the residual's scale chosen on the
+    validation split (training/calibrate_residual.py). Outputs go to `out`; the last one is the model."""
     py = sys.executable
     steps = "4" if quick else str(STUDENT_STEPS)
     train = [py, "training/train.py", "--config", "training/configs/demo_distill.toml", f"train.steps={steps}",
@@ -301,16 +302,20 @@ def student_commands(assets: Path, work: Path, out: Path, quick: bool = False) -
                                              f"log.output_dir={out / 'mixed'}", "--export", str(out / "mixed.safetensors")]),
         (out / "clean.safetensors", train + [f"data.path={work / 'pairs_clean'}", f"model.init={out / 'mixed.safetensors'}",
                                              f"log.output_dir={out / 'clean'}", "--export", str(out / "clean.safetensors")]),
+        (out / "calibrated.safetensors", [py, "training/calibrate_residual.py", "--model", str(out / "clean.safetensors"),
+                                          "--vae", str(assets / VAE_FILE), "--out", str(out / "calibrated.safetensors"),
+                                          *(["--clips", "2", "--scales", "0.5,1"] if quick else [])]),
     ]
 
 
 STUDENT_SAMPLING = {"steps": 1, "shift": 1.0, "noise_level": 0.0}
 
 
-def student_entry(validation_psnr_db: float, commands: list[str]) -> dict:
-    """The manifest's `student` entry: the one-step default model and how it is sampled (1 step, no noise)."""
+def student_entry(validation_psnr_db: float, commands: list[str], residual_scale: float) -> dict:
+    """The manifest's `student` entry: the one-step default model, how it is sampled (1 step, no noise) and the
+    residual scale chosen on validation (already folded into its weights: recorded, not applied again)."""
     return {"file": STUDENT_FILE, "default": True, "r_embedding": False, **STUDENT_SAMPLING, "timesteps": None,
-            "validation_psnr_db": round(validation_psnr_db, 3),
+            "validation_psnr_db": round(validation_psnr_db, 3), "residual_scale": residual_scale,
             "recipe": "training/configs/demo_onestep.toml (benchmarks/onestep_results.py)", "commands": commands}
 
 
@@ -438,12 +443,13 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
     student = evaluate(load_checkpoint(a / STUDENT_FILE).eval(), vae, val, role="student", progress=False,
                        keep_videos=False, log=lambda *_: None, **STUDENT_SAMPLING)
     log(f"  validation: the one-step default model: PSNR {student['summary']['simplegvr']['psnr']:.2f} dB")
+    scale = float(read_safetensors(a / STUDENT_FILE)[1]["residual_scale"])
     manifest = {**settings, "codec_validation_psnr_db": float(vmeta.get("validation_psnr_db", "nan")),
                 "codec_validation_blockiness": float(vmeta.get("validation_blockiness", "nan")),
                 "seconds": round(time.time() - t0, 1), "quick": quick,
                 "clips_package": _clips_version(),
                 "commands": [command_line(cmd, root) for cmd in cmds],
                 "student": student_entry(student["summary"]["simplegvr"]["psnr"],
-                                         [command_line(cmd, root) for _, cmd in stages])}
+                                         [command_line(cmd, root) for _, cmd in stages], scale)}
     atomic_write(a / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return manifest

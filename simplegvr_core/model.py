@@ -76,6 +76,22 @@ class SimpleGVR(nn.Module):
     def latent_format(self) -> LatentFormat:
         return get_format(self.config.latent_format)
 
+    @torch.no_grad()
+    def scale_residual_(self, alpha: float) -> SimpleGVR:
+        """Make a `residual_x0` model's estimate x0 = c + alpha * D, in place and exactly: the DiT's output D is its
+        last linear layer's (then unpatchified), so that layer's weight and bias are scaled by alpha. (The one-step
+        demo model's scale is chosen on the validation split: training/calibrate_residual.py.)"""
+        import math
+
+        if self.config.prediction != "residual_x0":
+            raise ValueError(f"scale_residual_ needs prediction='residual_x0' (x0 = c + D), got "
+                             f"{self.config.prediction!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"residual scale {alpha!r}: expected a finite number > 0")
+        self.dit.head.head.weight.mul_(alpha)
+        self.dit.head.head.bias.mul_(alpha)
+        return self
+
     def num_parameters(self) -> dict[str, int]:
         dit = sum(p.numel() for p in self.dit.parameters())
         up = sum(p.numel() for p in self.upsampler.parameters())
