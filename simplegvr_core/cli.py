@@ -550,6 +550,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def report_errors(prog: str, fn, debug: bool = False) -> int:
+    """Run `fn()` for a script's main: 0 when it returns; a ValueError / OSError / MemoryError becomes one line on
+    stderr (`prog: error: ...`) and exit code 2, or is re-raised with `debug` (the scripts' --debug)."""
+    try:
+        fn()
+    except (ValueError, OSError, MemoryError) as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def one_line(e: BaseException) -> str:
     """The first line of an error's message (its type when it has none; MemoryError says what it is)."""
     if isinstance(e, MemoryError):

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simplegvr_core import demo, load_checkpoint, save_checkpoint  # noqa: E402
-from simplegvr_core.cli import one_line  # noqa: E402
+from simplegvr_core.cli import report_errors  # noqa: E402
 
 SCALES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -82,14 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=None, help="only the first N validation clips (default: all)")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
-    try:
-        calibrate(args.model, args.vae, args.out, parse_scales(args.scales), args.clips)
-    except (ValueError, OSError, MemoryError) as e:
-        if args.debug:
-            raise
-        print(f"calibrate_residual: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    return 0
+    return report_errors("calibrate_residual", lambda: calibrate(args.model, args.vae, args.out,
+                                                                 parse_scales(args.scales), args.clips), args.debug)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simplegvr_core.checkpoint import save_checkpoint  # noqa: E402
-from simplegvr_core.cli import one_line  # noqa: E402
+from simplegvr_core.cli import report_errors  # noqa: E402
 from simplegvr_core.models.upsampler import resize_frames  # noqa: E402
 from training.data import PairShards  # noqa: E402
 from training.train import build_model, load_config  # noqa: E402
@@ -115,16 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ridge", type=float, default=1e-3, help="ridge, relative to the mean feature energy")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        fit_init(cfg, args.out, ridge=args.ridge)
+
+    def run():
+        fit_init(load_config(args.config, args.overrides), args.out, ridge=args.ridge)
         print(f"fit_upsampler: wrote {args.out}")
-    except (ValueError, OSError, MemoryError) as e:
-        if args.debug:
-            raise
-        print(f"fit_upsampler: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    return 0
+
+    return report_errors("fit_upsampler", run, args.debug)
 
 
 if __name__ == "__main__":
