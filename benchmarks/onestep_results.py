@@ -48,7 +48,7 @@ def main() -> int:
     ap.add_argument("--train", action="store_true", help="run the stages whose outputs are missing")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
-    from simplegvr_core.checkpoint import load_checkpoint, read_safetensors
+    from simplegvr_core.checkpoint import load_checkpoint, read_metadata
     from simplegvr_core.clips import split_files
 
     stages = commands(args.work)
@@ -64,7 +64,7 @@ def main() -> int:
     val, _ = demo.load_clips(split_files("validation"))
     v_init, v_mixed, v_clean, v_student = (demo.evaluate(m, vae, val, **kw) for m in (
         init, *(load_checkpoint(ROOT / stages[i][0]).eval() for i in (2, 3)), student))
-    scale = float(read_safetensors(ROOT / stages[4][0])[1]["residual_scale"])
+    scale = float(read_metadata(ROOT / stages[4][0])["residual_scale"])
     test, _ = demo.load_clips(split_files("test"))
     clean = demo.evaluate(student, vae, test, role="student", **kw)
     flow = demo.evaluate(student, vae, test, role="student", lr_mode="flow", **kw)

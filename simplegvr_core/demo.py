@@ -430,26 +430,24 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
         r = subprocess.run(cmd, cwd=root)
         if r.returncode != 0:
             raise ValueError(f"retraining step failed (exit {r.returncode}): {' '.join(cmd[1:3])}")
-    from .checkpoint import load_checkpoint, read_safetensors
+    from .checkpoint import read_metadata
     from .clips import split_files
     from .files import atomic_write
 
-    _, vmeta = read_safetensors(a / VAE_FILE)
+    vmeta = read_metadata(a / VAE_FILE)
     model, vae, _ = load_assets(a)
     grid = [(2, 3.0, 0.0)] if quick else None
     val, _ = load_clips(split_files("validation"), log)
     settings = tune(model, vae, grid=grid, clips=val, log=log)
     atomic_write(a / STUDENT_FILE, lambda tmp: shutil.copyfile(stages[-1][0], tmp))
-    student = evaluate(load_checkpoint(a / STUDENT_FILE).eval(), vae, val, role="student", progress=False,
-                       keep_videos=False, log=lambda *_: None, **STUDENT_SAMPLING)
-    log(f"  validation: the one-step default model: PSNR {student['summary']['simplegvr']['psnr']:.2f} dB")
-    scale = float(read_safetensors(a / STUDENT_FILE)[1]["residual_scale"])
+    smeta = read_metadata(a / STUDENT_FILE)  # its last stage scored it on validation (training/calibrate_residual.py)
+    scale = float(smeta["residual_scale"])
+    student_psnr = json.loads(smeta["residual_scale_validation_psnr_db"])[smeta["residual_scale"]]
     manifest = {**settings, "codec_validation_psnr_db": float(vmeta.get("validation_psnr_db", "nan")),
                 "codec_validation_blockiness": float(vmeta.get("validation_blockiness", "nan")),
                 "seconds": round(time.time() - t0, 1), "quick": quick,
                 "clips_package": _clips_version(),
                 "commands": [command_line(cmd, root) for cmd in cmds],
-                "student": student_entry(student["summary"]["simplegvr"]["psnr"],
-                                         [command_line(cmd, root) for _, cmd in stages], scale)}
+                "student": student_entry(student_psnr, [command_line(cmd, root) for _, cmd in stages], scale)}
     atomic_write(a / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return manifest
