@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from simplegvr_core import SimpleGVR, load_checkpoint
-from simplegvr_core.checkpoint import save_checkpoint
+from simplegvr_core.checkpoint import read_metadata, save_checkpoint
 from simplegvr_core.config import UpsamplerConfig
 from simplegvr_core.models.upsampler import LatentUpsampler, LinearBase, bilinear_taps, resize_frames
 from training.data import write_shard
@@ -128,3 +128,74 @@ def test_fit_upsampler_cli_writes_a_fitted_init_checkpoint(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "base='linear'" in r.stderr
     assert not (tmp_path / "other.safetensors").exists()
+
+
+def test_fit_upsampler_cli_fits_to_a_noised_condition(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    lr = torch.randn(6, 16, 1, 4, 4, generator=g)
+    hr = F.interpolate(lr[:, :, 0], scale_factor=2)[:, :, None]
+    write_shard(tmp_path / "pairs" / "pairs-00000.safetensors", hr, lr, [torch.randn(3, 32, generator=g) for _ in range(6)],
+                [""] * 6, "wan21")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'[model]\nconfig = "tiny"\n[model.overrides]\nupsampler = {{ base = "linear", base_kernel = 3 }}\n'
+                   f'[data]\nkind = "shards"\npath = "{tmp_path / "pairs"}"\n')
+    out = tmp_path / "init.safetensors"
+    cmd = [sys.executable, str(ROOT / "training" / "fit_upsampler.py"), "--config", str(cfg), "--out", str(out),
+           "--noise-level", "0.3", "0.6"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert read_metadata(out)["fit_upsampler_noise_level"] == "0.3,0.6"
+    ref = tiny_linear(kernel=3)
+    fit_base(ref, hr, lr, noise_level=[0.3, 0.6], log=lambda *_: None)
+    torch.testing.assert_close(load_checkpoint(out).upsampler.base.conv.weight, ref.upsampler.base.conv.weight)
+    r = subprocess.run(cmd[:-2] + ["0.6", "0.3"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "0 <= lo <= hi <= 1" in r.stderr
+
+
+def _expanded(hr, lr, lo, hi):
+    """Every pair under a finite set of condition draws whose first two moments are exactly those of
+    s ~ U[lo, hi] and unit white noise e: s = mean +/- std, e = +/- sqrt(D) times each basis vector."""
+    mean, std = (lo + hi) / 2, (hi - lo) / 12 ** 0.5
+    d = lr[0].numel()
+    basis = torch.eye(d, dtype=torch.float64).reshape(d, *lr.shape[1:]) * d ** 0.5
+    xs, ys = [], []
+    for s in (mean - std, mean + std):
+        for sign in (1.0, -1.0):
+            xs.append((1 - s) * lr.double()[:, None] + s * sign * basis[None])
+            ys.append(hr.double()[:, None].expand(-1, d, *hr.shape[1:]))
+    return torch.cat(ys, 1).flatten(0, 1), torch.cat(xs, 1).flatten(0, 1)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_noise_aware_fit_is_the_least_squares_fit_over_the_noised_condition(kernel):
+    """fit_base(noise_level=[lo, hi]) solves, in closed form, the normal equations in expectation over training's
+    condition noise c_s = (1 - s) c + s e: the same map as the plain fit over a set of draws with those moments
+    (borders included, where replicate padding reads one noise pixel in several taps)."""
+    g = torch.Generator().manual_seed(3)
+    lr = torch.randn(3, 16, 1, 3, 4, generator=g)
+    hr = torch.randn(3, 16, 1, 6, 8, generator=g) + F.interpolate(lr[:, :, 0], scale_factor=2)[:, :, None]
+    lo, hi = 0.3, 0.6
+    closed = tiny_linear(kernel=kernel)
+    fit_base(closed, hr, lr, ridge=0.0, noise_level=[lo, hi], log=lambda *_: None)
+    draws = tiny_linear(kernel=kernel)
+    hr_x, lr_x = _expanded(hr, lr, lo, hi)
+    fit_base(draws, hr_x, lr_x, ridge=0.0, chunk=256, log=lambda *_: None)
+    for a, b in ((closed.upsampler.base.conv.weight, draws.upsampler.base.conv.weight),
+                 (closed.upsampler.base.conv.bias, draws.upsampler.base.conv.bias)):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
+
+
+def test_noise_level_zero_is_the_clean_fit_and_bad_ranges_are_refused():
+    g = torch.Generator().manual_seed(4)
+    lr, hr = torch.randn(4, 16, 2, 4, 4, generator=g), torch.randn(4, 16, 2, 8, 8, generator=g)
+    a, b = tiny_linear(kernel=3), tiny_linear(kernel=3)
+    ea = fit_base(a, hr, lr, log=lambda *_: None)
+    eb = fit_base(b, hr, lr, noise_level=(0.0, 0.0), log=lambda *_: None)
+    assert torch.equal(a.upsampler.base.conv.weight, b.upsampler.base.conv.weight) and ea == eb
+    # A noised fit reports its errors on a seeded draw of that condition: reproducible.
+    e1 = fit_base(a, hr, lr, noise_level=[0.6, 0.9], log=lambda *_: None)
+    e2 = fit_base(b, hr, lr, noise_level=[0.6, 0.9], log=lambda *_: None)
+    assert e1 == e2 and e1 != ea
+    for bad in ([0.6, 0.3], [-0.1, 0.2], [0.2, 1.5], "ab", [0.1], [float("nan"), 0.5]):
+        with pytest.raises(ValueError, match=r"noise_level=.*expected \[lo, hi\] with 0 <= lo <= hi <= 1"):
+            fit_base(a, hr, lr, noise_level=bad)

@@ -47,12 +47,44 @@ def _targets(hr: torch.Tensor, factor: int) -> torch.Tensor:
     return z.permute(0, 2, 3, 1).reshape(-1, c * factor * factor)
 
 
+def _noise_gram(h: int, w: int, channels: int, kernel: int) -> torch.Tensor:
+    """E[u u^T] summed over the h*w rows of one frame, u = `_features` of a unit white-noise latent without its
+    constant: a noise pixel appears in as many of a row's k x k taps as replicate padding copies it to, so the
+    Gram is the count of tap pairs that read the same pixel (identity inside, more at the borders), per channel."""
+    p = kernel // 2
+    idx = torch.arange(h * w, dtype=torch.float64).reshape(1, 1, h, w)
+    taps = F.unfold(F.pad(idx, (p, p, p, p), mode="replicate"), kernel)[0].T  # [h*w, k*k]: the pixel each tap reads
+    same = (taps[:, :, None] == taps[:, None, :]).double().sum(0)  # [k*k, k*k]
+    return torch.kron(torch.eye(channels, dtype=torch.float64), same)
+
+
+def check_noise_level(noise_level) -> tuple[float, float] | None:
+    if noise_level is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in noise_level)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"noise_level={noise_level!r}: expected [lo, hi] with 0 <= lo <= hi <= 1, or None (a clean LR)")
+    return lo, hi
+
+
 @torch.no_grad()
-def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, chunk: int = 64, log=print) -> dict:
+def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, chunk: int = 64,
+             noise_level=None, log=print) -> dict:
     """Set `model.upsampler.base` to the least-squares linear map from the model-space LR latents `lr`
     [N,C,T,h,w] to the HR latents `hr` [N,C,T,f*h,f*w] (f = upsampler.base_factor): the normal equations,
     accumulated `chunk` rows at a time in float64, with a ridge of `ridge` times the mean feature energy.
-    Returns {"mse", "bilinear_mse"}: the fit's and plain bilinear interpolation's mean squared error on the rows."""
+
+    noise_level [lo, hi]: fit the map to the condition training feeds the upsampler instead of the clean LR,
+    c_s = (1 - s) c + s e with s ~ U[lo, hi] per clip and e white unit noise (train.py's draws): the normal
+    equations in expectation over s and e, in closed form - E[(1-s)^2] times the clean Gram plus E[s^2] times
+    the noise's (`_noise_gram`), E[1-s] times the clean cross terms - i.e. the Wiener filter of that noisy input,
+    with no sampling error. None: the clean LR (s = 0).
+
+    Returns {"mse", "bilinear_mse"}: the fit's and plain bilinear interpolation's mean squared error on the rows,
+    on one seeded draw of the condition when noise_level is given."""
     up = model.upsampler
     cfg = up.cfg
     if cfg.base != "linear":
@@ -64,46 +96,68 @@ def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, 
                          f"[N, {c}, T, {f}h, {f}w] and [N, {c}, T, h, w] latents (upsampler.base_factor={f})")
     if not (torch.isfinite(hr).all() and torch.isfinite(lr).all()):
         raise ValueError("the pair latents contain NaN or Inf")
+    noise = check_noise_level(noise_level)
+    lo, hi = noise or (0.0, 0.0)
+    m1 = 1.0 - (lo + hi) / 2  # E[1 - s]
+    es2 = (lo * lo + lo * hi + hi * hi) / 3  # E[s^2]
+    m2 = 1.0 - (lo + hi) + es2  # E[(1 - s)^2]
     n = c * k * k + 1
     xtx = torch.zeros(n, n, dtype=torch.float64)
     xty = torch.zeros(n, c * f * f, dtype=torch.float64)
     for i in range(0, hr.shape[0], chunk):
         x, y = _features(lr[i:i + chunk], k), _targets(hr[i:i + chunk], f)
-        xtx += x.T @ x
-        xty += x.T @ y
+        g = x.T @ x
+        g[:-1, :-1] *= m2
+        g[:-1, -1] *= m1
+        g[-1, :-1] *= m1
+        if es2 > 0:
+            b, _, t, h, w = lr[i:i + chunk].shape
+            g[:-1, :-1] += es2 * b * t * _noise_gram(h, w, c, k)
+        xtx += g
+        xy = x.T @ y
+        xy[:-1] *= m1
+        xty += xy
     lam = ridge * float(xtx.diagonal()[:-1].mean())
     a = torch.linalg.solve(xtx + lam * torch.eye(n, dtype=torch.float64), xty)  # [C*k*k + 1, C*f*f]
     up.base.conv.weight.copy_(a[:-1].T.reshape(up.base.conv.weight.shape).float())
     up.base.conv.bias.copy_(a[-1].float())
     size = tuple(hr.shape[3:])
     err = {"mse": 0.0, "bilinear_mse": 0.0}
+    gen = torch.Generator().manual_seed(0)
     for i in range(0, hr.shape[0], chunk):
-        h = hr[i:i + chunk].float()
-        err["mse"] += float((up.base(lr[i:i + chunk].float(), size) - h).pow(2).sum())
-        err["bilinear_mse"] += float((resize_frames(lr[i:i + chunk].float(), size) - h).pow(2).sum())
+        h, x = hr[i:i + chunk].float(), lr[i:i + chunk].float()
+        if noise is not None:
+            s = (torch.rand(len(x), generator=gen) * (hi - lo) + lo).reshape(-1, 1, 1, 1, 1)
+            x = (1 - s) * x + s * torch.randn(x.shape, generator=gen)
+        err["mse"] += float((up.base(x, size) - h).pow(2).sum())
+        err["bilinear_mse"] += float((resize_frames(x, size) - h).pow(2).sum())
     err = {key: v / hr.numel() for key, v in err.items()}
-    log(f"fit_upsampler: {hr.shape[0]} pairs, {n} weights per output: latent MSE {err['mse']:.4f} "
+    on = "" if noise is None else f" on the condition noised at s ~ U[{lo}, {hi}]"
+    log(f"fit_upsampler: {hr.shape[0]} pairs, {n} weights per output{on}: latent MSE {err['mse']:.4f} "
         f"(bilinear: {err['bilinear_mse']:.4f})")
     return err
 
 
-def fit_init(cfg: dict, out: str | Path, *, ridge: float = 1e-3, log=print) -> dict:
+def fit_init(cfg: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=None, log=print) -> dict:
     """Build the model `cfg["model"]` describes (seeded by train.seed), fit its base on the pair shards of
-    data.path and write it to `out` (atomically): the checkpoint train.py's model.init takes. Returns fit_base's
-    errors."""
+    data.path (to the condition noised at `noise_level`, as `fit_base` takes it) and write it to `out`
+    (atomically): the checkpoint train.py's model.init takes. Returns fit_base's errors."""
     if cfg["data"]["kind"] != "shards":
         raise ValueError(f"data.kind={cfg['data']['kind']!r}: fit_upsampler reads pair shards (data.kind='shards')")
     if not ridge >= 0:
         raise ValueError(f"--ridge {ridge}: expected a number >= 0")
+    noise = check_noise_level(noise_level)
     torch.manual_seed(cfg["train"]["seed"])
     model = build_model(cfg["model"]).float()
     data = PairShards(cfg["data"]["path"])
     rows = [data[(i, 0)] for i in range(len(data))]
     hr = torch.stack([r["hr_latent"] for r in rows])  # shards hold model-space (normalised) latents
     lr = torch.stack([r["lr_latent"] for r in rows])
-    err = fit_base(model, hr, lr, ridge=ridge, log=log)
-    save_checkpoint(model, out, extra_metadata={"fit_upsampler_pairs": str(len(rows)),
-                                                "fit_upsampler_mse": f"{err['mse']:.6f}"})
+    err = fit_base(model, hr, lr, ridge=ridge, noise_level=noise, log=log)
+    meta = {"fit_upsampler_pairs": str(len(rows)), "fit_upsampler_mse": f"{err['mse']:.6f}"}
+    if noise is not None:
+        meta["fit_upsampler_noise_level"] = f"{noise[0]},{noise[1]}"
+    save_checkpoint(model, out, extra_metadata=meta)
     return err
 
 
@@ -113,11 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides, as train.py takes them")
     ap.add_argument("--out", required=True, help="the .safetensors checkpoint to write (train.py's model.init)")
     ap.add_argument("--ridge", type=float, default=1e-3, help="ridge, relative to the mean feature energy")
+    ap.add_argument("--noise-level", nargs=2, type=float, metavar=("LO", "HI"),
+                    help="fit to the condition noised at s ~ U[LO, HI] (train.noise_level of a model that is sampled "
+                         "with condition noise); default: the clean LR")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
 
     def run():
-        fit_init(load_config(args.config, args.overrides), args.out, ridge=args.ridge)
+        fit_init(load_config(args.config, args.overrides), args.out, ridge=args.ridge, noise_level=args.noise_level)
         print(f"fit_upsampler: wrote {args.out}")
 
     return report_errors("fit_upsampler", run, args.debug)
