@@ -7,7 +7,8 @@ prediction on the upsampler's fitted linear base) trained as a flow - the genera
 training/configs/demo.toml: the flow loss, logit-normal timesteps, condition noise [0, 0.3] - plus a regression loss
 of the upsampler's c to HR (train.upsampler_weight = 1: c is the base the DiT's residual adds to) for the same number of
 steps on the same pair shards (made from the train split by `simplegvr demo --retrain`), each from its own fitted
-init (`training/fit_upsampler.py` on that variant's model, seconds; the DiT's weights seeded alike). It then upscales
+init (`training/fit_upsampler.py` on that variant's model, seconds: the Wiener filter of the condition that variant
+trains on, the LR noised at its train.noise_level; the DiT's weights seeded alike). It then upscales
 the **test split** (`simplegvr_core.clips`, 64x64 -> 128x128 through the demo codec) exactly as `simplegvr demo`
 does. Each comparison is the paired difference over test clips with its 95% bootstrap interval
 (`metrics.paired_bootstrap`); a difference whose interval contains 0 is reported as unresolved. Every variant must
@@ -79,7 +80,7 @@ def train_variant(name: str, v: dict, args, curve: str | None = None) -> Path:
     t0 = time.time()
     if cfg["model"]["overrides"]["upsampler"]["base"] == "linear":
         out.mkdir(parents=True, exist_ok=True)
-        fit_init(cfg, out / "init.safetensors", log=lambda *_: None)
+        fit_init(cfg, out / "init.safetensors", noise_level=cfg["train"]["noise_level"], log=lambda *_: None)
         cfg["model"]["init"] = str(out / "init.safetensors")
     train(cfg, export=str(export), progress=False)
     print(f"  trained {name} in {time.time() - t0:.0f} s", flush=True)
@@ -178,7 +179,8 @@ def main():
     if "noise" in only:
         levels = [0.0, 0.3, 0.6]
         lines = ["| training range | " + " | ".join(f"PSNR @ {x}" for x in levels) + " | at its own lowest level, minus "
-                 "[0, 0.3] at 0.0 [95% CI] |", "|---|" + "---|" * (len(levels) + 1)]
+                 "[0, 0.3] at 0.0 [95% CI] | its fitted linear base alone (no DiT) at that level |",
+                 "|---|" + "---|" * (len(levels) + 2)]
         for rng in ([0.0, 0.3], [0.3, 0.6], [0.6, 0.9]):
             name = f"noise_{rng[0]}_{rng[1]}"
             path = base_path if rng == BASE["noise"] else train_variant(name, {**BASE, "noise": rng}, args)
@@ -188,7 +190,12 @@ def main():
             record(name, own)
             results[name + "_levels"] = {str(x): r["mean"] for x, r in zip(levels, rs)}
             vs = "(reference)" if rng == BASE["noise"] else f"@ {rng[0]}: " + diff(own, base, "psnr")
-            lines.append(f"| [{rng[0]}, {rng[1]}] | " + " | ".join(f"{r['mean']['psnr']:.2f}" for r in rs) + f" | {vs} |")
+            # the best linear estimate of HR from the condition it sees (the Wiener filter of that noise): what the
+            # DiT starts from, and how much of the LR the noise leaves
+            fit = run(path.parent / "init.safetensors", vae, clips, args, noise_level=rng[0])["mean"]
+            results[name + "_fitted_base"] = fit
+            lines.append(f"| [{rng[0]}, {rng[1]}] | " + " | ".join(f"{r['mean']['psnr']:.2f}" for r in rs) + f" | {vs} | "
+                         f"{fit['psnr']:.2f} |")
         sections.append("### 2. Condition noise (training range x inference level)\n\nPaper (qualitative): the "
                         "middle range [0.3, 0.6] balances detail and structure.\n\n" + "\n".join(lines))
         publish()

@@ -46,3 +46,23 @@ def test_each_variant_changes_only_its_setting(ablations, tmp_path):
         assert model.config.prediction == "residual_x0", k
     assert build_model(cfgs["interp"]["model"]).config.upsampler.base == "bilinear"
     assert build_model(cfgs["base"]["model"]).config.upsampler.base == "linear"
+
+
+def test_each_variant_starts_from_a_base_fitted_to_its_own_condition_noise(ablations, tmp_path, monkeypatch):
+    """train_variant fits the linear base to the condition that variant trains on (the LR noised at its
+    train.noise_level) and trains from it; a variant without a linear base is not fitted."""
+    import training.fit_upsampler as fu
+    import training.train as tt
+
+    calls = []
+    monkeypatch.setattr(fu, "fit_init", lambda cfg, out, noise_level=None, log=None: calls.append(("fit", noise_level, str(out))))
+    monkeypatch.setattr(tt, "train",
+                        lambda cfg, export, progress: calls.append(("train", cfg["model"].get("init") or None, export)))
+    args = types.SimpleNamespace(steps=7, pairs=str(tmp_path / "pairs"), work=str(tmp_path / "abl"))
+    for name, rng in (("n03", [0.3, 0.6]), ("n06", [0.6, 0.9])):
+        ablations.train_variant(name, {**ablations.BASE, "noise": rng}, args)
+    ablations.train_variant("interp", {**ablations.BASE, "upsampler": "interp"}, args)
+    init = {n: str(tmp_path / "abl" / n / "init.safetensors") for n in ("n03", "n06")}
+    assert calls == [("fit", [0.3, 0.6], init["n03"]), ("train", init["n03"], str(tmp_path / "abl/n03/model.safetensors")),
+                     ("fit", [0.6, 0.9], init["n06"]), ("train", init["n06"], str(tmp_path / "abl/n06/model.safetensors")),
+                     ("train", None, str(tmp_path / "abl/interp/model.safetensors"))]
