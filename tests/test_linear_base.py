@@ -13,7 +13,7 @@ from simplegvr_core.checkpoint import read_metadata, save_checkpoint
 from simplegvr_core.config import UpsamplerConfig
 from simplegvr_core.models.upsampler import LatentUpsampler, LinearBase, bilinear_taps, resize_frames
 from training.data import write_shard
-from training.fit_upsampler import fit_base
+from training.fit_upsampler import apply_linear_map, fit_base, solve_linear_map
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,3 +199,53 @@ def test_noise_level_zero_is_the_clean_fit_and_bad_ranges_are_refused():
     for bad in ([0.6, 0.3], [-0.1, 0.2], [0.2, 1.5], "ab", [0.1], [float("nan"), 0.5]):
         with pytest.raises(ValueError, match=r"noise_level=.*expected \[lo, hi\] with 0 <= lo <= hi <= 1"):
             fit_base(a, hr, lr, noise_level=bad)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_spatio_temporal_fit_recovers_a_known_map_and_applies_in_its_tap_order(causal):
+    """solve_linear_map(frames=3) recovers a known map over 3 frames (causal: this one and the 2 before it; centred:
+    one each side), first and last frames replicated; apply_linear_map reads the taps in the same order."""
+    g = torch.Generator().manual_seed(5)
+    c, f, k, frames = 4, 2, 3, 3
+    truth = torch.randn(c * frames * k * k + 1, c * f * f, generator=g, dtype=torch.float64) * 0.1
+    lr = torch.randn(10, c, 4, 5, 5, generator=g)
+    hr = apply_linear_map(truth, lr, factor=f, kernel=k, frames=frames, causal=causal)
+    a = solve_linear_map(hr, lr, factor=f, kernel=k, frames=frames, causal=causal, ridge=0.0, chunk=3)
+    torch.testing.assert_close(a, truth, rtol=0, atol=1e-4)
+    # A pixel's output moves with the frames the map reads, and only with those.
+    x = lr[:1].clone()
+    x[:, :, 2] += 1.0
+    d = (apply_linear_map(truth, x, factor=f, kernel=k, frames=frames, causal=causal) - hr[:1]).abs().amax((0, 1, 3, 4))
+    read = [2, 3] if causal else [1, 2, 3]  # frame 2 is read by frames 2, 3 (causal) or 1, 2, 3 (centred)
+    assert all((d[t] > 1e-3) == (t in read) for t in range(4)), d
+    # frames = 1 is LinearBase's per-frame map, in Conv2d's order.
+    a1 = solve_linear_map(hr, lr, factor=f, kernel=k, ridge=1e-3)
+    base = LinearBase(c, f, k)
+    with torch.no_grad():
+        base.conv.weight.copy_(a1[:-1].T.reshape(base.conv.weight.shape))
+        base.conv.bias.copy_(a1[-1])
+    torch.testing.assert_close(apply_linear_map(a1, lr, factor=f, kernel=k), base(lr, (10, 10)), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_noise_aware_spatio_temporal_fit_is_the_least_squares_fit_over_the_noised_condition(causal):
+    """The closed-form noise Gram holds over time too: a noise pixel of a replicated edge frame is read by several
+    temporal taps."""
+    g = torch.Generator().manual_seed(6)
+    lr = torch.randn(3, 2, 3, 2, 3, generator=g)
+    hr = torch.randn(3, 2, 3, 4, 6, generator=g) + F.interpolate(lr, scale_factor=(1, 2, 2))
+    lo, hi = 0.3, 0.6
+    kw = dict(factor=2, kernel=3, frames=3, causal=causal, ridge=0.0)
+    closed = solve_linear_map(hr, lr, noise_level=[lo, hi], **kw)
+    hr_x, lr_x = _expanded(hr, lr, lo, hi)
+    draws = solve_linear_map(hr_x, lr_x, chunk=256, **kw)
+    torch.testing.assert_close(closed, draws, rtol=0, atol=2e-5)
+
+
+def test_solve_linear_map_refuses_bad_frames_and_pairs():
+    lr, hr = torch.randn(2, 4, 2, 3, 3), torch.randn(2, 4, 2, 6, 6)
+    for bad in (0, 17, 2.0, True):
+        with pytest.raises(ValueError, match=r"frames=.*expected an int in \[1, 16\]"):
+            solve_linear_map(hr, lr, factor=2, kernel=3, frames=bad)
+    with pytest.raises(ValueError, match=r"HR \(2, 4, 2, 6, 6\) and LR \(2, 4, 2, 3, 3\)"):
+        solve_linear_map(hr, lr, factor=3, kernel=3)

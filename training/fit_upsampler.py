@@ -30,13 +30,18 @@ from training.data import PairShards  # noqa: E402
 from training.train import build_model, load_config  # noqa: E402
 
 
-def _features(lr: torch.Tensor, kernel: int) -> torch.Tensor:
-    """[B,C,T,h,w] -> [B*T*h*w, C*k*k + 1]: every latent pixel's k x k neighbourhood (replicate padding, as
-    `LinearBase` pads) and a constant, float64."""
+def _features(lr: torch.Tensor, kernel: int, frames: int = 1, causal: bool = True) -> torch.Tensor:
+    """[B,C,T,h,w] -> [B*T*h*w, C*frames*k*k + 1]: every latent pixel's k x k neighbourhood (replicate padding, as
+    `LinearBase` pads) in its own frame and, frames > 1, in the frames - 1 before it (causal; else frames // 2 on
+    each side, the first and last frames replicated), and a constant, float64. Taps are ordered (channel, frame,
+    row, column): a Conv3d weight's order, and a Conv2d's for frames = 1."""
     b, c, t, h, w = lr.shape
     p = kernel // 2
-    y = lr.double().permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    u = F.unfold(F.pad(y, (p, p, p, p), mode="replicate"), kernel).transpose(1, 2).reshape(-1, c * kernel * kernel)
+    before = frames - 1 if causal else frames // 2
+    x = F.pad(lr.double(), (p, p, p, p, before, frames - 1 - before), mode="replicate")
+    cols = [F.unfold(x[:, :, d:d + t].transpose(1, 2).reshape(b * t, c, h + 2 * p, w + 2 * p), kernel)
+            .reshape(b * t, c, 1, kernel * kernel, h * w) for d in range(frames)]
+    u = torch.cat(cols, 2).reshape(b * t, -1, h * w).transpose(1, 2).reshape(b * t * h * w, -1)
     return torch.cat([u, torch.ones(len(u), 1, dtype=u.dtype)], 1)
 
 
@@ -47,14 +52,14 @@ def _targets(hr: torch.Tensor, factor: int) -> torch.Tensor:
     return z.permute(0, 2, 3, 1).reshape(-1, c * factor * factor)
 
 
-def _noise_gram(h: int, w: int, channels: int, kernel: int) -> torch.Tensor:
-    """E[u u^T] summed over the h*w rows of one frame, u = `_features` of a unit white-noise latent without its
-    constant: a noise pixel appears in as many of a row's k x k taps as replicate padding copies it to, so the
-    Gram is the count of tap pairs that read the same pixel (identity inside, more at the borders), per channel."""
-    p = kernel // 2
-    idx = torch.arange(h * w, dtype=torch.float64).reshape(1, 1, h, w)
-    taps = F.unfold(F.pad(idx, (p, p, p, p), mode="replicate"), kernel)[0].T  # [h*w, k*k]: the pixel each tap reads
-    same = (taps[:, :, None] == taps[:, None, :]).double().sum(0)  # [k*k, k*k]
+def _noise_gram(t: int, h: int, w: int, channels: int, kernel: int, frames: int = 1,
+                causal: bool = True) -> torch.Tensor:
+    """E[u u^T] summed over the t*h*w rows of one clip, u = `_features` of a unit white-noise latent without its
+    constant: a noise pixel appears in as many of a row's taps as replicate padding copies it to, so the Gram is
+    the count of tap pairs that read the same pixel (identity inside, more at the borders), per channel."""
+    idx = torch.arange(t * h * w, dtype=torch.float64).reshape(1, 1, t, h, w)
+    taps = _features(idx, kernel, frames, causal)[:, :-1]  # [t*h*w, frames*k*k]: the pixel each tap reads
+    same = (taps[:, :, None] == taps[:, None, :]).double().sum(0)
     return torch.kron(torch.eye(channels, dtype=torch.float64), same)
 
 
@@ -70,11 +75,22 @@ def check_noise_level(noise_level) -> tuple[float, float] | None:
     return lo, hi
 
 
+def _check_pairs(hr: torch.Tensor, lr: torch.Tensor, factor: int, channels: int | None = None) -> None:
+    c = channels if channels is not None else (lr.shape[1] if lr.ndim == 5 else "C")
+    if (hr.ndim != 5 or lr.ndim != 5 or hr.shape[:3] != lr.shape[:3] or hr.shape[0] == 0 or lr.shape[1] != c
+            or tuple(hr.shape[3:]) != (factor * lr.shape[3], factor * lr.shape[4])):
+        raise ValueError(f"pairs of shapes HR {tuple(hr.shape)} and LR {tuple(lr.shape)}: expected non-empty "
+                         f"[N, {c}, T, {factor}h, {factor}w] and [N, {c}, T, h, w] latents "
+                         f"(upsampler.base_factor={factor})")
+    if not (torch.isfinite(hr).all() and torch.isfinite(lr).all()):
+        raise ValueError("the pair latents contain NaN or Inf")
+
+
 @torch.no_grad()
-def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, chunk: int = 64,
-             noise_level=None, log=print) -> dict:
-    """Set `model.upsampler.base` to the least-squares linear map from the model-space LR latents `lr`
-    [N,C,T,h,w] to the HR latents `hr` [N,C,T,f*h,f*w] (f = upsampler.base_factor): the normal equations,
+def solve_linear_map(hr: torch.Tensor, lr: torch.Tensor, *, factor: int, kernel: int, frames: int = 1,
+                     causal: bool = True, ridge: float = 1e-3, chunk: int = 64, noise_level=None) -> torch.Tensor:
+    """The least-squares linear map from the LR latents `lr` [N,C,T,h,w] (each latent pixel's taps, `_features`)
+    to the HR latents `hr` [N,C,T,f*h,f*w] (each LR position's f x f sub-pixels): the normal equations,
     accumulated `chunk` rows at a time in float64, with a ridge of `ridge` times the mean feature energy.
 
     noise_level [lo, hi]: fit the map to the condition training feeds the upsampler instead of the clean LR,
@@ -83,6 +99,59 @@ def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, 
     the noise's (`_noise_gram`), E[1-s] times the clean cross terms - i.e. the Wiener filter of that noisy input,
     with no sampling error. None: the clean LR (s = 0).
 
+    Returns [C*frames*k*k + 1, C*f*f] float64 (the last row is the bias). frames = 1 is `LinearBase`'s per-frame
+    map; frames > 1 is spatio-temporal, which the model does not hold (benchmarks/linear_ceiling.py measures it)."""
+    _check_pairs(hr, lr, factor)
+    if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= 16:
+        raise ValueError(f"frames={frames!r}: expected an int in [1, 16]")
+    noise = check_noise_level(noise_level)
+    lo, hi = noise or (0.0, 0.0)
+    m1 = 1.0 - (lo + hi) / 2  # E[1 - s]
+    es2 = (lo * lo + lo * hi + hi * hi) / 3  # E[s^2]
+    m2 = 1.0 - (lo + hi) + es2  # E[(1 - s)^2]
+    c = lr.shape[1]
+    n = c * frames * kernel * kernel + 1
+    xtx = torch.zeros(n, n, dtype=torch.float64)
+    xty = torch.zeros(n, c * factor * factor, dtype=torch.float64)
+    grams: dict = {}
+    for i in range(0, hr.shape[0], chunk):
+        x, y = _features(lr[i:i + chunk], kernel, frames, causal), _targets(hr[i:i + chunk], factor)
+        g = x.T @ x
+        g[:-1, :-1] *= m2
+        g[:-1, -1] *= m1
+        g[-1, :-1] *= m1
+        if es2 > 0:
+            b, _, t, h, w = lr[i:i + chunk].shape
+            if (t, h, w) not in grams:
+                grams[(t, h, w)] = _noise_gram(t, h, w, c, kernel, frames, causal)
+            g[:-1, :-1] += es2 * b * grams[(t, h, w)]
+        xtx += g
+        xy = x.T @ y
+        xy[:-1] *= m1
+        xty += xy
+    lam = ridge * float(xtx.diagonal()[:-1].mean())
+    return torch.linalg.solve(xtx + lam * torch.eye(n, dtype=torch.float64), xty)
+
+
+def apply_linear_map(a: torch.Tensor, x: torch.Tensor, *, factor: int, kernel: int, frames: int = 1,
+                     causal: bool = True) -> torch.Tensor:
+    """`solve_linear_map`'s map `a` applied to latents x [B,C,T,h,w] -> [B,C,T,f*h,f*w] (float32): a Conv3d over
+    the same taps, in the same order and with the same padding, then pixel shuffle."""
+    b, c, t, h, w = x.shape
+    p, before = kernel // 2, (frames - 1 if causal else frames // 2)
+    weight = a[:-1].T.reshape(-1, c, frames, kernel, kernel).float()
+    y = F.conv3d(F.pad(x.float(), (p, p, p, p, before, frames - 1 - before), mode="replicate"), weight, a[-1].float())
+    y = F.pixel_shuffle(y.transpose(1, 2).reshape(b * t, -1, h, w), factor)
+    return y.reshape(b, t, c, factor * h, factor * w).transpose(1, 2)
+
+
+@torch.no_grad()
+def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, chunk: int = 64,
+             noise_level=None, log=print) -> dict:
+    """Set `model.upsampler.base` to the least-squares linear map from the model-space LR latents `lr`
+    [N,C,T,h,w] to the HR latents `hr` [N,C,T,f*h,f*w] (f = upsampler.base_factor): `solve_linear_map` with the
+    base's kernel, per frame, for the clean LR or (noise_level [lo, hi]) the condition training noises.
+
     Returns {"mse", "bilinear_mse"}: the fit's and plain bilinear interpolation's mean squared error on the rows,
     on one seeded draw of the condition when noise_level is given."""
     up = model.upsampler
@@ -90,37 +159,13 @@ def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, 
     if cfg.base != "linear":
         raise ValueError(f"upsampler.base={cfg.base!r}: fitting needs upsampler.base='linear' in the model config")
     f, k, c = cfg.base_factor, cfg.base_kernel, cfg.channels
-    if (hr.ndim != 5 or lr.ndim != 5 or hr.shape[:3] != lr.shape[:3] or hr.shape[0] == 0 or lr.shape[1] != c
-            or tuple(hr.shape[3:]) != (f * lr.shape[3], f * lr.shape[4])):
-        raise ValueError(f"pairs of shapes HR {tuple(hr.shape)} and LR {tuple(lr.shape)}: expected non-empty "
-                         f"[N, {c}, T, {f}h, {f}w] and [N, {c}, T, h, w] latents (upsampler.base_factor={f})")
-    if not (torch.isfinite(hr).all() and torch.isfinite(lr).all()):
-        raise ValueError("the pair latents contain NaN or Inf")
+    _check_pairs(hr, lr, f, c)
     noise = check_noise_level(noise_level)
-    lo, hi = noise or (0.0, 0.0)
-    m1 = 1.0 - (lo + hi) / 2  # E[1 - s]
-    es2 = (lo * lo + lo * hi + hi * hi) / 3  # E[s^2]
-    m2 = 1.0 - (lo + hi) + es2  # E[(1 - s)^2]
-    n = c * k * k + 1
-    xtx = torch.zeros(n, n, dtype=torch.float64)
-    xty = torch.zeros(n, c * f * f, dtype=torch.float64)
-    for i in range(0, hr.shape[0], chunk):
-        x, y = _features(lr[i:i + chunk], k), _targets(hr[i:i + chunk], f)
-        g = x.T @ x
-        g[:-1, :-1] *= m2
-        g[:-1, -1] *= m1
-        g[-1, :-1] *= m1
-        if es2 > 0:
-            b, _, t, h, w = lr[i:i + chunk].shape
-            g[:-1, :-1] += es2 * b * t * _noise_gram(h, w, c, k)
-        xtx += g
-        xy = x.T @ y
-        xy[:-1] *= m1
-        xty += xy
-    lam = ridge * float(xtx.diagonal()[:-1].mean())
-    a = torch.linalg.solve(xtx + lam * torch.eye(n, dtype=torch.float64), xty)  # [C*k*k + 1, C*f*f]
+    a = solve_linear_map(hr, lr, factor=f, kernel=k, ridge=ridge, chunk=chunk, noise_level=noise)
     up.base.conv.weight.copy_(a[:-1].T.reshape(up.base.conv.weight.shape).float())
     up.base.conv.bias.copy_(a[-1].float())
+    lo, hi = noise or (0.0, 0.0)
+    n = a.shape[0]
     size = tuple(hr.shape[3:])
     err = {"mse": 0.0, "bilinear_mse": 0.0}
     gen = torch.Generator().manual_seed(0)
