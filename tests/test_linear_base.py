@@ -242,10 +242,18 @@ def test_noise_aware_spatio_temporal_fit_is_the_least_squares_fit_over_the_noise
     torch.testing.assert_close(closed, draws, rtol=0, atol=2e-5)
 
 
-def test_solve_linear_map_refuses_bad_frames_and_pairs():
+def test_solve_and_apply_refuse_bad_taps_pairs_and_maps():
     lr, hr = torch.randn(2, 4, 2, 3, 3), torch.randn(2, 4, 2, 6, 6)
     for bad in (0, 17, 2.0, True):
         with pytest.raises(ValueError, match=r"frames=.*expected an int in \[1, 16\]"):
             solve_linear_map(hr, lr, factor=2, kernel=3, frames=bad)
+    with pytest.raises(ValueError, match=r"frames=2 centred: expected an odd number"):
+        solve_linear_map(hr, lr, factor=2, kernel=3, frames=2, causal=False)
+    for bad in (0, 4, 3.0):
+        with pytest.raises(ValueError, match=r"kernel=.*expected an odd int >= 1"):
+            solve_linear_map(hr, lr, factor=2, kernel=bad)
     with pytest.raises(ValueError, match=r"HR \(2, 4, 2, 6, 6\) and LR \(2, 4, 2, 3, 3\)"):
         solve_linear_map(hr, lr, factor=3, kernel=3)
+    a = solve_linear_map(hr, lr, factor=2, kernel=3)
+    with pytest.raises(ValueError, match=r"a linear map of shape \(37, 16\) .* 3 frames.*expected \(109, 16\)"):
+        apply_linear_map(a, lr, factor=2, kernel=3, frames=3)

@@ -59,7 +59,7 @@ def _noise_gram(t: int, h: int, w: int, channels: int, kernel: int, frames: int 
     the count of tap pairs that read the same pixel (identity inside, more at the borders), per channel."""
     idx = torch.arange(t * h * w, dtype=torch.float64).reshape(1, 1, t, h, w)
     taps = _features(idx, kernel, frames, causal)[:, :-1]  # [t*h*w, frames*k*k]: the pixel each tap reads
-    same = (taps[:, :, None] == taps[:, None, :]).double().sum(0)
+    same = (taps[:, :, None] == taps[:, None, :]).sum(0, dtype=torch.float64)
     return torch.kron(torch.eye(channels, dtype=torch.float64), same)
 
 
@@ -86,6 +86,15 @@ def _check_pairs(hr: torch.Tensor, lr: torch.Tensor, factor: int, channels: int 
         raise ValueError("the pair latents contain NaN or Inf")
 
 
+def _check_taps(kernel, frames, causal: bool) -> None:
+    if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"kernel={kernel!r}: expected an odd int >= 1")
+    if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= 16:
+        raise ValueError(f"frames={frames!r}: expected an int in [1, 16]")
+    if not causal and frames % 2 == 0:
+        raise ValueError(f"frames={frames} centred: expected an odd number of frames (as many after as before)")
+
+
 @torch.no_grad()
 def solve_linear_map(hr: torch.Tensor, lr: torch.Tensor, *, factor: int, kernel: int, frames: int = 1,
                      causal: bool = True, ridge: float = 1e-3, chunk: int = 64, noise_level=None) -> torch.Tensor:
@@ -102,8 +111,7 @@ def solve_linear_map(hr: torch.Tensor, lr: torch.Tensor, *, factor: int, kernel:
     Returns [C*frames*k*k + 1, C*f*f] float64 (the last row is the bias). frames = 1 is `LinearBase`'s per-frame
     map; frames > 1 is spatio-temporal, which the model does not hold (benchmarks/linear_ceiling.py measures it)."""
     _check_pairs(hr, lr, factor)
-    if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= 16:
-        raise ValueError(f"frames={frames!r}: expected an int in [1, 16]")
+    _check_taps(kernel, frames, causal)
     noise = check_noise_level(noise_level)
     lo, hi = noise or (0.0, 0.0)
     m1 = 1.0 - (lo + hi) / 2  # E[1 - s]
@@ -137,7 +145,12 @@ def apply_linear_map(a: torch.Tensor, x: torch.Tensor, *, factor: int, kernel: i
                      causal: bool = True) -> torch.Tensor:
     """`solve_linear_map`'s map `a` applied to latents x [B,C,T,h,w] -> [B,C,T,f*h,f*w] (float32): a Conv3d over
     the same taps, in the same order and with the same padding, then pixel shuffle."""
+    _check_taps(kernel, frames, causal)
     b, c, t, h, w = x.shape
+    if tuple(a.shape) != (c * frames * kernel * kernel + 1, c * factor * factor):
+        raise ValueError(f"a linear map of shape {tuple(a.shape)} for {c}-channel latents, {frames} frames, "
+                         f"{kernel}x{kernel} taps and factor {factor}: expected "
+                         f"{(c * frames * kernel * kernel + 1, c * factor * factor)}")
     p, before = kernel // 2, (frames - 1 if causal else frames // 2)
     weight = a[:-1].T.reshape(-1, c, frames, kernel, kernel).float()
     y = F.conv3d(F.pad(x.float(), (p, p, p, p, before, frames - 1 - before), mode="replicate"), weight, a[-1].float())
