@@ -30,14 +30,6 @@ from simplegvr_core import demo, metrics, seeding  # noqa: E402
 from simplegvr_core.sampling import add_condition_noise  # noqa: E402
 
 
-def load_pairs(folder: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from training.data import PairShards
-
-    data = PairShards(folder)
-    rows = [data[(i, 0)] for i in range(len(data))]
-    return torch.stack([r["hr_latent"] for r in rows]), torch.stack([r["lr_latent"] for r in rows])
-
-
 @torch.no_grad()
 def score(maps: dict, fmt, vae, clips, s: float, factor: int, kernel: int, seed: int = 0) -> dict:
     """{name: {"psnr": [...], "ssim": [...]}} per clip for each map {name: (a, frames, causal)} and for latent
@@ -69,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", type=int, default=5, help="spatial taps (k x k), the model's upsampler.base_kernel")
     args = ap.parse_args(argv)
     from simplegvr_core.clips import split_files
-    from training.fit_upsampler import solve_linear_map
+    from training.fit_upsampler import load_pairs, solve_linear_map
 
     s = args.noise
     hr, lr = load_pairs(args.pairs)

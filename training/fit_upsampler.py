@@ -30,6 +30,13 @@ from training.data import PairShards  # noqa: E402
 from training.train import build_model, load_config  # noqa: E402
 
 
+def _padding(kernel: int, frames: int, causal: bool) -> tuple[int, ...]:
+    """F.pad's (W, H, T) replicate padding for k x k taps in `frames` frames: the frames - 1 before (causal) or
+    frames // 2 on each side."""
+    p, before = kernel // 2, (frames - 1 if causal else frames // 2)
+    return p, p, p, p, before, frames - 1 - before
+
+
 def _features(lr: torch.Tensor, kernel: int, frames: int = 1, causal: bool = True) -> torch.Tensor:
     """[B,C,T,h,w] -> [B*T*h*w, C*frames*k*k + 1]: every latent pixel's k x k neighbourhood (replicate padding, as
     `LinearBase` pads) in its own frame and, frames > 1, in the frames - 1 before it (causal; else frames // 2 on
@@ -37,8 +44,7 @@ def _features(lr: torch.Tensor, kernel: int, frames: int = 1, causal: bool = Tru
     row, column): a Conv3d weight's order, and a Conv2d's for frames = 1."""
     b, c, t, h, w = lr.shape
     p = kernel // 2
-    before = frames - 1 if causal else frames // 2
-    x = F.pad(lr.double(), (p, p, p, p, before, frames - 1 - before), mode="replicate")
+    x = F.pad(lr.double(), _padding(kernel, frames, causal), mode="replicate")
     cols = [F.unfold(x[:, :, d:d + t].transpose(1, 2).reshape(b * t, c, h + 2 * p, w + 2 * p), kernel)
             .reshape(b * t, c, 1, kernel * kernel, h * w) for d in range(frames)]
     u = torch.cat(cols, 2).reshape(b * t, -1, h * w).transpose(1, 2).reshape(b * t * h * w, -1)
@@ -151,9 +157,8 @@ def apply_linear_map(a: torch.Tensor, x: torch.Tensor, *, factor: int, kernel: i
         raise ValueError(f"a linear map of shape {tuple(a.shape)} for {c}-channel latents, {frames} frames, "
                          f"{kernel}x{kernel} taps and factor {factor}: expected "
                          f"{(c * frames * kernel * kernel + 1, c * factor * factor)}")
-    p, before = kernel // 2, (frames - 1 if causal else frames // 2)
     weight = a[:-1].T.reshape(-1, c, frames, kernel, kernel).float()
-    y = F.conv3d(F.pad(x.float(), (p, p, p, p, before, frames - 1 - before), mode="replicate"), weight, a[-1].float())
+    y = F.conv3d(F.pad(x.float(), _padding(kernel, frames, causal), mode="replicate"), weight, a[-1].float())
     y = F.pixel_shuffle(y.transpose(1, 2).reshape(b * t, -1, h, w), factor)
     return y.reshape(b, t, c, factor * h, factor * w).transpose(1, 2)
 
@@ -196,6 +201,14 @@ def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, 
     return err
 
 
+def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(HR, LR) latents [N,C,T,H,W] / [N,C,T,h,w] of every row of the pair shards in `folder` (model space:
+    the shards hold normalised latents)."""
+    data = PairShards(folder)
+    rows = [data[(i, 0)] for i in range(len(data))]
+    return torch.stack([r["hr_latent"] for r in rows]), torch.stack([r["lr_latent"] for r in rows])
+
+
 def fit_init(cfg: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=None, log=print) -> dict:
     """Build the model `cfg["model"]` describes (seeded by train.seed), fit its base on the pair shards of
     data.path (to the condition noised at `noise_level`, as `fit_base` takes it) and write it to `out`
@@ -207,12 +220,9 @@ def fit_init(cfg: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=Non
     noise = check_noise_level(noise_level)
     torch.manual_seed(cfg["train"]["seed"])
     model = build_model(cfg["model"]).float()
-    data = PairShards(cfg["data"]["path"])
-    rows = [data[(i, 0)] for i in range(len(data))]
-    hr = torch.stack([r["hr_latent"] for r in rows])  # shards hold model-space (normalised) latents
-    lr = torch.stack([r["lr_latent"] for r in rows])
+    hr, lr = load_pairs(cfg["data"]["path"])
     err = fit_base(model, hr, lr, ridge=ridge, noise_level=noise, log=log)
-    meta = {"fit_upsampler_pairs": str(len(rows)), "fit_upsampler_mse": f"{err['mse']:.6f}"}
+    meta = {"fit_upsampler_pairs": str(len(hr)), "fit_upsampler_mse": f"{err['mse']:.6f}"}
     if noise is not None:
         meta["fit_upsampler_noise_level"] = f"{noise[0]},{noise[1]}"
     save_checkpoint(model, out, extra_metadata=meta)
