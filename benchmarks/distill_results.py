@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -140,14 +139,12 @@ def main() -> int:
     if args.no_write:
         return 0
     from simplegvr_core.bench import update_section
-    from simplegvr_core.files import atomic_write
 
-    shutil.copyfile(paths[best], demo.ASSETS / demo.STUDENT_FILE)
     manifest["student"] = {"file": demo.STUDENT_FILE, "default": bool(default), **sampling[best], "noise_level": 0.0,
                            "validation_psnr_db": round(val_students[best], 3),
                            "teacher_validation_psnr_db": round(val_teacher, 3),
                            "command": " ".join(command(best, args))}
-    atomic_write(demo.ASSETS / demo.MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+    demo.install_assets(None, {demo.STUDENT_FILE: paths[best]}, manifest)
     update_section(ROOT / "RESULTS.md", "distill", text)
     return 0
 

@@ -22,8 +22,6 @@ test-split margins become the manifest's `test_margins`, and RESULTS.md's `onest
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,13 +88,11 @@ def main() -> int:
     if args.no_write:
         return 0
     from simplegvr_core.bench import update_section
-    from simplegvr_core.files import atomic_write
 
-    manifest = json.loads((demo.ASSETS / demo.MANIFEST).read_text())
-    atomic_write(demo.ASSETS / demo.STUDENT_FILE, lambda tmp: shutil.copyfile(ROOT / stages[-1][0], tmp))
+    manifest = demo.read_manifest()
     manifest["student"] = demo.student_entry(v_student["summary"]["simplegvr"]["psnr"],
                                              [demo.command_line(cmd, ROOT) for _, cmd in stages], scale)
-    atomic_write(demo.ASSETS / demo.MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+    demo.install_assets(None, {demo.STUDENT_FILE: ROOT / stages[-1][0]}, manifest)
     demo.record_test_margins(clean, "student")
     update_section(ROOT / "RESULTS.md", "onestep", text)
     return 0

@@ -9,7 +9,6 @@ so everything here is tested in CI, which has no ComfyUI.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-from ._core import SimpleGVR, checkpoint, classic, colour, degrade, flow_guided, latent_formats, pipeline, resize_frames
+from ._core import SimpleGVR, checkpoint, classic, colour, degrade, flow_guided, latent_formats, parse_json, pipeline, resize_frames
 
 log = logging.getLogger("SimpleGVR")
 
@@ -234,10 +233,7 @@ def flow_config(*, strength: float, motion_threshold: float, bleed: bool, blur: 
     d = {"strength": float(strength), "motion_threshold": float(motion_threshold), "bleed": bool(bleed),
          "blur": bool(blur), "dis_preset": dis_preset}
     if extra_json and extra_json.strip():
-        try:
-            extra = json.loads(extra_json)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"flow_config_json is not valid JSON ({e.msg} at column {e.colno}): {extra_json!r}") from None
+        extra = parse_json(extra_json, "flow_config_json")
         if not isinstance(extra, dict):
             raise ValueError(f"flow_config_json must be a JSON object like {{\"ellipses\": [1, 6]}}, got {extra_json!r}")
         dup = sorted(set(extra) & set(FLOW_WIDGET_FIELDS))

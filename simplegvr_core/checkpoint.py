@@ -9,7 +9,6 @@ Only safetensors is read: no file is ever unpickled.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -19,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import DiTConfig, SimpleGVRConfig, UpsamplerConfig, get_config
-from .files import atomic_write
+from .files import atomic_write, check_input_file, parse_json
 from .latent_formats import get_format
 from .model import SimpleGVR
 from .models import LatentUpsampler
@@ -57,9 +56,9 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     index = sorted(p.glob("*.safetensors.index.json"))
     if index:
         try:
-            weight_map = json.loads(index[0].read_text())["weight_map"]
+            weight_map = parse_json(index[0].read_text(), f"safetensors index {str(index[0])!r}")["weight_map"]
             files = sorted({p / f for f in weight_map.values()})
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{str(index[0])!r} is not a safetensors index ({type(e).__name__}: {e})") from None
     else:
         files = sorted(p.glob("*.safetensors"))
@@ -83,8 +82,7 @@ class open_safetensors:
         self.path = Path(path)
 
     def __enter__(self):
-        if not self.path.is_file():
-            raise ValueError(f"checkpoint {str(self.path)!r} does not exist or is not a file")
+        check_input_file(self.path, "checkpoint")
         try:
             self._cm = safe_open(str(self.path), framework="pt", device="cpu")
             return self._cm.__enter__()
@@ -115,9 +113,11 @@ SAMPLING_KEY = "sampling"
 
 
 def save_checkpoint(model: SimpleGVR, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None,
-                    sampling: SamplingRecipe | None = None) -> Path:
+                    sampling: SamplingRecipe | None = None, *, replace: bool = True) -> Path:
     """Write `model` to one safetensors file atomically (temporary file + rename), with its sampling recipe
-    (`sampling`, default `model.sampling`: 50 steps for a model nobody distilled)."""
+    (`sampling`, default `model.sampling`: 50 steps for a model nobody distilled). replace=False never replaces an
+    existing file, even one that appears while writing (`files.atomic_write`). Weights with NaN or Inf are refused:
+    nothing non-finite is ever written as a model."""
     if not isinstance(model, SimpleGVR):
         raise ValueError(f"save_checkpoint expects a SimpleGVR model, got {type(model).__name__}")
     sampling = model.sampling if sampling is None else sampling
@@ -131,10 +131,18 @@ def save_checkpoint(model: SimpleGVR, path: str | os.PathLike, extra_metadata: d
             if v.device.type == "meta":
                 raise ValueError(f"cannot save {prefix}{k}: it is on the meta device (no data)")
             tensors[prefix + k] = v.detach().to("cpu").contiguous()
+    check_finite(tensors, "the model to save")
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model.config.to_json(),
             "latent_format": model.config.latent_format, SAMPLING_KEY: sampling.to_json()}
     meta.update(extra_metadata or {})
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), replace=replace)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """ValueError naming the first floating-point tensor of `tensors` that holds NaN or Inf."""
+    for k, v in tensors.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise ValueError(f"{what}: tensor {k} contains NaN or Inf (corrupt or diverged weights); nothing was written")
 
 
 def checkpoint_config(path: str | os.PathLike) -> SimpleGVRConfig:
@@ -170,8 +178,8 @@ def _header_config(f, name: str) -> SimpleGVRConfig:
         raise ValueError(f"{name!r} has checkpoint version {meta.get('version')!r}: this SimpleGVR reads "
                          f"{SUPPORTED_VERSIONS}")
     try:
-        config = SimpleGVRConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, json.JSONDecodeError, TypeError, ValueError) as e:
+        config = SimpleGVRConfig.from_dict(parse_json(meta["config"], "the config"))
+    except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{name!r} has no valid config in its metadata: {e}") from None
     stated = meta.get("latent_format", config.latent_format)
     try:
@@ -325,6 +333,7 @@ def import_wan(sd_or_path, *, config=None, upsampler: str | None = None, num_hea
     else:  # the model takes the tensors over: copy the caller's, so training it leaves them alone
         sd = {k: v.clone() for k, v in dict(sd_or_path).items()}
     sd, _source = wan_state_dict_to_original(sd)
+    check_finite(sd, "the Wan weights")
     if config is not None:
         cfg = _import_target(get_config(config), sd, num_heads, latent_format, upsampler, attention)
         base_in = cfg.dit.out_dim
@@ -440,12 +449,21 @@ def cogvideox_to_comfyui(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def convert_cogvideox(src: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+def convert_cogvideox(src: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None, *,
+                      replace: bool = True) -> Path:
     """Write the CogVideoX transformer at `src` (a diffusers `transformer/` folder or file) as one safetensors file in
-    ComfyUI's key names (for UNETLoader, models/diffusion_models/), optionally cast to `dtype`; atomically."""
+    ComfyUI's key names (for UNETLoader, models/diffusion_models/), optionally cast to `dtype`; atomically. Weights
+    with NaN or Inf, or values that `dtype` cannot hold (fp16 above 65504), are refused."""
     sd = cogvideox_to_comfyui(read_weights(src))
+    check_finite(sd, f"the CogVideoX transformer {str(src)!r}")
     if dtype is not None:
-        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+        cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+        for k, v in cast.items():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                big = float(sd[k].abs().max())
+                raise ValueError(f"tensor {k} holds values up to {big:.4g}, beyond what {str(dtype).replace('torch.', '')} "
+                                 f"can hold (they would become Inf): use --dtype bf16 or keep; nothing was written")
+        sd = cast
     sd = {k: v.contiguous() for k, v in sd.items()}
     meta = {"source": Path(src).name, "converted_by": "simplegvr convert-cogvideox"}
-    return atomic_write(out, lambda tmp: save_file(sd, tmp, metadata=meta))
+    return atomic_write(out, lambda tmp: save_file(sd, tmp, metadata=meta), replace=replace)

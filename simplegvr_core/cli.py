@@ -22,7 +22,10 @@ class CLIError(Exception):
 
 def _cmd_bench(args) -> int:
     from .bench import attention_report, cpu_times, dit_flops
+    from .files import check_output
 
+    if args.out:
+        check_output(args.out, overwrite=args.overwrite, what="--out")
     size = tuple(args.latent)
     print(f"counting FLOPs of one {args.config} DiT forward at latent {size} per attention mode (meta device) ...",
           file=sys.stderr)
@@ -36,16 +39,18 @@ def _cmd_bench(args) -> int:
     if args.out:
         from .files import atomic_write
 
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(report))
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(report), replace=args.overwrite)
     return 0
 
 
 def _cmd_import_wan(args) -> int:
     from .checkpoint import IMPORTED_METADATA, import_wan, save_checkpoint
+    from .files import check_output
 
+    check_output(args.out, overwrite=args.overwrite, inputs=[args.wan], what="--out")
     model = import_wan(args.wan, config=args.config, upsampler=args.upsampler, num_heads=args.num_heads,
                        latent_format=args.latent_format, attention=args.attention, seed=args.seed)
-    save_checkpoint(model, args.out, extra_metadata=IMPORTED_METADATA)  # marked untrained: the nodes warn
+    save_checkpoint(model, args.out, extra_metadata=IMPORTED_METADATA, replace=args.overwrite)  # marked untrained
     n = model.num_parameters()
     print(f"wrote {args.out}: config {model.config.name}, {model.config.latent_format} latents, DiT {n['dit'] / 1e6:.1f}M + "
           f"upsampler ({model.config.upsampler.mode}) {n['upsampler'] / 1e6:.2f}M parameters")
@@ -107,7 +112,7 @@ def _cmd_upscale(args) -> int:
 
     from . import parallel
     from .checkpoint import checkpoint_config, load_checkpoint, read_metadata, read_safetensors, untrained_warning
-    from .files import clean_stale_temporaries
+    from .files import check_output, clean_stale_temporaries
     from .latent_formats import read_latent
     from .latent_io import load_latent, save_latent
     from .pipeline import aspect_warning, auto_plan, available_memory, build_condition, sample, sampling_sigmas
@@ -122,11 +127,8 @@ def _cmd_upscale(args) -> int:
         raise CLIError("give both --width and --height (pixels), or --short-edge / --long-edge / --scale")
     if len(sizes) > 1:
         raise CLIError(f"give one of --width/--height, --scale, --short-edge or --long-edge, not {' and '.join(sizes)}")
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CLIError(f"{str(out)!r} exists: pass --overwrite to replace it")
-    if rank == 0:
-        clean_stale_temporaries(out.parent)
+    out = check_output(args.out, overwrite=args.overwrite, what="--out",
+                       inputs=[p for p in (args.latent, args.checkpoint, args.prompt_embeds) if p])
     device = resolve_device(args.device)
     sp = None
     if world > 1:
@@ -136,6 +138,9 @@ def _cmd_upscale(args) -> int:
         parallel.init_process_group(device)
         sp = parallel.SequenceParallel()
     say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
+    if rank == 0:
+        for p in clean_stale_temporaries(out.parent):
+            say(f"removed {p.name}, a temporary file an interrupted run left")
     try:
         budget = memory_budget(args.max_memory)
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -179,7 +184,8 @@ def _cmd_upscale(args) -> int:
                     tile_size=_parse_tile(args.tile), plan=plan, colour_fix=args.colour_fix, progress=rank == 0,
                     memory_budget=budget)
         if rank == 0:  # one output, written atomically
-            save_latent(hr.cpu(), out, metadata={"simplegvr": f"upscaled from {Path(args.latent).name}"})
+            save_latent(hr.cpu(), out, metadata={"simplegvr": f"upscaled from {Path(args.latent).name}"},
+                        replace=args.overwrite)
             print(f"wrote {out}: {tuple(lr.raw.shape)} -> {tuple(hr.shape)}"
                   + (f" ({world} processes, sequence-parallel)" if sp is not None else ""))
         if sp is not None:
@@ -221,15 +227,17 @@ def _load_lr_latents(folder: str, limit: int | None) -> list:
 
 def _cmd_analyze_detail(args) -> int:
     from .checkpoint import load_checkpoint
+    from .files import check_output
     from .timesteps import analyze_detail
 
+    check_output(args.out, overwrite=args.overwrite, inputs=[args.checkpoint], what="--out")
     model = load_checkpoint(args.checkpoint).eval()
     latents = _load_lr_latents(args.latents, args.limit)
     print(f"analyzing {len(latents)} LR latents with {args.steps} steps ...", file=sys.stderr)
     curve = analyze_detail(model, latents, steps=args.steps, shift=args.shift, scale=args.scale,
                            noise_level=args.noise_level, cutoff=args.cutoff, floor=args.floor, seed=args.seed,
                            source=str(args.checkpoint), progress=True)
-    curve.save(args.out)
+    curve.save(args.out, replace=args.overwrite)
     peak = max(range(len(curve.density)), key=lambda i: curve.density[i])
     print(f"wrote {args.out}: density over {len(curve.density)} sigma bins, peak at sigma "
           f"[{curve.edges[peak]:.3f}, {curve.edges[peak + 1]:.3f}]")
@@ -271,12 +279,11 @@ def _cmd_convert_cogvideox(args) -> int:
     import torch
 
     from .checkpoint import convert_cogvideox
+    from .files import check_output
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CLIError(f"{str(out)!r} exists: pass --overwrite to replace it")
+    out = check_output(args.out, overwrite=args.overwrite, inputs=[args.transformer], what="--out")
     dtype = {"keep": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-    path = convert_cogvideox(args.transformer, out, dtype=dtype)
+    path = convert_cogvideox(args.transformer, out, dtype=dtype, replace=args.overwrite)
     print(f"wrote {path} (ComfyUI's CogVideoX key names: put it in ComfyUI/models/diffusion_models/)")
     return 0
 
@@ -300,21 +307,26 @@ def _cmd_demo(args) -> int:
     def log(msg):
         print(msg, file=sys.stderr)
 
-    clips = None
+    clips, skipped = None, []
     if args.videos:
-        paths = list_media(args.videos)
-        clips, skipped = demo.load_clips(paths, log)
-        if not clips:
-            raise CLIError(f"none of the {len(paths)} videos given could be used ({skipped[0] if skipped else ''})")
+        paths = list_media(args.videos, exclude=args.out)  # the demo's own outputs are not inputs
+        if len(paths) > demo.MAX_VIDEOS and args.clips is None:
+            raise CLIError(f"--videos: {len(paths)} videos found; the demo takes at most {demo.MAX_VIDEOS} at a time: "
+                           "pass --clips N to run the first N")
+        clips = demo.iter_clips(paths[:args.clips] if args.clips else paths, skipped, log)
     elif args.clips:
         from .clips import split_files
 
-        clips, skipped = demo.load_clips(split_files("test")[:args.clips], log)
-    results = demo.evaluate(model, vae, clips, steps=steps, shift=shift, noise_level=noise, seed=args.seed,
-                            lr_mode=args.lr_mode, role=chosen["model"], log=log)
-    if args.videos and skipped:
-        results["skipped"] = skipped
-    files = demo.write_outputs(results, args.out)
+        clips = demo.iter_clips(split_files("test")[:args.clips], skipped, log)
+    writer = demo.OutputWriter(args.out)  # refused here, before any clip is computed, if --out cannot be a folder
+    try:
+        results = demo.evaluate(model, vae, clips, steps=steps, shift=shift, noise_level=noise, seed=args.seed,
+                                lr_mode=args.lr_mode, role=chosen["model"], log=log, keep_videos=False,
+                                on_clip=writer.add, skipped=skipped)
+        files = writer.finish(results)
+    except BaseException:
+        writer.abort()
+        raise
     st = results["settings"]
     print(f"SimpleGVR demo: {st['clips']} clips ({st['source']}), {demo.FRAMES} frames, {demo.LR_SIZE}x{demo.LR_SIZE} -> "
           f"{demo.HR_SIZE}x{demo.HR_SIZE} ({'clean area downscale' if args.lr_mode == 'area' else 'flow-guided T2V artefacts'}),"
@@ -403,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--videos", nargs="+", default=None, metavar="PATH",
                    help="your own videos (mp4/mkv/webm/mov/animated WebP, or folders of them) instead of the test split, "
                         "cut and scaled exactly as the test split is")
-    d.add_argument("--clips", type=int, default=None, help="only the first N test clips (default: all 14)")
+    d.add_argument("--clips", type=int, default=None,
+                   help="only the first N test clips (default: all 14), or the first N of --videos")
     d.add_argument("--lr-mode", choices=["area", "flow"], default="area",
                    help="the LR: a clean 2x area downscale (default), or the paper's setting with flow-guided T2V artefacts")
     d.add_argument("--teacher", action="store_true",
@@ -427,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3, help="CPU timing repeats (median is reported)")
     b.add_argument("--no-cpu", action="store_true", help="skip the CPU wall-time measurement")
     b.add_argument("--out", help="also write the Markdown report to this file")
+    b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     b.set_defaults(func=_cmd_bench)
 
     w = sub.add_parser("import-wan", help="make a SimpleGVR checkpoint from a Wan 2.1 / 2.2 T2V transformer")
@@ -444,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--attention", default=None, choices=["full", "temporal_units", "sparse_local"],
                    help="attention mode stored in the config, switchable at inference (default: the config's, else full)")
     w.add_argument("--seed", type=int, default=0, help="seed for the newly initialised weights")
+    w.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never one of the inputs)")
     w.set_defaults(func=_cmd_import_wan)
 
     a = sub.add_parser("analyze-detail", help="measure where sampling creates detail: the detail-aware timestep curve")
@@ -458,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--floor", type=float, default=0.1, help="uniform mixture weight of the density")
     a.add_argument("--limit", type=int, default=None, help="use at most this many latents (default all)")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     a.set_defaults(func=_cmd_analyze_detail)
 
     dw = sub.add_parser("download-wan", help="download Wan 2.1 T2V 1.3B or Wan 2.2 TI2V 5B (diffusers format) from the "
@@ -503,8 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def sigterm_as_interrupt() -> None:
-    """SIGTERM (a scheduler, `kill`, a closing terminal) stops a run as Ctrl-C does: temporaries are removed, nothing
-    half-written is left. Only the main thread can install handlers."""
+    """SIGTERM (a scheduler, `kill`) and SIGHUP (a closing terminal or SSH session) stop a run as Ctrl-C does:
+    temporaries are removed, nothing half-written is left. Only the main thread can install handlers."""
     import signal
     import threading
 
@@ -514,7 +530,9 @@ def sigterm_as_interrupt() -> None:
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):  # SIGHUP does not exist on Windows
+            signal.signal(getattr(signal, name), handler)
 
 
 def _message_prefix() -> str | None:

@@ -96,16 +96,22 @@ def read_media(path, max_frames: int | None = None) -> np.ndarray:
     return read_video(path, max_frames)[0]
 
 
-def list_media(paths) -> list[Path]:
-    """Video files given as files or folders (searched recursively), sorted per folder; ValueError for a path that
-    does not exist or a folder with no video."""
+def list_media(paths, exclude=None) -> list[Path]:
+    """Video files given as files or folders (searched recursively), sorted per folder, leaving out anything inside
+    `exclude` (the run's own output folder: its videos are results, not inputs); ValueError for a path that does
+    not exist or a folder with no video."""
     from .degrade.video_io import VIDEO_EXTENSIONS
+
+    skip = Path(exclude).resolve() if exclude is not None else None
+
+    def outside(f: Path) -> bool:
+        return skip is None or (f.resolve() != skip and skip not in f.resolve().parents)
 
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
-                           and not f.name.startswith("."))
+                           and not f.name.startswith(".") and outside(f))
             if not found:
                 raise ValueError(f"{str(p)!r} holds no video files ({', '.join(VIDEO_EXTENSIONS)})")
             out += found
@@ -119,14 +125,53 @@ def list_media(paths) -> list[Path]:
 def demo_clip(frames: np.ndarray, n_frames: int, size: int) -> np.ndarray:
     """The demo's HR clip from a video: the centred `n_frames`-long window, the centred square crop of the full
     short side, area-downscaled to size x size (bicubic if the video is smaller). ValueError when too short."""
-    import cv2
-
-    t, h, w = frames.shape[:3]
+    t = frames.shape[0]
     if t < n_frames:
         raise ValueError(f"the video has {t} frames: the demo needs at least {n_frames}")
     s = (t - n_frames) // 2
+    return np.stack([demo_frame(f, size) for f in frames[s:s + n_frames]])
+
+
+def demo_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """One frame of `demo_clip`: the centred square crop of the full short side at size x size."""
+    import cv2
+
+    h, w = frame.shape[:2]
     side = min(h, w)
     y, x = (h - side) // 2, (w - side) // 2
-    crop = frames[s:s + n_frames, y:y + side, x:x + side]
     interp = cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC
-    return np.stack([cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=interp) for f in crop])
+    return cv2.resize(np.ascontiguousarray(frame[y:y + side, x:x + side]), (size, size), interpolation=interp)
+
+
+MAX_SOURCE_FRAMES = 10_000  # frames of one video whose container does not say how many it has
+
+
+def read_demo_clip(path, n_frames: int, size: int) -> np.ndarray:
+    """`demo_clip(read_media(path))` without holding the video: the size is probed before anything is decoded
+    (frames above `video_io.MAX_FRAME_PIXELS` are refused), only the centred window is decoded when the container
+    states its length, and every frame is cropped and scaled as it arrives, so memory stays at one source frame."""
+    from .degrade.video_io import MAX_FRAME_PIXELS, iter_frames, probe_video
+
+    info = probe_video(path)
+    if info.width * info.height > MAX_FRAME_PIXELS:
+        raise ValueError(f"video {str(path)!r} is {info.width}x{info.height} px, above the {MAX_FRAME_PIXELS} px "
+                         "limit for one frame")
+    if info.frames:
+        if info.frames < n_frames:
+            raise ValueError(f"the video has {info.frames} frames: the demo needs at least {n_frames}")
+        start = (info.frames - n_frames) // 2
+        out = [demo_frame(f, size) for i, f in enumerate(iter_frames(path, start + n_frames)) if i >= start]
+        if len(out) == n_frames:
+            return np.stack(out)
+        raise ValueError(f"video {str(path)!r} is truncated: it ended before frame {start + n_frames} of the "
+                         f"{info.frames} its container states")
+    frames = []
+    for f in iter_frames(path, MAX_SOURCE_FRAMES + 1):
+        frames.append(demo_frame(f, size))
+        if len(frames) > MAX_SOURCE_FRAMES:
+            raise ValueError(f"video {str(path)!r} has more than {MAX_SOURCE_FRAMES} frames and does not state how "
+                             "many: cut it shorter")
+    if len(frames) < n_frames:
+        raise ValueError(f"the video has {len(frames)} frames: the demo needs at least {n_frames}")
+    start = (len(frames) - n_frames) // 2
+    return np.stack(frames[start:start + n_frames])

@@ -57,8 +57,42 @@ def lr_clip(hr: np.ndarray, mode: str = "area", seed: int = 0) -> np.ndarray:
     return degrade.degrade_frames(hr, "none" if mode == "area" else "flow", (LR_SIZE, LR_SIZE), seed)
 
 
+ASSET_FILES = (VAE_FILE, MODEL_FILE, STUDENT_FILE)  # the set the manifest vouches for, by SHA-256
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(assets: str | os.PathLike | None = None) -> dict:
+    """The assets folder's manifest ({} when it has none), after checking that every file it lists by hash is the
+    file it lists: ValueError for a mixed set (an interrupted rebuild, a hand-copied file)."""
+    from .files import parse_json
+
+    a = Path(assets) if assets else ASSETS
+    path = a / MANIFEST
+    if not path.is_file():
+        return {}
+    manifest = parse_json(path.read_text(), f"demo manifest {str(path)!r}")
+    if not isinstance(manifest, dict):
+        raise ValueError(f"demo manifest {str(path)!r} is not a JSON object")
+    for name, digest in (manifest.get("files") or {}).items():
+        f = a / name
+        if not f.is_file() or file_sha256(f) != digest:
+            raise ValueError(f"the demo weights in {str(a)!r} are not the set their manifest records: {name} "
+                             f"{'is missing' if not f.is_file() else 'differs'} (an interrupted rebuild?); rebuild "
+                             "them with `simplegvr demo --retrain`, or restore the folder")
+    return manifest
+
+
 def load_assets(assets: str | os.PathLike | None = None):
-    """(model, vae, manifest) from the assets folder; ValueError naming what is missing."""
+    """(model, vae, manifest) from the assets folder; ValueError naming what is missing or does not belong."""
     from .checkpoint import load_checkpoint
     from .vae import VideoVAE
 
@@ -66,8 +100,52 @@ def load_assets(assets: str | os.PathLike | None = None):
     for name in (VAE_FILE, MODEL_FILE):
         if not (a / name).is_file():
             raise ValueError(f"demo weights {str(a / name)!r} are missing: rebuild them with `simplegvr demo --retrain`")
-    manifest = json.loads((a / MANIFEST).read_text()) if (a / MANIFEST).is_file() else {}
+    manifest = read_manifest(a)
     return load_checkpoint(a / MODEL_FILE).eval(), VideoVAE.load("file", a / VAE_FILE), manifest
+
+
+def install_assets(assets: str | os.PathLike | None, files: dict[str, str | os.PathLike], manifest: dict) -> dict:
+    """Put new weights into the assets folder as one set: each file of `files` ({asset name: source path}) is copied
+    beside its place under a temporary name, then all are renamed into place with the manifest last - recording
+    every asset's SHA-256 - while SIGINT/SIGTERM/SIGHUP wait. An interruption before the renames leaves the old
+    set whole; a set that still ends up mixed (a SIGKILL between two renames) is refused by `read_manifest`."""
+    import shutil
+    import signal
+
+    from .files import remove_temporary, temp_path
+
+    a = Path(assets) if assets else ASSETS
+    a.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(files) - set(ASSET_FILES))
+    if unknown:
+        raise ValueError(f"not demo assets: {unknown} (expected names among {ASSET_FILES})")
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, src in files.items():
+            tmp = temp_path(a / name)
+            shutil.copyfile(src, tmp)
+            staged.append((tmp, a / name))
+        hashes = {dst.name: file_sha256(tmp) for tmp, dst in staged}
+        for name in ASSET_FILES:
+            if name not in hashes and (a / name).is_file():
+                hashes[name] = file_sha256(a / name)
+        manifest = {**manifest, "files": hashes}
+        tmp = temp_path(a / MANIFEST)
+        tmp.write_text(json.dumps(manifest, indent=1))
+        staged.append((tmp, a / MANIFEST))
+        blocked = {getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if hasattr(signal, "pthread_sigmask") else None
+        try:
+            for tmp, dst in staged:
+                os.replace(tmp, dst)
+        finally:
+            if old is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                remove_temporary(tmp)
+    return manifest
 
 
 def load_model(assets: str | os.PathLike | None = None, teacher: bool = False):
@@ -89,20 +167,28 @@ def load_model(assets: str | os.PathLike | None = None, teacher: bool = False):
                                 "noise_level": float(manifest.get("noise_level", 0.0))}
 
 
-def load_clips(paths, log=print) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
-    """(name, HR clip) for every readable video of `paths` (the demo's HR: `clips.demo_clip`), and the reasons
-    the others were skipped; the names are the file names."""
-    from .clips import demo_clip, read_media
+def iter_clips(paths, skipped: list[str], log=print):
+    """(name, HR clip) for each readable video of `paths` in turn, read only when its turn comes (the demo's HR:
+    `clips.read_demo_clip`: probed first, one source frame in memory); the reasons for the others are appended
+    to `skipped`; the names are the file names."""
+    from .clips import read_demo_clip
 
-    good, skipped = [], []
     for p in paths:
         try:
-            good.append((Path(p).name, demo_clip(read_media(p), FRAMES, HR_SIZE)))
+            clip = read_demo_clip(p, FRAMES, HR_SIZE)
         except (ValueError, OSError, MemoryError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             skipped.append(f"{Path(p).name}: {msg}")
             log(f"skipping {Path(p).name}: {msg}")
-    return good, skipped
+            continue
+        yield Path(p).name, clip
+
+
+def load_clips(paths, log=print) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """(name, HR clip) for every readable video of `paths` (`iter_clips`), and the reasons the others were
+    skipped."""
+    skipped: list[str] = []
+    return list(iter_clips(paths, skipped, log)), skipped
 
 
 @torch.no_grad()
@@ -125,26 +211,28 @@ def baselines(vae, lr_lat: torch.Tensor) -> dict:
 @torch.no_grad()
 def evaluate(model, vae, clips=None, *, split: str = "test", steps: int = 2, shift: float = 3.0,
              noise_level: float = 0.0, seed: int = 0, lr_mode: str = "area", progress: bool = True,
-             keep_videos: bool = True, role: str = "teacher", log=print) -> dict:
-    """Run the cascade and the baselines on `clips` ((name, HR clip) pairs from `load_clips`; default: the `split`
-    of the demo clips) and measure each against HR; summary means, per-clip rows and paired bootstrap intervals of
-    SimpleGVR's margin over each baseline. `role` ("teacher" or "student") is recorded in the settings."""
+             keep_videos: bool = True, role: str = "teacher", log=print, on_clip=None,
+             skipped: list[str] | None = None) -> dict:
+    """Run the cascade and the baselines on `clips` ((name, HR clip) pairs, a list or an `iter_clips` stream taken
+    one clip at a time; default: the `split` of the demo clips) and measure each against HR; summary means, per-clip
+    rows and paired bootstrap intervals of SimpleGVR's margin over each baseline. Each clip's videos go to
+    `on_clip(dict)` (e.g. `OutputWriter.add`) and, with `keep_videos`, into the result. `skipped`: the list the
+    clip stream appends its skip reasons to. `role` ("teacher" or "student") is recorded in the settings."""
     from tqdm.auto import tqdm
 
     from . import metrics
     from .clips import split_files
     from .pipeline import build_condition, sample
 
-    skipped: list[str] = []
+    skipped = [] if skipped is None else skipped
     if clips is None:
-        clips, skipped = load_clips(split_files(split), log)
+        clips = iter_clips(split_files(split), skipped, log)
         source = f"{split} split"
     else:
         source = "your videos"
-    if not clips:
-        raise ValueError("no readable video to run the demo on")
     rows, videos = [], []
-    for k, (name, hr) in enumerate(tqdm(clips, desc="demo clips", disable=not progress)):
+    total = len(clips) if hasattr(clips, "__len__") else None
+    for k, (name, hr) in enumerate(tqdm(clips, desc="demo clips", total=total, disable=not progress)):
         lr_lat = vae.encode(torch.from_numpy(lr_clip(hr, lr_mode, seed + k))[None])  # raw latent, as a sampler hands it
         out, secs = {}, {}
         t0 = time.perf_counter()
@@ -162,8 +250,14 @@ def evaluate(model, vae, clips=None, *, split: str = "test", steps: int = 2, shi
                       "warp_error": metrics.warp_error(out[m], flows), "hf_ratio": metrics.hf_energy_ratio(out[m], hr),
                       "blockiness": metrics.blockiness(out[m]), "seconds": secs.get(m, 0.0)}
         rows.append(row)
+        video = {"name": name, "hr": hr, **out}
+        if on_clip is not None:
+            on_clip(video)
         if keep_videos:
-            videos.append({"name": name, "hr": hr, **out})
+            videos.append(video)
+    if not rows:
+        raise ValueError(f"none of the {len(skipped)} videos given could be used ({skipped[0]})" if skipped
+                         else "no readable video to run the demo on")
     summary = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in METRICS} for m in (*METHODS, "vae_ceiling")}
     summary["hr"] = {"warp_error": float(np.mean([r["hr_warp_error"] for r in rows])),
                      "blockiness": float(np.mean([r["hr_blockiness"] for r in rows]))}
@@ -221,33 +315,64 @@ GRID_ORDER = ("hr", "simplegvr", "latent_bilinear", "pixel_bicubic")
 GRID_NAMES = {"hr": "HR", "simplegvr": "SimpleGVR", "latent_bilinear": "latent bilinear", "pixel_bicubic": "bicubic"}
 
 
-def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict:
-    """side_by_side.mp4 (HR | SimpleGVR | latent bilinear | bicubic, clips one after another), grid.png (each clip's
-    middle frame and, below it, its centre zoomed 2x, under the clip's file name), results.json. Each file is
-    written under a temporary name first."""
-    from .degrade.video_io import write_video
-    from .files import atomic_write
+MAX_VIDEOS = 500  # `--videos` files in one run without --clips: more is a mistake (one clip takes seconds)
+GRID_CLIPS = 24  # rows of grid.png at most (the first clips); side_by_side.mp4 shows every clip
+OUTPUT_FILES = ("side_by_side.mp4", "grid.png", "results.json")
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    frames = []
-    for v in results["videos"]:
+
+class OutputWriter:
+    """The demo's output folder, filled clip by clip so memory stays flat over any number of clips:
+    side_by_side.mp4 (HR | SimpleGVR | latent bilinear | bicubic, clips one after another) streams to a temporary
+    file, grid.png keeps the first GRID_CLIPS clips (each clip's middle frame and, below it, its centre zoomed 2x,
+    under the clip's file name), results.json comes last. The folder is the demo's: these three files in it are
+    replaced, nothing else is touched; each appears only when complete."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        from .degrade.video_io import VideoWriter
+        from .files import check_output_folder
+
+        self.out = check_output_folder(out_dir, "--out")
+        self.video = VideoWriter(self.out / "side_by_side.mp4", fps=8)
+        self.rows: list[np.ndarray] = []
+        self.frames = 0
+
+    def add(self, v: dict) -> None:
         for t in range(v["hr"].shape[0]):
-            frames.append(np.concatenate([_label(v[m][t], GRID_NAMES[m]) for m in GRID_ORDER], 1))
-    write_video(out / "side_by_side.mp4", np.stack(frames), fps=8)
-    rows = []
-    for v in results["videos"]:
-        panel = np.concatenate([np.concatenate([_label(v[m][FRAMES // 2], GRID_NAMES[m]), _zoom(v[m][FRAMES // 2])], 0)
-                                for m in GRID_ORDER], 1)
-        rows.append(_label(panel, v["name"], height=16))
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(np.concatenate(rows, 0)[..., ::-1]))
-    if not ok:
-        raise ValueError("could not encode the demo grid as PNG")
-    atomic_write(out / "grid.png", lambda tmp: Path(tmp).write_bytes(png.tobytes()))
-    data = {k: v for k, v in results.items() if k != "videos"}
-    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
-    return {"video": out / "side_by_side.mp4", "grid": out / "grid.png", "json": out / "results.json",
-            "frames": len(frames)}
+            self.video.write(np.concatenate([_label(v[m][t], GRID_NAMES[m]) for m in GRID_ORDER], 1))
+            self.frames += 1
+        if len(self.rows) < GRID_CLIPS:
+            mid = v["hr"].shape[0] // 2
+            panel = np.concatenate([np.concatenate([_label(v[m][mid], GRID_NAMES[m]), _zoom(v[m][mid])], 0)
+                                    for m in GRID_ORDER], 1)
+            self.rows.append(_label(panel, v["name"], height=16))
+
+    def finish(self, results: dict) -> dict:
+        from .files import atomic_write
+
+        self.video.close()
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(np.concatenate(self.rows, 0)[..., ::-1]))
+        if not ok:
+            raise ValueError("could not encode the demo grid as PNG")
+        atomic_write(self.out / "grid.png", lambda tmp: Path(tmp).write_bytes(png.tobytes()))
+        data = {k: v for k, v in results.items() if k != "videos"}
+        atomic_write(self.out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+        return {"video": self.out / "side_by_side.mp4", "grid": self.out / "grid.png",
+                "json": self.out / "results.json", "frames": self.frames}
+
+    def abort(self) -> None:
+        self.video.abort()
+
+
+def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict:
+    """The demo's output files (`OutputWriter`) for results that kept their videos (`evaluate(keep_videos=True)`)."""
+    writer = OutputWriter(out_dir)
+    try:
+        for v in results["videos"]:
+            writer.add(v)
+        return writer.finish(results)
+    except BaseException:
+        writer.abort()
+        raise
 
 
 # --- rebuilding the weights ------------------------------------------------------------------------
@@ -344,7 +469,7 @@ def record_test_margins(results: dict, role: str, assets: str | os.PathLike | No
     from .files import atomic_write
 
     a = Path(assets) if assets else ASSETS
-    manifest = json.loads((a / MANIFEST).read_text())
+    manifest = read_manifest(a)
     manifest["test_margins"] = {b: {k: round(results["comparisons"][b][k]["diff"], 4) for k in ("psnr", "ssim")}
                                 for b in BASELINES}
     manifest["test_margins_model"] = role
@@ -392,38 +517,31 @@ WORK_MARKER = ".simplegvr_demo_work"
 
 def fresh_work_folder(work: Path) -> Path:
     """Empty the scratch folder of an earlier `--retrain` (clips, pairs and checkpoints left there would be
-    reused silently); a folder that holds anything else is refused rather than touched."""
-    import shutil
+    reused silently); a folder that holds anything else is refused rather than touched (`files.empty_private_folder`)."""
+    from .files import empty_private_folder, write_marker
 
-    marker = work / WORK_MARKER
-    if work.exists() and (not work.is_dir() or (any(work.iterdir()) and not marker.is_file())):
-        raise ValueError(f"--work {str(work)!r} exists and is not a demo scratch folder (no {WORK_MARKER}): "
-                         "give a new or empty folder")
-    # videos/ holds the train list (captions.jsonl) make_pairs reads; the rest are outputs of the retrain commands
-    for sub in ("videos", "pairs", "pairs_clean", "run", "onestep"):
-        shutil.rmtree(work / sub, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    marker.write_text("scratch folder of `simplegvr demo --retrain`: emptied by the next --retrain\n")
-    return work
+    empty_private_folder(work, WORK_MARKER, "--work")
+    return write_marker(work, WORK_MARKER, "scratch folder of `simplegvr demo --retrain`: emptied by the next --retrain\n")
 
 
 def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "runs/demo", quick: bool = False,
             log=print) -> dict:
     """Rebuild the demo codec, the teacher (its sampling tuned on validation) and the one-step default model with the
     training scripts (they live in the repository's training/); the student's validation PSNR goes in the manifest.
-    The test split is never read: benchmarks/onestep_results.py measures it."""
-    import shutil
-
+    Everything is built in `work`/assets and swapped into `assets` as one set at the end (`install_assets`): an
+    interrupted rebuild leaves the old set whole. The test split is never read: benchmarks/onestep_results.py
+    measures it."""
     root = Path(__file__).resolve().parents[1]
     if not (root / "training" / "train.py").is_file():
         raise ValueError(f"--retrain needs the repository's training/ folder next to {root / 'simplegvr_core'} "
                          "(install from a git clone with `pip install -e .`)")
     a = Path(assets) if assets else ASSETS
     w = fresh_work_folder(Path(work).resolve())
-    a.mkdir(parents=True, exist_ok=True)
+    stage = w / "assets"  # the new set is built here, beside nothing the user owns
+    stage.mkdir()
     write_train_list(w / "videos", 1 if quick else TRAIN_REPEATS)
-    cmds = retrain_commands(a.resolve(), w, quick)
-    stages = student_commands(a.resolve(), w, w / "onestep", quick)
+    cmds = retrain_commands(stage, w, quick)
+    stages = student_commands(stage, w, w / "onestep", quick)
     t0 = time.time()
     for cmd in cmds + [c for _, c in stages]:
         log("$ " + " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd)))
@@ -432,15 +550,13 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
             raise ValueError(f"retraining step failed (exit {r.returncode}): {' '.join(cmd[1:3])}")
     from .checkpoint import read_metadata
     from .clips import split_files
-    from .files import atomic_write
 
-    vmeta = read_metadata(a / VAE_FILE)
-    model, vae, _ = load_assets(a)
+    vmeta = read_metadata(stage / VAE_FILE)
+    model, vae, _ = load_assets(stage)
     grid = [(2, 3.0, 0.0)] if quick else None
     val, _ = load_clips(split_files("validation"), log)
     settings = tune(model, vae, grid=grid, clips=val, log=log)
-    atomic_write(a / STUDENT_FILE, lambda tmp: shutil.copyfile(stages[-1][0], tmp))
-    smeta = read_metadata(a / STUDENT_FILE)  # its last stage scored it on validation (training/calibrate_residual.py)
+    smeta = read_metadata(stages[-1][0])  # its last stage scored it on validation (training/calibrate_residual.py)
     scale = float(smeta["residual_scale"])
     student_psnr = json.loads(smeta["residual_scale_validation_psnr_db"])[smeta["residual_scale"]]
     manifest = {**settings, "codec_validation_psnr_db": float(vmeta.get("validation_psnr_db", "nan")),
@@ -449,5 +565,5 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
                 "clips_package": _clips_version(),
                 "commands": [command_line(cmd, root) for cmd in cmds],
                 "student": student_entry(student_psnr, [command_line(cmd, root) for _, cmd in stages], scale)}
-    atomic_write(a / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
-    return manifest
+    return install_assets(a, {VAE_FILE: stage / VAE_FILE, MODEL_FILE: stage / MODEL_FILE,
+                              STUDENT_FILE: stages[-1][0]}, manifest)

@@ -28,9 +28,13 @@ def load_latent(path: str | os.PathLike) -> torch.Tensor:
     return tensors["latent_tensor"]
 
 
-def save_latent(latent: torch.Tensor, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
-    """Write a `.latent` file that ComfyUI's LoadLatent reads, atomically (temporary name, then rename)."""
+def save_latent(latent: torch.Tensor, path: str | os.PathLike, metadata: dict[str, str] | None = None, *,
+                replace: bool = True) -> Path:
+    """Write a `.latent` file that ComfyUI's LoadLatent reads, atomically (temporary name, then rename; replace=False
+    never replaces an existing file, `files.atomic_write`). A latent with NaN or Inf is refused."""
     if not isinstance(latent, torch.Tensor) or not latent.is_floating_point():
         raise ValueError(f"latent must be a floating-point tensor, got {type(latent).__name__}")
+    if not torch.isfinite(latent).all():
+        raise ValueError(f"the latent for {str(path)!r} contains NaN or Inf: nothing was written")
     tensors = {"latent_tensor": latent.detach().cpu().contiguous(), MARKER: torch.tensor([])}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), replace=replace)

@@ -18,7 +18,6 @@ does not fit, before anything large is allocated.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ import torch
 from . import colour, seeding
 from .config import check_attention
 from .latent_formats import LatentFormat, VideoLatent, from_bcthw, get_format, read_latent
+from .memory import GiB, available_memory, check_memory, format_bytes  # noqa: F401 - GiB: hosts size budgets in it
 from .model import SimpleGVR
 from .models.upsampler import resize_frames
 from .sampling import MAX_SHIFT, MAX_STEPS, SAMPLERS, add_condition_noise, cfg_velocity, flow_sigmas, get_sampler
@@ -153,41 +153,6 @@ def pad_text(context: torch.Tensor, text_len: int) -> torch.Tensor:
 
 
 # --- memory -----------------------------------------------------------------------------------------
-GiB = 1024**3
-
-
-def available_memory(device) -> int:
-    """Bytes that can be allocated on `device` now: free CUDA memory, or MemAvailable of the host."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62  # unknown: do not refuse
-
-
-def check_memory(needed: int, budget, what: str, device="cpu") -> None:
-    """Refuse (ValueError, with the estimate) when `needed` bytes exceed the budget: None = no check, 'auto' = what
-    `device` has available now, a number = that many bytes."""
-    if budget is None:
-        return
-    limit = available_memory(device) if budget == "auto" else int(budget)
-    if needed > limit:
-        raise ValueError(f"{what} needs about {needed / GiB:.2f} GiB but {limit / GiB:.2f} GiB "
-                         f"{'is available' if budget == 'auto' else 'is the memory budget'}: use smaller sizes, "
-                         "spatial tiles or temporal chunks, or raise the budget (CLI: --max-memory GiB) if you really "
-                         "have the memory")
-
-
 def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
@@ -384,8 +349,8 @@ def auto_plan(model: SimpleGVR, shape, budget: int, *, cfg: float, dtype: torch.
             return plan
         if best is None or need < best[0]:
             best = (need, plan)
-    raise ValueError(f"sampling a latent of {tuple(int(v) for v in shape)} needs at least {best[0] / GiB:.2f} GiB "
-                     f"({best[1].describe()}) but {max(budget, 0) / GiB:.2f} GiB is free: use a smaller size, cfg 1 "
+    raise ValueError(f"sampling a latent of {tuple(int(v) for v in shape)} needs at least {format_bytes(best[0])} "
+                     f"({best[1].describe()}) but {format_bytes(budget)} is free: use a smaller size, cfg 1 "
                      "(one pass per step), or free memory")
 
 
@@ -399,7 +364,7 @@ def auto_condition_chunk(model: SimpleGVR, lr_shape, size: tuple[int, int], budg
             return frames
     need = upsampler_memory(model, lr_shape, size, 1, dtype)
     raise ValueError(f"the condition for {tuple(int(v) for v in lr_shape)} -> latent {size[0]}x{size[1]} needs at least "
-                     f"{need / GiB:.2f} GiB (chunks of 1 latent frame) but {max(int(budget), 0) / GiB:.2f} GiB is free: "
+                     f"{format_bytes(need)} (chunks of 1 latent frame) but {format_bytes(budget)} is free: "
                      "use a smaller size or free memory")
 
 

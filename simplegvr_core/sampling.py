@@ -109,10 +109,9 @@ class SamplingRecipe:
         if not isinstance(text, str) or len(text) > MAX_RECIPE_CHARS:
             size = f"{len(text)} characters" if isinstance(text, str) else type(text).__name__
             raise ValueError(f"sampling: expected a JSON object of at most {MAX_RECIPE_CHARS} characters, got {size}")
-        try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"sampling is not valid JSON: {e}") from None
+        from .files import parse_json
+
+        d = parse_json(text, "sampling")
         known = ("steps", "shift", "timesteps", "r_embedding")
         if not isinstance(d, dict) or set(d) - set(known):
             got = sorted(set(d) - set(known)) if isinstance(d, dict) else type(d).__name__

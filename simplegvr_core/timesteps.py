@@ -50,24 +50,24 @@ class DetailCurve:
         i = torch.searchsorted(e, s, right=True).clamp(1, len(d)) - 1
         return (cum[i] + d[i] * (s - e[i])).clamp(0, 1)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, replace: bool = True) -> Path:
         from .files import atomic_write
 
         data = {"kind": "simplegvr-detail-curve", "edges": self.edges, "density": self.density,
                 "floor": self.floor, "steps": self.steps, "source": self.source}
-        return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+        return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)), replace=replace)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DetailCurve:
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"detail curve {str(p)!r} does not exist (make one with `simplegvr analyze-detail`)")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"detail curve {str(p)!r} is not valid JSON: {e}") from None
-        if data.get("kind") != "simplegvr-detail-curve":
-            raise ValueError(f"{str(p)!r} is not a detail curve (kind={data.get('kind')!r})")
+        from .files import parse_json
+
+        data = parse_json(p.read_text(), f"detail curve {str(p)!r}")
+        if not isinstance(data, dict) or data.get("kind") != "simplegvr-detail-curve":
+            kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{str(p)!r} is not a detail curve (kind={kind!r})")
         return cls(edges=data["edges"], density=data["density"], floor=data.get("floor", 0.0),
                    steps=data.get("steps", 0), source=data.get("source", ""))
 

@@ -251,9 +251,9 @@ class VideoVAE:
         if not (sub / "config.json").is_file():
             raise ValueError(f"no {k.family} VAE at {str(p)!r}: expected a diffusers folder with vae/config.json "
                              f"(run `{k.download.format(path=p)}`)")
-        import json
+        from .files import parse_json
 
-        config = json.loads((sub / "config.json").read_text())
+        config = parse_json((sub / "config.json").read_text(), f"VAE config {str(sub / 'config.json')!r}")
         found_cls = config.get("_class_name", k.cls)
         channels, spatial = _latent_shape(found_cls, config)
         if found_cls != k.cls or (channels, spatial) != (k.channels, k.spatial):
@@ -264,12 +264,11 @@ class VideoVAE:
 
     @classmethod
     def _load_file(cls, path, device, dtype):
-        import json
-
         from .checkpoint import read_safetensors
+        from .files import parse_json
 
         tensors, meta = read_safetensors(path)
-        cfg = json.loads(meta.get("vae_config", "null")) or TINY_WAN_VAE
+        cfg = parse_json(meta.get("vae_config", "null"), f"the vae_config of {str(path)!r}") or TINY_WAN_VAE
         if cfg.get("arch") == "lapped":
             vae = LappedVideoCodec(**_lapped_config(path, cfg))
         else:

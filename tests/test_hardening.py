@@ -292,7 +292,7 @@ def test_absurd_frame_sizes_are_refused_before_decoding(tmp_path, capsys, monkey
     write_video(tmp_path / "big.mp4", np.zeros((30, 512, 512, 3), np.uint8), fps=16)  # a few kB of black frames
     rc = main(["degrade", str(tmp_path / "big.mp4"), str(tmp_path / "o.mp4"), "--mode", "classic", "--max-memory", "0.1"])
     err = capsys.readouterr().err
-    assert rc == 2 and "needs about" in err and "GiB" in err and "0.10 GiB is the limit" in err
+    assert rc == 2 and "needs about" in err and "GiB" in err and "102.40 MiB is the limit" in err
     monkeypatch.setattr(degrade, "DEFAULT_MAX_FRAME_PIXELS", 256 * 256)
     assert main(["degrade", str(tmp_path / "big.mp4"), str(tmp_path / "o.mp4"), "--mode", "classic"]) == 2
     assert "above the 65536 px limit" in capsys.readouterr().err
@@ -395,7 +395,7 @@ def test_write_errors_are_explained():
 def test_memory_estimate_refuses_before_allocating_and_can_be_raised():
     m = tiny()
     lr = lr_latent()
-    with pytest.raises(ValueError, match=r"needs about .* GiB but 0\.00 GiB is the memory budget.*--max-memory"):
+    with pytest.raises(ValueError, match=r"needs about [0-9.]+ [KMG]iB but 1000 bytes is the memory budget.*--max-memory"):
         build_condition(m, lr, scale=2, memory_budget=1000)
     cond = build_condition(m, lr, scale=2, memory_budget=10 * 2**30)
     with pytest.raises(ValueError, match=r"sampling a latent of \(1, 16, 2, 16, 16\).*needs about"):
@@ -449,7 +449,7 @@ def test_stale_temporaries_of_killed_runs_are_cleaned_on_the_next_run(tmp_path):
     pid = dead_pid()
     out = tmp_path / "out"
     out.mkdir()
-    stale = out / f".o.mp4.{pid}.deadbeef.part.mp4"
+    stale = out / f".o.mp4.simplegvr-{pid}-deadbeef.part.mp4"
     stale.write_bytes(b"half a video")
     live = temp_path(out / "x.mp4", "part.mp4")  # this process's: still running, so kept
     live.write_bytes(b"")
@@ -461,8 +461,8 @@ def test_stale_temporaries_of_killed_runs_are_cleaned_on_the_next_run(tmp_path):
     live.unlink()
     ck = tmp_path / "run" / "checkpoints"
     ck.mkdir(parents=True)
-    (ck / f".step-0000004.{pid}.cafe.tmp").mkdir()
-    assert [p.name for p in clean_stale_temporaries(ck)] == [f".step-0000004.{pid}.cafe.tmp"]
+    (ck / f".step-0000004.simplegvr-{pid}-0000cafe.tmp").mkdir()
+    assert [p.name for p in clean_stale_temporaries(ck)] == [f".step-0000004.simplegvr-{pid}-0000cafe.tmp"]
 
 
 # --- 11. the same message everywhere -----------------------------------------------------------------------------

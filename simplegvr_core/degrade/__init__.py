@@ -63,7 +63,7 @@ def check_sizes(frame_hw: tuple[int, int], mode: str, frames: int, lr_hw: tuple[
     """Refuse (ValueError) frames too small for the optical flow or too large for memory, before decoding or
     allocating anything. max_memory: bytes allowed (None: DEFAULT_MAX_FRAME_PIXELS per frame and what the host has
     available now)."""
-    from ..pipeline import GiB, available_memory
+    from ..memory import available_memory, format_bytes
 
     h, w = frame_hw
     if mode in ("flow", "flow+classic") and min(h, w) < MIN_FLOW_SIDE:
@@ -81,8 +81,8 @@ def check_sizes(frame_hw: tuple[int, int], mode: str, frames: int, lr_hw: tuple[
     else:
         limit = int(max_memory)
     if need > limit:
-        raise ValueError(f"{what}: degrading {frames} frames of {w}x{h} px ({mode}) needs about {need / GiB:.2f} GiB, "
-                         f"but {limit / GiB:.2f} GiB {'is available' if max_memory is None else 'is the limit'} "
+        raise ValueError(f"{what}: degrading {frames} frames of {w}x{h} px ({mode}) needs about {format_bytes(need)}, "
+                         f"but {format_bytes(limit)} {'is available' if max_memory is None else 'is the limit'} "
                          "(CLI: --max-frames, a smaller --lr-size, or --max-memory GiB if you have the memory)")
 
 

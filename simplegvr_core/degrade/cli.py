@@ -33,11 +33,13 @@ def file_seed(seed: int, rel: str) -> int:
 
 def degrade_file(src, dst, mode: str = "flow", seed: int = 0, lr_size: tuple[int, int] | None = None,
                  strength: float = 1.0, crf: int | None = None, max_frames: int | None = None,
-                 dis_preset: str = "ultrafast", progress: bool = False, max_memory: int | None = None) -> int:
+                 dis_preset: str = "ultrafast", progress: bool = False, max_memory: int | None = None,
+                 replace: bool = True) -> int:
     """Degrade one video file into an H.264 mp4 at `dst` (written atomically) with `degrade.iter_degrade`.
 
     lr_size: (H, W) of the output (default the input size). The frame size and count the container states are
-    checked against the memory the mode needs before anything is decoded. Returns the frame count."""
+    checked against the memory the mode needs before anything is decoded. replace=False: never over an existing
+    `dst`, even one that appears while this runs. Returns the frame count."""
     import math
 
     from tqdm.auto import tqdm
@@ -61,7 +63,7 @@ def degrade_file(src, dst, mode: str = "flow", seed: int = 0, lr_size: tuple[int
     bar = tqdm(total=total, desc=Path(src).name, unit="frame", disable=not progress, leave=False, file=sys.stderr)
     n = 0
     try:
-        with VideoWriter(dst, info.fps, crf=DEFAULT_CRF if crf is None else crf) as writer:
+        with VideoWriter(dst, info.fps, crf=DEFAULT_CRF if crf is None else crf, replace=replace) as writer:
             frames = iter_frames(src, max_frames)
             for frame in iter_degrade(frames, mode, lr_size, seed, flow_config=flow_cfg, classic_config=classic_cfg):
                 writer.write(frame)
@@ -116,7 +118,8 @@ def cmd_degrade(args) -> int:
     from tqdm.auto import tqdm
 
     for folder in sorted({dst.parent for _, dst, _ in jobs}):
-        clean_stale_temporaries(folder)  # what a killed earlier run left behind
+        for p in clean_stale_temporaries(folder):  # what a killed earlier run left behind (our exact names only)
+            print(f"removed {p}, a temporary file an interrupted run left", file=sys.stderr)
     done = skipped = 0
     failed: list[str] = []
     many = len(jobs) > 1 or src.is_dir()
@@ -129,7 +132,8 @@ def cmd_degrade(args) -> int:
             continue
         try:
             n = degrade_file(path, dst, args.mode, file_seed(seed, rel) if many else seed, lr_size, args.strength,
-                             args.crf, args.max_frames, args.dis_preset, progress=not args.quiet, max_memory=max_memory)
+                             args.crf, args.max_frames, args.dis_preset, progress=not args.quiet, max_memory=max_memory,
+                             replace=args.overwrite)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - one bad file (cv2.error, MemoryError, ...) never stops a folder run

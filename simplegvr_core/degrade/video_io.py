@@ -8,7 +8,6 @@ rename it when complete (`files.atomic_write`, `files.temp_path`), so an interru
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import temp_path
+from ..files import check_input_file, commit, remove_temporary, temp_path
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".webp")
 DEFAULT_CRF = 10  # near-transparent H.264: the degradations, not the container, should make the LR look
@@ -81,15 +80,30 @@ def _is_webp(path: Path) -> bool:
     return path.suffix.lower() == ".webp"
 
 
+MAX_FRAME_PIXELS = 8192 * 8192  # a canvas larger than this is refused before a frame is decoded
+
+
 def _open_webp(path: Path):
     try:
         from PIL import Image
     except ImportError:
         raise ValueError(f"reading {str(path)!r} (WebP) needs Pillow: pip install 'simplegvr[demo]'") from None
+    import warnings
+
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below says it in one line
+            im = Image.open(path)
+    except Image.DecompressionBombError:  # the header's canvas is absurd: a bad file like any other
+        raise ValueError(f"cannot read video {str(path)!r}: its canvas is larger than Pillow's decompression-bomb "
+                         "limit (a hostile or corrupt file)") from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError
         raise _open_error(path, e) from None
+    if im.width * im.height > MAX_FRAME_PIXELS:
+        im.close()
+        raise ValueError(f"cannot read video {str(path)!r}: its canvas is {im.width}x{im.height} px, above the "
+                         f"{MAX_FRAME_PIXELS} px limit for one frame")
+    return im
 
 
 def _probe_webp(path: Path) -> VideoInfo:
@@ -120,9 +134,7 @@ def probe_video(path) -> VideoInfo:
     """Size, fps, frame count (0 when the container does not store it) and codec, without decoding."""
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"video {str(path)!r} does not exist or is not a file")
+    path = check_input_file(path, "video")
     if _is_webp(path):
         return _probe_webp(path)
     try:
@@ -160,8 +172,7 @@ def iter_frames(path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     path = Path(path)
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames={max_frames}: expected None or >= 1")
-    if not path.is_file():
-        raise ValueError(f"video {str(path)!r} does not exist or is not a file")
+    check_input_file(path, "video")
     if _is_webp(path):
         yield from _iter_webp(path, max_frames)
         return
@@ -229,12 +240,13 @@ class VideoWriter:
     Use as a context manager: an exception inside the block deletes the temporary file.
     """
 
-    def __init__(self, path, fps, crf: int = DEFAULT_CRF, codec: str = "libx264", preset: str = "medium"):
+    def __init__(self, path, fps, crf: int = DEFAULT_CRF, codec: str = "libx264", preset: str = "medium", *,
+                 replace: bool = True):
         if not 0 <= int(crf) <= 51:
             raise ValueError(f"crf={crf}: expected an integer in [0, 51] (lower is better quality)")
         self.path = Path(path)
         self.fps = _fps(fps)
-        self.crf, self.codec, self.preset = int(crf), codec, preset
+        self.crf, self.codec, self.preset, self.replace = int(crf), codec, preset, replace
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temp_path(self.path, "part.mp4")
         self._container = None
@@ -280,7 +292,7 @@ class VideoWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)
+            commit(self._tmp, self.path, self.replace)
         except BaseException:
             self.abort()
             raise
@@ -294,7 +306,7 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - the partial file is removed either way
                 pass
             self._container = None
-        self._tmp.unlink(missing_ok=True)
+        remove_temporary(self._tmp)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -306,11 +318,13 @@ class VideoWriter:
             self.abort()
 
 
-def write_video(path, frames: np.ndarray | Iterable[np.ndarray], fps, crf: int = DEFAULT_CRF) -> Path:
-    """Write uint8 RGB frames ([T,H,W,3] array or an iterable of [H,W,3]) as an H.264 mp4, atomically."""
+def write_video(path, frames: np.ndarray | Iterable[np.ndarray], fps, crf: int = DEFAULT_CRF, *,
+                replace: bool = True) -> Path:
+    """Write uint8 RGB frames ([T,H,W,3] array or an iterable of [H,W,3]) as an H.264 mp4, atomically (replace=False:
+    never over an existing file, `files.commit`)."""
     if isinstance(frames, (np.ndarray, list, tuple)):
         frames = check_frames(frames)
-    with VideoWriter(path, fps, crf=crf) as w:
+    with VideoWriter(path, fps, crf=crf, replace=replace) as w:
         for f in frames:
             w.write(f)
     return Path(path)
