@@ -15,7 +15,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from . import glue
-from ._core import SimpleGVR
+from ._core import SimpleGVR, files
 
 MODEL_FOLDER = "simplegvr"  # models/simplegvr/
 SHARED_FOLDER = "latent_upscale_models"  # ComfyUI's folder for latent upscalers; only SimpleGVR files are listed from it
@@ -117,11 +117,10 @@ def install_example_inputs() -> list[str]:
         if not src.is_file() or target.exists():
             continue
         try:
-            dest.mkdir(parents=True, exist_ok=True)
-            tmp = dest / f".{src.name}.{os.getpid()}.tmp"
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, target)
+            files.atomic_write(target, lambda tmp, src=src: shutil.copyfile(src, tmp), replace=False)
             copied.append(src.name)
+        except files.OutputExistsError:  # the user put one there meanwhile: theirs stays
+            continue
         except OSError as e:  # a read-only input folder is not a reason to fail loading the pack
             log.warning("SimpleGVR: could not copy the example input %s to %s: %s", src.name, dest, e)
     if copied:

@@ -112,7 +112,7 @@ def install_assets(assets: str | os.PathLike | None, files: dict[str, str | os.P
     import shutil
     import signal
 
-    from .files import remove_temporary, temp_path
+    from .files import commit, remove_temporary, temp_path
 
     a = Path(assets) if assets else ASSETS
     a.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def install_assets(assets: str | os.PathLike | None, files: dict[str, str | os.P
         old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if hasattr(signal, "pthread_sigmask") else None
         try:
             for tmp, dst in staged:
-                os.replace(tmp, dst)
+                commit(tmp, dst, replace=True)
         finally:
             if old is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -520,7 +520,7 @@ def fresh_work_folder(work: Path) -> Path:
     reused silently); a folder that holds anything else is refused rather than touched (`files.empty_private_folder`)."""
     from .files import empty_private_folder, write_marker
 
-    empty_private_folder(work, WORK_MARKER, "--work")
+    empty_private_folder(work, WORK_MARKER, "--work", "a demo scratch folder")
     return write_marker(work, WORK_MARKER, "scratch folder of `simplegvr demo --retrain`: emptied by the next --retrain\n")
 
 

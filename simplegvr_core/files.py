@@ -122,7 +122,8 @@ def write_marker(folder: str | os.PathLike, marker: str, text: str) -> Path:
     return folder
 
 
-def empty_private_folder(folder: str | os.PathLike, marker: str, what: str) -> Path:
+def empty_private_folder(folder: str | os.PathLike, marker: str, what: str,
+                         kind: str = "a folder this project made") -> Path:
     """Remove everything inside `folder` but its marker, when the marker says the project made it; a folder
     without the marker that holds anything is refused (ValueError), and a new or empty one is simply used."""
     folder = Path(folder)
@@ -130,7 +131,7 @@ def empty_private_folder(folder: str | os.PathLike, marker: str, what: str) -> P
         raise ValueError(f"{what} {str(folder)!r} is a file: expected a folder")
     if folder.is_dir() and any(folder.iterdir()):
         if not (folder / marker).is_file():
-            raise ValueError(f"{what} {str(folder)!r} exists and is not a folder this project made (no {marker}): "
+            raise ValueError(f"{what} {str(folder)!r} exists and is not {kind} (no {marker}): "
                              "give a new or empty folder")
         for p in folder.iterdir():
             if p.name != marker:

@@ -309,6 +309,10 @@ def read_latent(x, fmt: str | LatentFormat, latent_scale: str = "raw", what: str
                          f"+-{MAX_ABS_LATENT:g}, so this is not one (wrong file, or a broken sampler upstream)")
     note = f"layout {layout}" + (" (wrapper layout [B,T,C,H,W], converted)" if layout == "BTCHW" else "")
     scale = latent_scale
+    if latent_scale == "auto" and float(x.amax() - x.amin()) == 0.0:
+        raise ValueError(f"{what} of shape {shape} has the same value ({float(x.flatten()[0]):g}) everywhere (an empty "
+                         "latent?): it holds no video, and its scale cannot be told from it; give the latent a sampler "
+                         "made, or set latent_scale to 'raw' or 'normalised'")
     if latent_scale == "auto":
         d = latent_scale_distances(x, fmt)
         scale = "raw" if d["raw"] <= d["normalised"] else "normalised"

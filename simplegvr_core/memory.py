@@ -53,11 +53,11 @@ def _meminfo_available() -> int | None:
         return None
 
 
-def _own_cgroup_dirs(root: Path) -> list[Path]:
+def _own_cgroup_dirs(root: Path, membership: Path) -> list[Path]:
     """This process's cgroup folders (v2 unified path and v1 memory controller path) that exist under `root`."""
     out = []
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = membership.read_text().splitlines()
     except OSError:
         return out
     for line in lines:
@@ -73,10 +73,11 @@ def _own_cgroup_dirs(root: Path) -> list[Path]:
     return [d for d in out if d.is_dir()]
 
 
-def cgroup_available(root: Path = CGROUP_ROOT) -> int | None:
-    """Bytes this process's cgroup still allows (the tightest of its folder and its parents), None if unlimited."""
+def cgroup_available(root: Path = CGROUP_ROOT, membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Bytes this process's cgroup still allows (the tightest of its folder and its parents), None if unlimited.
+    `membership` lists the process's cgroups (`/proc/self/cgroup`); both paths are arguments for tests."""
     best = None
-    for d in _own_cgroup_dirs(root):
+    for d in _own_cgroup_dirs(Path(root), Path(membership)):
         while True:
             v2_limit, v2_used = _read_int(d / "memory.max"), _read_int(d / "memory.current")
             v1_limit, v1_used = _read_int(d / "memory.limit_in_bytes"), _read_int(d / "memory.usage_in_bytes")

@@ -425,7 +425,8 @@ def test_memory_estimate_follows_the_window_plan():
 
 
 # --- 8. signals and leftovers ----------------------------------------------------------------------------------
-def test_sigterm_stops_degrade_like_ctrl_c_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # kill / a closed terminal or SSH session
+def test_sigterm_stops_degrade_like_ctrl_c_and_leaves_nothing(tmp_path, sig):
     from simplegvr_core.degrade.video_io import write_video
 
     write_video(tmp_path / "in.mp4", _clip(t=240, h=96, w=128), fps=16)
@@ -436,7 +437,7 @@ def test_sigterm_stops_degrade_like_ctrl_c_and_leaves_nothing(tmp_path):
     deadline = time.time() + 60
     while not any(out.iterdir()) and time.time() < deadline and p.poll() is None:
         time.sleep(0.02)  # the temporary output exists: it is mid-run
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(sig)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted" in err
     assert list(out.iterdir()) == []
