@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 def run_demo(folder: Path, out: Path) -> tuple[float, float]:
     """(peak RSS in MB, seconds) of one demo run in a child process."""
-    code = ("import resource, sys; from simplegvr_core.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import resource, sys; from simplegvr_core.app import main; rc = main(sys.argv[1:]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
     env = dict(os.environ, OMP_NUM_THREADS="2")
     t0 = time.perf_counter()
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import numpy as np
 
-    from simplegvr_core.clips import split_files
+    from simplegvr_core.demo.clips import split_files
     from simplegvr_core.degrade.video_io import write_video
 
     src = split_files("validation")[0]

@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from simplegvr_core import SimpleGVR, get_config  # noqa: E402
 from simplegvr_core.bench import dit_flops, update_section  # noqa: E402
 from simplegvr_core.models.attention import flex_available  # noqa: E402
-from simplegvr_core.pipeline import build_condition, plan_sampling, sample  # noqa: E402
+from simplegvr_core.pipeline import build_condition, sample  # noqa: E402
+from simplegvr_core.plan import plan_sampling
 
 OUTPUT_FRAMES = 81  # 21 latent frames
 GPU_LR, GPU_HR = (21, 60, 107), (135, 240)  # latent (T, H, W) of 480p and (H, W) of 1080p

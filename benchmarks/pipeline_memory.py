@@ -25,7 +25,8 @@ import json, resource, sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads(2)
 from simplegvr_core import SimpleGVR, get_config
-from simplegvr_core.pipeline import Condition, build_condition, plan_sampling, sample, upsampler_memory
+from simplegvr_core.pipeline import Condition, build_condition, sample
+from simplegvr_core.plan import plan_sampling, upsampler_memory
 cfg = get_config("tiny").to_dict()
 cfg["dit"].update(dim={dim}, ffn_dim={ffn}, num_heads={dim} // 64, num_layers=2, unit_frames=5, text_len=16,
                   sparse_block=[9, 12])
@@ -77,7 +78,8 @@ def auto_table() -> list[str]:
     import torch
 
     from simplegvr_core import SimpleGVR
-    from simplegvr_core.pipeline import GiB, auto_condition_chunk, auto_plan, plan_sampling, upsampler_memory, weights_memory
+    from simplegvr_core.memory import GiB
+    from simplegvr_core.plan import auto_condition_chunk, auto_plan, plan_sampling, upsampler_memory, weights_memory
 
     m = SimpleGVR.from_config("wan2.1-1.3b", device="meta")
     shape, lr = (1, 16, 21, 135, 240), (1, 16, 21, 60, 104)

@@ -16,21 +16,43 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-from ._core import SimpleGVR, checkpoint, classic, colour, degrade, flow_guided, latent_formats, parse_json, pipeline, resize_frames
+from ._core import (
+    DTYPES,
+    SimpleGVR,
+    checkpoint,
+    classic,
+    colour,
+    degrade,
+    flow_guided,
+    format_bytes,
+    latent_formats,
+    parse_json,
+    pipeline,
+    plan,
+    resize_frames,
+)
 
 log = logging.getLogger("SimpleGVR")
 
 LATENT_KEY = "simplegvr"  # where the Latent Upsampler puts the condition inside the LATENT dict
 MODEL_EXTENSIONS = (".safetensors", ".sft")
-LATENT_SCALE_CHOICES = ("auto", "raw", "normalised")
-OUTPUT_SCALE_CHOICES = ("same as input", "raw", "normalised")
-DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+LATENT_SCALE_CHOICES = (pipeline.AUTO, *latent_formats.LATENT_SCALES)
+OUTPUT_SCALE_CHOICES = ("same as input", *latent_formats.LATENT_SCALES)
+DTYPE_CHOICES = ("auto", *DTYPES)  # auto: what ComfyUI picks for the device
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 1920, 1080
 RESIZE_CHOICES = pipeline.RESIZE_MODES  # "short edge" (default), "long edge", "width and height", "scale"
 DEFAULT_RESIZE_BY, DEFAULT_EDGE = pipeline.DEFAULT_RESIZE_BY, pipeline.DEFAULT_EDGE
 MEMORY_CHOICES = ("auto", "manual")
-GiB = pipeline.GiB
+
+
+@dataclass
+class Host:
+    """What ComfyUI's model management gives a node, as plain callables (runtime.host makes one; tests fake it)."""
+
+    load: Callable[[int], None]  # load the model onto its device and free this many bytes more for the activations
+    free: Callable[[], int]  # bytes free on the model's device now
+    budget: int | None = None  # the most a run may plan for (the device's total memory)
+    model_name: str = ""
 
 
 # --- model files -------------------------------------------------------------------------------------
@@ -114,16 +136,16 @@ def to_output(x_raw: torch.Tensor, fmt, layout: str, scale: str) -> torch.Tensor
     return latent_formats.from_bcthw(x, layout).contiguous()
 
 
-def upsample_latent(model: SimpleGVR, lr: latent_formats.VideoLatent, *, size: dict, noise_level: float, seed: int,
-                    model_name: str = "", chunk_frames: int | str | None = 8, memory_budget=None) -> dict:
+def upsample_latent(model: SimpleGVR, lr: latent_formats.VideoLatent, *, size: dict | None = None,
+                    noise_level: float, seed: int, model_name: str = "",
+                    plan: pipeline.ConditionPlan | None = None) -> dict:
     """The Latent Upsampler's LATENT: `samples` = the LR latent resized bilinearly to the target size, in
     the incoming scale and layout (a sensible VAE Decode preview, and a fair start for other samplers);
     LATENT_KEY = the noise-augmented, upsampled condition c the SimpleGVR Sampler denoises against.
-    chunk_frames / memory_budget: build_condition's ("auto": the largest chunk that fits the budget)."""
+    plan: the `pipeline.ConditionPlan` to build it with (else one for `size`, in chunks of 8 latent frames)."""
     # The node puts the result back into the incoming layout and scale itself (to_output), so the core works in BCTHW.
     bcthw = latent_formats.VideoLatent(raw=lr.raw, layout="BCTHW", scale="raw", note=lr.note)
-    cond = pipeline.build_condition(model, bcthw, noise_level=noise_level, seed=seed, chunk_frames=chunk_frames,
-                                    memory_budget=memory_budget, **size)
+    cond = pipeline.build_condition(model, bcthw, plan, noise_level=noise_level, seed=seed, **(size or {}))
     preview = resize_frames(lr.raw, tuple(cond.c.shape[-2:]))
     fmt = model.latent_format
     info = ConditionInfo(condition=cond, latent_format=fmt.name, layout=lr.layout, scale=lr.scale, seed=int(seed),
@@ -151,31 +173,93 @@ def condition_from_latent(latent, model: SimpleGVR, model_name: str = "") -> Con
     return info
 
 
+def upsample(model: SimpleGVR, lr: latent_formats.VideoLatent, size: dict, noise_level: float, seed: int,
+             host: Host) -> tuple[dict, str, tuple[str, ...]]:
+    """The Latent Upsampler's work (also the Sampler's, for a plain LR latent): the condition planned once - its
+    size, warnings and the room the whole clip would need, which ComfyUI is asked to free - then built in the
+    largest chunks that fit what is free (the result does not depend on them). Returns the LATENT, the line that
+    says what was done, and the warnings."""
+    cplan = pipeline.plan_condition(model, lr.raw.shape, chunk_frames=None, **size)
+    host.load(cplan.memory)
+    free = host.free()
+    cplan = cplan.fit(model, free)
+    out = upsample_latent(model, lr, noise_level=noise_level, seed=seed, model_name=host.model_name, plan=cplan)
+    chunk = cplan.chunk_frames or lr.raw.shape[2]
+    text = (f"{size_text(model, lr.raw.shape[-2:], cplan.size)}, {lr.raw.shape[2]} latent frames; upsampler in "
+            f"chunks of {chunk} latent frames ({format_bytes(cplan.memory)} of {format_bytes(free)} free)")
+    return out, text, cplan.warnings
+
+
 # --- Sampler: where the DiT runs -----------------------------------------------------------------
 def sampling_plan(model: SimpleGVR, shape, *, memory: str, free: int | None, cfg: float, attention: str | None,
-                  chunk_frames: int = 0, tile_size: int = 0, dtype=None):
-    """The Sampler's SamplingPlan and the line that says so on the node and in the log.
+                  chunk_frames: int = 0, tile_size: int = 0, dtype=None) -> tuple[plan.SamplingPlan, int, str]:
+    """The Sampler's SamplingPlan, its memory estimate and the line that says so on the node and in the log.
 
-    memory="auto": `pipeline.auto_plan` for `free` bytes (what ComfyUI reports free once the model is loaded);
+    memory="auto": `plan.auto_plan` for `free` bytes (what ComfyUI reports free once the model is loaded);
     "manual": `chunk_frames` latent frames per temporal window (0: the attention mode's default) and square spatial
     tiles of `tile_size` latent pixels (0: none)."""
     if memory == "auto":
-        plan = pipeline.auto_plan(model, shape, int(free), cfg=cfg, dtype=dtype, attention=attention)
-        head = f"memory auto, {free / GiB:.1f} GiB free"
+        chosen = plan.auto_plan(model, shape, int(free), cfg=cfg, dtype=dtype, attention=attention)
+        head = f"memory auto, {format_bytes(free)} free"
     elif memory == "manual":
         tiles = (int(tile_size), int(tile_size)) if tile_size else None
-        plan = pipeline.plan_sampling(model, shape, attention=attention, chunk_frames=int(chunk_frames) or "auto",
-                                      tile_size=tiles)
+        chosen = plan.plan_sampling(model, shape, attention=attention, chunk_frames=int(chunk_frames) or "auto",
+                                    tile_size=tiles)
         head = "memory manual"
     else:
         raise ValueError(f"memory {memory!r}: expected one of {list(MEMORY_CHOICES)}")
-    need = plan.memory(model, cfg=cfg, dtype=dtype)
-    return plan, f"{head}: {plan.describe()}; estimate {need / GiB:.2f} GiB beyond the weights"
+    need = chosen.memory(model, cfg=cfg, dtype=dtype)
+    return chosen, need, f"{head}: {chosen.describe()}; estimate {format_bytes(need)} beyond the weights"
+
+
+def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_context, seed: int, steps: int | str,
+                cfg: float, shift: float, sampler: str, attention: str | None, memory: str = "auto",
+                colour_fix: str = "none", chunk_frames: int = 0, tile_size: int = 0,
+                output_scale: str = "same as input", callback_for: Callable[[int], Callable] | None = None,
+                say: Callable[[str], None] = lambda text: None) -> dict:
+    """The SimpleGVR Sampler's work on a LATENT from the Latent Upsampler (or a plain LR latent, upsampled here with
+    the Latent Upsampler's defaults): plan where the DiT runs for the memory ComfyUI frees (the room the attention
+    mode's own plan would need is asked for first), sample, and return the output LATENT. Every size, plan and
+    estimate is computed once and handed on. `say(text)` gets the lines for the node; `callback_for(n_steps)` makes
+    the progress callback."""
+    info = condition_from_latent(samples, model, host.model_name)
+    lines = []
+    if info is None:  # a plain LR latent: the Latent Upsampler's defaults (short edge 1080, aspect kept)
+        lr = read_video_latent(samples, model.latent_format, "auto", "LR latent")
+        out, text, _ = upsample(model, lr, DEFAULT_SIZE, pipeline.DEFAULT_NOISE_LEVEL, seed, host)
+        log.info("SimpleGVR Sampler: a plain LATENT %s, upsampled with the defaults: %s; %s",
+                 tuple(samples["samples"].shape), text, lr.note)
+        info = out[LATENT_KEY]
+        lines.append(text)
+    cond = info.condition
+    shape = tuple(cond.c.shape)
+    if memory == "auto":  # ask ComfyUI for the room the mode's own plan would need, then plan for what is free
+        host.load(plan.plan_sampling(model, shape, attention=attention).memory(model, cfg=cfg))
+        free = host.free()
+    else:
+        free = None
+    chosen, need, text = sampling_plan(model, shape, memory=memory, free=free, cfg=float(cfg), attention=attention,
+                                       chunk_frames=chunk_frames, tile_size=tile_size)
+    host.load(need)
+    n_steps = pipeline.step_count(model, steps)
+    text += f"; {n_steps} steps" + (" (auto: the checkpoint's recommendation)" if steps == pipeline.AUTO_STEPS else "")
+    lines.append(text + (f"; colour fix: {colour_fix}" if colour_fix != "none" else ""))
+    log.info("SimpleGVR Sampler: %s", lines[-1])
+    say("\n\n".join(lines))
+    # auto planned for what is free (within the device); a manual plan is checked against the device's memory
+    x = pipeline.sample(model, cond, chosen, context=context, negative_context=negative_context, steps=steps,
+                        cfg=float(cfg), shift=float(shift), seed=int(seed), sampler=sampler, colour_fix=colour_fix,
+                        callback=callback_for(n_steps) if callback_for else None,
+                        memory_budget=host.budget if memory == "manual" else None)
+    scale = info.scale if output_scale == "same as input" else output_scale
+    return {"samples": to_output(x, model.latent_format, info.layout, scale)}
 
 
 # --- CONDITIONING -------------------------------------------------------------------------------
-def conditioning_to_context(cond, text_dim: int, what: str = "positive") -> torch.Tensor | None:
-    """The text features [B, L, text_dim] of a CONDITIONING; None (the null prompt) when not connected."""
+def conditioning_to_context(cond, what: str = "positive") -> torch.Tensor | None:
+    """The text features of a CONDITIONING ([[tensor [B, L, width], dict]]); None (the null prompt) when not
+    connected. Only the CONDITIONING's structure is checked here: the features themselves (width, batch, finite)
+    are validated once, by `pipeline.prepare_context`, as for every host."""
     if cond is None:
         return None
     if not isinstance(cond, (list, tuple)) or not cond:
@@ -187,17 +271,6 @@ def conditioning_to_context(cond, text_dim: int, what: str = "positive") -> torc
     t = entry[0] if isinstance(entry, (list, tuple)) and entry else None
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{what}: expected a CONDITIONING entry [tensor, dict], got {type(entry).__name__}")
-    if t.ndim == 2:
-        t = t[None]
-    if t.ndim != 3:
-        raise ValueError(f"{what} conditioning has shape {tuple(t.shape)}: expected text features [B, tokens, width]")
-    if t.shape[-1] != text_dim:
-        raise ValueError(f"{what} conditioning has width {t.shape[-1]} (shape {tuple(t.shape)}) but the SimpleGVR model "
-                         f"expects text_dim {text_dim}: connect the text encoder the T2V model used (umt5-xxl for Wan, "
-                         "T5-XXL for CogVideoX: width 4096)")
-    t = t.detach().to("cpu", torch.float32)
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{what} conditioning contains NaN or Inf")
     return t
 
 

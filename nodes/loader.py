@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from . import glue, runtime
-from ._core import ATTENTION_MODES, checkpoint
+from ._core import ATTENTION_MODES, checkpoint, weights
 
 log = logging.getLogger("SimpleGVR")
 
@@ -49,7 +49,7 @@ class SimpleGVRModelLoader(io.ComfyNode):
     def execute(cls, model_name: str, dtype: str = "auto", attention: str = CHECKPOINT_DEFAULT) -> io.NodeOutput:
         path = runtime.model_path(model_name)
         model = checkpoint.load_checkpoint(path, device=mm.unet_offload_device())
-        warning = checkpoint.untrained_warning(checkpoint.read_metadata(path), model_name)
+        warning = checkpoint.untrained_warning(weights.read_metadata(path), model_name)
         params = sum(p.numel() for p in model.parameters())
         auto = mm.unet_dtype(mm.get_torch_device(), model_params=params,
                              supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])

@@ -138,6 +138,12 @@ def model_name(patcher) -> str:
     return getattr(patcher.model, "simplegvr_name", "")
 
 
+def host(patcher) -> glue.Host:
+    """ComfyUI's model management for one SIMPLEGVR_MODEL, as the callables the glue plans with."""
+    return glue.Host(load=lambda need: load(patcher, need), free=lambda: free_memory(patcher),
+                     budget=memory_budget(patcher), model_name=model_name(patcher))
+
+
 def _comfy_latent_format(name: str):
     import comfy.latent_formats as lf
 

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from . import glue, runtime
 from ._core import ATTENTION_MODES, colour, pipeline, sampling
-from .upsampler import SEED_MAX, upsample
+from .upsampler import SEED_MAX
 
 log = logging.getLogger("SimpleGVR")
 
@@ -46,10 +46,10 @@ class SimpleGVRSampler(io.ComfyNode):
                              tooltip="Euler steps from pure noise. 0 = auto: the checkpoint's recommended steps and "
                                      "schedule (50 for a teacher, as the paper; 1-4 for a distilled checkpoint; shift "
                                      "is then not used)."),
-                io.Float.Input("cfg", default=5.0, min=1.0, max=30.0, step=0.1, round=0.01,
+                io.Float.Input("cfg", default=pipeline.DEFAULT_GUIDANCE, min=1.0, max=30.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance on the text. 1.0 runs one DiT pass per step and "
                                        "ignores the negative prompt."),
-                io.Float.Input("shift", default=5.0, min=0.1, max=100.0, step=0.1,
+                io.Float.Input("shift", default=pipeline.DEFAULT_SHIFT, min=0.1, max=100.0, step=0.1,
                                tooltip="Timestep shift of the flow schedule, sigma' = s*sigma/(1+(s-1)*sigma) (Wan "
                                        "T2V: 5; higher spends more steps at high noise)."),
                 io.Combo.Input("sampler", options=list(sampling.SAMPLERS), default="euler",
@@ -87,39 +87,12 @@ class SimpleGVRSampler(io.ComfyNode):
     def execute(cls, model, samples, seed, steps, cfg, shift, sampler, attention, memory="auto", colour_fix="none",
                 chunk_frames=0, tile_size=0, output_scale="same as input", positive=None, negative=None) -> io.NodeOutput:
         net = runtime.module(model)
-        name = runtime.model_name(model)
-        text_dim = net.config.dit.text_dim
-        context = glue.conditioning_to_context(positive, text_dim, "positive")
-        negative_context = glue.conditioning_to_context(negative, text_dim, "negative")
-        info = glue.condition_from_latent(samples, net, name)
-        lines = []
-        if info is None:  # a plain LR latent: the Latent Upsampler's defaults (short edge 1080, aspect kept)
-            lr = glue.read_video_latent(samples, net.latent_format, "auto", "LR latent")
-            out, text, _ = upsample(model, lr, glue.DEFAULT_SIZE, 0.4, seed)  # the default size never stretches
-            log.info("SimpleGVR Sampler: a plain LATENT %s, upsampled with the defaults: %s; %s",
-                     tuple(samples["samples"].shape), text, lr.note)
-            info = out[glue.LATENT_KEY]
-            lines.append(text)
-        mode = None if attention == MODEL_DEFAULT else attention
-        cond = info.condition
-        shape = tuple(cond.c.shape)
-        if memory == "auto":  # ask ComfyUI for the room the whole clip would need, then plan for what is free
-            runtime.load(model, pipeline.plan_sampling(net, shape, attention=mode).memory(net, cfg=cfg))
-            free = runtime.free_memory(model)
-        else:
-            free = None
-        plan, text = glue.sampling_plan(net, shape, memory=memory, free=free, cfg=float(cfg), attention=mode,
-                                        chunk_frames=chunk_frames, tile_size=tile_size)
-        runtime.load(model, plan.memory(net, cfg=cfg))
-        steps = pipeline.AUTO_STEPS if steps == AUTO_STEPS else int(steps)
-        n_steps = len(pipeline.sampling_sigmas(net, steps, float(shift))) - 1
-        text += f"; {n_steps} steps" + (" (auto: the checkpoint's recommendation)" if steps == pipeline.AUTO_STEPS else "")
-        lines.append(text + (f"; colour fix: {colour_fix}" if colour_fix != "none" else ""))
-        log.info("SimpleGVR Sampler: %s", lines[-1])
-        runtime.show_text(cls.hidden.unique_id, "\n\n".join(lines))
-        x = pipeline.sample(net, cond, context=context, negative_context=negative_context, steps=steps,
-                            cfg=float(cfg), shift=float(shift), seed=int(seed), sampler=sampler, plan=plan,
-                            colour_fix=colour_fix, callback=runtime.sampling_callback(model, n_steps),
-                            memory_budget=runtime.memory_budget(model))
-        scale = info.scale if output_scale == "same as input" else output_scale
-        return io.NodeOutput({"samples": glue.to_output(x, net.latent_format, info.layout, scale)})
+        out = glue.run_sampler(
+            net, samples, runtime.host(model), context=glue.conditioning_to_context(positive, "positive"),
+            negative_context=glue.conditioning_to_context(negative, "negative"), seed=seed,
+            steps=pipeline.AUTO_STEPS if steps == AUTO_STEPS else int(steps), cfg=cfg, shift=shift, sampler=sampler,
+            attention=None if attention == MODEL_DEFAULT else attention, memory=memory, colour_fix=colour_fix,
+            chunk_frames=chunk_frames, tile_size=tile_size, output_scale=output_scale,
+            callback_for=lambda n: runtime.sampling_callback(model, n),
+            say=lambda text: runtime.show_text(cls.hidden.unique_id, text))
+        return io.NodeOutput(out)

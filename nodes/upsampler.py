@@ -46,10 +46,10 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
                 io.Int.Input("height", default=glue.DEFAULT_HEIGHT, min=16, max=16384, step=8,
                              tooltip="Target height in pixels (1080 -> 135 latent rows for Wan 2.1). Used when "
                                      "resize_by is 'width and height'."),
-                io.Float.Input("scale", default=2.25, min=1.0, max=8.0, step=0.05,
+                io.Float.Input("scale", default=pipeline.DEFAULT_SCALE, min=1.0, max=8.0, step=0.05,
                                tooltip="Target size as a multiple of the input (2.25: 480p -> 1080p). Used when "
                                        "resize_by is 'scale'."),
-                io.Float.Input("noise_level", default=0.4, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("noise_level", default=pipeline.DEFAULT_NOISE_LEVEL, min=0.0, max=1.0, step=0.01,
                                tooltip="Condition noise s: c = (1-s)*LR + s*noise before upsampling (paper: 0.4 at "
                                        "inference; trained on 0.3-0.6). Higher hides more LR artefacts and invents "
                                        "more detail."),
@@ -70,29 +70,9 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
         net = runtime.module(model)
         lr = glue.read_video_latent(samples, net.latent_format, latent_scale, "LR latent")
         size = glue.target_args(resize_by, edge, width, height, scale)
-        out, text, warning = upsample(model, lr, size, noise_level, seed)
+        out, text, warnings = glue.upsample(net, lr, size, noise_level, seed, runtime.host(model))
+        for warning in warnings:
+            log.warning("SimpleGVR: %s", warning)
         log.info("SimpleGVR Latent Upsampler: %s %s; %s", tuple(samples["samples"].shape), text, lr.note)
-        runtime.show_text(cls.hidden.unique_id, f"WARNING: {warning}\n\n{text}" if warning else text)
+        runtime.show_text(cls.hidden.unique_id, "\n\n".join([*(f"WARNING: {w}" for w in warnings), text]))
         return io.NodeOutput(out)
-
-
-def upsample(model, lr, size: dict, noise_level: float, seed: int) -> tuple[dict, str, str | None]:
-    """Latent Upsampler's work, also the Sampler's for a plain LR latent: the condition built in the largest chunks
-    that fit the free memory (the result does not depend on them); returns the LATENT, the line that says what was
-    done and the warning (logged here) when the size stretches the picture."""
-    net = runtime.module(model)
-    lr_hw = tuple(lr.raw.shape[-2:])
-    hr_hw = pipeline.target_size(net, lr_hw, **size)
-    stretched = pipeline.aspect_warning(net, lr_hw, hr_hw)
-    if stretched:
-        log.warning("SimpleGVR: %s", stretched)
-    runtime.load(model, pipeline.upsampler_memory(net, lr.raw.shape, hr_hw, None))
-    free = runtime.free_memory(model)
-    out = glue.upsample_latent(net, lr, size=size, noise_level=noise_level, seed=seed, model_name=runtime.model_name(model),
-                               chunk_frames="auto", memory_budget=free)
-    cond = out[glue.LATENT_KEY].condition
-    chunk = cond.chunk_frames or lr.raw.shape[2]
-    need = pipeline.upsampler_memory(net, lr.raw.shape, hr_hw, chunk)
-    text = (f"{glue.size_text(net, lr_hw, hr_hw)}, {lr.raw.shape[2]} latent frames; upsampler in chunks of {chunk} "
-            f"latent frames ({need / glue.GiB:.2f} GiB of {free / glue.GiB:.1f} GiB free)")
-    return out, text, stretched

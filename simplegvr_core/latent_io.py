@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .checkpoint import read_safetensors
 from .files import atomic_write
+from .weights import read_safetensors
 
 MARKER = "latent_format_version_0"
 

@@ -10,6 +10,8 @@ from .latent_formats import LatentFormat, get_format
 from .models import LatentUpsampler, SimpleGVRDiT
 from .sampling import TEACHER_RECIPE, SamplingRecipe
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the dtypes a model runs in, by name
+
 
 class SimpleGVR(nn.Module):
     """Latent-cascaded video super-resolution model: `m.upsampler` builds c, `m.dit` predicts v."""

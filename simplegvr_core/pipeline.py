@@ -3,20 +3,20 @@
     raw LR latent --read_latent--> --normalise, noise s, upsampler--> Condition c      `build_condition`
     Condition c --plan, flow sampling against c--> x0 --denormalise--> raw HR latent    `sample`
 
-`upscale` is the two in a row. The nodes (Latent Upsampler = build_condition, Sampler = sample), the CLI
-and training's validation make exactly these calls, so they validate the same way and give the same
-numbers for the same seed.
+`upscale` is the two in a row, the one-call convenience. The nodes (Latent Upsampler = build_condition,
+Sampler = sample), the CLI and training's validation make exactly these calls, so they validate the same way
+and give the same numbers for the same seed.
 
-Long videos: the condition is built in temporal chunks with enough causal context to be exact, and
-the DiT runs on the windows of a `SamplingPlan`: the whole clip (`temporal_units`, `sparse_local`) or
-overlapping temporal windows blended linearly at every step (`full`, default window = the checkpoint's
-trained length), optionally also spatial tiles. The plan's `memory` estimate is derived from the same
-windows, so the estimate and what runs cannot drift apart; `memory_budget` refuses a run whose estimate
-does not fit, before anything large is allocated.
+Each call runs a plan made beside its price (`plan.py`): a `ConditionPlan` (target size, upsampler chunks, its
+memory estimate, warnings) for `build_condition`, a `SamplingPlan` (where the DiT runs) for `sample`. A host makes
+each plan once - for the memory it has - and hands it on; the Condition carries its size and warnings, so nothing
+downstream computes them again. Long videos: the condition is built in temporal chunks with enough causal context
+to be exact, and the DiT runs on the windows of the SamplingPlan.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,17 +24,22 @@ from dataclasses import dataclass
 import torch
 
 from . import colour, seeding
-from .config import check_attention
 from .latent_formats import LatentFormat, VideoLatent, from_bcthw, get_format, read_latent
-from .memory import GiB, available_memory, check_memory, format_bytes  # noqa: F401 - GiB: hosts size budgets in it
+from .memory import available_memory, check_memory
 from .model import SimpleGVR
 from .models.upsampler import resize_frames
+from .plan import UPSAMPLER_CONTEXT, SamplingPlan, auto_condition_chunk, auto_plan, plan_sampling, upsampler_memory
 from .sampling import MAX_SHIFT, MAX_STEPS, SAMPLERS, add_condition_noise, cfg_velocity, flow_sigmas, get_sampler
 
-UPSAMPLER_CONTEXT = 16  # causal receptive field of the learned upsampler, in latent frames (4 blocks x 2 convs x 2)
 MAX_CFG = 100.0
-AUTO_STEPS = "auto"  # steps from the checkpoint's sampling recipe (model.sampling)
+AUTO = "auto"  # a setting taken from the checkpoint or planned for the memory at hand
+AUTO_STEPS = AUTO  # steps from the checkpoint's sampling recipe (model.sampling)
 MAX_LATENT_SIDE = 4096  # latent pixels: 32768 px for Wan 2.1; anything larger is a typo, not a video
+# The defaults every host shows (CLI flags, node widgets): the paper's inference settings and Wan's flow shift.
+DEFAULT_NOISE_LEVEL = 0.4  # condition noise s at inference (trained on 0.3-0.6)
+DEFAULT_GUIDANCE = 5.0  # classifier-free guidance on the text (ComfyUI's "cfg")
+DEFAULT_SHIFT = 5.0  # Wan's flow time shift for explicit steps
+DEFAULT_CONDITION_CHUNK = 8  # latent frames per upsampler chunk when not planned for a budget
 
 
 @dataclass
@@ -49,6 +54,32 @@ class Condition:
     # noise): the colours `sample(colour_fix="latent AdaIN")` restores
     reference: tuple[torch.Tensor, torch.Tensor] | None = None
     chunk_frames: int | None = None  # latent frames per upsampler chunk it was built with (None: the whole clip)
+    warnings: tuple[str, ...] = ()  # what the user should know about it (e.g. its size stretches the picture)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The HR latent (H, W) it was upsampled to."""
+        return tuple(self.c.shape[-2:])
+
+
+@dataclass(frozen=True)
+class ConditionPlan:
+    """How `build_condition` makes a condition and what it costs, decided once: the target size, the upsampler's
+    chunks, their memory estimate (bytes beyond the weights, `plan.upsampler_memory`) and the warnings."""
+
+    lr_shape: tuple[int, int, int, int, int]  # the LR latent [B, C, T, h, w]
+    size: tuple[int, int]  # the HR latent (H, W)
+    chunk_frames: int | None  # latent frames per upsampler chunk (None: the whole clip)
+    memory: int
+    warnings: tuple[str, ...] = ()
+
+    def fit(self, model: SimpleGVR, budget: int) -> ConditionPlan:
+        """The same plan with the largest chunk whose estimate fits `budget` bytes (`plan.auto_condition_chunk`;
+        the result does not depend on the chunk)."""
+        dtype = next(model.upsampler.parameters()).dtype
+        chunk = auto_condition_chunk(model, self.lr_shape, self.size, int(budget), dtype)
+        return dataclasses.replace(self, chunk_frames=chunk,
+                                   memory=upsampler_memory(model, self.lr_shape, self.size, chunk, dtype))
 
 
 # --- sizes and scalar arguments ------------------------------------------------------------------
@@ -136,8 +167,9 @@ def prepare_context(model: SimpleGVR, context, batch: int, what: str = "context"
     if context.ndim == 2:
         context = context[None]
     if context.ndim != 3 or context.shape[-1] != dim:
-        raise ValueError(f"{what} has shape {tuple(context.shape)}: expected [B, L, {dim}] text features "
-                         f"(the model's text_dim is {dim})")
+        raise ValueError(f"{what} has shape {tuple(context.shape)}: expected [B, L, {dim}] text features (the "
+                         f"model's text_dim is {dim}): the text encoder the T2V model used (umt5-xxl for Wan, "
+                         "T5-XXL for CogVideoX: width 4096)")
     if context.shape[0] not in (1, batch) or context.shape[1] < 1:
         raise ValueError(f"{what} has shape {tuple(context.shape)}: expected batch 1 or {batch} and at least one token")
     if not torch.isfinite(context).all():
@@ -150,254 +182,6 @@ def pad_text(context: torch.Tensor, text_len: int) -> torch.Tensor:
     if context.shape[1] >= text_len:
         return context[:, :text_len]
     return torch.nn.functional.pad(context, (0, 0, 0, text_len - context.shape[1]))
-
-
-# --- memory -----------------------------------------------------------------------------------------
-def _element_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def weights_memory(model: SimpleGVR, dtype: torch.dtype | None = None) -> int:
-    """Bytes of the model's weights in `dtype` (default: their own): what stays resident while it runs."""
-    if dtype is None:
-        return int(sum(p.numel() * p.element_size() for p in model.parameters()))
-    return int(sum(p.numel() for p in model.parameters()) * _element_size(dtype))
-
-
-# Activation bytes, calibrated against peak memory measured on the CPU (benchmarks/pipeline_memory.py, with glibc
-# returning freed blocks at once). The learned upsampler holds ~8 tensors of its widest activation (hidden channels x
-# the time-expanded frames x the target size) at its peak.
-UPSAMPLER_TENSORS = 8
-
-
-def upsampler_memory(model: SimpleGVR, lr_shape, size: tuple[int, int], chunk_frames: int | None = 8,
-                     dtype: torch.dtype | None = None) -> int:
-    """Bytes of build_condition beyond the weights: the condition (float32, its chunks and their concatenation) plus
-    the learned upsampler's activations on the largest chunk - `chunk_frames` latent frames with their causal context
-    of UPSAMPLER_CONTEXT frames, expanded in time (1 + 4(T - 1) frames), at the target size."""
-    b, c, t, _, _ = (int(v) for v in lr_shape)
-    up = model.config.upsampler
-    cond = b * c * t * size[0] * size[1] * 4
-    if up.mode == "interp":
-        return 3 * cond
-    e = _element_size(dtype or next(model.upsampler.parameters()).dtype)
-    frames = min(t, (chunk_frames or t) + UPSAMPLER_CONTEXT)
-    if up.mode == "learned":
-        frames = 1 + up.temporal_factor * (frames - 1)
-    return int(2 * cond + b * frames * size[0] * size[1] * up.hidden * UPSAMPLER_TENSORS * e)
-
-
-def dit_token_bytes(model: SimpleGVR, dtype: torch.dtype, mode: str) -> int:
-    """Activation bytes per token of one DiT forward (batch 1) at its peak: the larger of the self-attention phase
-    (~8 dtype-sized and ~2.5 float32 tensors of `dim` per token: x, q, k, v with their norms, RoPE and contiguous
-    copies; sparse_local adds its blocked, padded and gathered queries, keys and values, ~8 more) and the FFN phase (~4 dtype-sized
-    and 1 float32 tensor of `dim`, plus the two `ffn_dim`-wide hidden tensors). Calibrated on measured CPU peaks."""
-    dit = model.config.dit
-    e = _element_size(dtype)
-    attn = (8 * e + 10 + (8 * e if mode == "sparse_local" else 0)) * dit.dim
-    ffn = (4 * e + 4) * dit.dim + 2 * dit.ffn_dim * e
-    return int(max(attn, ffn))
-
-
-@dataclass(frozen=True)
-class SamplingPlan:
-    """Where the DiT runs at every step: temporal windows x spatial tiles of the condition, blended linearly."""
-
-    shape: tuple[int, int, int, int, int]  # the condition [B, C, T, H, W]
-    mode: str  # attention mode
-    t_windows: tuple[tuple[int, int], ...]
-    h_windows: tuple[tuple[int, int], ...]
-    w_windows: tuple[tuple[int, int], ...]
-    overlaps: tuple[int, int, int]
-
-    @property
-    def window_shape(self) -> tuple[int, int, int]:
-        """(T, H, W) of the largest DiT call."""
-        return (max(e - s for s, e in self.t_windows), max(e - s for s, e in self.h_windows),
-                max(e - s for s, e in self.w_windows))
-
-    @property
-    def calls_per_step(self) -> int:
-        return len(self.t_windows) * len(self.h_windows) * len(self.w_windows)
-
-    @property
-    def chunk_frames(self) -> int | None:
-        """The temporal window in latent frames (None: the whole clip)."""
-        return None if len(self.t_windows) == 1 else self.window_shape[0]
-
-    @property
-    def tile_size(self) -> tuple[int, int] | None:
-        """The spatial tile (H, W) in latent pixels (None: no tiles)."""
-        return None if len(self.h_windows) == len(self.w_windows) == 1 else self.window_shape[1:]
-
-    def memory(self, model: SimpleGVR, *, cfg: float, dtype: torch.dtype | None = None) -> int:
-        """Bytes sampling needs beyond the weights: the float32 latents (x, c, the velocity, the blend buffers, the
-        output: 6 of the condition's size) plus the activations of the largest DiT call, its tokens times
-        `dit_token_bytes`, twice with CFG (the positive and negative passes run as one batch). Under sequence
-        parallelism (parallel.py) a process holds 1/N of the tokens' activations, plus the full token sequence after
-        the patch embedding."""
-        dit = model.config.dit
-        dtype = dtype or next(model.dit.parameters()).dtype
-        b, c, t, h, w = self.shape
-        latents = 6 * b * c * t * h * w * 4
-        wt, wh, ww = self.window_shape
-        pt, ph, pw = dit.patch_size
-        tokens = math.ceil(wt / pt) * math.ceil(wh / ph) * math.ceil(ww / pw)
-        per_token = dit_token_bytes(model, dtype, self.mode)
-        batch = b * (2 if cfg != 1.0 else 1)
-        sp = getattr(model.dit, "sequence_parallel", None)
-        if sp is None or sp.world == 1:
-            return int(latents + batch * tokens * per_token)
-        local = math.ceil(tokens / sp.world)
-        return int(latents + batch * (local * per_token + tokens * dit.dim * _element_size(dtype)))
-
-    def describe(self) -> str:
-        """One line for logs and the node: what runs at every step."""
-        t, h, w = self.window_shape
-        T = self.shape[2]
-        when = "the whole clip" if len(self.t_windows) == 1 else f"{len(self.t_windows)} windows of {t} latent frames"
-        tiles = "" if self.tile_size is None else f", {len(self.h_windows)}x{len(self.w_windows)} tiles of {h}x{w} latent px"
-        return f"{self.mode} on {when} ({T} latent frames){tiles}: {self.calls_per_step} DiT call(s) per step"
-
-
-def windows(length: int, size: int | None, overlap: int) -> list[tuple[int, int]]:
-    """Overlapping [start, end) windows of `size` covering `length`; the last one is aligned to the end."""
-    if size is None or size >= length:
-        return [(0, length)]
-    if size < 1 or not 0 <= overlap < size:
-        raise ValueError(f"window size {size} and overlap {overlap}: expected size >= 1 and 0 <= overlap < size")
-    stride = size - overlap
-    starts = list(range(0, length - size, stride)) + [length - size]
-    return [(s, s + size) for s in sorted(set(starts))]
-
-
-def plan_sampling(model: SimpleGVR, shape, *, attention: str | None = None, chunk_frames: int | str | None = "auto",
-                  chunk_overlap: int = 1, tile_size: tuple[int, int] | None = None, tile_overlap: int = 8) -> SamplingPlan:
-    """The window plan for a condition of `shape` [B, C, T, H, W].
-
-    chunk_frames: temporal DiT window in latent frames ("auto": the checkpoint's trained length for `full`, the
-    whole clip for `temporal_units`/`sparse_local`; None: the whole clip). tile_size: optional spatial tiles
-    (latent H, W) with `tile_overlap` latent pixels of linear blending."""
-    mode = attention or model.dit.attention_mode
-    check_attention(mode, **model.dit.attention_options)
-    b, c, T, H, W = (int(v) for v in shape)
-    if chunk_frames == "auto":
-        chunk_frames = model.config.train_latent_frames if mode == "full" else None
-    if chunk_frames is not None and (isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1):
-        raise ValueError(f"chunk_frames={chunk_frames!r}: expected 'auto', None or a number of latent frames >= 1")
-    if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int) or chunk_overlap < 0:
-        raise ValueError(f"chunk_overlap={chunk_overlap!r}: expected an int >= 0")
-    if tile_size is not None:
-        if len(tile_size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in tile_size):
-            raise ValueError(f"tile_size must be (H, W) in latent pixels, got {tile_size}")
-        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
-            raise ValueError(f"tile_overlap must be an int >= 0, got {tile_overlap!r}")
-    th, tw = (min(tile_size[0], H), min(tile_size[1], W)) if tile_size is not None else (H, W)
-    ov = (max(0, min(chunk_overlap, (chunk_frames or T) - 1)), max(0, min(tile_overlap, th - 1)),
-          max(0, min(tile_overlap, tw - 1)))
-    return SamplingPlan((b, c, T, H, W), mode, tuple(windows(T, chunk_frames, ov[0])), tuple(windows(H, th, ov[1])),
-                        tuple(windows(W, tw, ov[2])), ov)
-
-
-# --- the auto memory mode ---------------------------------------------------------------------------
-def _tile(length: int, parts: int, overlap: int, multiple: int) -> int:
-    """The tile length that cuts `length` into `parts` tiles overlapping by `overlap`, rounded up to `multiple`."""
-    size = math.ceil((length + (parts - 1) * overlap) / parts)
-    return min(length, multiple * math.ceil(size / multiple))
-
-
-def auto_candidates(model: SimpleGVR, shape, *, attention: str | None = None, chunk_overlap: int = 1,
-                    tile_overlap: int = 8):
-    """The plans `auto_plan` tries, from the one that changes the result least to the one that needs least memory:
-    1. the attention mode's own plan (the whole clip; `full`: windows of the trained length), 2. shorter temporal
-    windows down to the trained length (never below it: that is the clip length the checkpoint knows), 3. spatial
-    tiles on windows of the trained length (1x2, 2x2, 2x3, 3x3, ... tiles), 4. shorter windows on the smallest tiles."""
-    mode = attention or model.dit.attention_mode
-    T, H, W = (int(v) for v in shape[2:])
-    floor = min(T, model.config.train_latent_frames)
-    _, ph, pw = model.config.dit.patch_size
-    kw = dict(attention=mode, chunk_overlap=chunk_overlap, tile_overlap=tile_overlap)
-    yield plan_sampling(model, shape, chunk_frames="auto", **kw)
-    start = model.config.train_latent_frames if mode == "full" else T
-    for frames in range(min(start, T) - 1, floor - 1, -1):
-        yield plan_sampling(model, shape, chunk_frames=frames, **kw)
-    grids, last = [], None
-    for n in range(1, 65):
-        grids += [(n, n + 1), (n + 1, n + 1)] if W >= H else [(n + 1, n), (n + 1, n + 1)]
-    for gh, gw in grids:
-        tile = (_tile(H, gh, tile_overlap, ph), _tile(W, gw, tile_overlap, pw))
-        if tile[0] <= 2 * tile_overlap and tile[1] <= 2 * tile_overlap:
-            break
-        last = tile
-        yield plan_sampling(model, shape, chunk_frames=floor, tile_size=tile, **kw)
-    for frames in range(floor - 1, 0, -1):
-        yield plan_sampling(model, shape, chunk_frames=frames, tile_size=last,
-                            **{**kw, "chunk_overlap": min(chunk_overlap, frames - 1)})
-
-
-def auto_plan(model: SimpleGVR, shape, budget: int, *, cfg: float, dtype: torch.dtype | None = None,
-              attention: str | None = None, chunk_overlap: int = 1, tile_overlap: int = 8) -> SamplingPlan:
-    """The first of `auto_candidates` whose `SamplingPlan.memory` fits `budget` bytes (the memory the run may use
-    beyond the resident weights). The plan that is chosen is the plan that runs (`sample(..., plan=...)`), so the
-    estimate and the execution cannot drift; when the whole clip fits, the result is the unchunked one exactly.
-    ValueError (with the smallest estimate) when nothing fits."""
-    budget = int(budget)
-    best = None
-    for plan in auto_candidates(model, shape, attention=attention, chunk_overlap=chunk_overlap, tile_overlap=tile_overlap):
-        need = plan.memory(model, cfg=cfg, dtype=dtype)
-        if need <= budget:
-            return plan
-        if best is None or need < best[0]:
-            best = (need, plan)
-    raise ValueError(f"sampling a latent of {tuple(int(v) for v in shape)} needs at least {format_bytes(best[0])} "
-                     f"({best[1].describe()}) but {format_bytes(budget)} is free: use a smaller size, cfg 1 "
-                     "(one pass per step), or free memory")
-
-
-def auto_condition_chunk(model: SimpleGVR, lr_shape, size: tuple[int, int], budget: int,
-                         dtype: torch.dtype | None = None) -> int:
-    """The largest chunk of latent frames whose `upsampler_memory` fits `budget` bytes (the upsampler is causal, so
-    the result does not depend on the chunk); ValueError when even one frame does not fit."""
-    t = int(lr_shape[2])
-    for frames in range(t, 0, -1):
-        if upsampler_memory(model, lr_shape, size, frames, dtype) <= budget:
-            return frames
-    need = upsampler_memory(model, lr_shape, size, 1, dtype)
-    raise ValueError(f"the condition for {tuple(int(v) for v in lr_shape)} -> latent {size[0]}x{size[1]} needs at least "
-                     f"{format_bytes(need)} (chunks of 1 latent frame) but {format_bytes(budget)} is free: "
-                     "use a smaller size or free memory")
-
-
-def _ramp(n: int, start: int, end: int, length: int, overlap: int, device) -> torch.Tensor:
-    """Blend weights of one window: linear ramps over `overlap` at inner edges, flat at the clip's edges."""
-    w = torch.ones(n, device=device)
-    if overlap > 0:
-        r = torch.arange(1, n + 1, device=device, dtype=torch.float32) / (overlap + 1)
-        if start > 0:
-            w = torch.minimum(w, r)
-        if end < length:
-            w = torch.minimum(w, r.flip(0))
-    return w
-
-
-def blended(fn: Callable, x: torch.Tensor, cond: torch.Tensor, t_win, h_win, w_win, overlaps) -> torch.Tensor:
-    """fn(x_window, cond_window) over all windows of [B,C,T,H,W], blended with linear ramps."""
-    if len(t_win) == len(h_win) == len(w_win) == 1:
-        return fn(x, cond)
-    _, _, T, H, W = x.shape
-    out = torch.zeros_like(x, dtype=torch.float32)
-    norm = torch.zeros(1, 1, T, H, W, device=x.device)
-    for ts, te in t_win:
-        wt = _ramp(te - ts, ts, te, T, overlaps[0], x.device)
-        for hs, he in h_win:
-            wh = _ramp(he - hs, hs, he, H, overlaps[1], x.device)
-            for ws, we in w_win:
-                ww = _ramp(we - ws, ws, we, W, overlaps[2], x.device)
-                wgt = wt.view(-1, 1, 1) * wh.view(1, -1, 1) * ww.view(1, 1, -1)
-                sl = (slice(None), slice(None), slice(ts, te), slice(hs, he), slice(ws, we))
-                out[sl] += fn(x[sl], cond[sl]).float() * wgt
-                norm[sl] += wgt
-    return (out / norm).to(x.dtype)
 
 
 # --- condition ---------------------------------------------------------------------------------
@@ -418,37 +202,64 @@ def _lr(model: SimpleGVR, lr_latent, latent_format, latent_scale: str) -> VideoL
     return read_latent(lr_latent, fmt, latent_scale, "LR latent")
 
 
+def plan_condition(model: SimpleGVR, lr_shape, *, width: int | None = None, height: int | None = None,
+                   scale: float | None = None, short_edge: int | None = None, long_edge: int | None = None,
+                   chunk_frames: int | str | None = DEFAULT_CONDITION_CHUNK, memory_budget=None) -> ConditionPlan:
+    """The `ConditionPlan` for an LR latent of `lr_shape` [B, C, T, h, w]: the target size (`target_size`, from the
+    size arguments), the warning when it stretches the picture, the upsampler's chunk - `chunk_frames` latent frames,
+    None for the whole clip, or "auto": the largest chunk whose estimate fits `memory_budget` (bytes; None or
+    "auto": what the device has available now) - and its estimate, which an explicit chunk must fit (memory_budget
+    None: no check). Nothing large is allocated."""
+    lr_shape = tuple(int(v) for v in lr_shape)
+    size = target_size(model, lr_shape[3:], width, height, scale, short_edge=short_edge, long_edge=long_edge)
+    stretched = aspect_warning(model, lr_shape[3:], size)
+    device, dtype = _model_device_dtype(model)
+    if chunk_frames != AUTO and chunk_frames is not None and (
+            isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1):
+        raise ValueError(f"chunk_frames={chunk_frames!r}: expected 'auto', None or a number of latent frames >= 1")
+    chunk = None if chunk_frames == AUTO else chunk_frames
+    plan = ConditionPlan(lr_shape, size, chunk, upsampler_memory(model, lr_shape, size, chunk, dtype),
+                         (stretched,) if stretched else ())
+    if chunk_frames == AUTO:
+        budget = available_memory(device) if memory_budget in (None, AUTO) else int(memory_budget)
+        return plan.fit(model, budget)
+    check_memory(plan.memory, memory_budget, f"the condition for {lr_shape} -> latent {size[0]}x{size[1]}", device)
+    return plan
+
+
 @torch.no_grad()
-def build_condition(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, *, width: int | None = None,
-                    height: int | None = None, scale: float | None = None, short_edge: int | None = None,
-                    long_edge: int | None = None, noise_level: float = 0.4, seed: int = 0,
-                    chunk_frames: int | str | None = 8, latent_format: str | LatentFormat | None = None,
-                    latent_scale: str = "raw", memory_budget=None) -> Condition:
+def build_condition(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, plan: ConditionPlan | None = None, *,
+                    width: int | None = None, height: int | None = None, scale: float | None = None,
+                    short_edge: int | None = None, long_edge: int | None = None,
+                    noise_level: float = DEFAULT_NOISE_LEVEL, seed: int = 0,
+                    chunk_frames: int | str | None = DEFAULT_CONDITION_CHUNK,
+                    latent_format: str | LatentFormat | None = None, latent_scale: str = "raw",
+                    memory_budget=None) -> Condition:
     """Read, normalise, noise-augment (seeded) and upsample an LR latent into the condition c.
 
     lr_latent: a raw tensor [B,C,T,H,W] / [B,T,C,H,W] (read with `latent_scale`) or a `VideoLatent` that
-    `latent_formats.read_latent` already validated. The size arguments are `target_size`'s. The learned upsampler
-    is causal with a receptive field of UPSAMPLER_CONTEXT latent frames, so it runs on chunks of `chunk_frames` with
-    that much past context and gives exactly the whole-clip result while its memory stays bounded by the chunk;
-    chunk_frames="auto" takes the largest chunk whose estimate fits `memory_budget` (bytes; None or "auto": what
-    the device has available now).
+    `latent_formats.read_latent` already validated. `plan`: the host's `plan_condition` for this latent; without
+    one it is made here from the size arguments (`target_size`'s), `chunk_frames` and `memory_budget`. The learned
+    upsampler is causal with a receptive field of UPSAMPLER_CONTEXT latent frames, so it runs on chunks with that
+    much past context and gives exactly the whole-clip result while its memory stays bounded by the chunk.
     """
     lr = _lr(model, lr_latent, latent_format, latent_scale)
     noise_level = _finite("noise_level", noise_level, 0.0, 1.0)
     seed = seeding.check_seed(seed)
     x = lr.raw
-    size = target_size(model, tuple(x.shape[3:]), width, height, scale, short_edge=short_edge, long_edge=long_edge)
+    if plan is None:
+        plan = plan_condition(model, x.shape, width=width, height=height, scale=scale, short_edge=short_edge,
+                              long_edge=long_edge, chunk_frames=chunk_frames, memory_budget=memory_budget)
+    elif not isinstance(plan, ConditionPlan) or plan.lr_shape != tuple(x.shape):
+        raise ValueError(f"plan must be a ConditionPlan for the LR latent's shape {tuple(x.shape)}, got "
+                         f"{getattr(plan, 'lr_shape', plan)!r}")
+    elif any(v is not None for v in (width, height, scale, short_edge, long_edge)):
+        raise ValueError("give the target size to plan_condition or to build_condition, not to both")
     device, dtype = _model_device_dtype(model)
-    what = f"the condition for {tuple(x.shape)} -> latent {size[0]}x{size[1]}"
-    if chunk_frames == "auto":
-        budget = available_memory(device) if memory_budget in (None, "auto") else int(memory_budget)
-        chunk_frames = auto_condition_chunk(model, x.shape, size, budget, dtype)
-    elif chunk_frames is not None and (isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1):
-        raise ValueError(f"chunk_frames={chunk_frames!r}: expected 'auto', None or a number of latent frames >= 1")
-    check_memory(upsampler_memory(model, x.shape, size, chunk_frames, dtype), memory_budget, what, device)
+    size = plan.size
     c0 = model.latent_format.normalise(x.float())
     T = c0.shape[2]
-    step = T if not chunk_frames else int(chunk_frames)
+    step = T if not plan.chunk_frames else int(plan.chunk_frames)
     reference = colour.channel_stats(c0, step, transform=lambda part: resize_frames(part, size))
     cs = add_condition_noise(c0, noise_level, generator=seeding.torch_generator(seed, seeding.CONDITION_NOISE))
     parts = []
@@ -459,59 +270,69 @@ def build_condition(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, *, 
         parts.append(out[:, :, s - lo:].float().cpu())
     c = torch.cat(parts, dim=2)
     return Condition(c=c, noise_level=noise_level, layout=lr.layout, lr_shape=tuple(x.shape), reference=reference,
-                     chunk_frames=None if step >= T else step)
+                     chunk_frames=None if step >= T else step, warnings=plan.warnings)
 
 
 # --- sampling ------------------------------------------------------------------------------------
-def _non_finite_cause(model: SimpleGVR, condition: Condition, cfg: float) -> str:
+def _non_finite_cause(model: SimpleGVR, condition: Condition, guidance: float) -> str:
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
             return f"the model's weights contain NaN or Inf ({name})"
     dtype = next(model.parameters()).dtype
     if dtype == torch.float16:
         return "fp16 overflow in the DiT: use bf16 or fp32"
-    if cfg > 30:
-        return f"cfg={cfg:g} is very large: use 1-10"
+    if guidance > 30:
+        return f"cfg={guidance:g} is very large: use 1-10"
     if not torch.isfinite(condition.c).all():
         return "the condition contains NaN or Inf"
     return "unknown: check the input latent and the checkpoint"
 
 
-def sampling_sigmas(model: SimpleGVR, steps: int | str = AUTO_STEPS, shift: float = 5.0) -> torch.Tensor:
+def sampling_sigmas(model: SimpleGVR, steps: int | str = AUTO_STEPS, shift: float = DEFAULT_SHIFT) -> torch.Tensor:
     """The steps+1 sigmas of a run. steps "auto": the checkpoint's recipe (`model.sampling`: its steps and its shift
     or explicit timesteps; `shift` is not used) - 50 steps at shift 5 for a teacher. An int: `steps` Euler steps of
     the flow schedule with `shift` (checked in both cases)."""
     shift = _finite("shift", shift, 0.0, MAX_SHIFT, lo_open=True)
     if steps == AUTO_STEPS:
         return model.sampling.sigmas()
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"steps={steps!r}: expected an int in [1, {MAX_STEPS}] or 'auto'")
+    check_steps(steps)
     return flow_sigmas(steps, shift)
 
 
+def check_steps(steps) -> int | str:
+    """`steps` when it is "auto" or an int in [1, MAX_STEPS]; ValueError otherwise."""
+    if steps != AUTO_STEPS and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
+        raise ValueError(f"steps={steps!r}: expected an int in [1, {MAX_STEPS}] or 'auto'")
+    return steps
+
+
+def step_count(model: SimpleGVR, steps: int | str = AUTO_STEPS) -> int:
+    """How many steps a run of `steps` takes ("auto": the checkpoint's recipe), for progress bars."""
+    return model.sampling.steps if check_steps(steps) == AUTO_STEPS else int(steps)
+
+
 @torch.no_grad()
-def sample(model: SimpleGVR, condition: Condition, *, context=None, negative_context=None, steps: int | str = AUTO_STEPS,
-           cfg: float = 5.0, shift: float = 5.0, seed: int = 0, sampler: str = "euler", attention: str | None = None,
-           chunk_frames: int | str | None = "auto", chunk_overlap: int = 1, tile_size: tuple[int, int] | None = None,
-           tile_overlap: int = 8, plan: SamplingPlan | str | None = None, colour_fix: str = "none",
+def sample(model: SimpleGVR, condition: Condition, plan: SamplingPlan | None = None, *, context=None,
+           negative_context=None, steps: int | str = AUTO_STEPS, cfg: float = DEFAULT_GUIDANCE,
+           shift: float = DEFAULT_SHIFT, seed: int = 0, sampler: str = "euler", colour_fix: str = "none",
            callback: Callable | None = None, progress: bool = False, memory_budget=None) -> torch.Tensor:
     """Flow sampling of the HR latent against `condition`; returns it in raw scale and the LR latent's layout.
 
-    context / negative_context: umt5 features [B, L, text_dim] (None = the null prompt the model was trained
-    with 10% of the time). steps and shift: `sampling_sigmas` ("auto": the checkpoint's recommended recipe).
-    cfg = 1 runs one DiT forward per step. Where the DiT runs: `plan` (a SamplingPlan from
-    `plan_sampling` / `auto_plan`), or "auto" (`auto_plan` for `memory_budget` bytes; None or "auto": what the
-    device has available now), or None (`plan_sampling` with the window arguments). colour_fix: "none" or
-    "latent AdaIN" (`colour.adain` to the condition's reference statistics). callback(dict) runs after every step;
-    an exception raised there stops sampling and propagates. The state of the ODE is kept in float32 whatever the
-    model's dtype. A result with NaN or Inf is an error.
+    plan: where the DiT runs, a `SamplingPlan` for the condition's shape (`plan_sampling`, `auto_plan`); None: the
+    attention mode's own plan (`plan_sampling` with its defaults). context / negative_context: umt5 features
+    [B, L, text_dim] (None = the null prompt the model was trained with 10% of the time). steps and shift:
+    `sampling_sigmas` ("auto": the checkpoint's recommended recipe). cfg (the guidance scale) = 1 runs one DiT
+    forward per step. colour_fix: "none" or "latent AdaIN" (`colour.adain` to the condition's reference
+    statistics). memory_budget: bytes the plan's estimate must fit (None: no check). callback(dict) runs after
+    every step; an exception raised there stops sampling and propagates. The state of the ODE is kept in float32
+    whatever the model's dtype. A result with NaN or Inf is an error.
     """
     if not isinstance(model, SimpleGVR):
         raise ValueError(f"model must be a SimpleGVR, got {type(model).__name__}")
     if not isinstance(condition, Condition):
         raise ValueError(f"condition must be a Condition from build_condition, got {type(condition).__name__}")
     sigmas = sampling_sigmas(model, steps, shift)
-    cfg = _finite("cfg", cfg, 0.0, MAX_CFG, lo_open=True)
+    guidance = _finite("cfg", cfg, 0.0, MAX_CFG, lo_open=True)
     seed = seeding.check_seed(seed)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler {sampler!r}: expected one of {SAMPLERS}")
@@ -521,53 +342,61 @@ def sample(model: SimpleGVR, condition: Condition, *, context=None, negative_con
         raise ValueError("colour_fix needs the condition's reference statistics: build the condition with build_condition")
     shape = tuple(condition.c.shape)
     device, dtype = _model_device_dtype(model)
-    if plan == "auto":
-        budget = available_memory(device) if memory_budget in (None, "auto") else int(memory_budget)
-        plan = auto_plan(model, shape, budget, cfg=cfg, dtype=dtype, attention=attention,
-                         chunk_overlap=chunk_overlap, tile_overlap=tile_overlap)
-    elif plan is None:
-        plan = plan_sampling(model, shape, attention=attention, chunk_frames=chunk_frames, chunk_overlap=chunk_overlap,
-                             tile_size=tile_size, tile_overlap=tile_overlap)
+    if plan is None:
+        plan = plan_sampling(model, shape)
     elif not isinstance(plan, SamplingPlan) or plan.shape != shape:
-        raise ValueError(f"plan must be 'auto', None or a SamplingPlan for the condition's shape {shape}, got "
+        raise ValueError(f"plan must be None or a SamplingPlan for the condition's shape {shape}, got "
                          f"{getattr(plan, 'shape', plan)!r}")
     batch = condition.c.shape[0]
     ctx = prepare_context(model, context, batch)
-    neg = prepare_context(model, negative_context, batch, "negative_context") if cfg != 1.0 else None
-    check_memory(plan.memory(model, cfg=cfg, dtype=dtype), memory_budget,
-                 f"sampling a latent of {tuple(condition.c.shape)} (DiT window {plan.window_shape})", device)
+    neg = prepare_context(model, negative_context, batch, "negative_context") if guidance != 1.0 else None
+    if memory_budget is not None:
+        check_memory(plan.memory(model, cfg=guidance, dtype=dtype), memory_budget,
+                     f"sampling a latent of {shape} (DiT window {plan.window_shape})", device)
 
     cond = condition.c.to(device, torch.float32)
     ctx, neg = ctx.to(device, dtype), (neg.to(device, dtype) if neg is not None else None)
+    velocity = cfg_velocity(model.velocity, ctx, neg, guidance, condition.noise_level, attention=plan.mode)
 
     def model_fn(x, sigma):
-        def window_fn(xw, cw):
-            return cfg_velocity(model.velocity, cw, ctx, neg, cfg, condition.noise_level, attention=plan.mode)(xw, sigma)
-
-        return blended(window_fn, x, cond, plan.t_windows, plan.h_windows, plan.w_windows, plan.overlaps)
+        return plan.run(lambda xw, cw: velocity(xw, cw, sigma), x, cond)
 
     x = torch.randn(cond.shape, generator=seeding.torch_generator(seed, seeding.SAMPLING_NOISE)).to(device)
-    sigmas = sigmas.to(device)
-    x0 = get_sampler(sampler)(model_fn, x, sigmas, callback=callback, disable=not progress).float()
+    x0 = get_sampler(sampler)(model_fn, x, sigmas.to(device), callback=callback, disable=not progress).float()
     if colour_fix == "latent AdaIN":
         x0 = colour.adain(x0, *condition.reference)
     out = model.latent_format.denormalise(x0)
     if not torch.isfinite(out).all():
         raise ValueError(f"sampling produced NaN or Inf in the HR latent (likely cause: "
-                         f"{_non_finite_cause(model, condition, cfg)}); nothing was returned")
+                         f"{_non_finite_cause(model, condition, guidance)}); nothing was returned")
     return from_bcthw(out, condition.layout)
 
 
 def upscale(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, *, width: int | None = None,
             height: int | None = None, scale: float | None = None, short_edge: int | None = None,
-            long_edge: int | None = None, noise_level: float = 0.4, seed: int = 0, latent_format=None,
-            latent_scale: str = "raw", condition_chunk_frames: int | str | None = 8, memory_budget=None,
-            **sample_kwargs) -> torch.Tensor:
+            long_edge: int | None = None, noise_level: float = DEFAULT_NOISE_LEVEL, seed: int = 0,
+            latent_format=None, latent_scale: str = "raw",
+            condition_chunk_frames: int | str | None = DEFAULT_CONDITION_CHUNK, memory_budget=None,
+            plan: SamplingPlan | str | None = None, attention: str | None = None,
+            chunk_frames: int | str | None = AUTO, chunk_overlap: int = 1, tile_size: tuple[int, int] | None = None,
+            tile_overlap: int = 8, **sample_kwargs) -> torch.Tensor:
     """`build_condition` then `sample` with the same seed: a raw LR latent ([B,C,T,H,W] or [B,T,C,H,W]) to a raw
-    HR latent in the same layout. `sample_kwargs` are `sample`'s (context, steps, cfg, shift, attention, plan, ...);
-    condition_chunk_frames is build_condition's chunk_frames ("auto" with plan="auto" plans both for the budget)."""
+    HR latent in the same layout. Where the DiT runs: `plan` - a SamplingPlan, "auto" (`auto_plan` for
+    `memory_budget` bytes; None or "auto": what the device has available now; with condition_chunk_frames="auto"
+    both calls are planned for it), or None (`plan_sampling` with `attention` and the window arguments:
+    chunk_frames "auto" = the trained length for `full`, the whole clip otherwise). `sample_kwargs` are `sample`'s
+    (context, steps, cfg, shift, ...)."""
     condition = build_condition(model, lr_latent, width=width, height=height, scale=scale, short_edge=short_edge,
                                 long_edge=long_edge, noise_level=noise_level, seed=seed, latent_format=latent_format,
                                 latent_scale=latent_scale, chunk_frames=condition_chunk_frames,
                                 memory_budget=memory_budget)
-    return sample(model, condition, seed=seed, memory_budget=memory_budget, **sample_kwargs)
+    shape = tuple(condition.c.shape)
+    if plan == AUTO:
+        device, dtype = _model_device_dtype(model)
+        budget = available_memory(device) if memory_budget in (None, AUTO) else int(memory_budget)
+        plan = auto_plan(model, shape, budget, cfg=sample_kwargs.get("cfg", DEFAULT_GUIDANCE), dtype=dtype,
+                         attention=attention, chunk_overlap=chunk_overlap, tile_overlap=tile_overlap)
+    elif plan is None:
+        plan = plan_sampling(model, shape, attention=attention, chunk_frames=chunk_frames, chunk_overlap=chunk_overlap,
+                             tile_size=tile_size, tile_overlap=tile_overlap)
+    return sample(model, condition, plan, seed=seed, memory_budget=memory_budget, **sample_kwargs)

@@ -193,29 +193,30 @@ def get_sampler(name: str) -> Callable:
     raise ValueError(f"sampler {name!r}: expected one of {SAMPLERS}")
 
 
-def cfg_velocity(dit, cond: torch.Tensor, context: torch.Tensor, negative_context: torch.Tensor | None,
-                 cfg: float, noise_level, attention: str | None = None) -> Callable:
-    """model_fn(x, σ) for a SimpleGVR DiT with classifier-free guidance on text.
+def cfg_velocity(dit, context: torch.Tensor, negative_context: torch.Tensor | None, guidance: float, noise_level,
+                 attention: str | None = None) -> Callable:
+    """velocity(x, c, σ) of a SimpleGVR DiT against the condition c, with classifier-free guidance on text; made
+    once per sampling run (the contexts are joined here, not at every call).
 
-    cfg == 1 (or no negative context) runs one forward per step; otherwise the positive and negative
-    passes run as one batch and v = v_neg + cfg (v_pos − v_neg). The condition c is held constant.
+    guidance == 1 runs one forward per call; otherwise the positive and negative passes run as one batch and
+    v = v_neg + guidance (v_pos − v_neg).
     """
-    if cfg != 1.0 and negative_context is None:
-        raise ValueError(f"cfg={cfg} needs a negative context (or use cfg=1)")
+    if guidance != 1.0 and negative_context is None:
+        raise ValueError(f"cfg={guidance} needs a negative context (or use cfg=1)")
+    both = _pad_cat(context, negative_context) if guidance != 1.0 else None
 
-    def model_fn(x, sigma):
+    def velocity(x, cond, sigma):
         t = sigma * 1000.0
-        if cfg == 1.0:
+        if guidance == 1.0:
             return dit(x, cond, t, context, noise_level, attention=attention)
         b = x.shape[0]
-        ctx = _pad_cat(context, negative_context)
         nl = torch.as_tensor(noise_level, device=x.device, dtype=torch.float32).expand(b)
-        v = dit(torch.cat([x, x]), torch.cat([cond, cond]), torch.cat([t, t]), ctx, torch.cat([nl, nl]),
+        v = dit(torch.cat([x, x]), torch.cat([cond, cond]), torch.cat([t, t]), both, torch.cat([nl, nl]),
                 attention=attention)
         v_pos, v_neg = v[:b], v[b:]
-        return v_neg + cfg * (v_pos - v_neg)
+        return v_neg + guidance * (v_pos - v_neg)
 
-    return model_fn
+    return velocity
 
 
 def _pad_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -161,7 +161,7 @@ class TextCache:
         self.encoder, self.encoder_name = encoder, encoder_name
         self.features: dict[str, torch.Tensor] = {}
         if self.path and self.path.exists():
-            from .checkpoint import read_safetensors
+            from .weights import read_safetensors
 
             tensors, meta = read_safetensors(self.path)
             if meta.get("encoder") == encoder_name:

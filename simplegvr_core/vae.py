@@ -264,8 +264,8 @@ class VideoVAE:
 
     @classmethod
     def _load_file(cls, path, device, dtype):
-        from .checkpoint import read_safetensors
         from .files import parse_json
+        from .weights import read_safetensors
 
         tensors, meta = read_safetensors(path)
         cfg = parse_json(meta.get("vae_config", "null"), f"the vae_config of {str(path)!r}") or TINY_WAN_VAE

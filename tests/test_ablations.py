@@ -1,4 +1,4 @@
-"""benchmarks/ablations.py builds each variant's training config from the demo's recipes: one change per variant."""
+"""experiments/ablations.py builds each variant's training config from the demo's recipes: one change per variant."""
 
 import importlib.util
 import types
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def ablations():
-    spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
+    spec = importlib.util.spec_from_file_location("ablations", ROOT / "experiments" / "ablations.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -11,7 +11,7 @@ import torch
 from helpers import randomize_
 
 from simplegvr_core import SimpleGVR, demo, get_config, load_checkpoint, save_checkpoint
-from simplegvr_core.checkpoint import read_safetensors
+from simplegvr_core.weights import read_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 VAE = demo.ASSETS / demo.VAE_FILE
@@ -79,7 +79,7 @@ def test_calibrate_writes_the_model_with_the_best_validation_scale(tmp_path, mon
     assert r["residual_scale"] == 0.7
     assert [a for a, _, _ in seen] == [0.5, 0.7, 0.9, 1.0]  # each scale evaluated once, on the same clips
     assert all(len(cl) == 2 and steps == 1 for _, cl, steps in seen)
-    from simplegvr_core.clips import TEST
+    from simplegvr_core.demo.clips import TEST
 
     assert not {name for _, cl, _ in seen for name, _ in cl} & set(TEST)  # validation clips only
     out = load_checkpoint(tmp_path / "cal.safetensors")

@@ -6,7 +6,7 @@ from helpers import randomize_
 from safetensors.torch import load_file, save_file
 
 from simplegvr_core import SimpleGVR, get_config, import_wan, load_checkpoint, save_checkpoint
-from simplegvr_core.checkpoint import import_wan_t2v
+from simplegvr_core.weights import import_wan_t2v
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -237,7 +237,7 @@ def test_a_cogvideox_config_starts_from_wan21_weights():
 ])
 def test_released_wan_shapes_fit_the_named_configs(name, kwargs):
     """The real-size weights' shapes (diffusers' released configs, on meta) are what the named config expects."""
-    from simplegvr_core.checkpoint import _SHAPE_FIELDS, infer_wan_dit_config, wan_state_dict_to_original
+    from simplegvr_core.weights import _SHAPE_FIELDS, infer_wan_dit_config, wan_state_dict_to_original
 
     with torch.device("meta"):
         ref = diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), text_dim=4096, freq_dim=256, num_layers=30,

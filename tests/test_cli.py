@@ -7,11 +7,11 @@ from helpers import randomize_
 from safetensors.torch import save_file
 
 from simplegvr_core import SimpleGVR, load_checkpoint, save_checkpoint
-from simplegvr_core.cli import main
+from simplegvr_core.app import main
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "simplegvr_core.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "simplegvr_core.app", *args], capture_output=True, text=True)
 
 
 def test_import_wan_cli_writes_a_loadable_checkpoint(tmp_path):
@@ -26,7 +26,7 @@ def test_import_wan_cli_writes_a_loadable_checkpoint(tmp_path):
     assert rc == 0 and out.is_file()
     m = load_checkpoint(out)
     assert m.config.upsampler.mode == "interp" and m.config.dit.in_dim == 32
-    from simplegvr_core.checkpoint import read_metadata
+    from simplegvr_core.weights import read_metadata
 
     assert read_metadata(out)["trained_steps"] == "0"  # marked untrained
 
@@ -34,7 +34,9 @@ def test_import_wan_cli_writes_a_loadable_checkpoint(tmp_path):
 def test_import_wan_marks_the_checkpoint_untrained_and_an_export_is_not(tmp_path, capsys):
     """An import-wan checkpoint computes the T2V model: its metadata says it was never trained, and `info` warns;
     a trained export records its steps and gets no warning."""
-    from simplegvr_core.checkpoint import IMPORTED_METADATA, read_metadata, untrained_warning
+    from simplegvr_core.checkpoint import IMPORTED_METADATA, untrained_warning
+
+    from simplegvr_core.weights import read_metadata
 
     m = randomize_(SimpleGVR.from_config("tiny"), std=0.05)
     imported, trained = tmp_path / "imported.safetensors", tmp_path / "trained.safetensors"
@@ -146,7 +148,7 @@ def test_download_arguments_are_checked_before_anything_is_fetched(fake_hub, cap
 
 
 def test_nothing_imports_the_hub_or_downloads_at_import_time():
-    code = ("import sys, simplegvr_core, simplegvr_core.cli, simplegvr_core.vae, simplegvr_core.text; "
+    code = ("import sys, simplegvr_core, simplegvr_core.app, simplegvr_core.vae, simplegvr_core.text; "
             "print('huggingface_hub' in sys.modules, 'diffusers' in sys.modules, 'transformers' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.split() == ["False", "False", "False"], r.stdout + r.stderr
@@ -154,7 +156,7 @@ def test_nothing_imports_the_hub_or_downloads_at_import_time():
 
 def test_convert_cogvideox_writes_comfyui_key_names(tmp_path, capsys):
     diffusers = pytest.importorskip("diffusers")
-    from simplegvr_core.checkpoint import read_safetensors, read_weights
+    from simplegvr_core.weights import read_safetensors, read_weights
 
     torch.manual_seed(0)
     ref = diffusers.CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, time_embed_dim=32,

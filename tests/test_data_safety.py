@@ -21,7 +21,7 @@ from helpers import randomize_
 from safetensors.torch import save_file
 
 from simplegvr_core import SimpleGVR, files, memory, save_checkpoint
-from simplegvr_core.cli import main
+from simplegvr_core.app import main
 from simplegvr_core.latent_io import load_latent, save_latent
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_import_wan_refuses_its_own_input_an_existing_output_and_nan_weights(tmp
 
 
 def test_convert_cogvideox_refuses_a_cast_that_overflows(tmp_path):
-    from simplegvr_core.checkpoint import convert_cogvideox
+    from simplegvr_core.weights import convert_cogvideox
 
     sd = {"patch_embed.proj.weight": torch.full((4, 4), 1e6), "patch_embed.proj.bias": torch.zeros(4),
           "transformer_blocks.0.norm1.linear.weight": torch.ones(4, 4)}
@@ -257,7 +257,7 @@ def test_a_webp_decompression_bomb_is_a_bad_file_like_any_other(tmp_path, capsys
 
 # --- 4. demo --videos guards -------------------------------------------------------------------------------------------
 def test_demo_probes_before_decoding_and_refuses_oversize_video(tmp_path, monkeypatch):
-    from simplegvr_core import clips
+    from simplegvr_core.demo import clips
     from simplegvr_core.degrade import video_io
 
     write = video_io.write_video
@@ -273,7 +273,7 @@ def test_demo_probes_before_decoding_and_refuses_oversize_video(tmp_path, monkey
 
 
 def test_demo_decodes_only_its_window_and_matches_the_whole_clip_reader(tmp_path, monkeypatch):
-    from simplegvr_core import clips
+    from simplegvr_core.demo import clips
     from simplegvr_core.degrade import video_io
 
     rng = np.random.default_rng(0)
@@ -294,7 +294,8 @@ def test_demo_decodes_only_its_window_and_matches_the_whole_clip_reader(tmp_path
 
 
 def test_demo_videos_count_guard_and_its_own_outputs_are_not_inputs(tmp_path, monkeypatch, capsys):
-    from simplegvr_core import clips, demo
+    from simplegvr_core import demo
+    from simplegvr_core.demo import clips
 
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -351,11 +352,13 @@ def test_an_interrupted_install_leaves_the_old_set_whole(tmp_path, monkeypatch):
         return real(src, dst, *a, **k)
 
     monkeypatch.setattr(shutil, "copyfile", interrupted)
+    from training import demo as lab
+
     with pytest.raises(KeyboardInterrupt):
-        demo.install_assets(a, {n: new / n for n in demo.ASSET_FILES}, {"note": "new"})
+        lab.install_assets(a, {n: new / n for n in demo.ASSET_FILES}, {"note": "new"})
     assert {p.name: p.read_bytes() for p in a.iterdir()} == before  # whole, and no temporary left
     monkeypatch.setattr(shutil, "copyfile", real)
-    manifest = demo.install_assets(a, {n: new / n for n in demo.ASSET_FILES}, {"note": "new"})
+    manifest = lab.install_assets(a, {n: new / n for n in demo.ASSET_FILES}, {"note": "new"})
     assert demo.read_manifest(a) == manifest and manifest["files"][demo.VAE_FILE] == demo.file_sha256(new / demo.VAE_FILE)
 
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from simplegvr_core.cli import main
+from simplegvr_core.app import main
 from simplegvr_core.degrade import degrade_frames
 from simplegvr_core.degrade.video_io import VideoWriter, parse_wxh, probe_video, read_video, write_video
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from simplegvr_core import clips, demo, metrics
+from simplegvr_core import demo, metrics
+from simplegvr_core.demo import clips
+from training import demo as lab
 from simplegvr_core.degrade.video_io import read_video, write_video
 
 pytest.importorskip("diffusers")
@@ -47,23 +49,23 @@ def test_no_test_clip_is_read_by_training_or_tuning(tmp_path):
     sys.addaudithook(hook)
     try:
         assets, work = tmp_path / "assets", tmp_path / "work"
-        demo.fresh_work_folder(work)
-        train_list = demo.write_train_list(work / "videos", 1)
+        lab.fresh_work_folder(work)
+        train_list = lab.write_train_list(work / "videos", 1)
         listed = {Path(json.loads(line)["video"]).name for line in train_list.read_text().splitlines()}
         assert listed == set(clips.TRAIN)
         from training import calibrate_residual, fit_upsampler, make_pairs, train_vae
         from training.train import main as train_main
 
         assets.mkdir()
-        stages = demo.student_commands(assets, work, work / "onestep", quick=True)
-        for cmd in demo.retrain_commands(assets, work, quick=True) + [c for _, c in stages]:
+        stages = lab.student_commands(assets, work, work / "onestep", quick=True)
+        for cmd in lab.retrain_commands(assets, work, quick=True) + [c for _, c in stages]:
             script, args = cmd[1], cmd[2:]
             fn = {"training/train_vae.py": train_vae.main, "training/make_pairs.py": make_pairs.main,
                   "training/train.py": train_main, "training/fit_upsampler.py": fit_upsampler.main,
                   "training/calibrate_residual.py": calibrate_residual.main}[script]
             assert fn(args) == 0, script
         model, vae, _ = demo.load_assets(assets)
-        demo.tune(model, vae, grid=[(1, 3.0, 0.0)], log=lambda *_: None)
+        lab.tune(model, vae, grid=[(1, 3.0, 0.0)], log=lambda *_: None)
         assert stages[-1][0].is_file()
     finally:
         watching[0] = False
@@ -202,7 +204,7 @@ def test_committed_model_beats_decode_bicubic_in_ssim_on_the_test_split(test_spl
 @pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
 def test_demo_cli_writes_the_promised_outputs(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--clips", "2", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "demo", "--clips", "2", "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "| SimpleGVR (ours) |" in r.stdout and "| decode + bicubic |" in r.stdout and "SimpleGVR minus" in r.stdout
@@ -230,7 +232,7 @@ def test_demo_on_your_videos_mp4_and_webp_skips_broken_ones(tmp_path):
     folder.mkdir()
     (folder / "clip.webp").write_bytes(src[1].read_bytes())
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--videos", str(tmp_path / "mine.mp4"),
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "demo", "--videos", str(tmp_path / "mine.mp4"),
                         str(tmp_path / "broken.mp4"), str(tmp_path / "short.webp"), str(folder), "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -238,14 +240,14 @@ def test_demo_on_your_videos_mp4_and_webp_skips_broken_ones(tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert [row["clip"] for row in data["clips"]] == ["mine.mp4", "clip.webp"]
     assert data["settings"]["source"] == "your videos" and len(data["skipped"]) == 2
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--videos", str(tmp_path / "broken.mp4"),
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "demo", "--videos", str(tmp_path / "broken.mp4"),
                         "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "none of the 1 videos" in r.stderr
 
 
 def test_demo_retrain_quick_rebuilds_loadable_weights(tmp_path):
     assets, work = tmp_path / "assets", tmp_path / "work"
-    manifest = demo.retrain(assets, work, quick=True, log=lambda *_: None)
+    manifest = lab.retrain(assets, work, quick=True, log=lambda *_: None)
     assert (assets / demo.VAE_FILE).is_file() and (assets / demo.MODEL_FILE).is_file()
     assert manifest["quick"] and len(manifest["commands"]) == 3 and "training/train.py" in manifest["commands"][2]
     st = manifest["student"]  # the one-step default model, rebuilt by the same stages as onestep_results.py's
@@ -255,7 +257,7 @@ def test_demo_retrain_quick_rebuilds_loadable_weights(tmp_path):
                                                      "training/calibrate_residual.py"]
     assert st["residual_scale"] in (0.5, 1.0)  # the quick grid
     student, _, sampling = demo.load_model(assets)
-    assert sampling == {"model": "student", **demo.STUDENT_SAMPLING}
+    assert sampling == {"model": "student", **lab.STUDENT_SAMPLING}
     assert student.config.prediction == "residual_x0" and student.config.upsampler.base == "linear"
     model, vae, _ = demo.load_assets(assets)
     assert model.config.dit.attention == "temporal_units" and model.config.upsampler.mode == "learned"
@@ -269,16 +271,16 @@ def test_demo_retrain_quick_rebuilds_loadable_weights(tmp_path):
 
 def test_retrain_empties_its_own_scratch_folder_and_refuses_any_other(tmp_path):
     work = tmp_path / "work"
-    demo.fresh_work_folder(work)
+    lab.fresh_work_folder(work)
     (work / "pairs").mkdir()
     (work / "pairs" / "pairs-00000.safetensors").write_bytes(b"stale")  # from an earlier recipe
-    demo.fresh_work_folder(work)
-    assert not (work / "pairs").exists() and (work / demo.WORK_MARKER).is_file()
+    lab.fresh_work_folder(work)
+    assert not (work / "pairs").exists() and (work / lab.WORK_MARKER).is_file()
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
     with pytest.raises(ValueError, match="not a demo scratch folder"):
-        demo.fresh_work_folder(other)
+        lab.fresh_work_folder(other)
     assert (other / "notes.txt").read_text() == "keep me"
 
 
@@ -310,17 +312,17 @@ def test_demo_runs_the_student_the_manifest_names_and_the_teacher_on_request(tmp
                       "noise_level": manifest["noise_level"]}
     manifest["student"] = {"default": True, "steps": 1, "shift": 1.0, "noise_level": 0.0}
     # the teacher's weights stand in for a distilled student, installed as a set (the manifest records its hash)
-    demo.install_assets(assets, {demo.STUDENT_FILE: demo.ASSETS / demo.MODEL_FILE}, manifest)
+    lab.install_assets(assets, {demo.STUDENT_FILE: demo.ASSETS / demo.MODEL_FILE}, manifest)
     assert demo.load_model(assets)[2]["model"] == "student"
     assert demo.load_model(assets, teacher=True)[2]["model"] == "teacher"
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--clips", "2", "--assets", str(assets),
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "demo", "--clips", "2", "--assets", str(assets),
                         "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "model: the student" in r.stdout
     settings = json.loads((out / "results.json").read_text())["settings"]
     assert settings["model"] == "student" and settings["nfe"] == 1
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "demo", "--clips", "2", "--assets", str(assets),
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "demo", "--clips", "2", "--assets", str(assets),
                         "--teacher", "--out", str(out / "t")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     settings = json.loads((out / "t" / "results.json").read_text())["settings"]
@@ -328,16 +330,16 @@ def test_demo_runs_the_student_the_manifest_names_and_the_teacher_on_request(tmp
 
 
 def test_the_committed_student_commands_are_the_stages_retrain_and_onestep_results_run():
-    """One recipe: the manifest records the commands `demo.student_commands` builds (what `--retrain` runs, and
-    benchmarks/onestep_results.py with its default paths)."""
+    """One recipe: the manifest records the commands `lab.student_commands` builds (what `--retrain` runs, and
+    experiments/onestep_results.py with its default paths)."""
     import importlib.util
 
-    script = Path(demo.__file__).resolve().parents[1] / "benchmarks" / "onestep_results.py"
+    script = Path(demo.__file__).resolve().parents[1] / "experiments" / "onestep_results.py"
     spec = importlib.util.spec_from_file_location("onestep_results", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     root = script.parents[1]
     recorded = json.loads((demo.ASSETS / demo.MANIFEST).read_text())["student"]["commands"]
-    assert [demo.command_line(cmd, root) for _, cmd in module.commands("runs/onestep")] == recorded
-    retrain = demo.student_commands(demo.ASSETS, root / "runs/demo", root / "runs/onestep")
-    assert [demo.command_line(cmd, root) for _, cmd in retrain] == recorded
+    assert [lab.command_line(cmd, root) for _, cmd in module.commands("runs/onestep")] == recorded
+    retrain = lab.student_commands(demo.ASSETS, root / "runs/demo", root / "runs/onestep")
+    assert [lab.command_line(cmd, root) for _, cmd in retrain] == recorded

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from simplegvr_core import load_checkpoint, seeding
-from simplegvr_core.checkpoint import checkpoint_sampling, read_safetensors
+from simplegvr_core.checkpoint import checkpoint_sampling
+from simplegvr_core.weights import read_safetensors
 from simplegvr_core.pipeline import upscale
 from simplegvr_core.sampling import SamplingRecipe, flow_sigmas
 from training import distill

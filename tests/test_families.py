@@ -12,7 +12,7 @@ import torch
 
 from simplegvr_core import load_checkpoint
 from simplegvr_core.latent_formats import COGVIDEOX_2B, WAN21, WAN22, get_format
-from simplegvr_core.pipeline import upscale
+from simplegvr_core.pipeline import prepare_context, upscale
 
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -255,4 +255,4 @@ def test_node_glue_names_the_mismatch_of_latent_and_checkpoint():
     with pytest.raises(ValueError, match=r"16 channels \(a wan21 / cogvideox_2b / cogvideox_5b latent\?\).*'wan22'"):
         glue.read_video_latent({"samples": _core_latent(COGVIDEOX_2B)}, WAN22, "auto")
     with pytest.raises(ValueError, match="T5-XXL for CogVideoX: width 4096"):
-        glue.conditioning_to_context([[torch.zeros(1, 226, 4096), {}]], 32)
+        prepare_context(_tiny_gvr("tiny-cogvideox"), glue.conditioning_to_context([[torch.zeros(1, 226, 4096), {}]]), 1)

@@ -21,10 +21,11 @@ from helpers import randomize_
 from safetensors.torch import save_file
 
 from simplegvr_core import SimpleGVR, load_checkpoint, save_checkpoint, seeding
-from simplegvr_core.cli import main
+from simplegvr_core.app import main
 from simplegvr_core.latent_formats import read_latent
 from simplegvr_core.latent_io import load_latent, save_latent
-from simplegvr_core.pipeline import build_condition, dit_token_bytes, plan_sampling, sample, upscale
+from simplegvr_core.pipeline import build_condition, sample, upscale
+from simplegvr_core.plan import dit_token_bytes, plan_sampling
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -41,7 +42,7 @@ def lr_latent(t=2, h=8, w=8, seed=0):
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "simplegvr_core.cli", *args], capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "simplegvr_core.app", *args], capture_output=True, text=True, **kw)
 
 
 def one_line_error(r, *words):
@@ -171,7 +172,7 @@ def test_degrade_cli_writes_byte_identical_files(tmp_path, busy_cpu):
 
 def test_seeds_keep_all_their_bits_or_are_refused():
     from simplegvr_core.degrade import degrade_frames
-    from simplegvr_core.degrade.cli import file_seed
+    from simplegvr_core.degrade import file_seed
 
     frames = _clip(t=5)
     a = degrade_frames(frames, "flow+classic", (24, 32), 7)
@@ -259,7 +260,7 @@ def test_checkpoint_latent_format_metadata_and_nan_weights(tmp_path):
 
 # --- 4. one bad file in a folder ---------------------------------------------------------------------------------
 def test_folder_run_reports_every_kind_of_failure_and_goes_on(tmp_path, capsys, monkeypatch):
-    from simplegvr_core.degrade import cli as dcli
+    from simplegvr_core.app import degrade as dcli
     from simplegvr_core.degrade.video_io import write_video
 
     src = tmp_path / "in"
@@ -329,7 +330,7 @@ def test_cli_refuses_to_write_a_non_finite_result(tmp_path, monkeypatch, capsys)
     save_latent(lr_latent(), tmp_path / "lr.latent")
     real = sampling.cfg_velocity
     monkeypatch.setattr("simplegvr_core.pipeline.cfg_velocity",
-                        lambda *a, **k: (lambda x, s: real(*a, **k)(x, s) * float("nan")))
+                        lambda *a, **k: (lambda x, c, s: real(*a, **k)(x, c, s) * float("nan")))
     rc = main(["upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "lr.latent"), "--out",
                str(tmp_path / "o.latent"), "--steps", "2", "--cfg", "1"])
     assert rc == 2 and "sampling produced NaN or Inf" in capsys.readouterr().err
@@ -372,7 +373,7 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "upscale", "--checkpoint", str(ckpt), "--latent",
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "upscale", "--checkpoint", str(ckpt), "--latent",
                         str(tmp_path / "lr.latent"), "--out", str(tmp_path / "hr.latent"), "--overwrite", "--steps", "1",
                         "--scale", "2"], capture_output=True, text=True, preexec_fn=limit)
     one_line_error(r, "no space left on the device", "nothing was overwritten")
@@ -432,7 +433,7 @@ def test_sigterm_stops_degrade_like_ctrl_c_and_leaves_nothing(tmp_path, sig):
     write_video(tmp_path / "in.mp4", _clip(t=240, h=96, w=128), fps=16)
     out = tmp_path / "out"
     out.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "simplegvr_core.cli", "degrade", str(tmp_path / "in.mp4"), str(out / "o.mp4"),
+    p = subprocess.Popen([sys.executable, "-m", "simplegvr_core.app", "degrade", str(tmp_path / "in.mp4"), str(out / "o.mp4"),
                           "--mode", "flow", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not any(out.iterdir()) and time.time() < deadline and p.poll() is None:

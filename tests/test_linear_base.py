@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from simplegvr_core import SimpleGVR, load_checkpoint
-from simplegvr_core.checkpoint import read_metadata, save_checkpoint
+from simplegvr_core.checkpoint import save_checkpoint
+from simplegvr_core.weights import read_metadata
 from simplegvr_core.config import UpsamplerConfig
 from simplegvr_core.models.upsampler import LatentUpsampler, LinearBase, bilinear_taps, resize_frames
 from training.data import write_shard

@@ -1,4 +1,4 @@
-"""benchmarks/linear_ceiling.py scores a linear map from the noised condition exactly as `simplegvr demo` would
+"""experiments/linear_ceiling.py scores a linear map from the noised condition exactly as `simplegvr demo` would
 score a model whose condition is that map and whose DiT adds nothing."""
 
 import importlib.util
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from simplegvr_core import SimpleGVR, demo
-from simplegvr_core.clips import split_files
+from simplegvr_core.demo.clips import split_files
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_ASSETS = (demo.ASSETS / demo.MODEL_FILE).is_file() and (demo.ASSETS / demo.VAE_FILE).is_file()
@@ -16,7 +16,7 @@ HAVE_ASSETS = (demo.ASSETS / demo.MODEL_FILE).is_file() and (demo.ASSETS / demo.
 
 @pytest.mark.skipif(not HAVE_ASSETS, reason="needs the committed demo weights and codec")
 def test_the_ceiling_is_what_the_demo_measures_for_that_base_alone():
-    spec = importlib.util.spec_from_file_location("linear_ceiling", ROOT / "benchmarks" / "linear_ceiling.py")
+    spec = importlib.util.spec_from_file_location("linear_ceiling", ROOT / "experiments" / "linear_ceiling.py")
     lc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(lc)
     committed, vae, _ = demo.load_assets()

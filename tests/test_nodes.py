@@ -25,7 +25,9 @@ from nodes import glue  # noqa: E402
 from simplegvr_core import SimpleGVR, save_checkpoint  # noqa: E402
 from simplegvr_core.latent_formats import WAN21  # noqa: E402
 from simplegvr_core.models.upsampler import resize_frames  # noqa: E402
-from simplegvr_core.pipeline import build_condition, plan_sampling, sample, upscale  # noqa: E402
+from simplegvr_core.pipeline import build_condition, sample, upscale  # noqa: E402
+from simplegvr_core.pipeline import plan_condition as pipeline_plan_condition  # noqa: E402
+from simplegvr_core.plan import plan_sampling  # noqa: E402
 
 
 def tiny_model(seed=0):
@@ -125,8 +127,8 @@ def test_node_path_equals_the_one_call_pipeline():
         lr = glue.read_video_latent({"samples": wrapped}, m.latent_format)
         info = glue.upsample_latent(m, lr, size=glue.target_args("width and height", 1080, 192, 128, 1), noise_level=0.4,
                                     seed=5)[glue.LATENT_KEY]
-        got = sample(m, info.condition, context=glue.conditioning_to_context([[ctx, {}]], 32),
-                     negative_context=glue.conditioning_to_context([[neg, {}]], 32, "negative"), **kw)
+        got = sample(m, info.condition, context=glue.conditioning_to_context([[ctx, {}]]),
+                     negative_context=glue.conditioning_to_context([[neg, {}]], "negative"), **kw)
         out = glue.to_output(got, m.latent_format, info.layout, info.scale)
         if scale == "raw":
             torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
@@ -151,17 +153,22 @@ def test_condition_is_found_checked_and_absent_for_a_plain_latent():
 
 
 def test_conditioning_becomes_text_features_or_a_clear_error():
+    """The node unpacks the CONDITIONING; the features are validated once, by the core (`prepare_context`)."""
+    from simplegvr_core.pipeline import prepare_context
+
+    m = tiny_model()
     t = torch.randn(1, 512, 32)
-    assert glue.conditioning_to_context(None, 32) is None  # not connected: the null prompt
-    assert torch.equal(glue.conditioning_to_context([[t, {"pooled_output": None}]], 32), t)
-    with pytest.raises(ValueError, match=r"positive conditioning has width 4096.*expects text_dim 32.*umt5-xxl"):
-        glue.conditioning_to_context([[torch.zeros(1, 512, 4096), {}]], 32)
+    assert glue.conditioning_to_context(None) is None  # not connected: the null prompt
+    assert torch.equal(glue.conditioning_to_context([[t, {"pooled_output": None}]]), t)
+    wide = glue.conditioning_to_context([[torch.zeros(1, 512, 4096), {}]])
+    with pytest.raises(ValueError, match=r"positive has shape \(1, 512, 4096\): expected \[B, L, 32\].*umt5-xxl"):
+        prepare_context(m, wide, 1, "positive")
     with pytest.raises(ValueError, match="2 combined conditionings"):
-        glue.conditioning_to_context([[t, {}], [t, {}]], 32)
+        glue.conditioning_to_context([[t, {}], [t, {}]])
     with pytest.raises(ValueError, match="negative: expected a CONDITIONING"):
-        glue.conditioning_to_context("a prompt", 32, "negative")
+        glue.conditioning_to_context("a prompt", "negative")
     with pytest.raises(ValueError, match="NaN"):
-        glue.conditioning_to_context([[torch.full((1, 3, 32), float("nan")), {}]], 32)
+        prepare_context(m, glue.conditioning_to_context([[torch.full((1, 3, 32), float("nan")), {}]]), 1)
 
 
 # --- model files ---------------------------------------------------------------------------------
@@ -319,8 +326,8 @@ def test_resize_choices_map_to_the_core_size_rule():
     assert glue.target_args("long edge", 1920, 1, 1, 1.0) == {"long_edge": 1920}
     m = tiny_model()
     lr = glue.read_video_latent({"samples": raw_latent(h=52, w=30)}, m.latent_format)  # portrait 240x416 px
-    out = glue.upsample_latent(m, lr, size=glue.DEFAULT_SIZE, noise_level=0.4, seed=0, chunk_frames="auto",
-                               memory_budget=2**30)
+    plan = pipeline_plan_condition(m, lr.raw.shape, chunk_frames="auto", memory_budget=2**30, **glue.DEFAULT_SIZE)
+    out = glue.upsample_latent(m, lr, noise_level=0.4, seed=0, plan=plan)
     assert out["samples"].shape == (1, 16, 3, 234, 135)  # 1080x1872 px: the aspect ratio is kept
     assert out[glue.LATENT_KEY].condition.c.shape == (1, 16, 3, 234, 135)
     assert "latent 52x30 (240x416 px) -> latent 234x135 (1080x1872 px)" == glue.size_text(m, (52, 30), (234, 135))
@@ -330,13 +337,15 @@ def test_sampler_memory_modes_plan_and_say_what_they_chose():
     m = tiny_model()
     shape = (1, 16, 9, 16, 16)
     whole = plan_sampling(m, shape, attention="temporal_units")
-    plan, text = glue.sampling_plan(m, shape, memory="auto", free=10 * 2**30, cfg=3.0, attention="temporal_units")
-    assert plan == whole and text.startswith("memory auto, 10.0 GiB free: temporal_units on the whole clip")
+    plan, need, text = glue.sampling_plan(m, shape, memory="auto", free=10 * 2**30, cfg=3.0,
+                                          attention="temporal_units")
+    assert plan == whole and text.startswith("memory auto, 10.00 GiB free: temporal_units on the whole clip")
+    assert need == whole.memory(m, cfg=3.0)
     tight = whole.memory(m, cfg=3.0) // 3
-    plan, text = glue.sampling_plan(m, shape, memory="auto", free=tight, cfg=3.0, attention="temporal_units")
-    assert plan.memory(m, cfg=3.0) <= tight and plan.calls_per_step > 1 and "DiT call(s) per step" in text
-    plan, text = glue.sampling_plan(m, shape, memory="manual", free=None, cfg=3.0, attention="temporal_units",
-                                    chunk_frames=4, tile_size=8)
+    plan, need, text = glue.sampling_plan(m, shape, memory="auto", free=tight, cfg=3.0, attention="temporal_units")
+    assert need == plan.memory(m, cfg=3.0) <= tight and plan.calls_per_step > 1 and "DiT call(s) per step" in text
+    plan, _, text = glue.sampling_plan(m, shape, memory="manual", free=None, cfg=3.0, attention="temporal_units",
+                                       chunk_frames=4, tile_size=8)
     assert plan.chunk_frames == 4 and plan.tile_size == (8, 8) and text.startswith("memory manual")
     with pytest.raises(ValueError, match="memory 'lots'"):
         glue.sampling_plan(m, shape, memory="lots", free=None, cfg=1.0, attention=None)

@@ -7,7 +7,8 @@ from helpers import randomize_
 
 from simplegvr_core import SimpleGVR, get_config, save_checkpoint
 from simplegvr_core.latent_io import load_latent, save_latent
-from simplegvr_core.pipeline import blended, build_condition, upscale, windows
+from simplegvr_core.pipeline import build_condition, upscale
+from simplegvr_core.plan import blended, windows
 
 
 def tiny_model(seed=0, **dit):
@@ -166,7 +167,7 @@ def test_latent_file_round_trip(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "simplegvr_core.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "simplegvr_core.app", *args], capture_output=True, text=True)
 
 
 def test_cli_upscale_round_trip_and_one_line_errors(tmp_path):
@@ -188,7 +189,8 @@ def test_cli_upscale_round_trip_and_one_line_errors(tmp_path):
 
 
 def test_cli_interrupt_leaves_no_output(tmp_path, monkeypatch, capsys):
-    from simplegvr_core import cli, pipeline
+    from simplegvr_core import app as cli
+    from simplegvr_core import pipeline
 
     ckpt = save_checkpoint(tiny_model(), tmp_path / "gvr.safetensors")
     save_latent(lr_latent(t=2), tmp_path / "lr.latent")

@@ -6,6 +6,7 @@ from helpers import randomize_
 
 from simplegvr_core import SimpleGVR, get_config, load_checkpoint, save_checkpoint, seeding
 from simplegvr_core.pipeline import build_condition, prepare_context, sample, upscale
+from simplegvr_core.plan import plan_sampling
 from simplegvr_core.sampling import flow_sigmas
 
 
@@ -44,7 +45,8 @@ def test_a_dit_that_predicts_the_noise_returns_the_condition():
     lr = lr_latent(1)
     m.dit.forward = lambda x, c, t, ctx, nl, attention=None: x / (t.view(-1, 1, 1, 1, 1) / 1000)  # y_σ = σ ε
     cond = build_condition(m, lr, scale=2.0, noise_level=0.0, seed=0)
-    out = sample(m, cond, steps=4, cfg=3.0, negative_context=torch.zeros(1, 1, 32), chunk_frames=None)
+    out = sample(m, cond, plan_sampling(m, cond.c.shape, chunk_frames=None), steps=4, cfg=3.0,
+                 negative_context=torch.zeros(1, 1, 32))
     torch.testing.assert_close(out, m.latent_format.denormalise(cond.c), rtol=0, atol=1e-4)
 
 
@@ -116,7 +118,8 @@ def test_residual_x0_velocity_and_a_fresh_model_returns_the_condition():
     lr = lr_latent(3)
     cond = build_condition(fresh, lr, scale=2.0, noise_level=0.1, seed=0)
     for steps in (1, 4):
-        out = sample(fresh, cond, steps=steps, cfg=1.0, shift=3.0, seed=5, chunk_frames=None)
+        out = sample(fresh, cond, plan_sampling(fresh, cond.c.shape, chunk_frames=None), steps=steps, cfg=1.0,
+                     shift=3.0, seed=5)
         torch.testing.assert_close(out, fresh.latent_format.denormalise(cond.c), rtol=0, atol=1e-5)
     # With weights: v = (z_t - c - D) / σ, D being the DiT's output on the residual flow's input z_t - (1-σ) c.
     m = tiny("residual_x0", seed=2)

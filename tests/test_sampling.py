@@ -75,12 +75,12 @@ def test_cfg_one_is_a_single_forward_and_cfg_mixes_passes():
 
     pos, neg = torch.full((1, 3, 4), 2.0), torch.full((1, 3, 4), 1.0)
     x, cond = torch.zeros(1, 5), torch.zeros(1, 5)
-    v1 = cfg_velocity(FakeDiT(), cond, pos, neg, 1.0, 0.4)(x, torch.ones(1))
+    v1 = cfg_velocity(FakeDiT(), pos, neg, 1.0, 0.4)(x, cond, torch.ones(1))
     assert calls == [1] and torch.equal(v1, torch.full((1, 5), 2.0))
-    v = cfg_velocity(FakeDiT(), cond, pos, neg, 5.0, 0.4)(x, torch.ones(1))
+    v = cfg_velocity(FakeDiT(), pos, neg, 5.0, 0.4)(x, cond, torch.ones(1))
     assert calls[-1] == 2  # positive and negative in one batched forward
     torch.testing.assert_close(v, torch.full((1, 5), 1.0 + 5.0 * (2.0 - 1.0)))
     with pytest.raises(ValueError, match="needs a negative context"):
-        cfg_velocity(FakeDiT(), cond, pos, None, 5.0, 0.4)
+        cfg_velocity(FakeDiT(), pos, None, 5.0, 0.4)
     with pytest.raises(ValueError, match="sampler 'dpm'"):
         get_sampler("dpm")

@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from simplegvr_core import SimpleGVR, load_checkpoint, parallel, save_checkpoint
 from simplegvr_core.config import ATTENTION_MODES
 from simplegvr_core.latent_io import load_latent, save_latent
-from simplegvr_core.pipeline import build_condition, plan_sampling, sample
+from simplegvr_core.pipeline import build_condition, sample
+from simplegvr_core.plan import plan_sampling
 
 if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)

@@ -11,7 +11,8 @@ from helpers import randomize_
 from safetensors.torch import save_file
 
 from simplegvr_core import SimpleGVR, load_checkpoint, save_checkpoint
-from simplegvr_core.checkpoint import checkpoint_sampling, read_metadata, read_safetensors
+from simplegvr_core.checkpoint import checkpoint_sampling
+from simplegvr_core.weights import read_metadata, read_safetensors
 from simplegvr_core.latent_formats import WAN21
 from simplegvr_core.latent_io import load_latent, save_latent
 from simplegvr_core.pipeline import build_condition, sample, sampling_sigmas, upscale
@@ -135,7 +136,7 @@ def test_steps_must_be_auto_or_a_positive_int():
 
 # --- auto in the CLI -------------------------------------------------------------------------------------
 def test_cli_upscale_defaults_to_the_checkpoints_steps(tmp_path, capsys):
-    from simplegvr_core import cli
+    from simplegvr_core import app as cli
 
     m = tiny_model()
     ckpt = save_checkpoint(m, tmp_path / "student.safetensors", sampling=ONE_STEP)

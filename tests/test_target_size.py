@@ -94,7 +94,7 @@ def test_cli_keeps_the_aspect_ratio_plans_memory_and_warns_on_a_stretch(m, tmp_p
 
     ckpt = save_checkpoint(m, tmp_path / "gvr.safetensors")
     save_latent(torch.randn(1, 16, 3, 6, 4), tmp_path / "portrait.latent")
-    base = [sys.executable, "-m", "simplegvr_core.cli", "upscale", "--checkpoint", str(ckpt), "--latent",
+    base = [sys.executable, "-m", "simplegvr_core.app", "upscale", "--checkpoint", str(ckpt), "--latent",
             str(tmp_path / "portrait.latent"), "--steps", "1", "--cfg", "1"]
     r = subprocess.run(base + ["--out", str(tmp_path / "a.latent"), "--short-edge", "64"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -174,7 +174,7 @@ def test_analyze_detail_cli_makes_a_valid_density(tmp_path):
     (tmp_path / "lat").mkdir()
     for i in range(2):
         save_latent(torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(i)), tmp_path / "lat" / f"{i}.latent")
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.cli", "analyze-detail", "--checkpoint", str(ckpt),
+    r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "analyze-detail", "--checkpoint", str(ckpt),
                         "--latents", str(tmp_path / "lat"), "--steps", "8", "--scale", "2", "--out", str(tmp_path / "c.json")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -1,7 +1,7 @@
 """The last stage of the one-step demo model: choose the scale of its residual on the validation split.
 
     python training/calibrate_residual.py --model runs/onestep/clean.safetensors \
-        --vae simplegvr_core/assets/demo_vae.safetensors --out runs/onestep/calibrated.safetensors
+        --vae simplegvr_core/demo/assets/demo_vae.safetensors --out runs/onestep/calibrated.safetensors
 
 A `residual_x0` model estimates x0 = c + D: the fitted linear base c plus the DiT's residual D. Trained by
 regression to HR on the 54 clips of the train split, D overshoots on clips it has not seen (on validation the demo
@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simplegvr_core import demo, load_checkpoint, save_checkpoint  # noqa: E402
-from simplegvr_core.cli import report_errors  # noqa: E402
+from simplegvr_core.console import report_errors  # noqa: E402
+from training.demo.rebuild import STUDENT_SAMPLING  # noqa: E402
 
 SCALES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -43,7 +44,7 @@ def calibrate(model_path: str | Path, vae_path: str | Path, out: str | Path, sca
               log=print) -> dict:
     """Score each residual scale on the first `clips` validation clips (all by default) and write the model with
     the best one. Returns {"residual_scale": alpha, "validation_psnr_db": {alpha: PSNR}}."""
-    from simplegvr_core.clips import split_files
+    from simplegvr_core.demo.clips import split_files
     from simplegvr_core.vae import VideoVAE
 
     if clips is not None and clips < 1:
@@ -60,7 +61,7 @@ def calibrate(model_path: str | Path, vae_path: str | Path, out: str | Path, sca
         model.scale_residual_(alpha / applied)
         applied = alpha
         r = demo.evaluate(model, vae, val, role="student", progress=False, keep_videos=False, log=lambda *_: None,
-                          **demo.STUDENT_SAMPLING)
+                          **STUDENT_SAMPLING)
         scores[alpha] = r["summary"]["simplegvr"]["psnr"]
         log(f"  residual scale {alpha:g}: validation PSNR {scores[alpha]:.3f} dB")
     best = max(scores, key=lambda a: (round(scores[a], 6), a))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from simplegvr_core.checkpoint import read_safetensors
+from simplegvr_core.weights import read_safetensors
 from simplegvr_core.degrade import check_modes, degrade_frames
 
 SHARD_KIND = "simplegvr-pairs"

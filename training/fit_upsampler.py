@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simplegvr_core.checkpoint import save_checkpoint  # noqa: E402
-from simplegvr_core.cli import report_errors  # noqa: E402
+from simplegvr_core.console import report_errors  # noqa: E402
 from simplegvr_core.models.upsampler import resize_frames  # noqa: E402
 from training.data import PairShards  # noqa: E402
 from training.train import build_model, load_config  # noqa: E402
@@ -115,7 +115,7 @@ def solve_linear_map(hr: torch.Tensor, lr: torch.Tensor, *, factor: int, kernel:
     with no sampling error. None: the clean LR (s = 0).
 
     Returns [C*frames*k*k + 1, C*f*f] float64 (the last row is the bias). frames = 1 is `LinearBase`'s per-frame
-    map; frames > 1 is spatio-temporal, which the model does not hold (benchmarks/linear_ceiling.py measures it)."""
+    map; frames > 1 is spatio-temporal, which the model does not hold (experiments/linear_ceiling.py measures it)."""
     _check_pairs(hr, lr, factor)
     _check_taps(kernel, frames, causal)
     noise = check_noise_level(noise_level)

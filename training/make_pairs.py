@@ -155,7 +155,7 @@ def run(args) -> int:
         if not fmt.family.startswith("Wan"):
             raise ValueError(f"--degradation model runs the base T2V model of the latents, here {fmt.family}'s, which is "
                              "not Wan-shaped: use flow, classic or flow+classic for CogVideoX pairs")
-        from simplegvr_core.checkpoint import import_wan_t2v
+        from simplegvr_core.weights import import_wan_t2v
 
         base = import_wan_t2v(args.wan, args.wan_num_heads).to(device).eval()
         if base.cfg.out_dim != fmt.channels:

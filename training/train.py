@@ -45,8 +45,8 @@ except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from simplegvr_core import SimpleGVR, get_config, import_wan, load_checkpoint, save_checkpoint, seeding  # noqa: E402
-from simplegvr_core.checkpoint import read_safetensors  # noqa: E402
-from simplegvr_core.cli import one_line, sigterm_as_interrupt  # noqa: E402
+from simplegvr_core.weights import read_safetensors  # noqa: E402
+from simplegvr_core.console import one_line, sigterm_as_interrupt  # noqa: E402
 from simplegvr_core.files import clean_stale_temporaries, explain_write_error, temp_path  # noqa: E402
 from simplegvr_core.sampling import add_condition_noise, noise_latent  # noqa: E402
 from simplegvr_core.timesteps import TimestepSampler  # noqa: E402
@@ -218,7 +218,7 @@ def validate_config(cfg: dict) -> dict:
     if cfg["text"]["kind"] not in TEXT_KINDS:
         fail("text.kind", cfg["text"]["kind"], f"one of {tuple(TEXT_KINDS)}")
     if t["timestep_sampler"] == "detail_aware" and not t["detail_curve"]:
-        fail("train.detail_curve", t["detail_curve"], "a curve file (python -m simplegvr_core.cli analyze-detail) "
+        fail("train.detail_curve", t["detail_curve"], "a curve file (simplegvr analyze-detail) "
              "for train.timestep_sampler='detail_aware'")
     distill.check(cfg)
     return cfg

@@ -1,11 +1,11 @@
 """Fit the demo world's video codec: a linear lapped codec with Wan 2.1's latent contract, on the train split.
 
-    python training/train_vae.py --out simplegvr_core/assets/demo_vae.safetensors [--crops 384] [--steps 1500]
+    python training/train_vae.py --out simplegvr_core/demo/assets/demo_vae.safetensors [--crops 384] [--steps 1500]
 
 `simplegvr_core.vae.LappedVideoCodec`: 16 channels, /8 space, causal /4 time (frame 0 alone, then groups of 4),
 a spatial kernel wider than the stride (every pixel blends several latent pixels: no 8x8 blocks), raw latents
 with Wan 2.1's per-channel mean and std so the `wan21` latent format applies unchanged. Fitting: Adam on the
-pixel MSE of random 17-frame crops of the **train split** only (`simplegvr_core.clips`), half at the demo's HR
+pixel MSE of random 17-frame crops of the **train split** only (`simplegvr_core.demo.clips`), half at the demo's HR
 size and half at its LR size (the LR crops are area-downscaled from HR-size crops), so both scales are coded
 well; then the latent statistics are set to Wan 2.1's. The file is written atomically with its config and the
 reconstruction PSNR / SSIM / blockiness on the validation split in the metadata (the test split is only ever
@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simplegvr_core import clips as C  # noqa: E402
+from simplegvr_core.demo import clips as C  # noqa: E402
 from simplegvr_core import seeding  # noqa: E402
 from simplegvr_core.vae import LappedVideoCodec, frames_to_vae, vae_to_frames  # noqa: E402
 
-FRAMES, HR_SIZE, LR_SIZE = 17, 128, 64
+FRAMES, HR_SIZE, LR_SIZE = C.FRAMES, C.HR_SIZE, C.LR_SIZE  # the demo world's sizes (demo/clips.py)
 
 
 def random_crops(videos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:

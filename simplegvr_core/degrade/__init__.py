@@ -4,7 +4,6 @@
     classic.py       RealBasicVSR second-order chain (OpenCV, PyAV)
     model_guided.py  SDEdit of latents with any base-model velocity (torch)
     video_io.py      video files <-> uint8 [T, H, W, 3] (PyAV)
-    cli.py           `simplegvr degrade`
 
 This file holds the one degradation chain of the pixel-space modes (`iter_degrade` / `degrade_frames`),
 its list of modes and its seeding, used alike by `simplegvr degrade`, the Flow Degrade node and training:
@@ -13,7 +12,10 @@ the same frames, mode, size and seed give the same LR frames everywhere. Nothing
 
 from __future__ import annotations
 
+import sys
+import zlib
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from .. import seeding
 
@@ -147,3 +149,52 @@ def degrade_frames(frames, mode: str = "flow", lr_size: tuple[int, int] | None =
 
     return np.stack(list(iter_degrade(taken(), mode, lr_size, seed, flow_config=flow_config,
                                       classic_config=classic_config)))
+
+
+def file_seed(seed: int, rel: str) -> int:
+    """A per-file seed from the run seed (all of its bits) and the file's path relative to IN (stable across runs
+    and machines)."""
+    return seeding.derive_seed(seed, seeding.FILE, zlib.crc32(rel.encode()))
+
+
+def degrade_file(src, dst, mode: str = "flow", seed: int = 0, lr_size: tuple[int, int] | None = None,
+                 strength: float = 1.0, crf: int | None = None, max_frames: int | None = None,
+                 dis_preset: str = "ultrafast", progress: bool = False, max_memory: int | None = None,
+                 replace: bool = True) -> int:
+    """Degrade one video file into an H.264 mp4 at `dst` (written atomically) with `degrade.iter_degrade`.
+
+    lr_size: (H, W) of the output (default the input size). The frame size and count the container states are
+    checked against the memory the mode needs before anything is decoded. replace=False: never over an existing
+    `dst`, even one that appears while this runs. Returns the frame count."""
+    import math
+
+    from tqdm.auto import tqdm
+
+    from .classic import ClassicConfig
+    from .flow_guided import FlowGuidedConfig
+    from .video_io import DEFAULT_CRF, VideoWriter, iter_frames, probe_video
+
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+    if not (math.isfinite(strength) and strength >= 0):
+        raise ValueError(f"strength={strength}: expected a finite number >= 0")
+    seed = seeding.check_seed(seed)
+    info = probe_video(src)
+    total = min(info.frames, max_frames) if info.frames and max_frames else (info.frames or max_frames or None)
+    streaming = mode in ("none", "flow")
+    check_sizes((info.height, info.width), mode, total or 1, lr_size, max_memory=max_memory, streaming=streaming,
+                what=f"video {str(src)!r}")
+    flow_cfg = FlowGuidedConfig(strength=strength, dis_preset=dis_preset)
+    classic_cfg = ClassicConfig().scaled(min(1.0, strength))
+    bar = tqdm(total=total, desc=Path(src).name, unit="frame", disable=not progress, leave=False, file=sys.stderr)
+    n = 0
+    try:
+        with VideoWriter(dst, info.fps, crf=DEFAULT_CRF if crf is None else crf, replace=replace) as writer:
+            frames = iter_frames(src, max_frames)
+            for frame in iter_degrade(frames, mode, lr_size, seed, flow_config=flow_cfg, classic_config=classic_cfg):
+                writer.write(frame)
+                n += 1
+                bar.update(1)
+    finally:
+        bar.close()
+    return n

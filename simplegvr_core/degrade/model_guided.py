@@ -23,14 +23,14 @@ DEFAULT_STEPS = 20  # the paper leaves k open; 20 Euler steps over σ <= 0.4 is 
 def dit_velocity(dit, negative_context: torch.Tensor | None = None, guidance: float = 1.0,
                  attention: str | None = None) -> Callable:
     """velocity(x, t, context) for a plain T2V `SimpleGVRDiT` (in_dim = C, e.g. from
-    `checkpoint.import_wan_t2v`): one forward per step, or classifier-free guidance on text when
+    `weights.import_wan_t2v`): one forward per step, or classifier-free guidance on text when
     `guidance != 1` (conditional and negative passes batched together)."""
     cfg = getattr(dit, "cfg", None)
     if cfg is None or not hasattr(cfg, "in_dim"):
         raise ValueError(f"dit is a {type(dit).__name__}: expected a SimpleGVRDiT")
     if cfg.in_dim != cfg.out_dim:
         raise ValueError(f"dit has in_dim={cfg.in_dim}, out_dim={cfg.out_dim}: model-guided degradation needs the plain "
-                         "T2V base (in_dim = C), e.g. checkpoint.import_wan_t2v(...)")
+                         "T2V base (in_dim = C), e.g. weights.import_wan_t2v(...)")
     if guidance != 1.0 and negative_context is None:
         raise ValueError(f"guidance={guidance} needs a negative_context (or use guidance=1)")
 

@@ -118,7 +118,7 @@ def tiny_cogvideox_transformer(text_dim: int = LOTUS_WIDTH, seed: int = 0):
 
 
 def add_family_files(models: Path, inp: Path) -> None:
-    from simplegvr_core.checkpoint import convert_cogvideox
+    from simplegvr_core.weights import convert_cogvideox
 
     for family, (config, fmt, hw) in FAMILY.items():
         model = randomize_(SimpleGVR.from_config(config), seed=5, std=0.05)
@@ -247,7 +247,7 @@ def test_low_precision_loader_samples_through_the_server(server, dtype, tol):
 
 
 def test_the_node_and_the_cli_give_the_same_message_for_a_bad_latent(server, tmp_path):
-    from simplegvr_core.cli import main
+    from simplegvr_core.app import main
 
     bad = torch.full((1, 16, 2, 4, 4), 1e30)
     save_latent(bad, server.base / "input" / "huge.latent")
@@ -557,7 +557,7 @@ def test_comfyuis_cogvideox_on_the_converted_file_computes_the_diffusers_transfo
     from diffusers.models.embeddings import get_3d_rotary_pos_embed
     from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 
-    from simplegvr_core.checkpoint import convert_cogvideox
+    from simplegvr_core.weights import convert_cogvideox
 
     ref = randomize_(tiny_cogvideox_transformer(text_dim=32, seed=1), seed=1, std=0.2)
     with torch.no_grad():  # sharp attention, so that the RoPE positions matter (29% of the output here)

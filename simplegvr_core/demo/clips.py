@@ -61,6 +61,12 @@ TEST = (
 SPLITS = {"train": TRAIN, "validation": VALIDATION, "test": TEST}
 
 
+# The demo world: an HR clip is a clip's centred 17-frame window, centre-cropped to a square and area-downscaled to
+# 128x128; its LR (the stand-in for a T2V model's output) is that clip at half size.
+FRAMES, HR_SIZE, LR_SIZE = 17, 128, 64
+LR_MODES = ("area", "flow")  # the demo's LR: a clean 2x area downscale, or the paper's flow-guided T2V artefacts first
+
+
 def clip_folder() -> Path:
     """The package's folder of WebP clips; ValueError saying how to install it when it is missing."""
     from importlib import resources
@@ -91,7 +97,7 @@ def split_files(split: str) -> list[Path]:
 def read_media(path, max_frames: int | None = None) -> np.ndarray:
     """uint8 RGB frames [T, H, W, 3] of a video file (mp4/mkv/webm/mov/avi through PyAV, animated WebP through
     Pillow: `video_io` reads both)."""
-    from .degrade.video_io import read_video
+    from ..degrade.video_io import read_video
 
     return read_video(path, max_frames)[0]
 
@@ -100,7 +106,7 @@ def list_media(paths, exclude=None) -> list[Path]:
     """Video files given as files or folders (searched recursively), sorted per folder, leaving out anything inside
     `exclude` (the run's own output folder: its videos are results, not inputs); ValueError for a path that does
     not exist or a folder with no video."""
-    from .degrade.video_io import VIDEO_EXTENSIONS
+    from ..degrade.video_io import VIDEO_EXTENSIONS
 
     skip = Path(exclude).resolve() if exclude is not None else None
 
@@ -150,7 +156,7 @@ def read_demo_clip(path, n_frames: int, size: int) -> np.ndarray:
     """`demo_clip(read_media(path))` without holding the video: the size is probed before anything is decoded
     (frames above `video_io.MAX_FRAME_PIXELS` are refused), only the centred window is decoded when the container
     states its length, and every frame is cropped and scaled as it arrives, so memory stays at one source frame."""
-    from .degrade.video_io import MAX_FRAME_PIXELS, iter_frames, probe_video
+    from ..degrade.video_io import MAX_FRAME_PIXELS, iter_frames, probe_video
 
     info = probe_video(path)
     if info.width * info.height > MAX_FRAME_PIXELS:
@@ -175,3 +181,13 @@ def read_demo_clip(path, n_frames: int, size: int) -> np.ndarray:
         raise ValueError(f"the video has {len(frames)} frames: the demo needs at least {n_frames}")
     start = (len(frames) - n_frames) // 2
     return np.stack(frames[start:start + n_frames])
+
+
+def lr_clip(hr: np.ndarray, mode: str = "area", seed: int = 0) -> np.ndarray:
+    """The demo's stand-in for a T2V model's low-resolution output: the HR clip at half size (area), after the
+    flow-guided degradation when mode='flow' (the paper's setting: the artefacts of a base T2V model)."""
+    from .. import degrade
+
+    if mode not in LR_MODES:
+        raise ValueError(f"LR mode {mode!r}: expected one of {LR_MODES}")
+    return degrade.degrade_frames(hr, "none" if mode == "area" else "flow", (LR_SIZE, LR_SIZE), seed)

@@ -1,13 +1,13 @@
 """The demo's figures for RESULTS.md: the committed demo weights on the test split of the real AIGC clips.
 
-    python benchmarks/demo_results.py [--no-write]
+    python experiments/demo_results.py [--no-write]
 
 Runs `simplegvr demo`'s evaluation on the 14 test clips: the model `simplegvr demo` runs by default (the one-step
 model the manifest names, with its sampling), on clean LR and in the paper's degradation setting (LR with flow-guided
 T2V artefacts); then the teacher (`--teacher`) with the sampling the manifest chose on the validation split
-(`demo.tune`) and in the paper's generative setting (20 Euler steps). Every margin comes with its 95% paired bootstrap
+(`lab.tune`) and in the paper's generative setting (20 Euler steps). Every margin comes with its 95% paired bootstrap
 interval over clips. Writes the `demo` section of RESULTS.md and records the default model's margins in the manifest
-(`demo.record_test_margins`: `test_margins`, which tests/test_demo.py checks the committed weights against).
+(`lab.record_test_margins`: `test_margins`, which tests/test_demo.py checks the committed weights against).
 """
 
 import argparse
@@ -17,8 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from simplegvr_core import demo  # noqa: E402
+from training import demo as lab  # noqa: E402
 from simplegvr_core.bench import update_section  # noqa: E402
-from simplegvr_core.clips import split_files  # noqa: E402
+from simplegvr_core.demo.clips import split_files  # noqa: E402
 
 
 def main():
@@ -38,14 +39,14 @@ def main():
     s = main_run["summary"]
     name = "the one-step model" if chosen["model"] == "student" else "the teacher"
     text = "\n".join([
-        "## Demo (`benchmarks/demo_results.py`, the committed weights)", "",
-        f"The test split: {len(clips)} real AI-generated clips (`simplegvr_core/clips.py`, 11 generator families), each "
+        "## Demo (`experiments/demo_results.py`, the committed weights)", "",
+        f"The test split: {len(clips)} real AI-generated clips (`simplegvr_core/demo/clips.py`, 11 generator families), each "
         f"its centred 17 frames, centre-cropped and area-downscaled to {demo.HR_SIZE}x{demo.HR_SIZE} (HR); the LR is HR "
         f"area-downscaled 2x to {demo.LR_SIZE}x{demo.LR_SIZE}, upscaled back in latent space. Codec: "
         f"{s['vae_ceiling']['psnr']:.2f} dB / SSIM {s['vae_ceiling']['ssim']:.3f} / blockiness "
         f"{s['vae_ceiling']['blockiness']:.3f} on these clips (HR through the codec: the ceiling of every method). "
         f"Codec, teacher and one-step model rebuilt by `simplegvr demo --retrain` in {m.get('seconds', 0) / 60:.0f} min "
-        "on 2 CPU cores (commands in `simplegvr_core/assets/demo_manifest.json`).", "",
+        "on 2 CPU cores (commands in `simplegvr_core/demo/assets/demo_manifest.json`).", "",
         f"What `simplegvr demo` runs, {name} ({chosen['steps']} step(s), shift {chosen['shift']}, noise level "
         f"{chosen['noise_level']}; chosen on the validation split):", "", demo.format_table(main_run), "",
         "SimpleGVR minus each baseline, mean over the test clips with its 95% paired bootstrap interval:", "",
@@ -61,7 +62,7 @@ def main():
     if args.no_write:
         return
     update_section(ROOT / "RESULTS.md", "demo", text)
-    demo.record_test_margins(main_run, chosen["model"])
+    lab.record_test_margins(main_run, chosen["model"])
 
 
 if __name__ == "__main__":

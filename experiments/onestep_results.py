@@ -1,6 +1,6 @@
 """The demo's one-step SimpleGVR (the default model of `simplegvr demo`): build it, choose it, measure it.
 
-    python benchmarks/onestep_results.py [--train] [--work runs/onestep] [--no-write]
+    python experiments/onestep_results.py [--train] [--work runs/onestep] [--no-write]
 
 The recipe (training/configs/demo_onestep.toml; RESULTS.md reads why):
 1. `training/fit_upsampler.py`: the upsampler's linear base becomes the least-squares map from LR to HR latents on
@@ -12,7 +12,7 @@ The recipe (training/configs/demo_onestep.toml; RESULTS.md reads why):
 4. `training/calibrate_residual.py`: x0 = c + alpha * D, alpha chosen on the validation split (the residual the
    regression learns on 54 clips overshoots on unseen ones).
 With `--train` the stages whose outputs are missing under --work are run (about 12 minutes on 2 cores, alone); the
-none,flow pair shards must exist. (`simplegvr demo --retrain` runs the same stages, `demo.student_commands`, after
+none,flow pair shards must exist. (`python -m training.demo` runs the same stages, `training.demo.student_commands`, after
 rebuilding the codec and the teacher.) Then the fitted init and the result are measured on the validation split,
 the result on the test split (clean LR, and LR with flow-guided artefacts). Unless --no-write, the result becomes
 the demo's default model (`demo_student.safetensors`, the manifest's `student` entry with these commands), its
@@ -22,7 +22,6 @@ test-split margins become the manifest's `test_margins`, and RESULTS.md's `onest
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,14 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from simplegvr_core import demo  # noqa: E402
+from training import demo as lab  # noqa: E402
 
-ASSETS = Path("simplegvr_core/assets")  # the committed codec the stages read, relative to the repository root
+ASSETS = demo.ASSETS.relative_to(ROOT)  # the committed codec the stages read, relative to the repository root
 WORK = Path("runs/demo")  # where `simplegvr demo --retrain` (or the manifest's commands) left the train list and pairs
 
 
 def commands(work: str) -> list[tuple[Path, list[str]]]:
-    """(output, command) for each stage (`demo.student_commands`), run from the repository root."""
-    return demo.student_commands(ASSETS, WORK, Path(work))
+    """(output, command) for each stage (`lab.student_commands`), run from the repository root."""
+    return lab.student_commands(ASSETS, WORK, Path(work))
 
 
 def main() -> int:
@@ -46,16 +46,16 @@ def main() -> int:
     ap.add_argument("--train", action="store_true", help="run the stages whose outputs are missing")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
-    from simplegvr_core.checkpoint import load_checkpoint, read_metadata
-    from simplegvr_core.clips import split_files
+    from simplegvr_core.checkpoint import load_checkpoint
+    from simplegvr_core.weights import read_metadata
+    from simplegvr_core.demo.clips import split_files
 
     stages = commands(args.work)
     for out, cmd in stages:
         if not (ROOT / out).exists():
             if not args.train:
-                raise SystemExit(f"{out} is missing: run with --train (or its command: {demo.command_line(cmd, ROOT)})")
-            print("$ " + demo.command_line(cmd, ROOT), flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True)
+                raise SystemExit(f"{out} is missing: run with --train (or its command: {lab.command_line(cmd, ROOT)})")
+            lab.run_stage(cmd)
     vae = demo.load_assets()[1]
     kw = dict(steps=1, shift=1.0, noise_level=0.0, progress=False, keep_videos=False)
     init, student = (load_checkpoint(ROOT / stages[i][0]).eval() for i in (1, 4))
@@ -73,7 +73,7 @@ def main() -> int:
 
     b = v_init["summary"]["pixel_bicubic"]
     text = "\n".join([
-        "## The one-step default model (`benchmarks/onestep_results.py`)", "",
+        "## The one-step default model (`experiments/onestep_results.py`)", "",
         "Validation split (10 clips), 1 step: decode + bicubic "
         f"{b['psnr']:.2f} dB / SSIM {b['ssim']:.4f} / HF {b['hf_ratio']:.3f}; the fitted init (the least-squares "
         f"linear base alone) {line(v_init)}; after stage 2 (none,flow pairs) {line(v_mixed)}; after stage 3 (clean "
@@ -90,10 +90,10 @@ def main() -> int:
     from simplegvr_core.bench import update_section
 
     manifest = demo.read_manifest()
-    manifest["student"] = demo.student_entry(v_student["summary"]["simplegvr"]["psnr"],
-                                             [demo.command_line(cmd, ROOT) for _, cmd in stages], scale)
-    demo.install_assets(None, {demo.STUDENT_FILE: ROOT / stages[-1][0]}, manifest)
-    demo.record_test_margins(clean, "student")
+    manifest["student"] = lab.student_entry(v_student["summary"]["simplegvr"]["psnr"],
+                                             [lab.command_line(cmd, ROOT) for _, cmd in stages], scale)
+    lab.install_assets(None, {demo.STUDENT_FILE: ROOT / stages[-1][0]}, manifest)
+    lab.record_test_margins(clean, "student")
     update_section(ROOT / "RESULTS.md", "onestep", text)
     return 0
 

@@ -1,6 +1,6 @@
 """The paper's ablations, reproduced at small scale on the demo's real AI-generated clips, under one training budget.
 
-    python benchmarks/ablations.py [--steps 1000] [--eval-steps 2] [--pairs runs/demo/pairs] [--only upsampler,...]
+    python experiments/ablations.py [--steps 1000] [--eval-steps 2] [--pairs runs/demo/pairs] [--only upsampler,...]
 
 Every variant is the demo's default model shape (training/configs/demo_onestep.toml: the 4-block DiT, x0-residual
 prediction on the upsampler's fitted linear base) trained as a flow - the generative recipe of
@@ -9,7 +9,7 @@ of the upsampler's c to HR (train.upsampler_weight = 1: c is the base the DiT's 
 steps on the same pair shards (made from the train split by `simplegvr demo --retrain`), each from its own fitted
 init (`training/fit_upsampler.py` on that variant's model, seconds: the Wiener filter of the condition that variant
 trains on, the LR noised at its train.noise_level; the DiT's weights seeded alike). It then upscales
-the **test split** (`simplegvr_core.clips`, 64x64 -> 128x128 through the demo codec) exactly as `simplegvr demo`
+the **test split** (`simplegvr_core.demo.clips`, 64x64 -> 128x128 through the demo codec) exactly as `simplegvr demo`
 does. Each comparison is the paired difference over test clips with its 95% bootstrap interval
 (`metrics.paired_bootstrap`); a difference whose interval contains 0 is reported as unresolved. Every variant must
 beat latent bilinear + decode (what a user gets without a model) on mean PSNR at this budget (a noise-range variant
@@ -125,7 +125,7 @@ def main():
     args = ap.parse_args()
     if not any(Path(args.pairs).glob("*.safetensors")):
         sys.exit(f"no pair shards in {args.pairs}: run `simplegvr demo --retrain` first")
-    from simplegvr_core.clips import split_files
+    from simplegvr_core.demo.clips import split_files
 
     _, vae, _ = demo.load_assets()
     clips, _ = demo.load_clips(split_files("test"))
@@ -145,7 +145,7 @@ def main():
         worst = min(means, key=means.get)
         check = (f"Every variant beats latent bilinear + decode ({lb:.2f} dB): "
                  f"{'yes' if means[worst] > lb else 'NO'} (lowest: {worst}, {means[worst]:.2f} dB).")
-        text = (f"## Ablations at small scale (`benchmarks/ablations.py --steps {args.steps}`)\n\n"
+        text = (f"## Ablations at small scale (`experiments/ablations.py --steps {args.steps}`)\n\n"
                 f"Real AI-generated clips (the demo's test split, {len(clips)} clips; 17 frames, 64x64 -> 128x128 through "
                 f"the demo codec); every variant trained {args.steps} steps (batch 4) from scratch on the same pair shards "
                 f"of the train split, sampled with {args.eval_steps} Euler steps (shift 3, cfg 1, null prompt); PSNR/SSIM "

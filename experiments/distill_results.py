@@ -1,8 +1,8 @@
 """One-step SimpleGVR in the demo world: distil the committed demo teacher, compare the students with it.
 
-    python benchmarks/distill_results.py [--steps 400] [--pairs runs/demo/pairs] [--work runs/distill] [--no-write]
+    python experiments/distill_results.py [--steps 400] [--pairs runs/demo/pairs] [--work runs/distill] [--no-write]
 
-Trains three students from the committed teacher (`simplegvr_core/assets/demo_simplegvr.safetensors`) with
+Trains three students from the committed teacher (`simplegvr_core/demo/assets/demo_simplegvr.safetensors`) with
 `training/train.py --config training/configs/demo_distill.toml` on the pair shards `simplegvr demo --retrain`
 made from the train split:
 
@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from simplegvr_core import demo, load_checkpoint, metrics  # noqa: E402
+from training import demo as lab  # noqa: E402
 from simplegvr_core.checkpoint import checkpoint_sampling  # noqa: E402
-from simplegvr_core.clips import split_files  # noqa: E402
+from simplegvr_core.demo.clips import split_files  # noqa: E402
 
 STUDENTS = {  # name: (config overrides, label)
     "teacher_target_1": ([], "student: teacher's ODE solution, 1 step"),
@@ -122,7 +123,7 @@ def main() -> int:
     gap_db = t50["summary"]["simplegvr"]["psnr"] - best_test["psnr"]
     gap_hf = t50["summary"]["simplegvr"]["hf_ratio"] - best_test["hf_ratio"]
     text = "\n".join([
-        f"## One-step SimpleGVR (`benchmarks/distill_results.py --steps {args.steps}`)", "",
+        f"## One-step SimpleGVR (`experiments/distill_results.py --steps {args.steps}`)", "",
         f"Students distilled from the committed demo teacher for {args.steps} steps each (batch 4, "
         f"`training/configs/demo_distill.toml`), on the demo's test split ({len(test)} clips); every difference is "
         "against the teacher at 50 Euler steps, paired over clips, with its 95% bootstrap interval.", "",
@@ -144,7 +145,7 @@ def main() -> int:
                            "validation_psnr_db": round(val_students[best], 3),
                            "teacher_validation_psnr_db": round(val_teacher, 3),
                            "command": " ".join(command(best, args))}
-    demo.install_assets(None, {demo.STUDENT_FILE: paths[best]}, manifest)
+    lab.install_assets(None, {demo.STUDENT_FILE: paths[best]}, manifest)
     update_section(ROOT / "RESULTS.md", "distill", text)
     return 0
 

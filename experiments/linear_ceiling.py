@@ -1,7 +1,7 @@
 """How much of the LR a noised condition leaves: the best linear estimate of HR from c_s, decoded, against latent
 bilinear + decode of the clean LR.
 
-    python benchmarks/linear_ceiling.py [--noise 0.6] [--split validation] [--frames 1,3,5] [--kernel 5]
+    python experiments/linear_ceiling.py [--noise 0.6] [--split validation] [--frames 1,3,5] [--kernel 5]
 
 A model sampled with condition noise s sees c_s = (1 - s) c + s e, never c. The least-squares linear map from c_s
 to the HR latent, in expectation over e (`training/fit_upsampler.solve_linear_map`, closed form: the Wiener filter
@@ -11,7 +11,7 @@ with the condition drawn exactly as `simplegvr demo` draws it, for maps that rea
 neighbourhood in 1 frame (the model's `LinearBase`) or in several: causal (this frame and those before it, as the
 upsampler is causal and the condition is built in chunks with past context) and centred (frames on both sides, an
 upper bound the model's causal contract does not allow). A learned model must add what separates the best of
-these from latent bilinear; benchmarks/ablations.py needs that of its condition-noise variants.
+these from latent bilinear; experiments/ablations.py needs that of its condition-noise variants.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", default="1,3,5", help="temporal taps of the maps, comma-separated")
     ap.add_argument("--kernel", type=int, default=5, help="spatial taps (k x k), the model's upsampler.base_kernel")
     args = ap.parse_args(argv)
-    from simplegvr_core.clips import split_files
+    from simplegvr_core.demo.clips import split_files
     from training.fit_upsampler import load_pairs, solve_linear_map
 
     s = args.noise

@@ -1,6 +1,6 @@
 """Colour drift of the demo world's SimpleGVR output against HR, without and with the colour fixes, for RESULTS.md.
 
-    python benchmarks/colour_drift.py [--clips 14] [--no-write]
+    python experiments/colour_drift.py [--clips 14] [--no-write]
 
 Takes what `simplegvr_core.demo.evaluate` returns (its `videos`: HR, SimpleGVR and the decoded LR upscaled bicubically,
 uint8 [T, H, W, 3]) and measures, per method:
@@ -81,7 +81,7 @@ def table(results: dict, latent_adain: dict) -> tuple[list[str], dict]:
 
 
 def run(model, vae, clips: int, steps: int, shift: float, noise_level: float):
-    from simplegvr_core.clips import split_files
+    from simplegvr_core.demo.clips import split_files
 
     test, _ = demo.load_clips(split_files("test")[:clips], log=lambda *_: None)
     kw = dict(clips=test, steps=steps, shift=shift, noise_level=noise_level, progress=False)
@@ -101,7 +101,7 @@ def main():
     gen, s_gen = run(model, vae, args.clips, 20, m["shift"], m["noise_level"])
     base, fix = s_gen["SimpleGVR, no fix"], s_gen["SimpleGVR + wavelet (Colour Fix node)"]
     text = "\n".join([
-        "## Colour drift with and without the colour fixes (`benchmarks/colour_drift.py`)", "",
+        "## Colour drift with and without the colour fixes (`experiments/colour_drift.py`)", "",
         f"Demo world, the committed weights, {args.clips} clips of the test split (real AI-generated video, as the "
         "Demo section), against HR. The pixel "
         "fixes take the decoded LR video as the reference, as SimpleGVR Colour Fix does after VAE Decode; latent AdaIN "

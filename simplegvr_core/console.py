@@ -1,0 +1,63 @@
+"""How every command of this project speaks to a terminal: one error line, exit codes, signals.
+
+Used alike by the `simplegvr` command (`app/`), the training scripts (`training/`) and the benchmarks: a failure
+is one line on stderr (`prog: error: ...`) and a non-zero exit, never a traceback (`--debug` shows it); SIGTERM
+and SIGHUP stop a run as Ctrl-C does, so temporaries are removed and nothing half-written is left.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+ERRORS = (ValueError, OSError, RuntimeError, MemoryError)  # what a command reports as one line
+
+
+class CLIError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler, `kill`) and SIGHUP (a closing terminal or SSH session) stop a run as Ctrl-C does:
+    temporaries are removed, nothing half-written is left. Only the main thread can install handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):  # SIGHUP does not exist on Windows
+            signal.signal(getattr(signal, name), handler)
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an error's message (its type when it has none; MemoryError says what it is)."""
+    if isinstance(e, MemoryError):
+        detail = str(e).strip()
+        return "out of memory" + (f" ({detail.splitlines()[0]})" if detail else "") + \
+            ": use smaller sizes, tiles or chunks"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def report_errors(prog: str, fn, debug: bool = False) -> int:
+    """Run `fn()` for a script's main: 0 when it returns; an error of ERRORS becomes one line on stderr
+    (`prog: error: ...`) and exit code 2, Ctrl-C / SIGTERM / SIGHUP exit 130; with `debug` (the scripts'
+    --debug) the error is re-raised with its traceback."""
+    sigterm_as_interrupt()
+    try:
+        fn()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CLIError, *ERRORS) as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
