@@ -327,14 +327,15 @@ class LatentUpsampler(nn.Module):
         cs [B, C, T, H, W] holds the group's frames; state None starts a clip, else the state the
         previous group returned. The groups' outputs, concatenated, equal forward() on the clip.
         """
-        size = self._check(cs, size)
         if self.cfg.mode != "memory":
             raise ValueError(f"stream() needs upsampler mode 'memory', got {self.cfg.mode!r}")
+        size = self._check(cs, size)
         y, state = self.memory.stream(cs.to(self.memory.final.weight.dtype), state)
         return self._memory_output(cs, y, size), state
 
     def forward(self, cs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """cs: the noise-augmented LR latent c_s [B, C, T, H, W]; size: the HR latent (H2, W2)."""
+        """cs: the noise-augmented LR latent c_s [B, C, T, H, W]; size: the HR latent (H2, W2).
+        Mode `memory` makes native_size(H, W), its condition; another size is a bilinear resize."""
         cfg = self.cfg
         size = self._check(cs, size)
         if cfg.mode == "memory":
