@@ -14,7 +14,7 @@ from typing import Any
 from .latent_formats import get_format
 
 ATTENTION_MODES = ("full", "temporal_units", "sparse_local")
-UPSAMPLER_MODES = ("learned", "interp", "channel_only")
+UPSAMPLER_MODES = ("learned", "interp", "channel_only", "memory")
 UPSAMPLER_BASES = ("bilinear", "linear")
 
 
@@ -114,7 +114,8 @@ PREDICTIONS = ("hr", "residual", "residual_x0")
 
 @dataclass
 class UpsamplerConfig:
-    """Latent upsampler (condition path): `learned`, `interp` or `channel_only` (paper ablation)."""
+    """Latent upsampler (condition path): `learned`, `interp`, `channel_only` (paper ablation) or
+    `memory` (causal memory blocks after a pixel shuffle: Ultra Flash's v1 latent upsampler)."""
 
     mode: str = "learned"
     channels: int = 16  # latent channels C
@@ -128,6 +129,13 @@ class UpsamplerConfig:
     base: str = "bilinear"
     base_factor: int = 2
     base_kernel: int = 5
+    # mode "memory": `hidden` is the width after the pixel shuffle (128 shipped), then
+    # `memory_blocks` causal memory blocks (8 shipped); the output is memory_scale x the input (2
+    # shipped; 3 also has a layout). At most 16 blocks: output frame t sees input frames
+    # t - memory_blocks .. t, and pipeline.build_condition's chunks carry 16 frames of past
+    # (UPSAMPLER_CONTEXT), so chunked conditions stay exact.
+    memory_blocks: int = 8
+    memory_scale: int = 2
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in UPSAMPLER_MODES:
@@ -139,6 +147,13 @@ class UpsamplerConfig:
         _check_int("upsampler", "base_factor", self.base_factor, 1, 8)
         if _check_int("upsampler", "base_kernel", self.base_kernel, 3, 15) % 2 == 0:
             raise ValueError(f"upsampler.base_kernel={self.base_kernel}: expected an odd integer in [3, 15]")
+        _check_int("upsampler", "memory_blocks", self.memory_blocks, 1, 16)
+        if type(self.memory_scale) is not int or self.memory_scale not in (2, 3):
+            raise ValueError(f"upsampler.memory_scale={self.memory_scale!r}: expected 2 or 3 "
+                             f"(the pixel-shuffle layouts of Ultra Flash's v1 upsampler)")
+        if self.mode == "memory" and self.base != "bilinear":
+            raise ValueError(f"upsampler.base={self.base!r} is not used by mode 'memory' (its "
+                             f"output is the network's own): expected 'bilinear', the default")
 
 
 @dataclass

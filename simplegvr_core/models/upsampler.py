@@ -14,6 +14,15 @@ Every temporal convolution is causal (pads only the past), the norms are per pos
 expansion maps latent frame 0 to one frame and each later latent frame to 4, so output frame i never
 depends on input frames after i. `interp` is plain latent interpolation; `channel_only` skips the
 temporal expansion (the paper's ablation).
+
+`memory` is Ultra Flash's v1 latent upsampler (`MemoryUpsampler`), per frame and 2D only:
+
+    h = ReLU(PixelShuffle_s(conv3x3(c_s)))       C -> hidden, at s x the size (s = 2 or 3)
+    h = ReLU(convs(cat[h, past_i]) + h), i < N   past_i: block i's input at the previous frame
+    c = conv3x3(h)                               hidden -> C
+
+Its output at its native size is the condition (Ultra Flash adds no base); a clip can be streamed in
+groups of frames with a small state (`MemoryUpsampler.stream`).
 """
 
 from __future__ import annotations
@@ -163,6 +172,101 @@ class LinearBase(nn.Module):
         return y.to(x.dtype).reshape(b, t, c, *size).permute(0, 2, 1, 3, 4)
 
 
+class MemoryBlock(nn.Module):
+    """A causal memory block: ReLU(convs(cat[x, past]) + x), convs = conv3x3 (2 hidden -> hidden),
+    ReLU, conv3x3, ReLU, conv3x3 (Ultra Flash's `UltraLatentMemBlock` at equal widths)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.conv = nn.Sequential(  # keys conv.0, conv.2, conv.4
+            nn.Conv2d(2 * hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(torch.cat([x, past], dim=1)) + x)  # [N, hidden, H, W]
+
+
+MemoryState = tuple  # of tensors [B, hidden, sH, sW]: each memory block's input at the last frame
+
+
+class MemoryUpsampler(nn.Module):
+    """Ultra Flash's v1 latent upsampler: [B, C, T, H, W] -> [B, C, T, sH, sW], causal in time.
+
+    Per frame: conv3x3 to hidden*s*s channels, pixel shuffle by s, ReLU; `blocks` memory blocks,
+    each fed its own input at the previous frame (at a clip's first frame: its input at that frame);
+    a final conv3x3 back to C. Output frame t depends on input frames t - blocks .. t only.
+
+    The keys are Ultra Flash's (`pre_shuffle.0.*`, `blocks.N.conv.{0,2,4}.*`, `final.*`), so their
+    `latent_upsampler.pth` loads without renaming. The final conv starts at zero, as theirs does.
+
+    Streaming: `stream(x, state)` returns the output and the state after x's last frame (the N
+    block inputs there, [B, hidden, sH, sW] each). A clip's groups fed in order with the state
+    carried give the whole-clip `forward(x)`, up to float rounding. A state belongs to one clip.
+    """
+
+    def __init__(self, channels: int, hidden: int, blocks: int, scale: int):
+        super().__init__()
+        self.channels, self.hidden, self.scale = channels, hidden, scale
+        self.pre_shuffle = nn.Sequential(
+            nn.Conv2d(channels, hidden * scale * scale, 3, padding=1),
+            nn.PixelShuffle(scale),
+            nn.ReLU(),
+        )
+        self.blocks = nn.ModuleList([MemoryBlock(hidden) for _ in range(blocks)])
+        self.final = nn.Conv2d(hidden, channels, 3, padding=1)
+        nn.init.zeros_(self.final.weight)
+        nn.init.zeros_(self.final.bias)
+
+    def _check(self, x: torch.Tensor, state) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[1] != self.channels:
+            raise ValueError(f"x has shape {tuple(getattr(x, 'shape', ()))}: "
+                             f"expected [B,{self.channels},T,H,W]")
+        if min(x.shape) < 1:
+            raise ValueError(f"x has shape {tuple(x.shape)}: expected every size >= 1")
+        dtype = self.final.weight.dtype
+        if x.dtype != dtype:
+            raise ValueError(f"x is {x.dtype}: expected the weights' dtype {dtype}")
+        if state is None:
+            return
+        b, _, _, h, w = x.shape
+        want = (b, self.hidden, self.scale * h, self.scale * w)
+        if not isinstance(state, (tuple, list)) or len(state) != len(self.blocks):
+            n = len(state) if isinstance(state, (tuple, list)) else "-"
+            raise ValueError(f"state is a {type(state).__name__} of {n} items: expected "
+                             f"{len(self.blocks)} tensors (one per memory block) from stream()")
+        for i, s in enumerate(state):
+            if not isinstance(s, torch.Tensor) or tuple(s.shape) != want:
+                raise ValueError(f"state[{i}] has shape {tuple(getattr(s, 'shape', ()))}: expected "
+                                 f"{list(want)} (this clip's batch, hidden width and output size)")
+
+    def _run(self, x: torch.Tensor, state, keep: bool) -> tuple[torch.Tensor, MemoryState]:
+        b, c, t, h, w = x.shape
+        y = self.pre_shuffle(x.transpose(1, 2).reshape(b * t, c, h, w))  # [B*T, hidden, sH, sW]
+        last = []
+        for i, block in enumerate(self.blocks):
+            frames = y.view(b, t, *y.shape[1:])  # [B, T, hidden, sH, sW]
+            first = frames[:, :1] if state is None else state[i].to(y).unsqueeze(1)
+            past = torch.cat([first, frames[:, :-1]], dim=1).view_as(y)  # the input at t - 1
+            if keep:  # a copy, so that the state holds no activations (and no graph)
+                last.append(frames[:, -1].detach().clone())
+            y = block(y, past)
+        y = self.final(y)  # [B*T, C, sH, sW]
+        return y.view(b, t, c, *y.shape[-2:]).transpose(1, 2), tuple(last)
+
+    def forward(self, x: torch.Tensor, state: MemoryState | None = None) -> torch.Tensor:
+        """x [B, C, T, H, W] -> [B, C, T, sH, sW]; state: None (x starts a clip) or stream()'s."""
+        self._check(x, state)
+        return self._run(x, state, keep=False)[0]
+
+    def stream(self, x: torch.Tensor, state: MemoryState | None = None):
+        """A clip's next group of frames -> (output [B, C, T, sH, sW], state after its last frame).
+        state None starts a clip; the state is detached (no gradient flows between groups)."""
+        self._check(x, state)
+        return self._run(x, state, keep=True)
+
+
 class LatentUpsampler(nn.Module):
     """Bring a (noise-augmented) normalised LR latent to the HR latent size: [B,C,T,H,W] -> [B,C,T,H2,W2]."""
 
@@ -173,6 +277,9 @@ class LatentUpsampler(nn.Module):
         if cfg.base == "linear":
             self.base = LinearBase(c, cfg.base_factor, cfg.base_kernel)
         if cfg.mode == "interp":
+            return
+        if cfg.mode == "memory":
+            self.memory = MemoryUpsampler(c, hid, cfg.memory_blocks, cfg.memory_scale)
             return
         time_in = TemporalExpand(hid, r) if cfg.mode == "learned" else ResBlock3d(hid, hid)
         time_out = TemporalCompress(hid, r) if cfg.mode == "learned" else ResBlock3d(hid, hid)
@@ -188,8 +295,7 @@ class LatentUpsampler(nn.Module):
             c = blk(c)
         return c
 
-    def forward(self, cs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """cs: the noise-augmented LR latent c_s [B, C, T, H, W]; size: the HR latent (H2, W2)."""
+    def _check(self, cs: torch.Tensor, size) -> tuple[int, int]:
         cfg = self.cfg
         if not isinstance(cs, torch.Tensor) or cs.ndim != 5 or cs.shape[1] != cfg.channels:
             raise ValueError(f"c_s has shape {tuple(getattr(cs, 'shape', ()))}: expected [B,{cfg.channels},T,H,W]")
@@ -197,9 +303,44 @@ class LatentUpsampler(nn.Module):
             raise ValueError("c_s has 0 latent frames: expected at least 1")
         if len(size) != 2 or min(int(v) for v in size) < 1:
             raise ValueError(f"size={size}: expected a positive (H, W) in latent pixels")
-        size = (int(size[0]), int(size[1]))
         if cs.device.type != "meta" and not torch.isfinite(cs).all():
             raise ValueError("c_s contains NaN or Inf")
+        return int(size[0]), int(size[1])
+
+    def native_size(self, lr_hw: tuple[int, int]) -> tuple[int, int] | None:
+        """The output size (H, W) the `memory` mode's weights make for an LR latent of lr_hw:
+        memory_scale x it. None for the other modes, which are built for any size."""
+        if self.cfg.mode != "memory":
+            return None
+        return self.cfg.memory_scale * int(lr_hw[0]), self.cfg.memory_scale * int(lr_hw[1])
+
+    def _memory_output(self, cs: torch.Tensor, y: torch.Tensor, size: tuple[int, int]):
+        # Ultra Flash's condition is the network's output at its native size (memory_scale x).
+        # Another size is a bilinear resize of it: outside what their weights were trained for.
+        if tuple(y.shape[-2:]) != size:
+            y = resize_frames(y.float(), size)
+        return y.to(cs.dtype)
+
+    def stream(self, cs: torch.Tensor, size: tuple[int, int], state: MemoryState | None = None):
+        """Mode `memory` only: the condition of one clip's next group of frames -> (c, state).
+
+        cs [B, C, T, H, W] holds the group's frames; state None starts a clip, else the state the
+        previous group returned. The groups' outputs, concatenated, equal forward() on the clip.
+        """
+        if self.cfg.mode != "memory":
+            raise ValueError(f"stream() needs upsampler mode 'memory', got {self.cfg.mode!r}")
+        size = self._check(cs, size)
+        y, state = self.memory.stream(cs.to(self.memory.final.weight.dtype), state)
+        return self._memory_output(cs, y, size), state
+
+    def forward(self, cs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """cs: the noise-augmented LR latent c_s [B, C, T, H, W]; size: the HR latent (H2, W2).
+        Mode `memory` makes native_size(H, W), its condition; another size is a bilinear resize."""
+        cfg = self.cfg
+        size = self._check(cs, size)
+        if cfg.mode == "memory":
+            y = self.memory(cs.to(self.memory.final.weight.dtype))  # [B, C, T, sH, sW]
+            return self._memory_output(cs, y, size)
         base = self.base(cs, size) if cfg.base == "linear" else resize_frames(cs, size)
         if cfg.mode == "interp":
             return base
