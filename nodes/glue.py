@@ -199,16 +199,16 @@ def sampling_plan(model: SimpleGVR, shape, *, memory: str, free: int | None, cfg
     "manual": `chunk_frames` latent frames per temporal window (0: the attention mode's default) and square spatial
     tiles of `tile_size` latent pixels (0: none)."""
     if memory == "auto":
-        chosen = plan.auto_plan(model, shape, int(free), cfg=cfg, dtype=dtype, attention=attention)
+        chosen, need = plan.fit_plan(model, shape, int(free), cfg=cfg, dtype=dtype, attention=attention)
         head = f"memory auto, {format_bytes(free)} free"
     elif memory == "manual":
         tiles = (int(tile_size), int(tile_size)) if tile_size else None
         chosen = plan.plan_sampling(model, shape, attention=attention, chunk_frames=int(chunk_frames) or "auto",
                                     tile_size=tiles)
+        need = chosen.memory(model, cfg=cfg, dtype=dtype)
         head = "memory manual"
     else:
         raise ValueError(f"memory {memory!r}: expected one of {list(MEMORY_CHOICES)}")
-    need = chosen.memory(model, cfg=cfg, dtype=dtype)
     return chosen, need, f"{head}: {chosen.describe()}; estimate {format_bytes(need)} beyond the weights"
 
 

@@ -28,7 +28,7 @@ from .latent_formats import LatentFormat, VideoLatent, from_bcthw, get_format, r
 from .memory import available_memory, check_memory
 from .model import SimpleGVR
 from .models.upsampler import resize_frames
-from .plan import UPSAMPLER_CONTEXT, SamplingPlan, auto_condition_chunk, auto_plan, plan_sampling, upsampler_memory
+from .plan import UPSAMPLER_CONTEXT, SamplingPlan, auto_plan, fit_condition_chunk, plan_sampling, upsampler_memory
 from .sampling import MAX_SHIFT, MAX_STEPS, SAMPLERS, add_condition_noise, cfg_velocity, flow_sigmas, get_sampler
 
 MAX_CFG = 100.0
@@ -77,9 +77,8 @@ class ConditionPlan:
         """The same plan with the largest chunk whose estimate fits `budget` bytes (`plan.auto_condition_chunk`;
         the result does not depend on the chunk)."""
         dtype = next(model.upsampler.parameters()).dtype
-        chunk = auto_condition_chunk(model, self.lr_shape, self.size, int(budget), dtype)
-        return dataclasses.replace(self, chunk_frames=chunk,
-                                   memory=upsampler_memory(model, self.lr_shape, self.size, chunk, dtype))
+        chunk, need = fit_condition_chunk(model, self.lr_shape, self.size, int(budget), dtype)
+        return dataclasses.replace(self, chunk_frames=chunk, memory=need)
 
 
 # --- sizes and scalar arguments ------------------------------------------------------------------

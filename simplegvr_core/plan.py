@@ -211,15 +211,22 @@ def auto_candidates(model: SimpleGVR, shape, *, attention: str | None = None, ch
 def auto_plan(model: SimpleGVR, shape, budget: int, *, cfg: float, dtype: torch.dtype | None = None,
               attention: str | None = None, chunk_overlap: int = 1, tile_overlap: int = 8) -> SamplingPlan:
     """The first of `auto_candidates` whose `SamplingPlan.memory` fits `budget` bytes (the memory the run may use
-    beyond the resident weights). The plan that is chosen is the plan that runs (`sample(..., plan=...)`), so the
-    estimate and the execution cannot drift; when the whole clip fits, the result is the unchunked one exactly.
-    ValueError (with the smallest estimate) when nothing fits."""
+    beyond the resident weights). The plan that is chosen is the plan that runs (`sample(model, condition, plan)`),
+    so the estimate and the execution cannot drift; when the whole clip fits, the result is the unchunked one
+    exactly. ValueError (with the smallest estimate) when nothing fits."""
+    return fit_plan(model, shape, budget, cfg=cfg, dtype=dtype, attention=attention, chunk_overlap=chunk_overlap,
+                    tile_overlap=tile_overlap)[0]
+
+
+def fit_plan(model: SimpleGVR, shape, budget: int, *, cfg: float, dtype: torch.dtype | None = None,
+             attention: str | None = None, chunk_overlap: int = 1, tile_overlap: int = 8) -> tuple[SamplingPlan, int]:
+    """`auto_plan`'s plan with its estimate (bytes), computed once in the search."""
     budget = int(budget)
     best = None
     for plan in auto_candidates(model, shape, attention=attention, chunk_overlap=chunk_overlap, tile_overlap=tile_overlap):
         need = plan.memory(model, cfg=cfg, dtype=dtype)
         if need <= budget:
-            return plan
+            return plan, need
         if best is None or need < best[0]:
             best = (need, plan)
     raise ValueError(f"sampling a latent of {tuple(int(v) for v in shape)} needs at least {format_bytes(best[0])} "
@@ -231,10 +238,17 @@ def auto_condition_chunk(model: SimpleGVR, lr_shape, size: tuple[int, int], budg
                          dtype: torch.dtype | None = None) -> int:
     """The largest chunk of latent frames whose `upsampler_memory` fits `budget` bytes (the upsampler is causal, so
     the result does not depend on the chunk); ValueError when even one frame does not fit."""
+    return fit_condition_chunk(model, lr_shape, size, budget, dtype)[0]
+
+
+def fit_condition_chunk(model: SimpleGVR, lr_shape, size: tuple[int, int], budget: int,
+                        dtype: torch.dtype | None = None) -> tuple[int, int]:
+    """`auto_condition_chunk`'s chunk with its estimate (bytes), computed once in the search."""
     t = int(lr_shape[2])
     for frames in range(t, 0, -1):
-        if upsampler_memory(model, lr_shape, size, frames, dtype) <= budget:
-            return frames
+        need = upsampler_memory(model, lr_shape, size, frames, dtype)
+        if need <= budget:
+            return frames, need
     need = upsampler_memory(model, lr_shape, size, 1, dtype)
     raise ValueError(f"the condition for {tuple(int(v) for v in lr_shape)} -> latent {size[0]}x{size[1]} needs at least "
                      f"{format_bytes(need)} (chunks of 1 latent frame) but {format_bytes(budget)} is free: "

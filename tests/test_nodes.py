@@ -360,3 +360,53 @@ def test_colour_fix_images_is_the_core_fix_on_comfy_images():
         glue.colour_fix_images(hr, None, "wavelet")
     with pytest.raises(ValueError, match="do not match the HR frames"):
         glue.colour_fix_images(hr, lr[:2], "wavelet")
+
+
+# --- issue 30: a plain LATENT through the Sampler, each thing computed once ---------------------------------------
+def test_a_plain_latent_through_the_sampler_computes_each_size_plan_and_estimate_once(monkeypatch):
+    """The Sampler on a plain LR latent (upsampled with the Latent Upsampler's defaults, then sampled): five calls
+    into the core (plan the condition, build it, the room the mode's own plan would need, fit the plan to what is
+    free, sample). The target size, the aspect check and the sigmas are computed once; each memory estimate once
+    beside its search (whose first candidate fits here). Before the three wings: 9 pipeline calls, the target size
+    twice, the upsampler estimate 4x, the sampling estimate 5x and the sigmas twice."""
+    from simplegvr_core import pipeline, plan
+
+    counts: dict[str, int] = {}
+    host_calls: list[str] = []
+
+    def count(module, name):
+        real = getattr(module, name)
+
+        def counted(*a, **k):
+            counts[name] = counts.get(name, 0) + 1
+            if sys._getframe(1).f_globals.get("__name__") == glue.__name__:  # a call the host makes
+                host_calls.append(name)
+            return real(*a, **k)
+
+        monkeypatch.setattr(module, name, counted)
+
+    for name in ("plan_condition", "build_condition", "sample", "target_size", "aspect_warning", "sampling_sigmas",
+                 "upscale"):
+        count(pipeline, name)
+    for name in ("plan_sampling", "fit_plan", "auto_plan", "upsampler_memory", "fit_condition_chunk"):
+        for module in (plan, pipeline):  # pipeline calls its imported names, plan its own
+            if hasattr(module, name):
+                count(module, name)
+    real_memory = plan.SamplingPlan.memory
+
+    def memory(self, *a, **k):
+        counts["SamplingPlan.memory"] = counts.get("SamplingPlan.memory", 0) + 1
+        return real_memory(self, *a, **k)
+
+    monkeypatch.setattr(plan.SamplingPlan, "memory", memory)
+    m = tiny_model()
+    loads, lines = [], []
+    host = glue.Host(load=loads.append, free=lambda: 8 * 2**30, budget=16 * 2**30, model_name="tiny.safetensors")
+    out = glue.run_sampler(m, {"samples": raw_latent(t=3, h=8, w=12)}, host, context=None, negative_context=None,
+                           seed=0, steps=2, cfg=1.0, shift=5.0, sampler="euler", attention=None, say=lines.append)
+    assert out["samples"].shape == (1, 16, 3, 135, 203)  # short edge 1080 px, the aspect ratio kept
+    assert host_calls == ["plan_condition", "build_condition", "plan_sampling", "fit_plan", "sample"]
+    assert counts["target_size"] == counts["aspect_warning"] == counts["sampling_sigmas"] == 1
+    assert counts["upsampler_memory"] == 2  # the room the whole clip needs, then the search (whose first chunk fits)
+    assert counts["SamplingPlan.memory"] == 2  # the room the mode's own plan needs, then the search
+    assert len(loads) == 3 and len(lines) == 1 and "2 steps" in lines[0]

@@ -1,7 +1,7 @@
 """The last stage of the one-step demo model: choose the scale of its residual on the validation split.
 
     python training/calibrate_residual.py --model runs/onestep/clean.safetensors \
-        --vae simplegvr_core/demo/assets/demo_vae.safetensors --out runs/onestep/calibrated.safetensors
+        --vae runs/demo/assets/demo_vae.safetensors --out runs/onestep/calibrated.safetensors
 
 A `residual_x0` model estimates x0 = c + D: the fitted linear base c plus the DiT's residual D. Trained by
 regression to HR on the 54 clips of the train split, D overshoots on clips it has not seen (on validation the demo

@@ -1,6 +1,6 @@
 """Fit the demo world's video codec: a linear lapped codec with Wan 2.1's latent contract, on the train split.
 
-    python training/train_vae.py --out simplegvr_core/demo/assets/demo_vae.safetensors [--crops 384] [--steps 1500]
+    python training/train_vae.py --out runs/demo/assets/demo_vae.safetensors [--crops 384] [--steps 1500]
 
 `simplegvr_core.vae.LappedVideoCodec`: 16 channels, /8 space, causal /4 time (frame 0 alone, then groups of 4),
 a spatial kernel wider than the stride (every pixel blends several latent pixels: no 8x8 blocks), raw latents
