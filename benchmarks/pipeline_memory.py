@@ -47,7 +47,7 @@ else:
     plan = plan_sampling(m, c.shape, attention={mode!r}, chunk_frames={chunk}, tile_size={tile})
     before, t0 = rss(), time.perf_counter()
     sample(m, cond, steps=1, cfg={cfg_}, plan=plan)
-    est = plan.memory(m, cfg={cfg_}, dtype={dtype})
+    est = plan.memory(m, guidance={cfg_}, dtype={dtype})
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({{"extra": peak - before, "estimate": est, "seconds": time.perf_counter() - t0}}))
 """
@@ -87,16 +87,16 @@ def auto_table() -> list[str]:
     whole = plan_sampling(m, shape)
     lines = ["", f"`auto` for 81 frames at 1080p (condition {shape}, from 832x480), the 1.3B config, bf16 weights "
              f"({w / GiB:.2f} GiB), cfg 5; budget = card - weights - 1 GiB reserve. The default plan alone "
-             f"({whole.describe()}) needs {(w + whole.memory(m, cfg=5.0, dtype=torch.bfloat16)) / GiB:.1f} GiB with "
+             f"({whole.describe()}) needs {(w + whole.memory(m, guidance=5.0, dtype=torch.bfloat16)) / GiB:.1f} GiB with "
              "the weights.", "",
              "| card | Sampler plan | DiT calls / step | estimate with weights (GiB) | Latent Upsampler chunk | "
              "estimate with weights (GiB) |", "|---|---|---|---|---|---|"]
     for gib in (24, 16, 12, 8):
         budget = gib * GiB - w - GiB
-        p = auto_plan(m, shape, budget, cfg=5.0, dtype=torch.bfloat16)
+        p = auto_plan(m, shape, budget, guidance=5.0, dtype=torch.bfloat16)
         ch = auto_condition_chunk(m, lr, (135, 240), budget, torch.bfloat16)
         lines.append(f"| {gib} GB | {p.describe().split(':')[0]} | {p.calls_per_step} | "
-                     f"{(w + p.memory(m, cfg=5.0, dtype=torch.bfloat16)) / GiB:.2f} | {ch} latent frames | "
+                     f"{(w + p.memory(m, guidance=5.0, dtype=torch.bfloat16)) / GiB:.2f} | {ch} latent frames | "
                      f"{(w + upsampler_memory(m, lr, (135, 240), ch, torch.bfloat16)) / GiB:.2f} |")
     return lines
 

@@ -191,7 +191,7 @@ def upsample(model: SimpleGVR, lr: latent_formats.VideoLatent, size: dict, noise
 
 
 # --- Sampler: where the DiT runs -----------------------------------------------------------------
-def sampling_plan(model: SimpleGVR, shape, *, memory: str, free: int | None, cfg: float, attention: str | None,
+def sampling_plan(model: SimpleGVR, shape, *, memory: str, free: int | None, guidance: float, attention: str | None,
                   chunk_frames: int = 0, tile_size: int = 0, dtype=None) -> tuple[plan.SamplingPlan, int, str]:
     """The Sampler's SamplingPlan, its memory estimate and the line that says so on the node and in the log.
 
@@ -199,13 +199,13 @@ def sampling_plan(model: SimpleGVR, shape, *, memory: str, free: int | None, cfg
     "manual": `chunk_frames` latent frames per temporal window (0: the attention mode's default) and square spatial
     tiles of `tile_size` latent pixels (0: none)."""
     if memory == "auto":
-        chosen, need = plan.fit_plan(model, shape, int(free), cfg=cfg, dtype=dtype, attention=attention)
+        chosen, need = plan.fit_plan(model, shape, int(free), guidance=guidance, dtype=dtype, attention=attention)
         head = f"memory auto, {format_bytes(free)} free"
     elif memory == "manual":
         tiles = (int(tile_size), int(tile_size)) if tile_size else None
         chosen = plan.plan_sampling(model, shape, attention=attention, chunk_frames=int(chunk_frames) or "auto",
                                     tile_size=tiles)
-        need = chosen.memory(model, cfg=cfg, dtype=dtype)
+        need = chosen.memory(model, guidance=guidance, dtype=dtype)
         head = "memory manual"
     else:
         raise ValueError(f"memory {memory!r}: expected one of {list(MEMORY_CHOICES)}")
@@ -213,7 +213,7 @@ def sampling_plan(model: SimpleGVR, shape, *, memory: str, free: int | None, cfg
 
 
 def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_context, seed: int, steps: int | str,
-                cfg: float, shift: float, sampler: str, attention: str | None, memory: str = "auto",
+                guidance: float, shift: float, sampler: str, attention: str | None, memory: str = "auto",
                 colour_fix: str = "none", chunk_frames: int = 0, tile_size: int = 0,
                 output_scale: str = "same as input", callback_for: Callable[[int], Callable] | None = None,
                 say: Callable[[str], None] = lambda text: None) -> dict:
@@ -234,11 +234,12 @@ def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_cont
     cond = info.condition
     shape = tuple(cond.c.shape)
     if memory == "auto":  # ask ComfyUI for the room the mode's own plan would need, then plan for what is free
-        host.load(plan.plan_sampling(model, shape, attention=attention).memory(model, cfg=cfg))
+        host.load(plan.plan_sampling(model, shape, attention=attention).memory(model, guidance=guidance))
         free = host.free()
     else:
         free = None
-    chosen, need, text = sampling_plan(model, shape, memory=memory, free=free, cfg=float(cfg), attention=attention,
+    chosen, need, text = sampling_plan(model, shape, memory=memory, free=free, guidance=float(guidance),
+                                       attention=attention,
                                        chunk_frames=chunk_frames, tile_size=tile_size)
     host.load(need)
     n_steps = pipeline.step_count(model, steps)
@@ -248,7 +249,8 @@ def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_cont
     say("\n\n".join(lines))
     # auto planned for what is free (within the device); a manual plan is checked against the device's memory
     x = pipeline.sample(model, cond, chosen, context=context, negative_context=negative_context, steps=steps,
-                        cfg=float(cfg), shift=float(shift), seed=int(seed), sampler=sampler, colour_fix=colour_fix,
+                        cfg=float(guidance), shift=float(shift), seed=int(seed), sampler=sampler,
+                        colour_fix=colour_fix,
                         callback=callback_for(n_steps) if callback_for else None,
                         memory_budget=host.budget if memory == "manual" else None)
     scale = info.scale if output_scale == "same as input" else output_scale
@@ -336,9 +338,9 @@ def degrade_frames(frames: np.ndarray, flow_cfg, seed: int, *, classic_strength:
     input size. The same seed gives what `simplegvr degrade` and training give."""
     if classic_strength is None:
         return degrade.degrade_frames(frames, "flow", None, seed, flow_config=flow_cfg, on_frame=on_frame)
-    cfg = classic.ClassicConfig().scaled(float(classic_strength))
+    classic_config = classic.ClassicConfig().scaled(float(classic_strength))
     return degrade.degrade_frames(frames, "flow+classic", classic_output_size(frames, classic_scale), seed,
-                                  flow_config=flow_cfg, classic_config=cfg, on_frame=on_frame)
+                                  flow_config=flow_cfg, classic_config=classic_config, on_frame=on_frame)
 
 
 # --- Colour Fix -------------------------------------------------------------------------------------

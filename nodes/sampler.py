@@ -90,7 +90,8 @@ class SimpleGVRSampler(io.ComfyNode):
         out = glue.run_sampler(
             net, samples, runtime.host(model), context=glue.conditioning_to_context(positive, "positive"),
             negative_context=glue.conditioning_to_context(negative, "negative"), seed=seed,
-            steps=pipeline.AUTO_STEPS if steps == AUTO_STEPS else int(steps), cfg=cfg, shift=shift, sampler=sampler,
+            steps=pipeline.AUTO_STEPS if steps == AUTO_STEPS else int(steps), guidance=cfg, shift=shift,
+            sampler=sampler,
             attention=None if attention == MODEL_DEFAULT else attention, memory=memory, colour_fix=colour_fix,
             chunk_frames=chunk_frames, tile_size=tile_size, output_scale=output_scale,
             callback_for=lambda n: runtime.sampling_callback(model, n),

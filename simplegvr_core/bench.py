@@ -22,10 +22,10 @@ PAPER_GFLOPS = {"full": 1612.5, "temporal_units": 452.6, "sparse_local": 377.1}
 def dit_flops(config="wan2.1-1.3b", latent_thw=(20, 135, 240), text_len=512, modes=ATTENTION_MODES) -> dict:
     """FLOPs (total and attention bmm) of one DiT forward per attention mode, counted on `meta`."""
     model = SimpleGVR.from_config(config, device="meta")
-    cfg = model.config.dit
+    config = model.config.dit
     t, h, w = latent_thw
-    x = torch.empty(1, cfg.out_dim, t, h, w, device="meta")
-    ctx = torch.empty(1, text_len, cfg.text_dim, device="meta")
+    x = torch.empty(1, config.out_dim, t, h, w, device="meta")
+    ctx = torch.empty(1, text_len, config.text_dim, device="meta")
     ts = torch.empty(1, device="meta")
     out = {}
     for mode in modes:
@@ -40,10 +40,10 @@ def cpu_times(latent_thw=(10, 32, 48), repeats=3, threads: int | None = None, se
     """Median seconds of one forward of a small DiT (dim 256, 4 layers) per attention mode on the CPU."""
     if threads:
         torch.set_num_threads(threads)
-    cfg = get_config("tiny").to_dict()
-    cfg["dit"].update(dim=256, ffn_dim=1024, num_heads=4, num_layers=4, text_dim=64, unit_frames=5, sparse_block=(9, 12))
+    config = get_config("tiny").to_dict()
+    config["dit"].update(dim=256, ffn_dim=1024, num_heads=4, num_layers=4, text_dim=64, unit_frames=5, sparse_block=(9, 12))
     torch.manual_seed(seed)
-    model = SimpleGVR.from_config(cfg).eval()
+    model = SimpleGVR.from_config(config).eval()
     t, h, w = latent_thw
     x = torch.randn(1, 16, t, h, w)
     ctx = torch.randn(1, 64, 64)

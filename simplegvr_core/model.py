@@ -35,12 +35,12 @@ class SimpleGVR(nn.Module):
     @classmethod
     def from_config(cls, spec: str | dict | SimpleGVRConfig, device=None, dtype=None) -> SimpleGVR:
         """Build from a named config ('tiny', 'wan2.1-1.3b'), a dict or a config; `device='meta'` allocates nothing."""
-        cfg = get_config(spec)
+        config = get_config(spec)
         if device is not None:
             with torch.device(device):
-                model = cls(cfg)
+                model = cls(config)
         else:
-            model = cls(cfg)
+            model = cls(config)
         if dtype is not None:
             model = model.to(dtype)
         return model

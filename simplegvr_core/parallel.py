@@ -158,7 +158,7 @@ def _all_to_all(out: torch.Tensor, send: torch.Tensor, out_splits: list[int], in
 def enable(dit, sp: SequenceParallel | None) -> None:
     """Split `dit`'s tokens over `sp`'s processes (None: back to one process). ValueError when the heads do not split."""
     if sp is not None:
-        check_world(dit.cfg.num_heads, sp.world)
+        check_world(dit.config.num_heads, sp.world)
     dit.sequence_parallel = sp
 
 

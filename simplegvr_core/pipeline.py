@@ -350,7 +350,7 @@ def sample(model: SimpleGVR, condition: Condition, plan: SamplingPlan | None = N
     ctx = prepare_context(model, context, batch)
     neg = prepare_context(model, negative_context, batch, "negative_context") if guidance != 1.0 else None
     if memory_budget is not None:
-        check_memory(plan.memory(model, cfg=guidance, dtype=dtype), memory_budget,
+        check_memory(plan.memory(model, guidance=guidance, dtype=dtype), memory_budget,
                      f"sampling a latent of {shape} (DiT window {plan.window_shape})", device)
 
     cond = condition.c.to(device, torch.float32)
@@ -393,7 +393,7 @@ def upscale(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, *, width: i
     if plan == AUTO:
         device, dtype = _model_device_dtype(model)
         budget = available_memory(device) if memory_budget in (None, AUTO) else int(memory_budget)
-        plan = auto_plan(model, shape, budget, cfg=sample_kwargs.get("cfg", DEFAULT_GUIDANCE), dtype=dtype,
+        plan = auto_plan(model, shape, budget, guidance=sample_kwargs.get("cfg", DEFAULT_GUIDANCE), dtype=dtype,
                          attention=attention, chunk_overlap=chunk_overlap, tile_overlap=tile_overlap)
     elif plan is None:
         plan = plan_sampling(model, shape, attention=attention, chunk_frames=chunk_frames, chunk_overlap=chunk_overlap,

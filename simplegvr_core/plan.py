@@ -99,7 +99,7 @@ class SamplingPlan:
         """The spatial tile (H, W) in latent pixels (None: no tiles)."""
         return None if len(self.h_windows) == len(self.w_windows) == 1 else self.window_shape[1:]
 
-    def memory(self, model: SimpleGVR, *, cfg: float, dtype: torch.dtype | None = None) -> int:
+    def memory(self, model: SimpleGVR, *, guidance: float, dtype: torch.dtype | None = None) -> int:
         """Bytes sampling needs beyond the weights: the float32 latents (x, c, the velocity, the blend buffers, the
         output: 6 of the condition's size) plus the activations of the largest DiT call, its tokens times
         `dit_token_bytes`, twice with CFG (the positive and negative passes run as one batch). Under sequence
@@ -113,7 +113,7 @@ class SamplingPlan:
         pt, ph, pw = dit.patch_size
         tokens = math.ceil(wt / pt) * math.ceil(wh / ph) * math.ceil(ww / pw)
         per_token = dit_token_bytes(model, dtype, self.mode)
-        batch = b * (2 if cfg != 1.0 else 1)
+        batch = b * (2 if guidance != 1.0 else 1)
         sp = getattr(model.dit, "sequence_parallel", None)
         if sp is None or sp.world == 1:
             return int(latents + batch * tokens * per_token)
@@ -208,23 +208,23 @@ def auto_candidates(model: SimpleGVR, shape, *, attention: str | None = None, ch
                             **{**kw, "chunk_overlap": min(chunk_overlap, frames - 1)})
 
 
-def auto_plan(model: SimpleGVR, shape, budget: int, *, cfg: float, dtype: torch.dtype | None = None,
+def auto_plan(model: SimpleGVR, shape, budget: int, *, guidance: float, dtype: torch.dtype | None = None,
               attention: str | None = None, chunk_overlap: int = 1, tile_overlap: int = 8) -> SamplingPlan:
     """The first of `auto_candidates` whose `SamplingPlan.memory` fits `budget` bytes (the memory the run may use
     beyond the resident weights). The plan that is chosen is the plan that runs (`sample(model, condition, plan)`),
     so the estimate and the execution cannot drift; when the whole clip fits, the result is the unchunked one
     exactly. ValueError (with the smallest estimate) when nothing fits."""
-    return fit_plan(model, shape, budget, cfg=cfg, dtype=dtype, attention=attention, chunk_overlap=chunk_overlap,
+    return fit_plan(model, shape, budget, guidance=guidance, dtype=dtype, attention=attention, chunk_overlap=chunk_overlap,
                     tile_overlap=tile_overlap)[0]
 
 
-def fit_plan(model: SimpleGVR, shape, budget: int, *, cfg: float, dtype: torch.dtype | None = None,
+def fit_plan(model: SimpleGVR, shape, budget: int, *, guidance: float, dtype: torch.dtype | None = None,
              attention: str | None = None, chunk_overlap: int = 1, tile_overlap: int = 8) -> tuple[SamplingPlan, int]:
     """`auto_plan`'s plan with its estimate (bytes), computed once in the search."""
     budget = int(budget)
     best = None
     for plan in auto_candidates(model, shape, attention=attention, chunk_overlap=chunk_overlap, tile_overlap=tile_overlap):
-        need = plan.memory(model, cfg=cfg, dtype=dtype)
+        need = plan.memory(model, guidance=guidance, dtype=dtype)
         if need <= budget:
             return plan, need
         if best is None or need < best[0]:

@@ -184,11 +184,11 @@ class LappedVideoCodec(nn.Module):
         self.shift.copy_((torch.tensor(WAN21.mean, dtype=torch.float64) - scale * c.mean(1)).float())
 
 
-def _lapped_config(path, cfg: dict) -> dict:
+def _lapped_config(path, config: dict) -> dict:
     """The lapped codec's config from a file's metadata, checked before anything is built: Wan 2.1's contract
     (16 channels, /8, groups of 4 frames) and a kernel of at most 64 pixels."""
     want = {"z_dim": 16, "stride": 8, "group": 4}
-    got = {k: cfg.get(k) for k in ("z_dim", "kernel", "stride", "group", "freqs")}
+    got = {k: config.get(k) for k in ("z_dim", "kernel", "stride", "group", "freqs")}
     got["freqs"] = 8 if got["freqs"] is None else got["freqs"]
     ok = all(type(v) is int for v in got.values()) and all(got[k] == v for k, v in want.items())
     if not ok or got["kernel"] not in (16, 32, 48, 64) or not 1 <= got["freqs"] <= got["kernel"]:
@@ -268,11 +268,11 @@ class VideoVAE:
         from .weights import read_safetensors
 
         tensors, meta = read_safetensors(path)
-        cfg = parse_json(meta.get("vae_config", "null"), f"the vae_config of {str(path)!r}") or TINY_WAN_VAE
-        if cfg.get("arch") == "lapped":
-            vae = LappedVideoCodec(**_lapped_config(path, cfg))
+        config = parse_json(meta.get("vae_config", "null"), f"the vae_config of {str(path)!r}") or TINY_WAN_VAE
+        if config.get("arch") == "lapped":
+            vae = LappedVideoCodec(**_lapped_config(path, config))
         else:
-            vae = _diffusers_class(meta.get("vae_class", "AutoencoderKLWan"))(**cfg)
+            vae = _diffusers_class(meta.get("vae_class", "AutoencoderKLWan"))(**config)
         missing, unexpected = vae.load_state_dict(tensors, strict=False)
         if missing or unexpected:
             raise ValueError(f"{str(path)!r} does not match the VAE config: missing {missing[:3]}, unexpected {unexpected[:3]}")

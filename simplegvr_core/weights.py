@@ -201,8 +201,8 @@ def import_wan(sd_or_path, *, config=None, upsampler: str | None = None, num_hea
     sd, _source = wan_state_dict_to_original(sd)
     check_finite(sd, "the Wan weights")
     if config is not None:
-        cfg = _import_target(get_config(config), sd, num_heads, latent_format, upsampler, attention)
-        base_in = cfg.dit.out_dim
+        config = _import_target(get_config(config), sd, num_heads, latent_format, upsampler, attention)
+        base_in = config.dit.out_dim
     else:
         base = infer_wan_dit_config(sd, num_heads)
         base_in = base.in_dim
@@ -210,13 +210,13 @@ def import_wan(sd_or_path, *, config=None, upsampler: str | None = None, num_hea
         if fmt is None:
             raise ValueError(f"Wan model has {base.out_dim} latent channels: pass latent_format explicitly")
         dit_cfg = DiTConfig(**{**base.__dict__, "in_dim": 2 * base.out_dim, "attention": attention or "full"})
-        cfg = SimpleGVRConfig(name="wan-import", latent_format=fmt.name, dit=dit_cfg,
+        config = SimpleGVRConfig(name="wan-import", latent_format=fmt.name, dit=dit_cfg,
                               upsampler=UpsamplerConfig(mode=upsampler or "learned", channels=base.out_dim,
                                                         hidden=upsampler_hidden))
     # The DiT is built on `meta` and takes the Wan tensors as they are (a 5B import needs no random 5B model first);
     # only the new weights - upsampler, noise-level embedding - are made for real, from `seed`.
     with torch.device("meta"):
-        model = SimpleGVR(cfg)
+        model = SimpleGVR(config)
     target = model.dit.state_dict()
     pe = sd["patch_embedding.weight"]
     dtype = pe.dtype if pe.is_floating_point() else torch.float32
@@ -234,8 +234,8 @@ def import_wan(sd_or_path, *, config=None, upsampler: str | None = None, num_hea
     model.dit.load_state_dict({k: sd[k].to(dtype) for k in wan_keys}, strict=False, assign=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model.upsampler = LatentUpsampler(cfg.upsampler).to(dtype)
-        if cfg.dit.noise_level_embed:
+        model.upsampler = LatentUpsampler(config.upsampler).to(dtype)
+        if config.dit.noise_level_embed:
             model.dit.noise_level_embedding.to_empty(device="cpu")
             model.dit.init_noise_level_embedding()
             model.dit.noise_level_embedding.to(dtype)
@@ -274,9 +274,9 @@ def import_wan_t2v(sd_or_path, num_heads: int | None = None) -> torch.nn.Module:
 
     sd = read_weights(sd_or_path) if isinstance(sd_or_path, (str, os.PathLike)) else dict(sd_or_path)
     sd, _ = wan_state_dict_to_original(sd)
-    cfg = DiTConfig(**{**infer_wan_dit_config(sd, num_heads).__dict__, "noise_level_embed": False})
+    config = DiTConfig(**{**infer_wan_dit_config(sd, num_heads).__dict__, "noise_level_embed": False})
     with torch.device("meta"):
-        dit = SimpleGVRDiT(cfg)
+        dit = SimpleGVRDiT(config)
     dit.load_state_dict(sd, strict=True, assign=True)
     return dit
 

@@ -122,7 +122,7 @@ def test_sampler_node_path_in_low_precision(dtype):
     lr = glue.read_video_latent({"samples": lr_latent()}, m.latent_format, "raw")
     info = glue.upsample_latent(m, lr, size={"scale": 2.0}, noise_level=0.4, seed=3)[glue.LATENT_KEY]
     plan = plan_sampling(m, info.condition.c.shape)
-    assert plan.memory(m, cfg=5.0) > 0
+    assert plan.memory(m, guidance=5.0) > 0
     x = sample(m, info.condition, context=torch.randn(1, 5, 32), negative_context=None, steps=2, cfg=5.0, seed=3)
     out = glue.to_output(x, m.latent_format, info.layout, info.scale)
     assert out.shape == (1, 16, 2, 16, 16) and torch.isfinite(out).all()
@@ -414,7 +414,7 @@ def test_memory_estimate_follows_the_window_plan():
     assert windowed.window_shape == (m.config.train_latent_frames, 135, 240) and windowed.calls_per_step > 1
     tiled = plan_sampling(m, shape, attention="temporal_units", tile_size=(64, 64))
     assert tiled.window_shape == (21, 64, 64)
-    mem = {name: p.memory(m, cfg=1.0, dtype=torch.bfloat16) for name, p in
+    mem = {name: p.memory(m, guidance=1.0, dtype=torch.bfloat16) for name, p in
            (("whole", whole), ("windowed", windowed), ("tiled", tiled))}
     assert mem["windowed"] < mem["whole"] / 3 and mem["tiled"] < mem["whole"] / 5
     latents = 6 * 16 * 21 * 135 * 240 * 4
@@ -422,7 +422,7 @@ def test_memory_estimate_follows_the_window_plan():
     per_token = (4 * 2 + 4) * dit.dim + 2 * dit.ffn_dim * 2  # the FFN phase is the peak of the 1.3B DiT in bf16
     assert dit_token_bytes(m, torch.bfloat16, "temporal_units") == per_token == 54272
     assert mem["whole"] == latents + 21 * 68 * 120 * per_token  # tokens of the window x per-token bytes (bf16)
-    assert whole.memory(m, cfg=5.0, dtype=torch.bfloat16) - latents == 2 * (mem["whole"] - latents)  # CFG doubles it
+    assert whole.memory(m, guidance=5.0, dtype=torch.bfloat16) - latents == 2 * (mem["whole"] - latents)  # CFG doubles it
 
 
 # --- 8. signals and leftovers ----------------------------------------------------------------------------------

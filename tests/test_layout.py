@@ -152,7 +152,7 @@ def test_only_the_labs_demo_stage_writes_the_demo_assets():
         if in_wing(name, "training.demo"):
             continue
         text = path.read_text()
-        if re.search(r"demo\.ASSETS|import[^\n]*\bASSETS\b|demo/assets", text) and WRITERS.search(text):
+        if re.search(r"demo\.ASSETS|import[^\n]*\bASSETS\b|simplegvr_core/demo/assets", text) and WRITERS.search(text):
             offenders.append(name)
     assert offenders == []
     assert "def install_assets" in (ROOT / "training" / "demo" / "rebuild.py").read_text()

@@ -26,7 +26,7 @@ def test_the_ceiling_is_what_the_demo_measures_for_that_base_alone():
     model = SimpleGVR.from_config(cfg).eval()  # the demo model's shape, on a linear base
     clips, _ = demo.load_clips(split_files("validation")[:2], log=lambda *_: None)
     up = model.upsampler
-    k, f, c = up.cfg.base_kernel, up.cfg.base_factor, up.cfg.channels
+    k, f, c = up.config.base_kernel, up.config.base_factor, up.config.channels
     with torch.no_grad():  # the model's condition becomes its base alone, and its DiT adds nothing: x0 = c
         up.proj_out.weight.zero_()
         up.proj_out.bias.zero_()

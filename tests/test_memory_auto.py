@@ -36,29 +36,29 @@ def wan13b():
 def test_auto_fits_81_frames_at_1080p_of_the_13b_config(wan13b, gib):
     m = wan13b
     budget = budget_for(m, gib)
-    plan = auto_plan(m, SHAPE_1080P_81F, budget, cfg=5.0, dtype=torch.bfloat16)
-    need = plan.memory(m, cfg=5.0, dtype=torch.bfloat16)
+    plan = auto_plan(m, SHAPE_1080P_81F, budget, guidance=5.0, dtype=torch.bfloat16)
+    need = plan.memory(m, guidance=5.0, dtype=torch.bfloat16)
     assert need <= budget
     assert weights_memory(m, torch.bfloat16) + need + RESERVE <= gib * GiB
     chunk = auto_condition_chunk(m, LR_480P_81F, (135, 240), budget, torch.bfloat16)
     assert weights_memory(m, torch.bfloat16) + upsampler_memory(m, LR_480P_81F, (135, 240), chunk, torch.bfloat16) \
         + RESERVE <= gib * GiB
     whole = plan_sampling(m, SHAPE_1080P_81F)  # the default: temporal_units over the whole clip
-    assert whole.memory(m, cfg=5.0, dtype=torch.bfloat16) > budget  # so the default alone would not fit
+    assert whole.memory(m, guidance=5.0, dtype=torch.bfloat16) > budget  # so the default alone would not fit
     if gib == 16:  # temporal windows suffice, and they are as long as fits
         assert plan.tile_size is None and plan.chunk_frames >= m.config.train_latent_frames
         longer = plan_sampling(m, SHAPE_1080P_81F, chunk_frames=plan.chunk_frames + 1)
-        assert longer.memory(m, cfg=5.0, dtype=torch.bfloat16) > budget
+        assert longer.memory(m, guidance=5.0, dtype=torch.bfloat16) > budget
     else:  # 8 GB: windows of the trained length and spatial tiles, more DiT calls per step (slower)
         assert plan.calls_per_step > 2 and plan.chunk_frames <= m.config.train_latent_frames
 
 
 def test_auto_keeps_the_whole_clip_when_it_fits_and_refuses_when_nothing_does(wan13b):
     m = wan13b
-    roomy = auto_plan(m, SHAPE_1080P_81F, budget_for(m, 80), cfg=5.0, dtype=torch.bfloat16)
+    roomy = auto_plan(m, SHAPE_1080P_81F, budget_for(m, 80), guidance=5.0, dtype=torch.bfloat16)
     assert roomy == plan_sampling(m, SHAPE_1080P_81F)
     with pytest.raises(ValueError, match=r"needs at least [0-9.]+ MiB .* but 102\.40 MiB is free"):
-        auto_plan(m, SHAPE_1080P_81F, int(0.1 * GiB), cfg=5.0, dtype=torch.bfloat16)
+        auto_plan(m, SHAPE_1080P_81F, int(0.1 * GiB), guidance=5.0, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match=r"condition for \(1, 16, 21, 60, 104\) -> latent 135x240 needs at least"):
         auto_condition_chunk(m, LR_480P_81F, (135, 240), int(0.1 * GiB), torch.bfloat16)
 
@@ -67,10 +67,10 @@ def test_auto_takes_the_first_candidate_that_fits_and_the_candidates_shrink(wan1
     """The estimate decides: each budget gets the first plan (least change to the result) under it."""
     m = wan13b
     plans = list(auto_candidates(m, SHAPE_1080P_81F))
-    mem = [p.memory(m, cfg=5.0, dtype=torch.bfloat16) for p in plans]
+    mem = [p.memory(m, guidance=5.0, dtype=torch.bfloat16) for p in plans]
     assert plans[0] == plan_sampling(m, SHAPE_1080P_81F) and mem[-1] < mem[0] / 20
     for budget in (mem[0] - 1, mem[3], (mem[len(mem) // 2] + mem[-1]) // 2):
-        chosen = auto_plan(m, SHAPE_1080P_81F, budget, cfg=5.0, dtype=torch.bfloat16)
+        chosen = auto_plan(m, SHAPE_1080P_81F, budget, guidance=5.0, dtype=torch.bfloat16)
         first = next(p for p, need in zip(plans, mem) if need <= budget)
         assert chosen == first
     # temporal windows never shrink below the trained length before tiles are tried
@@ -102,9 +102,9 @@ def test_auto_chunks_run_the_plan_they_estimated_and_blend_to_the_unchunked_resu
     cond = build_condition(m, lr, scale=2.0, seed=3)
     kw = dict(steps=3, cfg=3.0, seed=3)
     whole_plan = plan_sampling(m, cond.c.shape, attention="temporal_units", chunk_frames=None)
-    budget = whole_plan.memory(m, cfg=3.0) // 3
-    plan = auto_plan(m, cond.c.shape, budget, cfg=3.0, attention="temporal_units")
-    assert plan.calls_per_step > 1 and plan.memory(m, cfg=3.0) <= budget
+    budget = whole_plan.memory(m, guidance=3.0) // 3
+    plan = auto_plan(m, cond.c.shape, budget, guidance=3.0, attention="temporal_units")
+    assert plan.calls_per_step > 1 and plan.memory(m, guidance=3.0) <= budget
     m.dit.forward = lambda x, c, t, ctx, nl, attention=None: 0.3 * x - 0.5 * c + 0.001 * t.view(-1, 1, 1, 1, 1)
     torch.testing.assert_close(sample(m, cond, plan, **kw), sample(m, cond, whole_plan, **kw), rtol=0, atol=1e-5)
 
@@ -141,8 +141,8 @@ def test_auto_fits_each_familys_workflow_clip(config, lr, hr_hw, cases):
     shape = (*lr[:3], *hr_hw)
     for gib, kind in cases.items():
         budget = budget_for(m, gib)
-        plan = auto_plan(m, shape, budget, cfg=5.0, dtype=torch.bfloat16)
-        assert plan.shape == shape and plan.memory(m, cfg=5.0, dtype=torch.bfloat16) <= budget
+        plan = auto_plan(m, shape, budget, guidance=5.0, dtype=torch.bfloat16)
+        assert plan.shape == shape and plan.memory(m, guidance=5.0, dtype=torch.bfloat16) <= budget
         assert kind == ("whole" if plan.calls_per_step == 1 else "windows" if plan.tile_size is None else "tiles"), \
             (gib, plan.describe())
         if kind != "tiles":  # windows no shorter than the trained length before tiles are tried
@@ -152,7 +152,7 @@ def test_auto_fits_each_familys_workflow_clip(config, lr, hr_hw, cases):
     # the estimate counts the family's channels: the 6 float32 latent buffers of a 48- vs a 16-channel condition
     plan = plan_sampling(m, shape)
     wider = plan_sampling(m, (1, 2 * shape[1], *shape[2:]))
-    assert wider.memory(m, cfg=5.0, dtype=torch.bfloat16) - plan.memory(m, cfg=5.0, dtype=torch.bfloat16) == \
+    assert wider.memory(m, guidance=5.0, dtype=torch.bfloat16) - plan.memory(m, guidance=5.0, dtype=torch.bfloat16) == \
         6 * 4 * shape[1] * shape[2] * hr_hw[0] * hr_hw[1]
 
 
@@ -165,9 +165,9 @@ def test_auto_windows_and_tiles_on_a_48_channel_wan22_latent_blend_to_the_unchun
     assert cond.c.shape == (1, 48, 9, 24, 32)
     kw = dict(steps=2, cfg=3.0, seed=3)
     tiled = next(p for p in auto_candidates(m, cond.c.shape, attention="temporal_units") if p.tile_size is not None)
-    budget = tiled.memory(m, cfg=3.0)
-    plan = auto_plan(m, cond.c.shape, budget, cfg=3.0, attention="temporal_units")
-    assert plan.tile_size is not None and plan.calls_per_step > 2 and plan.memory(m, cfg=3.0) <= budget
+    budget = tiled.memory(m, guidance=3.0)
+    plan = auto_plan(m, cond.c.shape, budget, guidance=3.0, attention="temporal_units")
+    assert plan.tile_size is not None and plan.calls_per_step > 2 and plan.memory(m, guidance=3.0) <= budget
     assert all(s % 2 == 0 for s, _ in plan.h_windows + plan.w_windows if s)  # tiles start on the 2x2 patch grid
     m.dit.forward = lambda x, c, t, ctx, nl, attention=None: 0.3 * x - 0.5 * c + 0.001 * t.view(-1, 1, 1, 1, 1)
     out = sample(m, cond, plan, **kw)

@@ -337,18 +337,18 @@ def test_sampler_memory_modes_plan_and_say_what_they_chose():
     m = tiny_model()
     shape = (1, 16, 9, 16, 16)
     whole = plan_sampling(m, shape, attention="temporal_units")
-    plan, need, text = glue.sampling_plan(m, shape, memory="auto", free=10 * 2**30, cfg=3.0,
+    plan, need, text = glue.sampling_plan(m, shape, memory="auto", free=10 * 2**30, guidance=3.0,
                                           attention="temporal_units")
     assert plan == whole and text.startswith("memory auto, 10.00 GiB free: temporal_units on the whole clip")
-    assert need == whole.memory(m, cfg=3.0)
-    tight = whole.memory(m, cfg=3.0) // 3
-    plan, need, text = glue.sampling_plan(m, shape, memory="auto", free=tight, cfg=3.0, attention="temporal_units")
-    assert need == plan.memory(m, cfg=3.0) <= tight and plan.calls_per_step > 1 and "DiT call(s) per step" in text
-    plan, _, text = glue.sampling_plan(m, shape, memory="manual", free=None, cfg=3.0, attention="temporal_units",
+    assert need == whole.memory(m, guidance=3.0)
+    tight = whole.memory(m, guidance=3.0) // 3
+    plan, need, text = glue.sampling_plan(m, shape, memory="auto", free=tight, guidance=3.0, attention="temporal_units")
+    assert need == plan.memory(m, guidance=3.0) <= tight and plan.calls_per_step > 1 and "DiT call(s) per step" in text
+    plan, _, text = glue.sampling_plan(m, shape, memory="manual", free=None, guidance=3.0, attention="temporal_units",
                                        chunk_frames=4, tile_size=8)
     assert plan.chunk_frames == 4 and plan.tile_size == (8, 8) and text.startswith("memory manual")
     with pytest.raises(ValueError, match="memory 'lots'"):
-        glue.sampling_plan(m, shape, memory="lots", free=None, cfg=1.0, attention=None)
+        glue.sampling_plan(m, shape, memory="lots", free=None, guidance=1.0, attention=None)
 
 
 def test_colour_fix_images_is_the_core_fix_on_comfy_images():
@@ -403,7 +403,7 @@ def test_a_plain_latent_through_the_sampler_computes_each_size_plan_and_estimate
     loads, lines = [], []
     host = glue.Host(load=loads.append, free=lambda: 8 * 2**30, budget=16 * 2**30, model_name="tiny.safetensors")
     out = glue.run_sampler(m, {"samples": raw_latent(t=3, h=8, w=12)}, host, context=None, negative_context=None,
-                           seed=0, steps=2, cfg=1.0, shift=5.0, sampler="euler", attention=None, say=lines.append)
+                           seed=0, steps=2, guidance=1.0, shift=5.0, sampler="euler", attention=None, say=lines.append)
     assert out["samples"].shape == (1, 16, 3, 135, 203)  # short edge 1080 px, the aspect ratio kept
     assert host_calls == ["plan_condition", "build_condition", "plan_sampling", "fit_plan", "sample"]
     assert counts["target_size"] == counts["aspect_warning"] == counts["sampling_sigmas"] == 1

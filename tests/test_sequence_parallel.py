@@ -92,13 +92,13 @@ def test_wrong_number_of_processes_is_refused_in_one_line(files, tmp_path):
 def test_memory_estimate_counts_a_share_of_the_tokens():
     model = SimpleGVR.from_config("wan2.1-1.3b", device="meta")
     plan = plan_sampling(model, (1, 16, 21, 135, 240), attention="temporal_units")
-    one = plan.memory(model, cfg=5.0, dtype=torch.bfloat16)
+    one = plan.memory(model, guidance=5.0, dtype=torch.bfloat16)
 
     class Split:
         world = 4
 
     model.dit.sequence_parallel = Split()
-    four = plan.memory(model, cfg=5.0, dtype=torch.bfloat16)
+    four = plan.memory(model, guidance=5.0, dtype=torch.bfloat16)
     assert 0.2 * one < four < 0.35 * one
     with pytest.raises(ValueError, match="12 attention heads to split evenly: use --nproc_per_node in "
                                          r"\[1, 2, 3, 4, 6, 12\]"):

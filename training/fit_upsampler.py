@@ -173,7 +173,7 @@ def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, 
     Returns {"mse", "bilinear_mse"}: the fit's and plain bilinear interpolation's mean squared error on the rows,
     on one seeded draw of the condition when noise_level is given."""
     up = model.upsampler
-    cfg = up.cfg
+    cfg = up.config
     if cfg.base != "linear":
         raise ValueError(f"upsampler.base={cfg.base!r}: fitting needs upsampler.base='linear' in the model config")
     f, k, c = cfg.base_factor, cfg.base_kernel, cfg.channels

@@ -158,8 +158,8 @@ def run(args) -> int:
         from simplegvr_core.weights import import_wan_t2v
 
         base = import_wan_t2v(args.wan, args.wan_num_heads).to(device).eval()
-        if base.cfg.out_dim != fmt.channels:
-            raise ValueError(f"--wan has {base.cfg.out_dim} latent channels but --latent-format {fmt.name} has {fmt.channels}")
+        if base.config.out_dim != fmt.channels:
+            raise ValueError(f"--wan has {base.config.out_dim} latent channels but --latent-format {fmt.name} has {fmt.channels}")
     failed = 0
     for k in tqdm(todo, desc="shards"):
         rows = items[k * args.per_shard:(k + 1) * args.per_shard]
@@ -202,7 +202,7 @@ def model_guided(base, lr_latent: torch.Tensor, ctx: torch.Tensor, rng: np.rando
     from simplegvr_core.pipeline import pad_text
 
     alpha = float(rng.uniform(*args.alpha))
-    context = pad_text(ctx[None].float(), base.cfg.text_len).to(device)
+    context = pad_text(ctx[None].float(), base.config.text_len).to(device)
 
     def velocity(x, t, c):
         return base(x, None, t, c)

@@ -134,7 +134,7 @@ def _cmd_upscale(args) -> int:
                                  tile_size=_parse_tile(args.tile))
         else:
             limit = available_memory(device) if budget == "auto" else budget
-            plan = auto_plan(model, shape, limit, cfg=args.cfg, dtype=dtype, attention=args.attention)
+            plan = auto_plan(model, shape, limit, guidance=args.cfg, dtype=dtype, attention=args.attention)
             say(f"memory auto ({format_bytes(limit)}): {plan.describe()}")
         if args.steps == "auto":
             r = model.sampling

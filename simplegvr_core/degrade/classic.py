@@ -483,9 +483,9 @@ def classic_degrade(frames, lr_size: tuple[int, int] | None = None, config: Clas
     Returns uint8 [T, height, width, 3].
     """
     frames = check_frames(frames, "frames")
-    cfg = config or ClassicConfig()
-    if not isinstance(cfg, ClassicConfig):
-        raise ValueError(f"config is a {type(cfg).__name__}: expected a ClassicConfig")
+    config = config or ClassicConfig()
+    if not isinstance(config, ClassicConfig):
+        raise ValueError(f"config is a {type(config).__name__}: expected a ClassicConfig")
     t, h, w = frames.shape[:3]
     if lr_size is None:
         lr_size = (h, w)
@@ -495,7 +495,7 @@ def classic_degrade(frames, lr_size: tuple[int, int] | None = None, config: Clas
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
     def run(x, name, fn):
-        st = getattr(cfg, name)
+        st = getattr(config, name)
         if not st.enabled or rng.random() >= st.prob:
             return x
         return fn(x, st, rng)
@@ -512,11 +512,11 @@ def classic_degrade(frames, lr_size: tuple[int, int] | None = None, config: Clas
     x = run(x, "jpeg2", apply_jpeg)
 
     def to_lr(x):
-        x = _final_resize(x, out_hw, cfg.final_resize_methods, rng)
+        x = _final_resize(x, out_hw, config.final_resize_methods, rng)
         return run(x, "final_sinc", apply_blur)
 
     steps = [lambda x: run(x, "final_video", apply_video), to_lr]
-    if cfg.shuffle_final and rng.random() < 0.5:
+    if config.shuffle_final and rng.random() < 0.5:
         steps.reverse()
     for step in steps:
         x = step(x)

@@ -377,13 +377,13 @@ def bleed_colours(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, rng: np.r
     cur, prev: uint8 [H, W, 3]; flow: [H, W, 2] from cur to prev. `count` overrides the random number of
     ellipses. Returns the new frame (cur is not modified) and the ellipses drawn.
     """
-    cfg = config or FlowGuidedConfig()
+    config = config or FlowGuidedConfig()
     _check_pair(cur, prev, flow)
     h, w = cur.shape[:2]
-    thr = cfg.motion_threshold
+    thr = config.motion_threshold
     if count is None:
-        count = int(rng.integers(cfg.ellipses[0], cfg.ellipses[1] + 1)) if rng.random() < cfg.bleed_prob else 0
-    if count <= 0 or cfg.strength <= 0:
+        count = int(rng.integers(config.ellipses[0], config.ellipses[1] + 1)) if rng.random() < config.bleed_prob else 0
+    if count <= 0 or config.strength <= 0:
         return cur.copy(), []
     step = 4 if min(h, w) >= 32 else 1  # candidate centres on a sparse grid: cheap, and plenty of them
     sub = flow[::step, ::step]
@@ -397,12 +397,12 @@ def bleed_colours(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, rng: np.r
         cy = min(h - 1, iy * step + int(rng.integers(step)))
         cx = min(w - 1, ix * step + int(rng.integers(step)))
         fx, fy = (float(v) for v in flow[cy, cx])
-        angle = math.atan2(fy, fx) + float(rng.normal(0.0, cfg.ellipse_angle_jitter))
-        a = max(2.0, float(rng.uniform(*cfg.ellipse_size)) * min(h, w))
-        b = max(1.5, a * float(rng.uniform(*cfg.ellipse_aspect)))
-        peak = min(1.0, float(rng.uniform(*cfg.bleed_weight)) * cfg.strength)
-        s = float(rng.normal(cfg.bleed_offset_mean, cfg.bleed_offset_std))
-        smooth = float(rng.uniform(*cfg.bleed_smooth)) * b
+        angle = math.atan2(fy, fx) + float(rng.normal(0.0, config.ellipse_angle_jitter))
+        a = max(2.0, float(rng.uniform(*config.ellipse_size)) * min(h, w))
+        b = max(1.5, a * float(rng.uniform(*config.ellipse_aspect)))
+        peak = min(1.0, float(rng.uniform(*config.bleed_weight)) * config.strength)
+        s = float(rng.normal(config.bleed_offset_mean, config.bleed_offset_std))
+        smooth = float(rng.uniform(*config.bleed_smooth)) * b
         e = Ellipse(float(cx), float(cy), a, b, angle, s, peak, smooth)
         _draw_ellipse(out, prev, flow, e, thr)
         drawn.append(e)
@@ -586,7 +586,7 @@ def motion_blur(frame: np.ndarray, flow: np.ndarray, gain: float, config: FlowGu
     seams and the weights sum to 1 at every pixel. Pixels farther than blend_width/2 from any moving
     block are returned bit-exact.
     """
-    cfg = config or FlowGuidedConfig()
+    config = config or FlowGuidedConfig()
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame is {getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}: "
                          "expected uint8 [H,W,3]")
@@ -595,24 +595,24 @@ def motion_blur(frame: np.ndarray, flow: np.ndarray, gain: float, config: FlowGu
     if gain < 0:
         raise ValueError(f"gain={gain}: expected >= 0 (kernel length per px of motion)")
     h, w = frame.shape[:2]
-    bs = cfg.block_size
+    bs = config.block_size
     bm = block_motion(flow, bs)
     nby, nbx = bm.shape[:2]
     mag = np.sqrt(bm[..., 0] ** 2 + bm[..., 1] ** 2)
-    if cfg.block_smooth > 0:  # direction from the motion-weighted neighbourhood (DIS is noisy on flat areas)
-        sm = cv2.GaussianBlur(bm, (0, 0), cfg.block_smooth, borderType=cv2.BORDER_REPLICATE)
+    if config.block_smooth > 0:  # direction from the motion-weighted neighbourhood (DIS is noisy on flat areas)
+        sm = cv2.GaussianBlur(bm, (0, 0), config.block_smooth, borderType=cv2.BORDER_REPLICATE)
         bm = np.where((sm[..., 0] ** 2 + sm[..., 1] ** 2 > 1e-6)[..., None], sm, bm)
-    levels = kernel_levels(cfg.max_kernel)
-    length = np.where(mag >= cfg.motion_threshold, gain * mag, 1.0).clip(1.0, levels[-1])
+    levels = kernel_levels(config.max_kernel)
+    length = np.where(mag >= config.motion_threshold, gain * mag, 1.0).clip(1.0, levels[-1])
     moving = length > 1.0
     if not moving.any():
         return frame.copy()
-    if cfg.block_smooth > 0:  # lengths smoothed over the moving neighbours (static blocks stay untouched)
+    if config.block_smooth > 0:  # lengths smoothed over the moving neighbours (static blocks stay untouched)
         mw = moving.astype(np.float32)
-        num = cv2.GaussianBlur(length.astype(np.float32) * mw, (0, 0), cfg.block_smooth, borderType=cv2.BORDER_REPLICATE)
-        den = cv2.GaussianBlur(mw, (0, 0), cfg.block_smooth, borderType=cv2.BORDER_REPLICATE)
+        num = cv2.GaussianBlur(length.astype(np.float32) * mw, (0, 0), config.block_smooth, borderType=cv2.BORDER_REPLICATE)
+        den = cv2.GaussianBlur(mw, (0, 0), config.block_smooth, borderType=cv2.BORDER_REPLICATE)
         length = np.where(moving, num / np.maximum(den, 1e-6), 1.0).clip(1.0, levels[-1])
-    nang = cfg.blur_angles
+    nang = config.blur_angles
     abin = np.rint((np.arctan2(bm[..., 1], bm[..., 0]) % np.pi) / (np.pi / nang)).astype(np.int64) % nang
     # each moving block takes the bank length nearest its own, at least the shortest blur (one kernel per
     # block; neighbours cross-fade at the edges)
@@ -634,8 +634,8 @@ def motion_blur(frame: np.ndarray, flow: np.ndarray, gain: float, config: FlowGu
     img = cv2.copyMakeBorder(frame, 0, hp - h, 0, wp - w, cv2.BORDER_REPLICATE) if (hp, wp) != (h, w) else frame.copy()
     mpad = int(levels[-1]) // 2 + 2  # kernel context around any crop; replicate at the frame border
     src = cv2.copyMakeBorder(img, mpad, mpad, mpad, mpad, cv2.BORDER_REPLICATE)
-    mx, my = _blend_maps(hp, wp, bs, cfg.blend_width)
-    ring = cfg.blend_width // 2  # how far a block's weight reaches into its neighbours
+    mx, my = _blend_maps(hp, wp, bs, config.blend_width)
+    ring = config.blend_width // 2  # how far a block's weight reaches into its neighbours
 
     def upsample(grid, y0, y1, x0, x1):  # pixel weights over [y0:y1, x0:x1] of a block grid
         return cv2.remap(grid, mx[y0:y1, x0:x1], my[y0:y1, x0:x1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -672,12 +672,12 @@ def _check_pair(cur, prev, flow) -> None:
 def iter_flow_guided(frames: Iterable[np.ndarray], config: FlowGuidedConfig | None = None,
                      seed: int | np.random.Generator | None = None) -> Iterator[np.ndarray]:
     """Degrade a stream of uint8 RGB frames [H, W, 3] one at a time (one frame of look-ahead)."""
-    cfg = config or FlowGuidedConfig()
+    config = config or FlowGuidedConfig()
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    gain = float(rng.uniform(*cfg.blur_gain)) * cfg.strength
-    dis = make_dis(cfg.dis_preset)
+    gain = float(rng.uniform(*config.blur_gain)) * config.strength
+    dis = make_dis(config.dis_preset)
     # search range in px of the (possibly resized) flow frames, even
-    search = max(4, 2 * round(cfg.alias_search * cfg.flow_scale / 2)) if cfg.alias_check else 0
+    search = max(4, 2 * round(config.alias_search * config.flow_scale / 2)) if config.alias_check else 0
     it = iter(frames)
 
     def take(i):
@@ -689,7 +689,7 @@ def iter_flow_guided(frames: Iterable[np.ndarray], config: FlowGuidedConfig | No
                              "expected uint8 [H,W,3]")
         if i and f.shape != size:
             raise ValueError(f"frame {i} has shape {f.shape}: expected {size} like frame 0")
-        return f, to_gray(f, cfg.flow_scale)
+        return f, to_gray(f, config.flow_scale)
 
     size = None
     prev, prev_g = take(0)
@@ -701,18 +701,18 @@ def iter_flow_guided(frames: Iterable[np.ndarray], config: FlowGuidedConfig | No
         yield prev.copy()
         return
     hw = size[:2]
-    if cfg.blur and gain > 0:
-        yield motion_blur(prev, compute_flow(prev_g, cur_g, dis, hw, search), gain, cfg)  # frame 0: blur only
+    if config.blur and gain > 0:
+        yield motion_blur(prev, compute_flow(prev_g, cur_g, dis, hw, search), gain, config)  # frame 0: blur only
     else:
         yield prev.copy()
     t = 1
     while cur is not None:
         flow = compute_flow(cur_g, prev_g, dis, hw, search)
         out = cur
-        if cfg.bleed:
-            out, _ = bleed_colours(cur, prev, flow, rng, cfg)
-        if cfg.blur and gain > 0:
-            out = motion_blur(out, flow, gain, cfg)
+        if config.bleed:
+            out, _ = bleed_colours(cur, prev, flow, rng, config)
+        if config.blur and gain > 0:
+            out = motion_blur(out, flow, gain, config)
         yield out if out is not cur else cur.copy()
         prev, prev_g = cur, cur_g
         t += 1

@@ -25,11 +25,11 @@ def dit_velocity(dit, negative_context: torch.Tensor | None = None, guidance: fl
     """velocity(x, t, context) for a plain T2V `SimpleGVRDiT` (in_dim = C, e.g. from
     `weights.import_wan_t2v`): one forward per step, or classifier-free guidance on text when
     `guidance != 1` (conditional and negative passes batched together)."""
-    cfg = getattr(dit, "cfg", None)
-    if cfg is None or not hasattr(cfg, "in_dim"):
+    config = getattr(dit, "config", None)
+    if config is None or not hasattr(config, "in_dim"):
         raise ValueError(f"dit is a {type(dit).__name__}: expected a SimpleGVRDiT")
-    if cfg.in_dim != cfg.out_dim:
-        raise ValueError(f"dit has in_dim={cfg.in_dim}, out_dim={cfg.out_dim}: model-guided degradation needs the plain "
+    if config.in_dim != config.out_dim:
+        raise ValueError(f"dit has in_dim={config.in_dim}, out_dim={config.out_dim}: model-guided degradation needs the plain "
                          "T2V base (in_dim = C), e.g. weights.import_wan_t2v(...)")
     if guidance != 1.0 and negative_context is None:
         raise ValueError(f"guidance={guidance} needs a negative_context (or use guidance=1)")

@@ -146,15 +146,15 @@ class WanCrossAttention(WanSelfAttention):
 class WanAttentionBlock(nn.Module):
     """Wan block: adaLN-modulated self-attention, cross-attention (ungated), modulated FFN."""
 
-    def __init__(self, cfg: DiTConfig):
+    def __init__(self, config: DiTConfig):
         super().__init__()
-        dim = cfg.dim
-        self.norm1 = WanLayerNorm(dim, cfg.eps)
-        self.self_attn = WanSelfAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.eps)
-        self.norm3 = WanLayerNorm(dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
-        self.cross_attn = WanCrossAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.eps)
-        self.norm2 = WanLayerNorm(dim, cfg.eps)
-        self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
+        dim = config.dim
+        self.norm1 = WanLayerNorm(dim, config.eps)
+        self.self_attn = WanSelfAttention(dim, config.num_heads, config.qk_norm, config.eps)
+        self.norm3 = WanLayerNorm(dim, config.eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
+        self.cross_attn = WanCrossAttention(dim, config.num_heads, config.qk_norm, config.eps)
+        self.norm2 = WanLayerNorm(dim, config.eps)
+        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(self, x, e0, context, rope, grid, attn_kwargs):
@@ -187,23 +187,23 @@ class Head(nn.Module):
 class SimpleGVRDiT(nn.Module):
     """Wan 2.1 DiT over cat[z_t, c] predicting the flow velocity v = eps - x0 (paper §3-4)."""
 
-    def __init__(self, cfg: DiTConfig):
+    def __init__(self, config: DiTConfig):
         super().__init__()
-        self.cfg = cfg
-        dim = cfg.dim
-        self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
-        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.config = config
+        dim = config.dim
+        self.patch_embedding = nn.Conv3d(config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
-        if cfg.noise_level_embed:
-            self.noise_level_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.blocks = nn.ModuleList([WanAttentionBlock(cfg) for _ in range(cfg.num_layers)])
-        self.head = Head(dim, cfg.out_dim, cfg.patch_size, cfg.eps)
+        if config.noise_level_embed:
+            self.noise_level_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.blocks = nn.ModuleList([WanAttentionBlock(config) for _ in range(config.num_layers)])
+        self.head = Head(dim, config.out_dim, config.patch_size, config.eps)
         self.gradient_checkpointing = False
         self.sequence_parallel = None  # a parallel.SequenceParallel splits the tokens over processes (parallel.enable)
-        self.attention_mode = cfg.attention
-        self.attention_options = {"unit_frames": cfg.unit_frames, "sparse_block": cfg.sparse_block,
-                                  "sparse_topk": cfg.sparse_topk}
+        self.attention_mode = config.attention
+        self.attention_options = {"unit_frames": config.unit_frames, "sparse_block": config.sparse_block,
+                                  "sparse_topk": config.sparse_topk}
         self.attention_kernel = "auto"  # sdpa | flex | auto (attention.resolve_kernel); not part of the checkpoint
         self.init_weights()
 
@@ -219,7 +219,7 @@ class SimpleGVRDiT(nn.Module):
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.head.head.weight)
-        if self.cfg.noise_level_embed:
+        if self.config.noise_level_embed:
             self.init_noise_level_embedding()
 
     def init_noise_level_embedding(self) -> None:
@@ -247,25 +247,25 @@ class SimpleGVRDiT(nn.Module):
 
     # --- forward ----------------------------------------------------------------------------
     def _check_inputs(self, x, cond, t, context, noise_level):
-        cfg = self.cfg
-        if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[1] != cfg.out_dim:
-            raise ValueError(f"z_t has shape {tuple(getattr(x, 'shape', ()))}: expected [B,{cfg.out_dim},T,H,W]")
+        config = self.config
+        if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[1] != config.out_dim:
+            raise ValueError(f"z_t has shape {tuple(getattr(x, 'shape', ()))}: expected [B,{config.out_dim},T,H,W]")
         b = x.shape[0]
-        if cfg.conditioned:
+        if config.conditioned:
             if cond is None:
-                raise ValueError(f"condition c is None: this DiT has in_dim={cfg.in_dim} and needs c shaped like z_t")
+                raise ValueError(f"condition c is None: this DiT has in_dim={config.in_dim} and needs c shaped like z_t")
             if tuple(cond.shape) != tuple(x.shape):
                 raise ValueError(f"condition c has shape {tuple(cond.shape)}: expected z_t's shape {tuple(x.shape)}")
         elif cond is not None:
-            raise ValueError(f"this DiT is a plain T2V model (in_dim={cfg.in_dim}): expected c=None")
+            raise ValueError(f"this DiT is a plain T2V model (in_dim={config.in_dim}): expected c=None")
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(b)
         if t.shape != (b,):
             raise ValueError(f"timestep t has shape {tuple(t.shape)}: expected [{b}] (values in [0, 1000])")
-        if context.ndim != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim:
-            raise ValueError(f"context has shape {tuple(context.shape)}: expected [{b}, L, {cfg.text_dim}]")
-        if cfg.noise_level_embed:
+        if context.ndim != 3 or context.shape[0] != b or context.shape[2] != config.text_dim:
+            raise ValueError(f"context has shape {tuple(context.shape)}: expected [{b}, L, {config.text_dim}]")
+        if config.noise_level_embed:
             if noise_level is None:
                 raise ValueError("noise_level is None: expected the condition noise level s in [0, 1]")
             noise_level = torch.as_tensor(noise_level, device=x.device)
@@ -277,13 +277,13 @@ class SimpleGVRDiT(nn.Module):
 
     def forward(self, x, cond, t, context, noise_level=None, attention: str | None = None):
         """x, cond: [B,C,T,H,W]; t: [B] in [0,1000]; context: [B,L,text_dim] -> velocity [B,C,T,H,W]."""
-        cfg = self.cfg
+        config = self.config
         t, noise_level = self._check_inputs(x, cond, t, context, noise_level)
         mode = attention or self.attention_mode
         if attention is not None:
             check_attention(mode, **self.attention_options)
         b, _, f, h, w = x.shape
-        pt, ph, pw = cfg.patch_size
+        pt, ph, pw = config.patch_size
         inp = torch.cat([x, cond], dim=1) if cond is not None else x
         pad = (0, -w % pw, 0, -h % ph, 0, -f % pt)
         if any(pad):  # e.g. 1080p: 135 latent rows -> 136 (replicate the edge), cropped again below
@@ -294,12 +294,12 @@ class SimpleGVRDiT(nn.Module):
         tokens = tokens.flatten(2).transpose(1, 2).contiguous()  # [B, L, dim]
 
         with _no_autocast(x.device.type):  # Wan keeps the time path in float32
-            e = _embed(self.time_embedding, sinusoidal_embedding_1d(cfg.freq_dim, t))
-            if cfg.noise_level_embed:
-                e = e + _embed(self.noise_level_embedding, sinusoidal_embedding_1d(cfg.freq_dim, 1000.0 * noise_level))
-            e0 = _embed(self.time_projection, e).unflatten(1, (6, cfg.dim))  # [B, 6, dim]
+            e = _embed(self.time_embedding, sinusoidal_embedding_1d(config.freq_dim, t))
+            if config.noise_level_embed:
+                e = e + _embed(self.noise_level_embedding, sinusoidal_embedding_1d(config.freq_dim, 1000.0 * noise_level))
+            e0 = _embed(self.time_projection, e).unflatten(1, (6, config.dim))  # [B, 6, dim]
         ctx = self.text_embedding(context.to(tokens.dtype))
-        rope = rope_cos_sin(grid, cfg.head_dim, x.device)
+        rope = rope_cos_sin(grid, config.head_dim, x.device)
         sp = self.sequence_parallel
         if sp is not None:  # this process keeps its share of the tokens (and of their RoPE angles)
             n_tokens = tokens.shape[1]
@@ -321,8 +321,8 @@ class SimpleGVRDiT(nn.Module):
     def unpatchify(self, x: torch.Tensor, grid) -> torch.Tensor:
         """[B, F*H*W, C*pt*ph*pw] -> [B, C, F*pt, H*ph, W*pw]."""
         b = x.shape[0]
-        pt, ph, pw = self.cfg.patch_size
+        pt, ph, pw = self.config.patch_size
         f, h, w = grid
-        x = x.reshape(b, f, h, w, pt, ph, pw, self.cfg.out_dim)
+        x = x.reshape(b, f, h, w, pt, ph, pw, self.config.out_dim)
         x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return x.reshape(b, self.cfg.out_dim, f * pt, h * ph, w * pw)
+        return x.reshape(b, self.config.out_dim, f * pt, h * ph, w * pw)

@@ -270,19 +270,19 @@ class MemoryUpsampler(nn.Module):
 class LatentUpsampler(nn.Module):
     """Bring a (noise-augmented) normalised LR latent to the HR latent size: [B,C,T,H,W] -> [B,C,T,H2,W2]."""
 
-    def __init__(self, cfg: UpsamplerConfig):
+    def __init__(self, config: UpsamplerConfig):
         super().__init__()
-        self.cfg = cfg
-        c, hid, r = cfg.channels, cfg.hidden, cfg.temporal_factor
-        if cfg.base == "linear":
-            self.base = LinearBase(c, cfg.base_factor, cfg.base_kernel)
-        if cfg.mode == "interp":
+        self.config = config
+        c, hid, r = config.channels, config.hidden, config.temporal_factor
+        if config.base == "linear":
+            self.base = LinearBase(c, config.base_factor, config.base_kernel)
+        if config.mode == "interp":
             return
-        if cfg.mode == "memory":
-            self.memory = MemoryUpsampler(c, hid, cfg.memory_blocks, cfg.memory_scale)
+        if config.mode == "memory":
+            self.memory = MemoryUpsampler(c, hid, config.memory_blocks, config.memory_scale)
             return
-        time_in = TemporalExpand(hid, r) if cfg.mode == "learned" else ResBlock3d(hid, hid)
-        time_out = TemporalCompress(hid, r) if cfg.mode == "learned" else ResBlock3d(hid, hid)
+        time_in = TemporalExpand(hid, r) if config.mode == "learned" else ResBlock3d(hid, hid)
+        time_out = TemporalCompress(hid, r) if config.mode == "learned" else ResBlock3d(hid, hid)
         self.res_in = nn.ModuleList([ResBlock3d(c, hid), time_in])
         self.res_out = nn.ModuleList([time_out, ResBlock3d(hid, hid)])
         self.proj_out = nn.Conv3d(hid, c, kernel_size=(1, 3, 3), padding=(0, 1, 1))
@@ -296,9 +296,9 @@ class LatentUpsampler(nn.Module):
         return c
 
     def _check(self, cs: torch.Tensor, size) -> tuple[int, int]:
-        cfg = self.cfg
-        if not isinstance(cs, torch.Tensor) or cs.ndim != 5 or cs.shape[1] != cfg.channels:
-            raise ValueError(f"c_s has shape {tuple(getattr(cs, 'shape', ()))}: expected [B,{cfg.channels},T,H,W]")
+        config = self.config
+        if not isinstance(cs, torch.Tensor) or cs.ndim != 5 or cs.shape[1] != config.channels:
+            raise ValueError(f"c_s has shape {tuple(getattr(cs, 'shape', ()))}: expected [B,{config.channels},T,H,W]")
         if cs.shape[2] < 1:
             raise ValueError("c_s has 0 latent frames: expected at least 1")
         if len(size) != 2 or min(int(v) for v in size) < 1:
@@ -310,9 +310,9 @@ class LatentUpsampler(nn.Module):
     def native_size(self, lr_hw: tuple[int, int]) -> tuple[int, int] | None:
         """The output size (H, W) the `memory` mode's weights make for an LR latent of lr_hw:
         memory_scale x it. None for the other modes, which are built for any size."""
-        if self.cfg.mode != "memory":
+        if self.config.mode != "memory":
             return None
-        return self.cfg.memory_scale * int(lr_hw[0]), self.cfg.memory_scale * int(lr_hw[1])
+        return self.config.memory_scale * int(lr_hw[0]), self.config.memory_scale * int(lr_hw[1])
 
     def _memory_output(self, cs: torch.Tensor, y: torch.Tensor, size: tuple[int, int]):
         # Ultra Flash's condition is the network's output at its native size (memory_scale x).
@@ -327,8 +327,8 @@ class LatentUpsampler(nn.Module):
         cs [B, C, T, H, W] holds the group's frames; state None starts a clip, else the state the
         previous group returned. The groups' outputs, concatenated, equal forward() on the clip.
         """
-        if self.cfg.mode != "memory":
-            raise ValueError(f"stream() needs upsampler mode 'memory', got {self.cfg.mode!r}")
+        if self.config.mode != "memory":
+            raise ValueError(f"stream() needs upsampler mode 'memory', got {self.config.mode!r}")
         size = self._check(cs, size)
         y, state = self.memory.stream(cs.to(self.memory.final.weight.dtype), state)
         return self._memory_output(cs, y, size), state
@@ -336,13 +336,13 @@ class LatentUpsampler(nn.Module):
     def forward(self, cs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """cs: the noise-augmented LR latent c_s [B, C, T, H, W]; size: the HR latent (H2, W2).
         Mode `memory` makes native_size(H, W), its condition; another size is a bilinear resize."""
-        cfg = self.cfg
+        config = self.config
         size = self._check(cs, size)
-        if cfg.mode == "memory":
+        if config.mode == "memory":
             y = self.memory(cs.to(self.memory.final.weight.dtype))  # [B, C, T, sH, sW]
             return self._memory_output(cs, y, size)
-        base = self.base(cs, size) if cfg.base == "linear" else resize_frames(cs, size)
-        if cfg.mode == "interp":
+        base = self.base(cs, size) if config.base == "linear" else resize_frames(cs, size)
+        if config.mode == "interp":
             return base
         dtype = self.proj_out.weight.dtype
         h = resize_frames(self.expand(cs.to(dtype)), size)
