@@ -109,6 +109,17 @@ def test_decode_is_causal_first_latents_give_first_frames(model, fixture):
     torch.testing.assert_close(frames, fx["t9.frames"][:, :, :9], atol=ATOL, rtol=0)
 
 
+def test_batch_items_decode_independently(model, fixture):
+    _, fx = fixture
+    z = fx["t5.latent"][:, :, :3]
+    other = build_latent(8, 3, *z.shape[3:])
+    both = torch.cat([other, z])                               # B = 2
+    for chunk in (None, 1, 2):
+        out = model.decode(both, chunk_frames=chunk)
+        torch.testing.assert_close(out[1:], fx["t5.frames"][:, :, :9], atol=ATOL, rtol=0)
+        torch.testing.assert_close(out[:1], model.decode(other), atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("schedule", [(1,), (2,), (1, 2), (3, 4), (4, 1, 2), (8, 1)])
 def test_chunked_stream_equals_full_decode(model, fixture, schedule):
     _, fx = fixture
