@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoint import open_safetensors
 from ..files import check_input_file
 
 __all__ = ["TinyDecoder", "TinyDecoderStream", "load_tiny_decoder", "tiny_decoder_state_dict",
@@ -327,6 +326,10 @@ def expected_shapes(latent_channels: int = 16) -> dict[str, tuple[int, ...]]:
 
 def _read_file(path: Path) -> dict:
     if path.suffix.lower() == ".safetensors":
+        # Imported here: checkpoint.py stands above the networks (it imports models/), and the
+        # one safe safetensors reader lives there.
+        from ..checkpoint import open_safetensors
+
         with open_safetensors(path) as f:
             keys = [k for k in f.keys() if not k.startswith("encoder.")]
             try:
