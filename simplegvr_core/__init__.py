@@ -14,12 +14,14 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DiTConfig, SimpleGVRConfig, UpsamplerConfig, get_config
 from .latent_formats import LatentFormat, get_format
 from .model import SimpleGVR
+from .models.tiny_decoder import TinyDecoder, TinyDecoderStream
 from .pipeline import build_condition, sample, upscale
-from .weights import import_wan
+from .weights import import_wan, load_tiny_decoder
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SimpleGVR", "SimpleGVRConfig", "DiTConfig", "UpsamplerConfig", "LatentFormat", "build_condition", "get_config",
     "get_format", "import_wan", "load_checkpoint", "sample", "save_checkpoint", "upscale", "__version__",
+    "TinyDecoder", "TinyDecoderStream", "load_tiny_decoder",
 ]

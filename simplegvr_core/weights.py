@@ -12,6 +12,7 @@ SimpleGVR's own file format is `checkpoint.py`.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .files import atomic_write, check_input_file, parse_json
 from .latent_formats import get_format
 from .model import SimpleGVR
 from .models import LatentUpsampler
+from .models.tiny_decoder import TinyDecoder, check_dtype, tiny_decoder_state_dict
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -334,3 +336,76 @@ def convert_cogvideox(src: str | os.PathLike, out: str | os.PathLike, dtype: tor
     sd = {k: v.contiguous() for k, v in sd.items()}
     meta = {"source": Path(src).name, "converted_by": "simplegvr convert-cogvideox"}
     return atomic_write(out, lambda tmp: save_file(sd, tmp, metadata=meta), replace=replace)
+
+
+# --- other weights files: .pth read safely; the TAEHV tiny decoder ------------------------------------------
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+
+
+def read_weights_file(path: str | os.PathLike, what: str = "weights", skip: tuple[str, ...] = ()) -> dict:
+    """The tensors of one weights file, whatever its kind: `.safetensors` (header first; keys starting with `skip`
+    are not read), or `.pth` / `.pt` / `.ckpt` / `.bin` through torch.load(weights_only=True) only. A pickle that
+    would run code is refused as unsafe (ValueError; nothing runs, and the message never suggests turning the
+    protection off); any other failure is a ValueError naming the file."""
+    path = check_input_file(path, what)
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{what} {str(path)!r}: expected a file ending in {', '.join(WEIGHT_SUFFIXES)}")
+    if path.suffix.lower() == ".safetensors":
+        with open_safetensors(path) as f:
+            keys = [k for k in f.keys() if not k.startswith(skip)] if skip else list(f.keys())
+            try:
+                return {k: f.get_tensor(k) for k in keys}
+            except Exception as e:  # noqa: BLE001 - SafetensorError on a corrupt payload
+                raise ValueError(f"{str(path)!r} is not a readable safetensors file "
+                                 f"({type(e).__name__}: {e})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():
+            raise ValueError(f"{str(path)!r} is not a readable PyTorch weights file "
+                             f"(UnpicklingError: {_first_line(e)})") from None
+        m = re.search(r"unsupported (global|operand)[^\n]*", str(e), re.IGNORECASE)
+        reason = m.group(0).rstrip(".") if m else "objects other than tensors"
+        raise ValueError(f"{str(path)!r} was refused as unsafe: it is not a plain pickle of "
+                         f"tensors, so reading it could run code ({reason}); convert it to "
+                         "safetensors from a source you trust") from None
+    except Exception as e:  # noqa: BLE001 - zip/pickle corruption, truncated files
+        raise ValueError(f"{str(path)!r} is not a readable PyTorch weights file "
+                         f"({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def _unwrap_decoder(obj, path: Path) -> dict:
+    """The state dict of a file: the dict itself, or its 'state_dict' / 'model' entry."""
+    if isinstance(obj, dict) and not any(str(k).startswith("decoder.") for k in obj):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not any(str(k).startswith("decoder.") for k in obj):
+        raise ValueError(f"{str(path)!r} holds no TAEHV decoder: expected 'decoder.N...' tensors "
+                         "(a state dict, or one under 'state_dict' or 'model')")
+    return obj
+
+
+def load_tiny_decoder(path: str | os.PathLike, device: str | torch.device = "cpu",
+                      dtype: torch.dtype | None = torch.float32) -> TinyDecoder:
+    """A TinyDecoder from a TAEHV weights file (`tiny_decoder.pth`, `taew2_1.pth` or .safetensors).
+
+    .pth/.pt/.ckpt/.bin are read with torch.load(weights_only=True) only: a pickle that would run
+    code is refused. dtype None keeps the file's dtype. The model is in eval mode without grads;
+    `model.load_notes` lists any TGrow weight that was cut to size.
+    """
+    p = Path(path)
+    check_dtype(dtype)
+    sd = _unwrap_decoder(read_weights_file(p, "tiny decoder weights", skip=("encoder.",)), p)
+    sd, channels, notes = tiny_decoder_state_dict(sd, repr(str(p)))
+    with torch.device("meta"):                    # no random init of weights about to be replaced
+        model = TinyDecoder(channels)
+    model.load_state_dict(sd, strict=True, assign=True)
+    model = model.to(device=device, dtype=dtype or sd["decoder.1.weight"].dtype)
+    model.load_notes = notes
+    return model.eval().requires_grad_(False)
