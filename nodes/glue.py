@@ -43,6 +43,18 @@ DEFAULT_WIDTH, DEFAULT_HEIGHT = 1920, 1080
 RESIZE_CHOICES = pipeline.RESIZE_MODES  # "short edge" (default), "long edge", "width and height", "scale"
 DEFAULT_RESIZE_BY, DEFAULT_EDGE = pipeline.DEFAULT_RESIZE_BY, pipeline.DEFAULT_EDGE
 MEMORY_CHOICES = ("auto", "manual")
+AUTO_NOISE = -1.0  # the noise_level widget's "auto": the checkpoint's recipe (pipeline.resolve_noise_level)
+AUTO_GUIDANCE = 0.0  # the cfg widget's "auto": the checkpoint's recipe (pipeline.resolve_guidance)
+
+
+def noise_level_arg(value: float) -> float | str:
+    """The core's noise_level for the widget's value: "auto" for AUTO_NOISE (any negative), else the value."""
+    return pipeline.AUTO if float(value) < 0 else float(value)
+
+
+def guidance_arg(value: float) -> float | str:
+    """The core's cfg for the widget's value: "auto" for AUTO_GUIDANCE, else the value."""
+    return pipeline.AUTO if float(value) == AUTO_GUIDANCE else float(value)
 
 
 @dataclass
@@ -112,6 +124,8 @@ def target_args(resize_by: str, edge: int, width: int, height: int, scale: float
         return {"width": int(width), "height": int(height)}
     if resize_by == "scale":
         return {"scale": float(scale)}
+    if resize_by == "native":  # the size the model's upsampler was trained for (Ultra Flash: 2x), else 2.25x
+        return {}
     raise ValueError(f"resize_by {resize_by!r}: expected one of {list(RESIZE_CHOICES)}")
 
 
@@ -213,7 +227,7 @@ def sampling_plan(model: SimpleGVR, shape, *, memory: str, free: int | None, gui
 
 
 def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_context, seed: int, steps: int | str,
-                guidance: float, shift: float, sampler: str, attention: str | None, memory: str = "auto",
+                guidance: float | str, shift: float, sampler: str, attention: str | None, memory: str = "auto",
                 colour_fix: str = "none", chunk_frames: int = 0, tile_size: int = 0,
                 output_scale: str = "same as input", callback_for: Callable[[int], Callable] | None = None,
                 say: Callable[[str], None] = lambda text: None) -> dict:
@@ -222,11 +236,12 @@ def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_cont
     mode's own plan would need is asked for first), sample, and return the output LATENT. Every size, plan and
     estimate is computed once and handed on. `say(text)` gets the lines for the node; `callback_for(n_steps)` makes
     the progress callback."""
+    guidance = pipeline.resolve_guidance(model, guidance)
     info = condition_from_latent(samples, model, host.model_name)
     lines = []
     if info is None:  # a plain LR latent: the Latent Upsampler's defaults (short edge 1080, aspect kept)
         lr = read_video_latent(samples, model.latent_format, "auto", "LR latent")
-        out, text, _ = upsample(model, lr, DEFAULT_SIZE, pipeline.DEFAULT_NOISE_LEVEL, seed, host)
+        out, text, _ = upsample(model, lr, DEFAULT_SIZE, pipeline.AUTO, seed, host)
         log.info("SimpleGVR Sampler: a plain LATENT %s, upsampled with the defaults: %s; %s",
                  tuple(samples["samples"].shape), text, lr.note)
         info = out[LATENT_KEY]
@@ -238,7 +253,7 @@ def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_cont
         free = host.free()
     else:
         free = None
-    chosen, need, text = sampling_plan(model, shape, memory=memory, free=free, guidance=float(guidance),
+    chosen, need, text = sampling_plan(model, shape, memory=memory, free=free, guidance=guidance,
                                        attention=attention,
                                        chunk_frames=chunk_frames, tile_size=tile_size)
     host.load(need)
@@ -249,7 +264,7 @@ def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_cont
     say("\n\n".join(lines))
     # auto planned for what is free (within the device); a manual plan is checked against the device's memory
     x = pipeline.sample(model, cond, chosen, context=context, negative_context=negative_context, steps=steps,
-                        cfg=float(guidance), shift=float(shift), seed=int(seed), sampler=sampler,
+                        cfg=guidance, shift=float(shift), seed=int(seed), sampler=sampler,
                         colour_fix=colour_fix,
                         callback=callback_for(n_steps) if callback_for else None,
                         memory_budget=host.budget if memory == "manual" else None)

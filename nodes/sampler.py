@@ -46,8 +46,10 @@ class SimpleGVRSampler(io.ComfyNode):
                              tooltip="Euler steps from pure noise. 0 = auto: the checkpoint's recommended steps and "
                                      "schedule (50 for a teacher, as the paper; 1-4 for a distilled checkpoint; shift "
                                      "is then not used)."),
-                io.Float.Input("cfg", default=pipeline.DEFAULT_GUIDANCE, min=1.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance on the text. 1.0 runs one DiT pass per step and "
+                io.Float.Input("cfg", default=glue.AUTO_GUIDANCE, min=glue.AUTO_GUIDANCE, max=30.0, step=0.1,
+                               round=0.01,
+                               tooltip="Classifier-free guidance on the text. 0 = auto: the checkpoint's recipe "
+                                       "(a SimpleGVR teacher: 5; Ultra Flash: 1). 1.0 runs one DiT pass per step and "
                                        "ignores the negative prompt."),
                 io.Float.Input("shift", default=pipeline.DEFAULT_SHIFT, min=0.1, max=100.0, step=0.1,
                                tooltip="Timestep shift of the flow schedule, sigma' = s*sigma/(1+(s-1)*sigma) (Wan "
@@ -90,7 +92,8 @@ class SimpleGVRSampler(io.ComfyNode):
         out = glue.run_sampler(
             net, samples, runtime.host(model), context=glue.conditioning_to_context(positive, "positive"),
             negative_context=glue.conditioning_to_context(negative, "negative"), seed=seed,
-            steps=pipeline.AUTO_STEPS if steps == AUTO_STEPS else int(steps), guidance=cfg, shift=shift,
+            steps=pipeline.AUTO_STEPS if steps == AUTO_STEPS else int(steps),
+            guidance=glue.guidance_arg(cfg), shift=shift,
             sampler=sampler,
             attention=None if attention == MODEL_DEFAULT else attention, memory=memory, colour_fix=colour_fix,
             chunk_frames=chunk_frames, tile_size=tile_size, output_scale=output_scale,

@@ -35,7 +35,10 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
                                tooltip="short edge / long edge: that side of the output becomes `edge` pixels and the "
                                        "other follows the input's aspect ratio (832x480 -> 1872x1080; a portrait "
                                        "480x832 -> 1080x1872). width and height: exactly that size (a warning says "
-                                       "when it stretches the picture). scale: scale x the input size."),
+                                       "when it stretches the picture). scale: scale x the input size. native: the "
+                                       "size the model's upsampler was trained for (Ultra Flash: 2x, 832x480 -> "
+                                       "1664x960), else 2.25x; other sizes on such a model are labelled as outside "
+                                       "its training."),
                 io.Int.Input("edge", default=glue.DEFAULT_EDGE, min=16, max=16384, step=8,
                              tooltip="Pixels of the output's short (or long) side, rounded to the latent grid (/8 for "
                                      "Wan 2.1 and CogVideoX, /16 for Wan 2.2, where 1080 becomes 1088). Used when "
@@ -49,10 +52,10 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
                 io.Float.Input("scale", default=pipeline.DEFAULT_SCALE, min=1.0, max=8.0, step=0.05,
                                tooltip="Target size as a multiple of the input (2.25: 480p -> 1080p). Used when "
                                        "resize_by is 'scale'."),
-                io.Float.Input("noise_level", default=pipeline.DEFAULT_NOISE_LEVEL, min=0.0, max=1.0, step=0.01,
-                               tooltip="Condition noise s: c = (1-s)*LR + s*noise before upsampling (paper: 0.4 at "
-                                       "inference; trained on 0.3-0.6). Higher hides more LR artefacts and invents "
-                                       "more detail."),
+                io.Float.Input("noise_level", default=glue.AUTO_NOISE, min=glue.AUTO_NOISE, max=1.0, step=0.01,
+                               tooltip="Condition noise s: c = (1-s)*LR + s*noise before upsampling. -1 = auto: the "
+                                       "checkpoint's recipe (Ultra Flash: 0; a SimpleGVR teacher: 0.4, the paper's, "
+                                       "trained on 0.3-0.6). Higher hides more LR artefacts and invents more detail."),
                 io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
                              tooltip="Seed of the condition noise."),
                 io.Combo.Input("latent_scale", options=list(glue.LATENT_SCALE_CHOICES), default="auto",
@@ -70,7 +73,7 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
         net = runtime.module(model)
         lr = glue.read_video_latent(samples, net.latent_format, latent_scale, "LR latent")
         size = glue.target_args(resize_by, edge, width, height, scale)
-        out, text, warnings = glue.upsample(net, lr, size, noise_level, seed, runtime.host(model))
+        out, text, warnings = glue.upsample(net, lr, size, glue.noise_level_arg(noise_level), seed, runtime.host(model))
         for warning in warnings:
             log.warning("SimpleGVR: %s", warning)
         log.info("SimpleGVR Latent Upsampler: %s %s; %s", tuple(samples["samples"].shape), text, lr.note)

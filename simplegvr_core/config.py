@@ -13,7 +13,8 @@ from typing import Any
 
 from .latent_formats import get_format
 
-ATTENTION_MODES = ("full", "temporal_units", "sparse_local")
+ATTENTION_MODES = ("full", "temporal_units", "sparse_local", "block_sparse_causal")
+CAUSAL_MODE = "block_sparse_causal"  # Ultra Flash's streaming attention: the clip runs in groups, causally
 UPSAMPLER_MODES = ("learned", "interp", "channel_only", "memory")
 UPSAMPLER_BASES = ("bilinear", "linear")
 
@@ -69,6 +70,17 @@ class DiTConfig:
     unit_frames: int = 5  # temporal_units: latent frames per unit (paper §4.4)
     sparse_block: tuple[int, int] = (9, 12)  # sparse_local: (h, w) tokens per 2D block ("12x9", w x h)
     sparse_topk: int = 1  # sparse_local: extra key blocks each query block attends to
+    # block_sparse_causal (Ultra Flash, models/block_sparse.py): zero-padded (frames, rows, columns) token blocks,
+    # causal across temporal blocks, a window of `causal_local_range` blocks, per head the top-k key blocks by
+    # pooled score (k from `causal_top_k_ratio` and `causal_ref_tokens`, or `causal_top_k` > 0); the clip runs in
+    # groups of `causal_group_frames` latent frames, each seeing a cache of the last `causal_kv_blocks` blocks.
+    causal_block: tuple[int, int, int] = (2, 8, 8)
+    causal_local_range: int = 9
+    causal_top_k_ratio: float = 1.0
+    causal_ref_tokens: int = 1560
+    causal_top_k: int = 0
+    causal_kv_blocks: int = 3
+    causal_group_frames: int = 6
 
     def __post_init__(self) -> None:
         # Types and ranges first: a config can come from a checkpoint's metadata (untrusted).
@@ -84,6 +96,14 @@ class DiTConfig:
             raise ValueError(f"dit.attention={self.attention!r}: expected one of {ATTENTION_MODES}")
         self.patch_size = _check_ints("dit", "patch_size", self.patch_size, 3, LIMITS["patch"])
         self.sparse_block = _check_ints("dit", "sparse_block", self.sparse_block, 2, LIMITS["sparse_block"])
+        self.causal_block = _check_ints("dit", "causal_block", self.causal_block, 3, LIMITS["sparse_block"])
+        for name in ("causal_local_range", "causal_kv_blocks", "causal_group_frames"):
+            _check_int("dit", name, getattr(self, name), 1, LIMITS["unit_frames"])
+        _check_int("dit", "causal_ref_tokens", self.causal_ref_tokens, 0, 1 << 24)
+        _check_int("dit", "causal_top_k", self.causal_top_k, 0, 1 << 24)
+        if isinstance(self.causal_top_k_ratio, bool) or not isinstance(self.causal_top_k_ratio, (int, float)) or \
+                not 0 <= self.causal_top_k_ratio <= 1e6:
+            raise ValueError(f"dit.causal_top_k_ratio={self.causal_top_k_ratio!r}: expected a number in [0, 1e6]")
         if self.freq_dim % 2:
             raise ValueError(f"dit.freq_dim={self.freq_dim}: expected an even number (cos and sin halves)")
         if self.dim % self.num_heads:

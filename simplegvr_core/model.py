@@ -54,7 +54,7 @@ class SimpleGVR(nn.Module):
         v = self.velocity(z_t, c, t, context, noise_level, attention=attention)
         return (v, c) if return_condition else v
 
-    def velocity(self, z_t, c, t, context, noise_level, attention: str | None = None):
+    def velocity(self, z_t, c, t, context, noise_level, attention: str | None = None, stream=None):
         """The flow velocity v = ε - x0 of the HR latent at z_t = (1-σ) x0 + σ ε, σ = t/1000, against the condition c
         (what every sampler and loss sees; the signature of `dit`).
 
@@ -66,10 +66,11 @@ class SimpleGVR(nn.Module):
         outputs 0 (a fresh one: its head starts at zero) leaves x0 = c at every σ, and at σ = 1 the flow loss is the
         x0 error (a one-step student regresses HR from c directly, with no noise to cancel)."""
         if self.config.prediction == "hr":
-            return self.dit(z_t, c, t, context, noise_level, attention=attention)
+            return self.dit(z_t, c, t, context, noise_level, attention=attention, stream=stream)
         base = c.detach().float()
         sigma = (torch.as_tensor(t, device=z_t.device).float() / 1000.0).reshape(-1, *[1] * (z_t.dim() - 1))
-        v = self.dit((z_t.float() - (1.0 - sigma) * base).to(z_t.dtype), c, t, context, noise_level, attention=attention)
+        v = self.dit((z_t.float() - (1.0 - sigma) * base).to(z_t.dtype), c, t, context, noise_level, attention=attention,
+                     stream=stream)
         if self.config.prediction == "residual_x0":  # x0 = c + DiT, and v = (z_t - x0) / σ (σ floored at 1e-3)
             return (z_t.float() - base - v.float()) / sigma.clamp_min(1e-3)
         return v.float() - base

@@ -93,7 +93,7 @@ def _finite(name: str, value, lo: float, hi: float, lo_open: bool = False) -> fl
     return v
 
 
-RESIZE_MODES = ("short edge", "long edge", "width and height", "scale")  # how a host may give the target size
+RESIZE_MODES = ("short edge", "long edge", "width and height", "scale", "native")  # how a host gives the size
 DEFAULT_RESIZE_BY, DEFAULT_EDGE = "short edge", 1080  # the nodes' default: 1080p, the input's aspect ratio kept
 DEFAULT_SCALE = 2.25  # 480p -> 1080p, the core's and the CLI's default when no size is given
 ASPECT_TOLERANCE = 0.01  # an explicit size that changes the aspect ratio by more than this (plus rounding) warns
@@ -109,7 +109,8 @@ def target_size(model: SimpleGVR, lr_hw: tuple[int, int], width: int | None = No
                 scale: float | None = None, *, short_edge: int | None = None, long_edge: int | None = None) -> tuple[int, int]:
     """HR latent (H, W) for an LR latent of `lr_hw`, from exactly one of: `short_edge` or `long_edge` (pixels of that
     side of the output, the other side following the input's aspect ratio), `width` and `height` (pixels, as given:
-    see `aspect_warning`), or `scale` (default 2.25, 480p -> 1080p). Rounded to the latent grid."""
+    see `aspect_warning`), or `scale`. Without any: the upsampler's native size where its weights have one (Ultra
+    Flash's: 2x), else DEFAULT_SCALE (2.25, 480p -> 1080p). Rounded to the latent grid."""
     fmt = model.latent_format
     given = [name for name, v in (("width/height", width if width is not None else height), ("scale", scale),
                                   ("short_edge", short_edge), ("long_edge", long_edge)) if v is not None]
@@ -130,6 +131,8 @@ def target_size(model: SimpleGVR, lr_hw: tuple[int, int], width: int | None = No
         # each side * edge / (r * side), rounded in exact integers with halves up: an edge between two grid lines (1080
         # on Wan 2.2's /16 grid, 67.5 latent pixels) becomes 1088 whatever the float rounding, never 1072
         size = (max(1, (2 * h * edge + r * side) // (2 * r * side)), max(1, (2 * w * edge + r * side) // (2 * r * side)))
+    elif scale is None and model.upsampler.native_size((h, w)) is not None:
+        size = model.upsampler.native_size((h, w))
     else:
         scale = DEFAULT_SCALE if scale is None else _finite("scale", scale, 0.0, MAX_LATENT_SIDE, lo_open=True)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -140,6 +143,18 @@ def target_size(model: SimpleGVR, lr_hw: tuple[int, int], width: int | None = No
         raise ValueError(f"target {size[1] * r}x{size[0] * r} px (latent {size[0]}x{size[1]}) is smaller than the input "
                          f"{w * r}x{h * r} px (latent {h}x{w}): SimpleGVR only upscales")
     return size
+
+
+def native_warning(model: SimpleGVR, lr_hw: tuple[int, int], hr_hw: tuple[int, int]) -> str | None:
+    """A user-facing warning when the upsampler's weights were trained for one size (Ultra Flash's 2x) and `hr_hw`
+    is another: the condition is then that output resized bilinearly, outside what the weights were trained for."""
+    native = model.upsampler.native_size(lr_hw)
+    if native is None or tuple(hr_hw) == tuple(native):
+        return None
+    r = model.latent_format.spatial_ratio
+    return (f"{hr_hw[1] * r}x{hr_hw[0] * r} px is outside what this model was trained for: its upsampler makes "
+            f"{native[1] * r}x{native[0] * r} px ({native[0] // lr_hw[0]}x); the condition is resized bilinearly to "
+            "the size asked for (resize_by 'native' keeps the trained size)")
 
 
 def aspect_warning(model: SimpleGVR, lr_hw: tuple[int, int], hr_hw: tuple[int, int]) -> str | None:
@@ -211,14 +226,14 @@ def plan_condition(model: SimpleGVR, lr_shape, *, width: int | None = None, heig
     None: no check). Nothing large is allocated."""
     lr_shape = tuple(int(v) for v in lr_shape)
     size = target_size(model, lr_shape[3:], width, height, scale, short_edge=short_edge, long_edge=long_edge)
-    stretched = aspect_warning(model, lr_shape[3:], size)
+    warnings = tuple(w for w in (native_warning(model, lr_shape[3:], size), aspect_warning(model, lr_shape[3:], size))
+                     if w)
     device, dtype = _model_device_dtype(model)
     if chunk_frames != AUTO and chunk_frames is not None and (
             isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1):
         raise ValueError(f"chunk_frames={chunk_frames!r}: expected 'auto', None or a number of latent frames >= 1")
     chunk = None if chunk_frames == AUTO else chunk_frames
-    plan = ConditionPlan(lr_shape, size, chunk, upsampler_memory(model, lr_shape, size, chunk, dtype),
-                         (stretched,) if stretched else ())
+    plan = ConditionPlan(lr_shape, size, chunk, upsampler_memory(model, lr_shape, size, chunk, dtype), warnings)
     if chunk_frames == AUTO:
         budget = available_memory(device) if memory_budget in (None, AUTO) else int(memory_budget)
         return plan.fit(model, budget)
@@ -230,7 +245,7 @@ def plan_condition(model: SimpleGVR, lr_shape, *, width: int | None = None, heig
 def build_condition(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, plan: ConditionPlan | None = None, *,
                     width: int | None = None, height: int | None = None, scale: float | None = None,
                     short_edge: int | None = None, long_edge: int | None = None,
-                    noise_level: float = DEFAULT_NOISE_LEVEL, seed: int = 0,
+                    noise_level: float | str = AUTO, seed: int = 0,
                     chunk_frames: int | str | None = DEFAULT_CONDITION_CHUNK,
                     latent_format: str | LatentFormat | None = None, latent_scale: str = "raw",
                     memory_budget=None) -> Condition:
@@ -241,9 +256,10 @@ def build_condition(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, pla
     one it is made here from the size arguments (`target_size`'s), `chunk_frames` and `memory_budget`. The learned
     upsampler is causal with a receptive field of UPSAMPLER_CONTEXT latent frames, so it runs on chunks with that
     much past context and gives exactly the whole-clip result while its memory stays bounded by the chunk.
+    noise_level: the condition noise s ("auto": the checkpoint's recipe, else DEFAULT_NOISE_LEVEL).
     """
     lr = _lr(model, lr_latent, latent_format, latent_scale)
-    noise_level = _finite("noise_level", noise_level, 0.0, 1.0)
+    noise_level = resolve_noise_level(model, noise_level)
     seed = seeding.check_seed(seed)
     x = lr.raw
     if plan is None:
@@ -298,6 +314,24 @@ def sampling_sigmas(model: SimpleGVR, steps: int | str = AUTO_STEPS, shift: floa
     return flow_sigmas(steps, shift)
 
 
+def resolve_guidance(model: SimpleGVR, cfg: float | str = AUTO) -> float:
+    """The guidance scale of a run: "auto" takes the checkpoint's recipe (`model.sampling.guidance`; an Ultra Flash
+    model: 1, one pass) or DEFAULT_GUIDANCE when it records none; a number is checked and kept."""
+    if cfg == AUTO:
+        g = model.sampling.guidance
+        return DEFAULT_GUIDANCE if g is None else g
+    return _finite("cfg", cfg, 0.0, MAX_CFG, lo_open=True)
+
+
+def resolve_noise_level(model: SimpleGVR, noise_level: float | str = AUTO) -> float:
+    """The condition noise level s of a run: "auto" takes the checkpoint's recipe (`model.sampling.noise_level`; an
+    Ultra Flash model: 0) or DEFAULT_NOISE_LEVEL; a number in [0, 1] is checked and kept."""
+    if noise_level == AUTO:
+        s = model.sampling.noise_level
+        return DEFAULT_NOISE_LEVEL if s is None else s
+    return _finite("noise_level", noise_level, 0.0, 1.0)
+
+
 def check_steps(steps) -> int | str:
     """`steps` when it is "auto" or an int in [1, MAX_STEPS]; ValueError otherwise."""
     if steps != AUTO_STEPS and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
@@ -312,26 +346,30 @@ def step_count(model: SimpleGVR, steps: int | str = AUTO_STEPS) -> int:
 
 @torch.no_grad()
 def sample(model: SimpleGVR, condition: Condition, plan: SamplingPlan | None = None, *, context=None,
-           negative_context=None, steps: int | str = AUTO_STEPS, cfg: float = DEFAULT_GUIDANCE,
-           shift: float = DEFAULT_SHIFT, seed: int = 0, sampler: str = "euler", colour_fix: str = "none",
-           callback: Callable | None = None, progress: bool = False, memory_budget=None) -> torch.Tensor:
+           negative_context=None, steps: int | str = AUTO_STEPS, cfg: float | str = AUTO,
+           shift: float = DEFAULT_SHIFT, seed: int = 0, noise: torch.Tensor | None = None, sampler: str = "euler",
+           colour_fix: str = "none", callback: Callable | None = None, progress: bool = False,
+           memory_budget=None) -> torch.Tensor:
     """Flow sampling of the HR latent against `condition`; returns it in raw scale and the LR latent's layout.
 
     plan: where the DiT runs, a `SamplingPlan` for the condition's shape (`plan_sampling`, `auto_plan`); None: the
     attention mode's own plan (`plan_sampling` with its defaults). context / negative_context: umt5 features
     [B, L, text_dim] (None = the null prompt the model was trained with 10% of the time). steps and shift:
-    `sampling_sigmas` ("auto": the checkpoint's recommended recipe). cfg (the guidance scale) = 1 runs one DiT
-    forward per step. colour_fix: "none" or "latent AdaIN" (`colour.adain` to the condition's reference
-    statistics). memory_budget: bytes the plan's estimate must fit (None: no check). callback(dict) runs after
-    every step; an exception raised there stops sampling and propagates. The state of the ODE is kept in float32
-    whatever the model's dtype. A result with NaN or Inf is an error.
+    `sampling_sigmas` ("auto": the checkpoint's recommended recipe). cfg (the guidance scale; "auto": the
+    checkpoint's, `resolve_guidance`) = 1 runs one DiT forward per step. noise: the initial noise (normalised latent
+    space, the condition's shape) instead of the one drawn from `seed`, to compare or reproduce a run exactly.
+    colour_fix: "none" or "latent AdaIN" (`colour.adain` to the condition's reference statistics). memory_budget:
+    bytes the plan's estimate must fit (None: no check). callback(dict) runs after every step; an exception raised
+    there stops sampling and propagates. A causal plan (block_sparse_causal) runs its groups one after another,
+    each through all its steps, with the K/V of the groups before it (`_stream`). The state of the ODE is kept in
+    float32 whatever the model's dtype. A result with NaN or Inf is an error.
     """
     if not isinstance(model, SimpleGVR):
         raise ValueError(f"model must be a SimpleGVR, got {type(model).__name__}")
     if not isinstance(condition, Condition):
         raise ValueError(f"condition must be a Condition from build_condition, got {type(condition).__name__}")
     sigmas = sampling_sigmas(model, steps, shift)
-    guidance = _finite("cfg", cfg, 0.0, MAX_CFG, lo_open=True)
+    guidance = resolve_guidance(model, cfg)
     seed = seeding.check_seed(seed)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler {sampler!r}: expected one of {SAMPLERS}")
@@ -353,15 +391,24 @@ def sample(model: SimpleGVR, condition: Condition, plan: SamplingPlan | None = N
         check_memory(plan.memory(model, guidance=guidance, dtype=dtype), memory_budget,
                      f"sampling a latent of {shape} (DiT window {plan.window_shape})", device)
 
+    if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape or
+                              not noise.is_floating_point() or not torch.isfinite(noise).all()):
+        raise ValueError(f"noise must be a finite floating-point tensor of the condition's shape {shape} (normalised "
+                         f"latent space), got {getattr(noise, 'shape', type(noise).__name__)}")
+
     cond = condition.c.to(device, torch.float32)
     ctx, neg = ctx.to(device, dtype), (neg.to(device, dtype) if neg is not None else None)
     velocity = cfg_velocity(model.velocity, ctx, neg, guidance, condition.noise_level, attention=plan.mode)
+    if noise is None:
+        noise = torch.randn(shape, generator=seeding.torch_generator(seed, seeding.SAMPLING_NOISE))
+    x = noise.to(device, torch.float32)
+    if plan.causal:
+        x0 = _stream(model, plan, velocity, x, cond, sigmas.to(device), sampler, callback, progress).float()
+    else:
+        def model_fn(xt, sigma):
+            return plan.run(lambda xw, cw: velocity(xw, cw, sigma), xt, cond)
 
-    def model_fn(x, sigma):
-        return plan.run(lambda xw, cw: velocity(xw, cw, sigma), x, cond)
-
-    x = torch.randn(cond.shape, generator=seeding.torch_generator(seed, seeding.SAMPLING_NOISE)).to(device)
-    x0 = get_sampler(sampler)(model_fn, x, sigmas.to(device), callback=callback, disable=not progress).float()
+        x0 = get_sampler(sampler)(model_fn, x, sigmas.to(device), callback=callback, disable=not progress).float()
     if colour_fix == "latent AdaIN":
         x0 = colour.adain(x0, *condition.reference)
     out = model.latent_format.denormalise(x0)
@@ -371,9 +418,38 @@ def sample(model: SimpleGVR, condition: Condition, plan: SamplingPlan | None = N
     return from_bcthw(out, condition.layout)
 
 
+def _stream(model: SimpleGVR, plan: SamplingPlan, velocity: Callable, x: torch.Tensor, cond: torch.Tensor,
+            sigmas: torch.Tensor, sampler: str, callback: Callable | None, progress: bool) -> torch.Tensor:
+    """A causal plan's sampling (Ultra Flash's streaming): group after group of latent frames, each through all its
+    steps; the k-th DiT call of a group sees the K/V caches the k-th calls of the groups before left (one
+    `CausalStream` per call index: at one step, exactly their one call per group). Memory holds one group and the
+    caches, whatever the clip's length. The callback counts steps over all groups."""
+    from tqdm.auto import tqdm
+
+    from .models.dit import CausalStream
+
+    run, steps, groups = get_sampler(sampler), len(sigmas) - 1, plan.t_windows
+    streams: dict[int, CausalStream] = {}
+    out = []
+    for g, (s, e) in enumerate(tqdm(groups, desc="groups", disable=not progress)):
+        calls = iter(range(1 << 30))
+
+        def model_fn(xt, sigma, s=s, e=e, calls=calls):
+            k = next(calls)
+            stream = streams.setdefault(k, CausalStream(len(model.dit.blocks)))
+            return velocity(xt, cond[:, :, s:e], sigma, stream=stream)
+
+        def step_done(d, g=g):
+            if callback is not None:
+                callback({**d, "i": g * steps + d["i"], "total": len(groups) * steps, "group": g, "groups": len(groups)})
+
+        out.append(run(model_fn, x[:, :, s:e], sigmas, callback=step_done, disable=True))
+    return torch.cat(out, dim=2)
+
+
 def upscale(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, *, width: int | None = None,
             height: int | None = None, scale: float | None = None, short_edge: int | None = None,
-            long_edge: int | None = None, noise_level: float = DEFAULT_NOISE_LEVEL, seed: int = 0,
+            long_edge: int | None = None, noise_level: float | str = AUTO, seed: int = 0,
             latent_format=None, latent_scale: str = "raw",
             condition_chunk_frames: int | str | None = DEFAULT_CONDITION_CHUNK, memory_budget=None,
             plan: SamplingPlan | str | None = None, attention: str | None = None,
@@ -393,7 +469,7 @@ def upscale(model: SimpleGVR, lr_latent: torch.Tensor | VideoLatent, *, width: i
     if plan == AUTO:
         device, dtype = _model_device_dtype(model)
         budget = available_memory(device) if memory_budget in (None, AUTO) else int(memory_budget)
-        plan = auto_plan(model, shape, budget, guidance=sample_kwargs.get("cfg", DEFAULT_GUIDANCE), dtype=dtype,
+        plan = auto_plan(model, shape, budget, guidance=resolve_guidance(model, sample_kwargs.get("cfg", AUTO)), dtype=dtype,
                          attention=attention, chunk_overlap=chunk_overlap, tile_overlap=tile_overlap)
     elif plan is None:
         plan = plan_sampling(model, shape, attention=attention, chunk_frames=chunk_frames, chunk_overlap=chunk_overlap,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import check_attention
+from .config import CAUSAL_MODE, check_attention
 from .memory import GiB, format_bytes  # noqa: F401 - GiB: hosts size budgets in it
 from .model import SimpleGVR
 
@@ -59,13 +59,26 @@ def upsampler_memory(model: SimpleGVR, lr_shape, size: tuple[int, int], chunk_fr
 def dit_token_bytes(model: SimpleGVR, dtype: torch.dtype, mode: str) -> int:
     """Activation bytes per token of one DiT forward (batch 1) at its peak: the larger of the self-attention phase
     (~8 dtype-sized and ~2.5 float32 tensors of `dim` per token: x, q, k, v with their norms, RoPE and contiguous
-    copies; sparse_local adds its blocked, padded and gathered queries, keys and values, ~8 more) and the FFN phase (~4 dtype-sized
-    and 1 float32 tensor of `dim`, plus the two `ffn_dim`-wide hidden tensors). Calibrated on measured CPU peaks."""
+    copies; sparse_local and block_sparse_causal add their blocked, padded and gathered queries, keys and values, ~8
+    more) and the FFN phase (~4 dtype-sized and 1 float32 tensor of `dim`, plus the two `ffn_dim`-wide hidden
+    tensors). Calibrated on measured CPU peaks."""
     dit = model.config.dit
     e = _element_size(dtype)
-    attn = (8 * e + 10 + (8 * e if mode == "sparse_local" else 0)) * dit.dim
+    blocked = mode in ("sparse_local", CAUSAL_MODE)
+    attn = (8 * e + 10 + (8 * e if blocked else 0)) * dit.dim
     ffn = (4 * e + 4) * dit.dim + 2 * dit.ffn_dim * e
     return int(max(attn, ffn))
+
+
+def causal_cache_bytes(model: SimpleGVR, shape, dtype: torch.dtype) -> int:
+    """Bytes of a block_sparse_causal DiT's K/V caches for a condition of `shape` [B, C, T, H, W] (batch 1 of them):
+    every layer keeps K and V of `causal_kv_blocks` temporal blocks, zero-padded to whole blocks, `dim` wide."""
+    dit = model.config.dit
+    _, _, _, h, w = (int(v) for v in shape)
+    _, ph, pw = dit.patch_size
+    bt, bh, bw = dit.causal_block
+    tokens = dit.causal_kv_blocks * bt * math.ceil(math.ceil(h / ph) / bh) * bh * math.ceil(math.ceil(w / pw) / bw) * bw
+    return int(dit.num_layers * 2 * tokens * dit.dim * _element_size(dtype))
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,12 @@ class SamplingPlan:
     @property
     def calls_per_step(self) -> int:
         return len(self.t_windows) * len(self.h_windows) * len(self.w_windows)
+
+    @property
+    def causal(self) -> bool:
+        """Streaming (block_sparse_causal): the windows are groups run one after another, each seeing the K/V of
+        the groups before it, not blended; a group takes all its steps before the next starts."""
+        return self.mode == CAUSAL_MODE
 
     @property
     def chunk_frames(self) -> int | None:
@@ -115,6 +134,8 @@ class SamplingPlan:
         per_token = dit_token_bytes(model, dtype, self.mode)
         batch = b * (2 if guidance != 1.0 else 1)
         sp = getattr(model.dit, "sequence_parallel", None)
+        if self.causal:  # + every layer's K/V cache of the groups before (one cache per sampler call of a group)
+            return int(latents + batch * (tokens * per_token + causal_cache_bytes(model, self.shape, dtype)))
         if sp is None or sp.world == 1:
             return int(latents + batch * tokens * per_token)
         local = math.ceil(tokens / sp.world)
@@ -128,6 +149,9 @@ class SamplingPlan:
         """One line for logs and the node: what runs at every step."""
         t, h, w = self.window_shape
         T = self.shape[2]
+        if self.causal:
+            return (f"{self.mode}: {len(self.t_windows)} group(s) of up to {t} latent frames ({T} latent frames), "
+                    "one after another, each with the K/V cache of the groups before")
         when = "the whole clip" if len(self.t_windows) == 1 else f"{len(self.t_windows)} windows of {t} latent frames"
         tiles = "" if self.tile_size is None else f", {len(self.h_windows)}x{len(self.w_windows)} tiles of {h}x{w} latent px"
         return f"{self.mode} on {when} ({T} latent frames){tiles}: {self.calls_per_step} DiT call(s) per step"
@@ -154,6 +178,14 @@ def plan_sampling(model: SimpleGVR, shape, *, attention: str | None = None, chun
     mode = attention or model.dit.attention_mode
     check_attention(mode, **model.dit.attention_options)
     b, c, T, H, W = (int(v) for v in shape)
+    if mode == CAUSAL_MODE:  # the checkpoint's streaming groups, one after another: no windows of another size
+        if chunk_frames not in ("auto", None) or tile_size is not None:
+            raise ValueError(f"the {CAUSAL_MODE!r} attention mode runs the clip in the checkpoint's groups of "
+                             f"{model.config.dit.causal_group_frames} latent frames, whole frames: chunk_frames and "
+                             "tile_size do not apply")
+        g = model.config.dit.causal_group_frames
+        groups = tuple((s, min(T, s + g)) for s in range(0, T, g))
+        return SamplingPlan((b, c, T, H, W), mode, groups, ((0, H),), ((0, W),), (0, 0, 0))
     if chunk_frames == "auto":
         chunk_frames = model.config.train_latent_frames if mode == "full" else None
     if chunk_frames is not None and (isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1):
@@ -186,6 +218,9 @@ def auto_candidates(model: SimpleGVR, shape, *, attention: str | None = None, ch
     windows down to the trained length (never below it: that is the clip length the checkpoint knows), 3. spatial
     tiles on windows of the trained length (1x2, 2x2, 2x3, 3x3, ... tiles), 4. shorter windows on the smallest tiles."""
     mode = attention or model.dit.attention_mode
+    if mode == CAUSAL_MODE:  # its groups are the checkpoint's; memory does not grow with the clip's length
+        yield plan_sampling(model, shape, attention=mode)
+        return
     T, H, W = (int(v) for v in shape[2:])
     floor = min(T, model.config.train_latent_frames)
     _, ph, pw = model.config.dit.patch_size

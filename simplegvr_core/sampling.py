@@ -67,12 +67,16 @@ class SamplingRecipe:
     steps: DiT evaluations per sample (Euler). shift: the flow schedule's shift, used when `timesteps` is None.
     timesteps: explicit model timesteps (1000 sigma) of the steps, strictly decreasing in (0, 1000], one per step
     (the last step goes to 0), as a distilled model is trained on them. r_embedding: the model takes a second
-    timestep r (the next one) - recorded here for the sampler of such a model."""
+    timestep r (the next one) - recorded here for the sampler of such a model. guidance: the classifier-free
+    guidance scale it is sampled with (1: one pass, no negative prompt), noise_level: the condition noise s; None:
+    not recorded, the hosts' defaults (pipeline.DEFAULT_GUIDANCE, DEFAULT_NOISE_LEVEL) apply."""
 
     steps: int = TEACHER_STEPS
     shift: float = TEACHER_SHIFT
     timesteps: tuple[float, ...] | None = None
     r_embedding: bool = False
+    guidance: float | None = None
+    noise_level: float | None = None
 
     def __post_init__(self) -> None:
         # A recipe can come from a checkpoint's metadata (untrusted): types and ranges before anything uses it.
@@ -91,6 +95,14 @@ class SamplingRecipe:
                 raise ValueError(f"sampling.timesteps={list(ts)[:8]}: expected strictly decreasing numbers in (0, 1000]")
             object.__setattr__(self, "timesteps", tuple(float(t) for t in ts))
         object.__setattr__(self, "shift", float(self.shift))
+        if self.guidance is not None:
+            if not _finite_number(self.guidance) or not 0 < self.guidance <= 100:
+                raise ValueError(f"sampling.guidance={self.guidance!r}: expected a number in (0, 100] or null")
+            object.__setattr__(self, "guidance", float(self.guidance))
+        if self.noise_level is not None:
+            if not _finite_number(self.noise_level) or not 0 <= self.noise_level <= 1:
+                raise ValueError(f"sampling.noise_level={self.noise_level!r}: expected a number in [0, 1] or null")
+            object.__setattr__(self, "noise_level", float(self.noise_level))
 
     def sigmas(self, device=None) -> torch.Tensor:
         """The steps+1 sigmas of this recipe: its timesteps / 1000 then 0, else `flow_sigmas(steps, shift)`."""
@@ -100,8 +112,10 @@ class SamplingRecipe:
         return sig.to(torch.float32).to(device) if device is not None else sig.to(torch.float32)
 
     def to_json(self) -> str:
-        return json.dumps({"steps": self.steps, "shift": self.shift, "r_embedding": self.r_embedding,
-                           "timesteps": None if self.timesteps is None else list(self.timesteps)}, sort_keys=True)
+        d = {"steps": self.steps, "shift": self.shift, "r_embedding": self.r_embedding,
+             "timesteps": None if self.timesteps is None else list(self.timesteps)}
+        d.update({k: getattr(self, k) for k in ("guidance", "noise_level") if getattr(self, k) is not None})
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text) -> SamplingRecipe:
@@ -112,7 +126,7 @@ class SamplingRecipe:
         from .files import parse_json
 
         d = parse_json(text, "sampling")
-        known = ("steps", "shift", "timesteps", "r_embedding")
+        known = ("steps", "shift", "timesteps", "r_embedding", "guidance", "noise_level")
         if not isinstance(d, dict) or set(d) - set(known):
             got = sorted(set(d) - set(known)) if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"sampling: expected an object with keys from {list(known)}, got {got}")
@@ -205,14 +219,15 @@ def cfg_velocity(dit, context: torch.Tensor, negative_context: torch.Tensor | No
         raise ValueError(f"cfg={guidance} needs a negative context (or use cfg=1)")
     both = _pad_cat(context, negative_context) if guidance != 1.0 else None
 
-    def velocity(x, cond, sigma):
+    def velocity(x, cond, sigma, stream=None):
         t = sigma * 1000.0
+        extra = {} if stream is None else {"stream": stream}  # a causal DiT's group state (models/dit.py)
         if guidance == 1.0:
-            return dit(x, cond, t, context, noise_level, attention=attention)
+            return dit(x, cond, t, context, noise_level, attention=attention, **extra)
         b = x.shape[0]
         nl = torch.as_tensor(noise_level, device=x.device, dtype=torch.float32).expand(b)
         v = dit(torch.cat([x, x]), torch.cat([cond, cond]), torch.cat([t, t]), both, torch.cat([nl, nl]),
-                attention=attention)
+                attention=attention, **extra)
         v_pos, v_neg = v[:b], v[b:]
         return v_neg + guidance * (v_pos - v_neg)
 

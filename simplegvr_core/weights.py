@@ -11,6 +11,7 @@ SimpleGVR's own file format is `checkpoint.py`.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
@@ -20,12 +21,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import DiTConfig, SimpleGVRConfig, UpsamplerConfig, get_config
+from .config import CAUSAL_MODE, DiTConfig, SimpleGVRConfig, UpsamplerConfig, get_config
 from .files import atomic_write, check_input_file, parse_json
 from .latent_formats import get_format
 from .model import SimpleGVR
 from .models import LatentUpsampler
 from .models.tiny_decoder import TinyDecoder, check_dtype, tiny_decoder_state_dict
+from .sampling import SamplingRecipe
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -153,8 +155,10 @@ def _rename(key: str, table) -> str | None:
     return None
 
 
-def infer_wan_dit_config(sd: dict[str, torch.Tensor], num_heads: int | None = None) -> DiTConfig:
-    """Wan DiT hyper-parameters from tensor shapes (original key names); heads from the arg or known sizes."""
+def infer_wan_dit_config(sd: dict[str, torch.Tensor], num_heads: int | None = None,
+                         conditioned: bool = False) -> DiTConfig:
+    """Wan DiT hyper-parameters from tensor shapes (original key names); heads from the arg or known sizes.
+    conditioned: a DiT over cat[z_t, c] (in_dim = 2 out_dim, as Ultra Flash's SR DiT), else a T2V model."""
     def need(key):
         if key not in sd:
             raise ValueError(f"Wan state dict lacks {key!r}: expected a complete Wan 2.1 transformer")
@@ -174,8 +178,10 @@ def infer_wan_dit_config(sd: dict[str, torch.Tensor], num_heads: int | None = No
         num_heads = KNOWN_HEADS[dim]
     head_w = need("head.head.weight")
     out_dim = head_w.shape[0] // (patch[0] * patch[1] * patch[2])
-    if in_dim != out_dim:
-        raise ValueError(f"Wan patch_embedding has in_dim={in_dim} but the head gives out_dim={out_dim}: expected a T2V model")
+    if in_dim != (2 * out_dim if conditioned else out_dim):
+        raise ValueError(f"Wan patch_embedding has in_dim={in_dim} but the head gives out_dim={out_dim}: expected "
+                         + (f"in_dim = 2 x out_dim = {2 * out_dim} (cat[noisy latent, condition])" if conditioned
+                            else "a T2V model"))
     return DiTConfig(
         dim=dim, ffn_dim=need("blocks.0.ffn.0.weight").shape[0], num_heads=num_heads, num_layers=len(layers),
         in_dim=in_dim, out_dim=out_dim, patch_size=patch, freq_dim=need("time_embedding.0.weight").shape[1],
@@ -409,3 +415,109 @@ def load_tiny_decoder(path: str | os.PathLike, device: str | torch.device = "cpu
     model = model.to(device=device, dtype=dtype or sd["decoder.1.weight"].dtype)
     model.load_notes = notes
     return model.eval().requires_grad_(False)
+
+
+# --- Ultra Flash's one-step streaming SR model -----------------------------------------------------------------------
+ULTRAFLASH_METADATA = {
+    "trained_steps": "published",  # trained by its authors: not the untrained import-wan warning
+    "origin": "Ultra Flash (arXiv 2606.09150; code github.com/xin1u/UltraFlash, weights huggingface.co/xin1u/"
+              "UltraFlash): sr_dit_sparse.pth + latent_upsampler.pth, imported by simplegvr import-ultraflash",
+    "license": "apache-2.0 (the weights' model card; the code is Apache-2.0)",
+    "trained_on": "Ultra Flash's own streaming generator's 480p outputs -> 960x1664 (its 1K setting)",
+}
+# How it is sampled: one step from pure noise at t = 1000 (x0 = noise - v), the condition is the upsampler's output
+# itself (condition noise 0), one conditional pass (no CFG), at the upsampler's native 2x size.
+ULTRAFLASH_RECIPE = SamplingRecipe(steps=1, shift=1.0, timesteps=(1000.0,), guidance=1.0, noise_level=0.0)
+# Their shipped sparse settings (configs/sr_sparse_ultraforcing.py; models/block_sparse.py has the semantics)
+ULTRAFLASH_ATTENTION = dict(attention=CAUSAL_MODE, causal_block=(2, 8, 8), causal_local_range=9,
+                            causal_top_k_ratio=1.0, causal_ref_tokens=1560, causal_top_k=0, causal_kv_blocks=3,
+                            causal_group_frames=6)
+_WRAPPERS = ("model", "generator", "state_dict")
+_PREFIXES = ("module.", "_fsdp_wrapped_module.")
+
+
+def unwrap_state_dict(obj, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a training framework's file: the dict itself or its 'model' / 'generator' / 'state_dict' entry
+    (as Ultra Flash's loaders read them), with DDP's `module.` and FSDP's `_fsdp_wrapped_module.` taken out of the
+    names (their loaders do not, and a prefixed key then loads as random weights)."""
+    for _ in range(3):  # nested wrappers
+        if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError(f"{what} holds no state dict (expected tensors, or one under {list(_WRAPPERS)})")
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{what}: {str(k)!r} is a {type(v).__name__}, not a tensor")
+        name = str(k)
+        for pre in _PREFIXES:
+            name = name.replace(pre, "")
+        if name in out:
+            raise ValueError(f"{what}: {str(k)!r} and another key both become {name!r} without their prefixes")
+        out[name] = v
+    return out
+
+
+def _strict(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], what: str) -> None:
+    missing, extra = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{what} does not match: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+                         f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+    for k, ref in expected.items():
+        if tuple(sd[k].shape) != tuple(ref.shape):
+            raise ValueError(f"{what}: {k} has shape {tuple(sd[k].shape)}, expected {tuple(ref.shape)}")
+        if not sd[k].is_floating_point():
+            raise ValueError(f"{what}: {k} has dtype {sd[k].dtype}, expected a floating-point tensor")
+
+
+def ultraflash_config(dit_sd: dict[str, torch.Tensor], up_sd: dict[str, torch.Tensor],
+                      num_heads: int | None = None) -> SimpleGVRConfig:
+    """The SimpleGVRConfig of Ultra Flash weights, from their shapes: a Wan 2.1 DiT over cat[noisy, condition]
+    (in_dim 32, no noise-level embedding) in their block-sparse causal attention, and their v1 upsampler
+    (`memory` mode: mid width, memory blocks and scale from pre_shuffle / blocks.N.conv)."""
+    dit = infer_wan_dit_config(dit_sd, num_heads, conditioned=True)
+    pre = up_sd.get("pre_shuffle.0.weight")
+    conv = up_sd.get("blocks.0.conv.0.weight")
+    if pre is None or conv is None or pre.ndim != 4 or conv.ndim != 4:
+        raise ValueError("the upsampler weights lack pre_shuffle.0.weight / blocks.0.conv.0.weight: expected Ultra "
+                         "Flash's latent_upsampler.pth (their v1 UltraLatentUpsampler)")
+    mid = int(conv.shape[0])
+    scale = round(math.sqrt(pre.shape[0] / mid))
+    blocks = len({int(m.group(1)) for k in up_sd if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if scale * scale * mid != pre.shape[0]:
+        raise ValueError(f"pre_shuffle.0.weight has {pre.shape[0]} rows: expected mid x scale^2 (mid {mid})")
+    return SimpleGVRConfig(
+        name="ultraflash", latent_format="wan21", train_latent_frames=ULTRAFLASH_ATTENTION["causal_group_frames"],
+        dit=DiTConfig(**{**dit.__dict__, "noise_level_embed": False, **ULTRAFLASH_ATTENTION}),
+        upsampler=UpsamplerConfig(mode="memory", channels=dit.out_dim, hidden=mid, memory_blocks=blocks,
+                                  memory_scale=scale))
+
+
+def import_ultraflash(dit: str | os.PathLike | dict, upsampler: str | os.PathLike | dict, *,
+                      num_heads: int | None = None) -> SimpleGVR:
+    """A SimpleGVR running Ultra Flash's published one-step weights exactly: `sr_dit_sparse.pth` (the DiT) and
+    `latent_upsampler.pth` (.pth read with torch.load(weights_only=True) only, or .safetensors, or state dicts).
+    Every key must be there with its shape (strict: a renamed key is an error, not random weights); sizes come from
+    the tensors (`num_heads` defaults to 12 at dim 1536). The model samples as their pipeline does
+    (ULTRAFLASH_RECIPE: one step at t = 1000, condition noise 0, no CFG) in their streaming attention."""
+    def tensors(src, what):
+        if isinstance(src, dict):
+            return unwrap_state_dict(src, what)
+        return unwrap_state_dict(read_weights_file(src, what), f"{what} {str(src)!r}")
+
+    dit_sd, up_sd = tensors(dit, "the Ultra Flash DiT"), tensors(upsampler, "the Ultra Flash upsampler")
+    config = ultraflash_config(dit_sd, up_sd, num_heads)
+    with torch.device("meta"):
+        model = SimpleGVR(config)
+    _strict(model.dit.state_dict(), dit_sd, "the Ultra Flash DiT")
+    _strict({k[len("memory."):]: v for k, v in model.upsampler.state_dict().items()}, up_sd,
+            "the Ultra Flash upsampler")
+    check_finite(dit_sd, "the Ultra Flash DiT")
+    check_finite(up_sd, "the Ultra Flash upsampler")
+    model.dit.load_state_dict(dit_sd, strict=True, assign=True)
+    model.upsampler.load_state_dict({"memory." + k: v for k, v in up_sd.items()}, strict=True, assign=True)
+    model.sampling = ULTRAFLASH_RECIPE
+    return model

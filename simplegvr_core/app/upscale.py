@@ -32,6 +32,16 @@ def _parse_steps(text: str):
         raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or a whole number of steps") from None
 
 
+def _parse_auto_number(text: str):
+    """--cfg / --noise-level: 'auto' (the checkpoint's recipe) or a number."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or a number") from None
+
+
 def resolve_device(name: str | None) -> str:
     """The torch device for --device (default: cuda if this torch has it, else cpu); CLIError if unusable."""
     import torch
@@ -72,7 +82,7 @@ def _cmd_upscale(args) -> int:
     from ..latent_io import load_latent, save_latent
     from ..memory import available_memory, format_bytes
     from ..model import DTYPES
-    from ..pipeline import DEFAULT_SHIFT, build_condition, plan_condition, sample, sampling_sigmas
+    from ..pipeline import DEFAULT_SHIFT, build_condition, plan_condition, resolve_guidance, sample, sampling_sigmas
     from ..plan import auto_plan, plan_sampling
     from ..weights import read_metadata, read_safetensors
 
@@ -134,7 +144,8 @@ def _cmd_upscale(args) -> int:
                                  tile_size=_parse_tile(args.tile))
         else:
             limit = available_memory(device) if budget == "auto" else budget
-            plan = auto_plan(model, shape, limit, guidance=args.cfg, dtype=dtype, attention=args.attention)
+            plan = auto_plan(model, shape, limit, guidance=resolve_guidance(model, args.cfg), dtype=dtype,
+                             attention=args.attention)
             say(f"memory auto ({format_bytes(limit)}): {plan.describe()}")
         if args.steps == "auto":
             r = model.sampling
@@ -189,13 +200,15 @@ def register(sub) -> None:
     u.add_argument("--steps", type=_parse_steps, default=AUTO,
                    help="sampling steps, or auto (the default): the checkpoint's recommendation and its schedule "
                         "(50 for a teacher, e.g. 1 for a distilled model)")
-    u.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"text guidance scale; 1 = one forward per step (default {DEFAULT_GUIDANCE:g})")
+    u.add_argument("--cfg", type=_parse_auto_number, default=AUTO,
+                   help=f"text guidance scale, or auto (the default): the checkpoint's recipe, else "
+                        f"{DEFAULT_GUIDANCE:g} (an Ultra Flash model: 1); 1 = one forward per step")
     u.add_argument("--shift", type=float, default=None,
                    help=f"flow time shift for explicit --steps (default {DEFAULT_SHIFT:g}, Wan's); auto steps use the "
                         "checkpoint's")
-    u.add_argument("--noise-level", type=float, default=DEFAULT_NOISE_LEVEL,
-                   help=f"condition noise level s in [0,1] (default {DEFAULT_NOISE_LEVEL:g})")
+    u.add_argument("--noise-level", type=_parse_auto_number, default=AUTO,
+                   help=f"condition noise level s in [0,1], or auto (the default): the checkpoint's recipe, else "
+                        f"{DEFAULT_NOISE_LEVEL:g} (an Ultra Flash model: 0)")
     u.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     u.add_argument("--attention", choices=ATTENTION_MODES, default=None,
                    help="attention mode (default: the checkpoint's)")

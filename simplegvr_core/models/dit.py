@@ -16,8 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..config import DiTConfig, check_attention
+from ..config import CAUSAL_MODE, DiTConfig, check_attention
 from .attention import ATTENTION_KERNELS, attention
+from .block_sparse import BlockSparseSettings, KVCache, block_sparse_attention
 
 
 def sinusoidal_embedding_1d(dim: int, position: torch.Tensor) -> torch.Tensor:
@@ -34,13 +35,15 @@ def rope_split(head_dim: int) -> tuple[int, int, int]:
     return head_dim - 4 * (head_dim // 6), 2 * (head_dim // 6), 2 * (head_dim // 6)
 
 
-def rope_cos_sin(grid: tuple[int, int, int], head_dim: int, device, theta: float = 10000.0):
-    """Cos/sin tables [L, head_dim/2] of Wan's 3D RoPE for a frame-major (F, H, W) token grid."""
+def rope_cos_sin(grid: tuple[int, int, int], head_dim: int, device, theta: float = 10000.0, t_offset: int = 0):
+    """Cos/sin tables [L, head_dim/2] of Wan's 3D RoPE for a frame-major (F, H, W) token grid; the frames sit at
+    positions t_offset, t_offset + 1, ... (a streaming group's absolute frame index; rows and columns from 0)."""
     f, h, w = grid
     angles = []
-    for n, d, view in zip((f, h, w), rope_split(head_dim), ((f, 1, 1), (1, h, 1), (1, 1, w))):
+    for n, d, view, start in zip((f, h, w), rope_split(head_dim), ((f, 1, 1), (1, h, 1), (1, 1, w)), (t_offset, 0, 0)):
         inv = 1.0 / torch.pow(theta, torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)
-        ang = torch.outer(torch.arange(n, dtype=torch.float64, device=device), inv)  # [n, d/2]
+        pos = torch.arange(start, start + n, dtype=torch.float64, device=device)
+        ang = torch.outer(pos, inv)  # [n, d/2]
         angles.append(ang.view(*view, -1).expand(f, h, w, -1))
     ang = torch.cat(angles, dim=-1).reshape(f * h * w, head_dim // 2)
     return torch.cos(ang).float(), torch.sin(ang).float()
@@ -124,6 +127,13 @@ class WanSelfAttention(nn.Module):
         k = self.norm_k(self.k(x)).view(b, n, self.num_heads, self.head_dim)
         v = self.v(x).view(b, n, self.num_heads, self.head_dim)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if attn_kwargs["mode"] == CAUSAL_MODE:  # returns the layer's next KV cache too (CausalStream)
+            o, cache, chosen = block_sparse_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), grid,
+                                                      attn_kwargs["settings"], attn_kwargs["cache"],
+                                                      attn_kwargs["kernel"])
+            if attn_kwargs.get("masks") is not None:
+                attn_kwargs["masks"].append(chosen)
+            return self.o(o.transpose(1, 2).flatten(2)), cache
         sp = attn_kwargs.get("sequence_parallel")
         if sp is not None:  # tokens split over processes (simplegvr_core/parallel.py)
             return self.o(sp.attention(q, k, v, grid, attn_kwargs).flatten(2))
@@ -163,10 +173,12 @@ class WanAttentionBlock(nn.Module):
         e = (self.modulation.float() + e0).chunk(6, dim=1)
         dt = x.dtype
         y = self.self_attn(to_dtype(self.norm1(x).float() * (1 + e[1]) + e[0], dt), rope, grid, attn_kwargs)
+        y, cache = y if isinstance(y, tuple) else (y, None)
         x = to_dtype(x.float() + y.float() * e[2], dt)
         x = to_dtype(x.float() + self.cross_attn(self.norm3(x), context).float(), dt)
         y = self.ffn(to_dtype(self.norm2(x).float() * (1 + e[4]) + e[3], dt))
-        return to_dtype(x.float() + y.float() * e[5], dt)
+        x = to_dtype(x.float() + y.float() * e[5], dt)
+        return x if attn_kwargs["mode"] != CAUSAL_MODE else (x, cache)
 
 
 class Head(nn.Module):
@@ -182,6 +194,20 @@ class Head(nn.Module):
         # e: [B, dim] float32 (the time embedding, not its 6-way projection)
         shift, scale = (self.modulation.float() + e.unsqueeze(1)).chunk(2, dim=1)
         return self.head(to_dtype(self.norm(x).float() * (1 + scale) + shift, x.dtype))
+
+
+class CausalStream:
+    """What a `block_sparse_causal` DiT carries from one group of latent frames to the next (Ultra Flash's
+    streaming): the absolute latent frame the next group starts at (its temporal RoPE position) and every layer's
+    KV cache (`block_sparse.KVCache`: the last `causal_kv_blocks` temporal blocks of the groups before). One per
+    clip, and per sampler call when a group takes several steps; `SimpleGVRDiT.forward(..., stream=s)` reads and
+    advances it."""
+
+    def __init__(self, layers: int, record_masks: bool = False):
+        self.frame = 0
+        self.caches: list[KVCache | None] = [None] * int(layers)
+        # with record_masks: every call's selected key blocks per layer, bool [B, heads, Q blocks, K blocks]
+        self.masks: list[list[torch.Tensor]] | None = [] if record_masks else None
 
 
 class SimpleGVRDiT(nn.Module):
@@ -205,6 +231,10 @@ class SimpleGVRDiT(nn.Module):
         self.attention_options = {"unit_frames": config.unit_frames, "sparse_block": config.sparse_block,
                                   "sparse_topk": config.sparse_topk}
         self.attention_kernel = "auto"  # sdpa | flex | auto (attention.resolve_kernel); not part of the checkpoint
+        self.block_sparse = BlockSparseSettings(
+            block=config.causal_block, local_range=config.causal_local_range,
+            top_k_ratio=float(config.causal_top_k_ratio), ref_tokens=config.causal_ref_tokens,
+            kv_blocks=config.causal_kv_blocks, top_k=config.causal_top_k)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -275,13 +305,24 @@ class SimpleGVRDiT(nn.Module):
                 raise ValueError(f"noise_level has shape {tuple(noise_level.shape)}: expected a float or [{b}]")
         return t, noise_level
 
-    def forward(self, x, cond, t, context, noise_level=None, attention: str | None = None):
-        """x, cond: [B,C,T,H,W]; t: [B] in [0,1000]; context: [B,L,text_dim] -> velocity [B,C,T,H,W]."""
+    def forward(self, x, cond, t, context, noise_level=None, attention: str | None = None,
+                stream: CausalStream | None = None):
+        """x, cond: [B,C,T,H,W]; t: [B] in [0,1000]; context: [B,L,text_dim] -> velocity [B,C,T,H,W].
+
+        block_sparse_causal: `stream` carries the frames before this call (their KV caches, the RoPE position);
+        without one the call is a clip of its own, causal inside."""
         config = self.config
         t, noise_level = self._check_inputs(x, cond, t, context, noise_level)
         mode = attention or self.attention_mode
         if attention is not None:
             check_attention(mode, **self.attention_options)
+        causal = mode == CAUSAL_MODE
+        if stream is not None and (not isinstance(stream, CausalStream) or len(stream.caches) != len(self.blocks)):
+            raise ValueError(f"stream must be a CausalStream for {len(self.blocks)} layers, got {type(stream).__name__}")
+        if stream is not None and not causal:
+            raise ValueError(f"stream= is for the {CAUSAL_MODE!r} attention mode, not {mode!r}")
+        if causal and self.sequence_parallel is not None:
+            raise ValueError(f"the {CAUSAL_MODE!r} attention mode does not run sequence-parallel")
         b, _, f, h, w = x.shape
         pt, ph, pw = config.patch_size
         inp = torch.cat([x, cond], dim=1) if cond is not None else x
@@ -299,20 +340,32 @@ class SimpleGVRDiT(nn.Module):
                 e = e + _embed(self.noise_level_embedding, sinusoidal_embedding_1d(config.freq_dim, 1000.0 * noise_level))
             e0 = _embed(self.time_projection, e).unflatten(1, (6, config.dim))  # [B, 6, dim]
         ctx = self.text_embedding(context.to(tokens.dtype))
-        rope = rope_cos_sin(grid, config.head_dim, x.device)
+        rope = rope_cos_sin(grid, config.head_dim, x.device, t_offset=stream.frame // pt if stream is not None else 0)
         sp = self.sequence_parallel
         if sp is not None:  # this process keeps its share of the tokens (and of their RoPE angles)
             n_tokens = tokens.shape[1]
             tokens, rope = sp.shard(tokens), (sp.shard(rope[0], 0), sp.shard(rope[1], 0))
 
+        caches, masks = [], ([] if stream is not None and stream.masks is not None else None)
         for i, block in enumerate(self.blocks):
             kw = {"mode": mode, "block_index": i, "kernel": self.attention_kernel, **self.attention_options}
             if sp is not None:
                 kw["sequence_parallel"] = sp
+            if causal:
+                kw.update(settings=self.block_sparse, cache=stream.caches[i] if stream is not None else None,
+                          masks=masks)
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, e0, ctx, rope, grid, kw, use_reentrant=False)
+                out = checkpoint(block, tokens, e0, ctx, rope, grid, kw, use_reentrant=False)
             else:
-                tokens = block(tokens, e0, ctx, rope, grid, kw)
+                out = block(tokens, e0, ctx, rope, grid, kw)
+            tokens = out[0] if causal else out
+            if causal:
+                caches.append(out[1])
+        if stream is not None:
+            stream.frame += f
+            stream.caches = caches
+            if masks is not None:
+                stream.masks.append(masks)
         out = self.head(tokens, e)  # [B, L, C*pt*ph*pw]
         if sp is not None:
             out = sp.gather(out, n_tokens)
