@@ -433,7 +433,6 @@ ULTRAFLASH_ATTENTION = dict(attention=CAUSAL_MODE, causal_block=(2, 8, 8), causa
                             causal_top_k_ratio=1.0, causal_ref_tokens=1560, causal_top_k=0, causal_kv_blocks=3,
                             causal_group_frames=6)
 _WRAPPERS = ("model", "generator", "state_dict")
-_PREFIXES = ("module.", "_fsdp_wrapped_module.")
 
 
 def unwrap_state_dict(obj, what: str) -> dict[str, torch.Tensor]:
@@ -452,9 +451,9 @@ def unwrap_state_dict(obj, what: str) -> dict[str, torch.Tensor]:
     for k, v in obj.items():
         if not isinstance(v, torch.Tensor):
             raise ValueError(f"{what}: {str(k)!r} is a {type(v).__name__}, not a tensor")
-        name = str(k)
-        for pre in _PREFIXES:
-            name = name.replace(pre, "")
+        name = str(k).replace("_fsdp_wrapped_module.", "")  # FSDP wraps submodules: anywhere in the name
+        while name.startswith("module."):  # DDP wraps the whole model
+            name = name[len("module."):]
         if name in out:
             raise ValueError(f"{what}: {str(k)!r} and another key both become {name!r} without their prefixes")
         out[name] = v

@@ -80,6 +80,22 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_import_ultraflash(args) -> int:
+    from ..checkpoint import save_checkpoint
+    from ..files import check_output
+    from ..weights import ULTRAFLASH_METADATA, import_ultraflash
+
+    check_output(args.out, overwrite=args.overwrite, inputs=[args.dit, args.upsampler], what="--out")
+    model = import_ultraflash(args.dit, args.upsampler, num_heads=args.num_heads)
+    meta = {**ULTRAFLASH_METADATA, "source_files": f"{Path(args.dit).name}, {Path(args.upsampler).name}"}
+    save_checkpoint(model, args.out, extra_metadata=meta, replace=args.overwrite)
+    n = model.num_parameters()
+    print(f"wrote {args.out}: Ultra Flash's one-step SR model, DiT {n['dit'] / 1e6:.1f}M + upsampler "
+          f"{n['upsampler'] / 1e6:.2f}M parameters ({next(model.parameters()).dtype}); it samples in one step, "
+          "upscaling Wan 2.1 latents 2x (832x480 -> 1664x960)")
+    return 0
+
+
 def register(sub) -> None:
     """Add this module's subcommands to the `simplegvr` parser."""
     from ..config import ATTENTION_MODES, UPSAMPLER_MODES
@@ -102,6 +118,20 @@ def register(sub) -> None:
     w.add_argument("--seed", type=int, default=0, help="seed for the newly initialised weights")
     w.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never one of the inputs)")
     w.set_defaults(func=_cmd_import_wan)
+
+    u = sub.add_parser("import-ultraflash", help="make a SimpleGVR checkpoint from Ultra Flash's published one-step "
+                                                 "weights (sr_dit_sparse.pth + latent_upsampler.pth)",
+                       description="Write Ultra Flash's one-step Wan 2.1 super-resolution weights (huggingface.co/"
+                       "xin1u/UltraFlash, apache-2.0) as one SimpleGVR checkpoint the nodes and `simplegvr upscale` "
+                       "load. The .pth files are read with torch.load(weights_only=True) only (a pickle that would "
+                       "run code is refused); every key must be there with its shape.")
+    u.add_argument("--dit", required=True, help="sr_dit_sparse.pth (or .safetensors): the SR DiT")
+    u.add_argument("--upsampler", required=True, help="latent_upsampler.pth (or .safetensors): the latent upsampler")
+    u.add_argument("--out", required=True, help="output SimpleGVR checkpoint (.safetensors), e.g. "
+                                                "ComfyUI/models/simplegvr/ultraflash_1k.safetensors")
+    u.add_argument("--num-heads", type=int, default=None, help="attention heads (default: 12 at dim 1536)")
+    u.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never one of the inputs)")
+    u.set_defaults(func=_cmd_import_ultraflash)
     dw = sub.add_parser("download-wan", help="download Wan 2.1 T2V 1.3B or Wan 2.2 TI2V 5B (diffusers format) from the "
                                              "Hugging Face hub")
     dw.add_argument("--out", required=True, help="target folder")
