@@ -349,7 +349,7 @@ def sample(model: SimpleGVR, condition: Condition, plan: SamplingPlan | None = N
            negative_context=None, steps: int | str = AUTO_STEPS, cfg: float | str = AUTO,
            shift: float = DEFAULT_SHIFT, seed: int = 0, noise: torch.Tensor | None = None, sampler: str = "euler",
            colour_fix: str = "none", callback: Callable | None = None, progress: bool = False,
-           memory_budget=None) -> torch.Tensor:
+           memory_budget=None, interrupt: Callable[[], None] | None = None) -> torch.Tensor:
     """Flow sampling of the HR latent against `condition`; returns it in raw scale and the LR latent's layout.
 
     plan: where the DiT runs, a `SamplingPlan` for the condition's shape (`plan_sampling`, `auto_plan`); None: the
@@ -359,8 +359,9 @@ def sample(model: SimpleGVR, condition: Condition, plan: SamplingPlan | None = N
     checkpoint's, `resolve_guidance`) = 1 runs one DiT forward per step. noise: the initial noise (normalised latent
     space, the condition's shape) instead of the one drawn from `seed`, to compare or reproduce a run exactly.
     colour_fix: "none" or "latent AdaIN" (`colour.adain` to the condition's reference statistics). memory_budget:
-    bytes the plan's estimate must fit (None: no check). callback(dict) runs after every step; an exception raised
-    there stops sampling and propagates. A causal plan (block_sparse_causal) runs its groups one after another,
+    bytes the plan's estimate must fit (None: no check). callback(dict) runs after every step, interrupt() after
+    every DiT block (of every window and group); an exception raised in either stops sampling and propagates (a
+    host's Cancel answers within one block). A causal plan (block_sparse_causal) runs its groups one after another,
     each through all its steps, with the K/V of the groups before it (`_stream`). The state of the ODE is kept in
     float32 whatever the model's dtype. A result with NaN or Inf is an error.
     """
@@ -402,13 +403,17 @@ def sample(model: SimpleGVR, condition: Condition, plan: SamplingPlan | None = N
     if noise is None:
         noise = torch.randn(shape, generator=seeding.torch_generator(seed, seeding.SAMPLING_NOISE))
     x = noise.to(device, torch.float32)
-    if plan.causal:
-        x0 = _stream(model, plan, velocity, x, cond, sigmas.to(device), sampler, callback, progress).float()
-    else:
-        def model_fn(xt, sigma):
-            return plan.run(lambda xw, cw: velocity(xw, cw, sigma), xt, cond)
+    model.dit.interrupt = interrupt
+    try:
+        if plan.causal:
+            x0 = _stream(model, plan, velocity, x, cond, sigmas.to(device), sampler, callback, progress).float()
+        else:
+            def model_fn(xt, sigma):
+                return plan.run(lambda xw, cw: velocity(xw, cw, sigma), xt, cond)
 
-        x0 = get_sampler(sampler)(model_fn, x, sigmas.to(device), callback=callback, disable=not progress).float()
+            x0 = get_sampler(sampler)(model_fn, x, sigmas.to(device), callback=callback, disable=not progress).float()
+    finally:
+        model.dit.interrupt = None
     if colour_fix == "latent AdaIN":
         x0 = colour.adain(x0, *condition.reference)
     out = model.latent_format.denormalise(x0)

@@ -232,3 +232,28 @@ def test_text_features_are_padded_and_cut_to_the_models_text_len_as_in_training(
     assert torch.equal(train_side[1], prepare_context(short, long_ctx, 1)[0])
     with pytest.raises(ValueError, match="text_len=0"):
         tiny_model(text_len=0)
+
+
+def test_interrupt_stops_sampling_within_one_block():
+    """A host's Cancel (interrupt() raising) is answered between DiT blocks, not at the end of a step: with 2 blocks
+    per call, 3 windows per step and 4 steps, asking to stop after the 3rd block runs exactly 3 blocks."""
+    from simplegvr_core.pipeline import sample
+    from simplegvr_core.plan import plan_sampling
+
+    class Stop(Exception):
+        pass
+
+    m = tiny_model()
+    cond = build_condition(m, lr_latent(t=7), scale=2.0)
+    plan = plan_sampling(m, cond.c.shape, attention="full", chunk_frames=3)
+    assert plan.calls_per_step == 3 and len(m.dit.blocks) == 2
+    blocks = []
+
+    def interrupt():
+        blocks.append(1)
+        if len(blocks) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        sample(m, cond, plan, steps=4, cfg=1.0, interrupt=interrupt)
+    assert len(blocks) == 3 and m.dit.interrupt is None  # and the hook is gone afterwards

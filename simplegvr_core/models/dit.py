@@ -227,6 +227,9 @@ class SimpleGVRDiT(nn.Module):
         self.head = Head(dim, config.out_dim, config.patch_size, config.eps)
         self.gradient_checkpointing = False
         self.sequence_parallel = None  # a parallel.SequenceParallel splits the tokens over processes (parallel.enable)
+        # called after every block when set (pipeline.sample's `interrupt`): raising there stops the run within one
+        # block, e.g. ComfyUI's Cancel; not part of the checkpoint
+        self.interrupt = None
         self.attention_mode = config.attention
         self.attention_options = {"unit_frames": config.unit_frames, "sparse_block": config.sparse_block,
                                   "sparse_topk": config.sparse_topk}
@@ -361,6 +364,8 @@ class SimpleGVRDiT(nn.Module):
             tokens = out[0] if causal else out
             if causal:
                 caches.append(out[1])
+            if self.interrupt is not None:
+                self.interrupt()
         if stream is not None:
             stream.frame += f
             stream.caches = caches
