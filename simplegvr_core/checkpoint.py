@@ -93,6 +93,35 @@ class open_safetensors:
         return self._cm.__exit__(*exc)
 
 
+def read_torch_file(path: str | os.PathLike, what: str = "file"):
+    """The tensors (and plain containers, numbers, strings) of a `torch.save` file such as a
+    training state.pt, read with torch's weights-only unpickler: a file holding any other Python
+    object - which unpickling could run as code - is refused (ValueError saying so; the protection
+    is never turned off), as is a truncated or corrupt file. ValueError naming the file, never a
+    traceback advising `weights_only=False`."""
+    import pickle
+    import warnings
+    import zipfile
+
+    p = check_input_file(path, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol ...": not our file
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # what the weights-only unpickler refuses to build
+        kind = "it holds Python objects, not only tensors" if "global" in str(e).lower() else \
+            "it is not a torch file of tensors only (a pickle of Python objects, or a corrupt file)"
+        raise ValueError(f"{what} {str(p)!r} was refused as unsafe: {kind}, and reading it could "
+                         "run code; use a file this trainer wrote") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, KeyError, IndexError, TypeError,
+            AttributeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if "weights_only" in first:  # never pass on advice to turn the protection off
+            first = type(e).__name__
+        raise ValueError(f"{what} {str(p)!r} is not a readable torch file (truncated or corrupt: "
+                         f"{first})") from None
+
+
 # --- SimpleGVR checkpoints ---------------------------------------------------------------------
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a safetensors file, from its header only (no tensor is read)."""
