@@ -127,6 +127,19 @@ def test_a_step_folder_holding_user_files_is_not_replaced(tmp_path, clips):
     assert sorted(p.name for p in ck.iterdir()) == ["step-0000001"]  # the temporary folder is gone
 
 
+def test_synthetic_clips_are_never_written_over_a_users_files(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "clip_0000.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds other files \(clip_0000.txt\)"):
+        D.make_synthetic_videos(data, 1, 5, (32, 32))
+    assert [p.name for p in data.iterdir()] == ["clip_0000.txt"]
+    (data / "clip_0000.txt").unlink()
+    (data / "clip_0000.mp4").write_bytes(b"half a clip")  # an interrupted synthesis: made again
+    D.make_synthetic_videos(data, 1, 5, (32, 32))
+    assert D.read_captions(data)[0][0].stat().st_size > 100
+
+
 def test_training_and_benchmarks_delete_only_through_files_py():
     words = ("unlink(", "rmtree(", "os.remove(", "rmdir(", "shutil.move(")
     for folder in ("training", "benchmarks"):

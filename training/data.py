@@ -16,6 +16,7 @@ process draws with the same global batch (`StepSampler`).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -82,13 +83,25 @@ def resize_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Genera
     return np.ascontiguousarray(frames[:, y:y + th, x:x + tw])
 
 
+SYNTHETIC_FILES = re.compile(r"^(clip_[0-9]{4,}\.mp4|captions\.jsonl)$")
+
+
 def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tuple[int, int], seed: int = 0) -> Path:
-    """Write `count` procedural clips (mp4) and their captions.jsonl into `folder` (for smoke runs and tests)."""
+    """Write `count` procedural clips (mp4) and their captions.jsonl into `folder` (for smoke runs
+    and tests). `folder` is new, empty or holds only what this function writes (clip_NNNN.mp4,
+    captions.jsonl: an interrupted run's, made again); a folder holding anything else is refused
+    (ValueError) and nothing in it is touched."""
     from simplegvr_core.degrade.video_io import write_video
+    from simplegvr_core.files import check_output_folder, is_temporary
     from simplegvr_core.procedural import clip_caption, make_clip
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = check_output_folder(folder, "the folder for procedural clips")
+    foreign = sorted(p.name for p in folder.iterdir()
+                     if not SYNTHETIC_FILES.match(p.name) and not is_temporary(p))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise ValueError(f"cannot write procedural clips into {str(folder)!r}: it holds other "
+                         f"files ({', '.join(foreign[:3])}{more}); give a new or empty folder")
     rows = []
     for i in range(count):
         name = f"clip_{i:04d}.mp4"
