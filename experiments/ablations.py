@@ -80,7 +80,9 @@ def train_variant(name: str, v: dict, args, curve: str | None = None) -> Path:
     t0 = time.time()
     if cfg["model"]["overrides"]["upsampler"]["base"] == "linear":
         out.mkdir(parents=True, exist_ok=True)
-        fit_init(cfg, out / "init.safetensors", noise_level=cfg["train"]["noise_level"], log=lambda *_: None)
+        # this variant's own run folder: the init of an interrupted run is made again
+        fit_init(cfg, out / "init.safetensors", noise_level=cfg["train"]["noise_level"],
+                 log=lambda *_: None, overwrite=True)
         cfg["model"]["init"] = str(out / "init.safetensors")
     train(cfg, export=str(export), progress=False)
     print(f"  trained {name} in {time.time() - t0:.0f} s", flush=True)

@@ -241,9 +241,12 @@ def _build(cls, d: dict[str, Any], what: str):
     if not isinstance(d, dict):
         raise ValueError(f"{what} must be a dict, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{what} has unknown keys {unknown}: expected a subset of {sorted(names)}")
+    unknown = sorted(set(d) - names, key=str)
+    if unknown:  # a few of them: a hostile checkpoint or config may carry a million
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        shown = ", ".join(repr(k)[:60] for k in unknown[:5])
+        raise ValueError(f"{what} has unknown keys [{shown}]{more}: expected a subset of "
+                         f"{sorted(names)}")
     return cls(**d)
 
 

@@ -364,20 +364,35 @@ def read_weights_file(path: str | os.PathLike, what: str = "weights", skip: tupl
             except Exception as e:  # noqa: BLE001 - SafetensorError on a corrupt payload
                 raise ValueError(f"{str(path)!r} is not a readable safetensors file "
                                  f"({type(e).__name__}: {e})") from None
+    return read_torch_file(path, what)
+
+
+def read_torch_file(path: str | os.PathLike, what: str = "file"):
+    """What a `torch.save` file holds (tensors, plain containers, numbers, strings: a state dict, a training state.pt),
+    read with torch's weights-only unpickler only. A file holding any other Python object - which unpickling could
+    run as code - is refused (ValueError saying so; the protection is never turned off and the message never
+    suggests it), as is a truncated or corrupt file; every error names the file."""
+    import warnings
+
+    p = check_input_file(path, what)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only load failed" not in str(e).lower():
-            raise ValueError(f"{str(path)!r} is not a readable PyTorch weights file "
-                             f"(UnpicklingError: {_first_line(e)})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol ...": not our file
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # what the weights-only unpickler refuses to build
         m = re.search(r"unsupported (global|operand)[^\n]*", str(e), re.IGNORECASE)
-        reason = m.group(0).rstrip(".") if m else "objects other than tensors"
-        raise ValueError(f"{str(path)!r} was refused as unsafe: it is not a plain pickle of "
-                         f"tensors, so reading it could run code ({reason}); convert it to "
-                         "safetensors from a source you trust") from None
-    except Exception as e:  # noqa: BLE001 - zip/pickle corruption, truncated files
-        raise ValueError(f"{str(path)!r} is not a readable PyTorch weights file "
-                         f"({type(e).__name__}: {_first_line(e)})") from None
+        if m or "weights only load failed" in str(e).lower():
+            reason = m.group(0).rstrip(".") if m else "objects other than tensors"
+            raise ValueError(f"{what} {str(p)!r} was refused as unsafe: it holds Python objects, not only tensors, "
+                             f"so reading it could run code ({reason}); use a file of tensors from a source you "
+                             "trust") from None
+        raise ValueError(f"{what} {str(p)!r} is not a readable torch file (UnpicklingError: {_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - zip / pickle corruption, a truncated file
+        first = _first_line(e)[:200]
+        if "weights_only" in first:  # never pass on advice to turn the protection off
+            first = type(e).__name__
+        raise ValueError(f"{what} {str(p)!r} is not a readable torch file (truncated or corrupt: "
+                         f"{type(e).__name__}: {first})") from None
 
 
 def _first_line(e: BaseException) -> str:

@@ -55,7 +55,11 @@ def test_each_variant_starts_from_a_base_fitted_to_its_own_condition_noise(ablat
     import training.train as tt
 
     calls = []
-    monkeypatch.setattr(fu, "fit_init", lambda cfg, out, noise_level=None, log=None: calls.append(("fit", noise_level, str(out))))
+    def fit_init(cfg, out, noise_level=None, log=None, overwrite=False):
+        assert overwrite  # the variant's own init: an interrupted run makes it again
+        calls.append(("fit", noise_level, str(out)))
+
+    monkeypatch.setattr(fu, "fit_init", fit_init)
     monkeypatch.setattr(tt, "train",
                         lambda cfg, export, progress: calls.append(("train", cfg["model"].get("init") or None, export)))
     args = types.SimpleNamespace(steps=7, pairs=str(tmp_path / "pairs"), work=str(tmp_path / "abl"))

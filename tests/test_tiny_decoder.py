@@ -307,7 +307,7 @@ def test_load_refuses_files_that_are_not_weights(tmp_path):
     with pytest.raises(ValueError, match=r"expected a file ending in \.safetensors, \.pth"):
         load_tiny_decoder(tmp_path / "w.onnx")
     (tmp_path / "broken.pth").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ValueError, match="not a readable PyTorch weights file"):
+    with pytest.raises(ValueError, match="not a readable torch file"):
         load_tiny_decoder(tmp_path / "broken.pth")
     (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     with pytest.raises(ValueError, match="not a readable safetensors file"):

@@ -41,14 +41,18 @@ def parse_scales(text: str) -> list[float]:
 
 
 def calibrate(model_path: str | Path, vae_path: str | Path, out: str | Path, scales=SCALES, clips: int | None = None,
-              log=print) -> dict:
-    """Score each residual scale on the first `clips` validation clips (all by default) and write the model with
-    the best one. Returns {"residual_scale": alpha, "validation_psnr_db": {alpha: PSNR}}."""
+              log=print, overwrite: bool = False) -> dict:
+    """Score each residual scale on the first `clips` validation clips (all by default) and write
+    the model with the best one. An existing `out` is refused before any work, and again at the
+    rename, unless `overwrite`; an `out` that is the model or the codec is refused. Returns
+    {"residual_scale": alpha, "validation_psnr_db": {alpha: PSNR}}."""
     from simplegvr_core.demo.clips import split_files
+    from simplegvr_core.files import check_output
     from simplegvr_core.vae import VideoVAE
 
     if clips is not None and clips < 1:
         raise ValueError(f"--clips {clips}: expected at least 1")
+    check_output(out, overwrite=overwrite, inputs=[model_path, vae_path], what="--out")  # before work
     model = load_checkpoint(model_path).eval()
     if model.config.prediction != "residual_x0":
         raise ValueError(f"{model_path}: prediction={model.config.prediction!r}, expected 'residual_x0' (x0 = c + D)")
@@ -67,8 +71,8 @@ def calibrate(model_path: str | Path, vae_path: str | Path, out: str | Path, sca
     best = max(scores, key=lambda a: (round(scores[a], 6), a))
     model.scale_residual_(best / applied)
     table = {f"{a:g}": round(p, 4) for a, p in scores.items()}
-    save_checkpoint(model, out, extra_metadata={"residual_scale": f"{best:g}",
-                                                "residual_scale_validation_psnr_db": json.dumps(table)})
+    meta = {"residual_scale": f"{best:g}", "residual_scale_validation_psnr_db": json.dumps(table)}
+    save_checkpoint(model, out, extra_metadata=meta, replace=overwrite)
     log(f"calibrate_residual: residual scale {best:g} ({scores[best]:.3f} dB on {len(val)} validation clips)")
     return {"residual_scale": best, "validation_psnr_db": scores}
 
@@ -81,10 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", default=",".join(f"{a:g}" for a in SCALES), help="residual scales to try (default: "
                     "%(default)s)")
     ap.add_argument("--clips", type=int, default=None, help="only the first N validation clips (default: all)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
-    return report_errors("calibrate_residual", lambda: calibrate(args.model, args.vae, args.out,
-                                                                 parse_scales(args.scales), args.clips), args.debug)
+
+    def run():
+        calibrate(args.model, args.vae, args.out, parse_scales(args.scales), args.clips,
+                  overwrite=args.overwrite)
+
+    return report_errors("calibrate_residual", run, args.debug)
 
 
 if __name__ == "__main__":

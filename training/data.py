@@ -16,6 +16,7 @@ process draws with the same global batch (`StepSampler`).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -30,22 +31,39 @@ SHARD_KIND = "simplegvr-pairs"
 
 
 def read_captions(folder: str | Path, captions: str = "captions.jsonl") -> list[tuple[Path, str]]:
-    """(video path, caption) for every line of `folder/captions.jsonl`; a missing caption is ''."""
+    """(video path, caption) for every line of `folder/captions.jsonl`: a JSON object with "video"
+    (a path, relative to `folder`) and "caption" (a string). A line without "caption" has the empty
+    caption (the null prompt); a caption that is not a string - null, a number, a table - is refused
+    (ValueError naming the file and the line: use "" for no caption), as is a line that is not such
+    an object or is nested too deeply to be read."""
+    from simplegvr_core.files import check_input_file, parse_json, short
+
     folder = Path(folder)
     path = folder / captions
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"no captions file {str(path)!r}: expected one JSON object per line "
                          '{"video": "clip.mp4", "caption": "..."}')
+    check_input_file(path, "captions file")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"captions file {str(path)!r} is not UTF-8 text (JSON lines)") from None
     items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-            items.append((folder / row["video"], str(row.get("caption", ""))))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{str(path)!r} line {n}: expected {{\"video\": ..., \"caption\": ...}}, "
-                             f"got {line[:80]!r} ({e})") from None
+        where = f"{str(path)!r} line {n}"
+        row = parse_json(line, where)
+        if not isinstance(row, dict) or not isinstance(row.get("video"), str) or not row["video"]:
+            raise ValueError(f"{where}: expected {{\"video\": \"clip.mp4\", \"caption\": "
+                             f"\"...\"}}, got {short(line)}")
+        caption = row.get("caption", "")
+        if not isinstance(caption, str):
+            shown = json.dumps(caption)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ValueError(f"{where}: the caption of {short(row['video'])} is {shown}, not a "
+                             'string (use "" for no caption)')
+        items.append((folder / row["video"], caption))
     if not items:
         raise ValueError(f"{str(path)!r} lists no videos")
     return items
@@ -65,13 +83,25 @@ def resize_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Genera
     return np.ascontiguousarray(frames[:, y:y + th, x:x + tw])
 
 
+SYNTHETIC_FILES = re.compile(r"^(clip_[0-9]{4,}\.mp4|captions\.jsonl)$")
+
+
 def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tuple[int, int], seed: int = 0) -> Path:
-    """Write `count` procedural clips (mp4) and their captions.jsonl into `folder` (for smoke runs and tests)."""
+    """Write `count` procedural clips (mp4) and their captions.jsonl into `folder` (for smoke runs
+    and tests). `folder` is new, empty or holds only what this function writes (clip_NNNN.mp4,
+    captions.jsonl: an interrupted run's, made again); a folder holding anything else is refused
+    (ValueError) and nothing in it is touched."""
     from simplegvr_core.degrade.video_io import write_video
+    from simplegvr_core.files import check_output_folder, is_temporary
     from simplegvr_core.procedural import clip_caption, make_clip
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = check_output_folder(folder, "the folder for procedural clips")
+    foreign = sorted(p.name for p in folder.iterdir()
+                     if not SYNTHETIC_FILES.match(p.name) and not is_temporary(p))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise ValueError(f"cannot write procedural clips into {str(folder)!r}: it holds other "
+                         f"files ({', '.join(foreign[:3])}{more}); give a new or empty folder")
     rows = []
     for i in range(count):
         name = f"clip_{i:04d}.mp4"
@@ -271,8 +301,10 @@ def collate(samples: list[dict]) -> dict:
 
 
 def write_shard(path: str | Path, hr: torch.Tensor, lr: torch.Tensor, contexts: list[torch.Tensor],
-                captions: list[str], latent_format: str, extra: dict | None = None) -> Path:
-    """Write one pair shard atomically (latents in model space, i.e. normalised)."""
+                captions: list[str], latent_format: str, extra: dict | None = None, *,
+                replace: bool = True) -> Path:
+    """Write one pair shard atomically (latents in model space, i.e. normalised); replace=False
+    leaves an existing file, or one that appears meanwhile, as it is (`files.OutputExistsError`)."""
     from safetensors.torch import save_file
 
     from simplegvr_core.files import atomic_write
@@ -289,4 +321,4 @@ def write_shard(path: str | Path, hr: torch.Tensor, lr: torch.Tensor, contexts: 
                "context_len": torch.tensor([c.shape[0] for c in contexts], dtype=torch.int64)}
     meta = {"kind": SHARD_KIND, "latent_format": latent_format, "captions": json.dumps(captions)}
     meta.update({k: str(v) for k, v in (extra or {}).items()})
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), replace=replace)

@@ -147,3 +147,14 @@ def broadcast_object(obj):
     box = [obj if rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def first_error(error: str | None) -> str | None:
+    """The first rank's error of those that have one, on every rank (None when none has): a check
+    whose result may differ between ranks (free memory) then stops all of them, so that none waits
+    for the others in a collective."""
+    if not is_distributed():
+        return error
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, error)
+    return next((e for e in out if e), None)

@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simplegvr_core.checkpoint import save_checkpoint  # noqa: E402
 from simplegvr_core.console import report_errors  # noqa: E402
+from simplegvr_core.files import check_output  # noqa: E402
 from simplegvr_core.models.upsampler import resize_frames  # noqa: E402
 from training.data import PairShards  # noqa: E402
-from training.train import build_model, load_config  # noqa: E402
+from training.train import build_model, input_paths, load_config  # noqa: E402
 
 
 def _padding(kernel: int, frames: int, causal: bool) -> tuple[int, ...]:
@@ -209,15 +210,19 @@ def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([r["hr_latent"] for r in rows]), torch.stack([r["lr_latent"] for r in rows])
 
 
-def fit_init(cfg: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=None, log=print) -> dict:
-    """Build the model `cfg["model"]` describes (seeded by train.seed), fit its base on the pair shards of
-    data.path (to the condition noised at `noise_level`, as `fit_base` takes it) and write it to `out`
-    (atomically): the checkpoint train.py's model.init takes. Returns fit_base's errors."""
+def fit_init(cfg: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=None, log=print,
+             overwrite: bool = False) -> dict:
+    """Build the model `cfg["model"]` describes (seeded by train.seed), fit its base on the pair
+    shards of data.path (to the condition noised at `noise_level`, as `fit_base` takes it) and write
+    it to `out` (atomically): the checkpoint train.py's model.init takes. An existing `out` is
+    refused before any work, and again at the rename, unless `overwrite`; an `out` that is one of
+    the inputs is refused. Returns fit_base's errors."""
     if cfg["data"]["kind"] != "shards":
         raise ValueError(f"data.kind={cfg['data']['kind']!r}: fit_upsampler reads pair shards (data.kind='shards')")
     if not ridge >= 0:
         raise ValueError(f"--ridge {ridge}: expected a number >= 0")
     noise = check_noise_level(noise_level)
+    check_output(out, overwrite=overwrite, inputs=input_paths(cfg), what="--out")  # before any work
     torch.manual_seed(cfg["train"]["seed"])
     model = build_model(cfg["model"]).float()
     hr, lr = load_pairs(cfg["data"]["path"])
@@ -225,7 +230,7 @@ def fit_init(cfg: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=Non
     meta = {"fit_upsampler_pairs": str(len(hr)), "fit_upsampler_mse": f"{err['mse']:.6f}"}
     if noise is not None:
         meta["fit_upsampler_noise_level"] = f"{noise[0]},{noise[1]}"
-    save_checkpoint(model, out, extra_metadata=meta)
+    save_checkpoint(model, out, extra_metadata=meta, replace=overwrite)
     return err
 
 
@@ -238,11 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-level", nargs=2, type=float, metavar=("LO", "HI"),
                     help="fit to the condition noised at s ~ U[LO, HI] (train.noise_level of a model that is sampled "
                          "with condition noise); default: the clean LR")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
 
     def run():
-        fit_init(load_config(args.config, args.overrides), args.out, ridge=args.ridge, noise_level=args.noise_level)
+        cfg = load_config(args.config, args.overrides)
+        fit_init(cfg, args.out, ridge=args.ridge, noise_level=args.noise_level,
+                 overwrite=args.overwrite)
         print(f"fit_upsampler: wrote {args.out}")
 
     return report_errors("fit_upsampler", run, args.debug)

@@ -16,6 +16,11 @@ LOCAL_RANK), so one command covers every rank of every node:
 A shard file that exists is finished and skipped, so re-running resumes (with any number of processes).
 Broken or too-short videos are reported and left out. Latents are stored in model space (normalised by the
 latent format); caption features once per caption.
+
+--out is a new or empty folder, or one that holds only this script's files (shards, text caches): a
+folder holding anything else is refused unless --overwrite, which writes the shards beside those
+files. Nothing in the folder is ever removed or replaced (a shard that appears while it is written,
+by another process, is left as it is).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -34,8 +40,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from simplegvr_core import seeding  # noqa: E402
+from simplegvr_core.console import one_line  # noqa: E402
 from simplegvr_core.degrade import check_modes  # noqa: E402
 from simplegvr_core.degrade.video_io import parse_wxh  # noqa: E402
+from simplegvr_core.files import OutputExistsError  # noqa: E402
 from simplegvr_core.latent_formats import get_format  # noqa: E402
 from simplegvr_core.text import TEXT_KINDS  # noqa: E402
 from simplegvr_core.vae import VAE_CHOICES  # noqa: E402
@@ -79,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", required=True, help="folder with the videos and captions.jsonl")
     ap.add_argument("--captions", default="captions.jsonl")
-    ap.add_argument("--out", required=True, help="folder for the shard files")
+    ap.add_argument("--out", required=True,
+                    help="folder for the shard files (new, empty, or this script's own)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="write into an --out folder that holds other files too (they are left "
+                    "as they are)")
     ap.add_argument("--synthesize", type=int, default=0,
                     help="first write this many procedural clips (+ captions.jsonl) into --videos if it has none")
     ap.add_argument("--shard", default=None, help="i/n: this process's slice (default: from accelerate/torchrun env)")
@@ -112,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("make_pairs: interrupted (finished shard files are kept; rerun to resume)", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:
-        print(f"make_pairs: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError) as e:
+        print(f"make_pairs: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 
@@ -128,14 +140,15 @@ def run(args) -> int:
     hr_size, lr_size = parse_wxh(args.hr_size, "--hr-size"), parse_wxh(args.lr_size, "--lr-size")  # (H, W)
     fmt = get_format(args.latent_format)
     device = pick_device(args.device)
+    if args.per_shard < 1:
+        raise ValueError(f"--per-shard {args.per_shard}: expected at least 1")
+    out = check_out_folder(args.out, args.videos, args.overwrite)
     if args.synthesize and not (Path(args.videos) / args.captions).exists():
         print(f"writing {args.synthesize} procedural clips to {args.videos}")
         D.make_synthetic_videos(args.videos, args.synthesize, args.frames + 8, hr_size, seed=args.seed)
     items = D.read_captions(args.videos, args.captions)
     n_shards = math.ceil(len(items) / args.per_shard)
     mine = [k for k in range(n_shards) if k % world == rank]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     todo = [k for k in mine if not (out / f"pairs-{k:05d}.safetensors").exists()]
     print(f"shard {rank}/{world}: {len(mine)} of {n_shards} shard files, {len(mine) - len(todo)} already done")
     if not todo:
@@ -189,10 +202,39 @@ def run(args) -> int:
         if not hrs:
             print(f"shard {k}: no usable videos", file=sys.stderr)
             continue
-        D.write_shard(out / f"pairs-{k:05d}.safetensors", torch.cat(hrs), torch.cat(lrs), ctxs, caps, fmt.name,
-                      extra={"degradation": args.degradation, "frames": args.frames})
+        try:
+            D.write_shard(out / f"pairs-{k:05d}.safetensors", torch.cat(hrs), torch.cat(lrs), ctxs,
+                          caps, fmt.name, extra={"degradation": args.degradation,
+                                                 "frames": args.frames}, replace=False)
+        except OutputExistsError:
+            print(f"shard {k}: pairs-{k:05d}.safetensors appeared meanwhile (another process?); "
+                  "left as it is", file=sys.stderr)
     print(f"done: {len(todo)} shard files written, {failed} videos skipped")
     return 0
+
+
+OWN_FILES = re.compile(r"^(pairs-[0-9]{5,}|text_cache-[0-9]+)\.safetensors$")
+
+
+def check_out_folder(out: str, videos: str, overwrite: bool) -> Path:
+    """--out as a folder (created if needed) before any work: refused when it is a file, when it is
+    the --videos folder, and when it holds files this script does not write (unless `overwrite`: the
+    shards go beside them, and nothing there is ever removed)."""
+    from simplegvr_core.files import check_output_folder, is_temporary
+
+    p = Path(out)
+    if p.is_dir() and Path(videos).is_dir() and os.path.samefile(p, videos):
+        raise ValueError(f"--out {out!r} is the --videos folder: choose another folder for the "
+                         "shards")
+    p = check_output_folder(p, "--out")
+    foreign = sorted(f.name for f in p.iterdir()
+                     if not OWN_FILES.match(f.name) and not is_temporary(f))
+    if foreign and not overwrite:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise ValueError(f"--out {out!r} holds files make_pairs did not write "
+                         f"({', '.join(foreign[:3])}{more}): give a new or empty folder, or pass "
+                         "--overwrite to write the shards beside them (nothing is removed)")
+    return p
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """Train SimpleGVR (paper §4.3-4.4, §5.1): one CPU, one GPU, or many GPUs and nodes with `accelerate launch`.
 
-    python training/train.py --config training/configs/cpu_smoke.toml [section.key=value ...] [--resume] [--export OUT]
+    python training/train.py --config training/configs/cpu_smoke.toml [section.key=value ...]
+        [--resume] [--export OUT [--overwrite]]
     accelerate launch training/train.py --config training/configs/stage1_classic_17f.toml
     accelerate launch --multi_gpu --num_processes 8 training/train.py --config ... train.fsdp=true train.grad_accum=2
 
@@ -17,7 +18,11 @@ average the gradients over the ranks.
 Checkpoints (every `log.checkpoint_every` steps) hold the full model, its EMA, optimizer, LR scheduler, step
 and RNG states, gathered from every rank and written by rank 0 to a temporary folder that is renamed when
 complete; `--resume` continues exactly where the run stopped, with any number of processes.
-`--export OUT` writes the EMA weights as the safetensors checkpoint the nodes and `upscale` load.
+`--export OUT` writes the EMA weights as the safetensors checkpoint the nodes and `upscale` load; an
+existing OUT is refused before training starts (and again at the rename) unless `--overwrite`. The
+run deletes nothing but its own temporaries and checkpoint folders (`simplegvr_core.files`); a step
+that cannot fit in memory is refused before the first one (`training.budget`); every error is one
+line and exit code 2 (`--debug`: the traceback).
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import functools
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,9 +49,19 @@ except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from simplegvr_core import SimpleGVR, get_config, import_wan, load_checkpoint, save_checkpoint, seeding  # noqa: E402
-from simplegvr_core.weights import read_safetensors  # noqa: E402
 from simplegvr_core.console import one_line, sigterm_as_interrupt  # noqa: E402
-from simplegvr_core.files import clean_stale_temporaries, explain_write_error, temp_path  # noqa: E402
+from simplegvr_core.files import (  # noqa: E402
+    CHECKPOINT_RE,
+    MAX_TEXT_VALUE,
+    check_output,
+    clean_stale_temporaries,
+    explain_write_error,
+    remove_checkpoint_folder,
+    remove_temporary,
+    short,
+    temp_path,
+)
+from simplegvr_core.weights import read_safetensors, read_torch_file  # noqa: E402
 from simplegvr_core.sampling import add_condition_noise, noise_latent  # noqa: E402
 from simplegvr_core.timesteps import TimestepSampler  # noqa: E402
 from training import distill  # noqa: E402
@@ -65,7 +79,7 @@ DEFAULTS: dict = {
               "noise_level": [0.3, 0.6], "timestep_sampler": "uniform", "logit_mean": 0.0, "logit_std": 1.0,
               "detail_curve": "", "mixed_precision": "bf16", "gradient_checkpointing": False, "seed": 0,
               "overfit": False, "stop_at_step": 0, "grad_accum": 1, "fsdp": False, "upsampler_weight": 0.0,
-              "pixel_metric": "", "ssim_weight": 0.0, "freeze": []},
+              "pixel_metric": "", "ssim_weight": 0.0, "freeze": [], "check_memory": True},
     "log": {"output_dir": "runs/simplegvr", "tracker": "tensorboard", "log_every": 10, "checkpoint_every": 500,
             "keep_checkpoints": 3, "validate_every": 500, "val_steps": 10},
     "distill": dict(distill.DEFAULTS),  # the distillation stage (training/distill.py); method '' = flow training
@@ -73,14 +87,28 @@ DEFAULTS: dict = {
 
 
 # --- config ------------------------------------------------------------------------------------
+MAX_LISTED = 5  # names a config message lists; the rest are counted
+
+
+def listed(names) -> str:
+    """At most MAX_LISTED names of `names`, each cut with files.short, then how many more: for
+    messages about what a user may have made huge (a million unknown keys)."""
+    names = list(names)
+    text = ", ".join(short(n, 60) for n in names[:MAX_LISTED])
+    return text + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
 def _merge(base: dict, new: dict, where: str = "") -> dict:
     out = copy.deepcopy(base)
+    unknown = [k for k in new if k not in base]
+    if unknown:
+        key = short(f"{where}{unknown[0]}", 80)
+        more = f" (and {len(unknown) - 1} more unknown keys)" if len(unknown) > 1 else ""
+        raise ValueError(f"unknown config key {key}{more}: expected one of {sorted(base)}")
     for k, v in new.items():
-        if k not in base:
-            raise ValueError(f"unknown config key '{where}{k}': expected one of {sorted(base)}")
         if isinstance(base[k], dict) and k != "overrides":
             if not isinstance(v, dict):
-                raise ValueError(f"config key {where}{k} must be a table")
+                raise ValueError(f"config key {where}{k}={short(v)} must be a table")
             out[k] = _merge(base[k], v, f"{where}{k}.")
         elif k == "overrides" and isinstance(base[k], dict) and isinstance(v, dict):
             out[k] = _merge_free(base[k], v)  # model.overrides.dit.dim=... adds to the file's table, not replace it
@@ -104,29 +132,48 @@ def _parse_value(text: str):
         return text  # a bare string
 
 
+MAX_KEY_PARTS = 8  # section.key...: model.overrides.dit.sparse_block is the deepest key (4 parts)
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> dict:
-    """DEFAULTS <- the TOML file <- `section.key=value` overrides (values in TOML syntax, bare strings allowed)."""
+    """DEFAULTS <- the TOML file <- `section.key=value` overrides (values in TOML syntax, bare
+    strings allowed). ValueError naming the file or the override for TOML that is malformed, not
+    UTF-8 or nested too deeply."""
+    from simplegvr_core.files import check_input_file
+
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise ValueError(f"config {str(p)!r} does not exist")
+        check_input_file(p, "config")
         try:
             cfg = _merge(cfg, tomllib.loads(p.read_text()))
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"config {str(p)!r} is not valid TOML: {e}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"config {str(p)!r} is not UTF-8 text (a TOML file)") from None
+        except RecursionError:
+            raise ValueError(f"config {str(p)!r} is TOML nested too deeply to be read") from None
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r}: expected section.key=value")
+            raise ValueError(f"override {short(item)}: expected section.key=value")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
+        if len(parts) > MAX_KEY_PARTS:
+            raise ValueError(f"override {short(key)}: {len(parts)} dotted parts, expected at most "
+                             f"{MAX_KEY_PARTS}")
         node: dict = {}
         cur = node
         for part in parts[:-1]:
             cur[part] = {}
             cur = cur[part]
-        cur[parts[-1]] = _parse_value(value.strip())
-        cfg = _merge(cfg, node)
+        try:
+            cur[parts[-1]] = _parse_value(value.strip())
+            cfg = _merge(cfg, node)
+        except RecursionError:
+            raise ValueError(f"override {short(key)}: its value is nested too deeply to be "
+                             "read") from None
     return validate_config(cfg)
 
 
@@ -135,9 +182,9 @@ DATA_KINDS = ("videos", "shards")
 SCANS = ("decode", "probe")
 _INT_RANGES = {  # key: (lo, hi); every int must lie in its range
     "model.wan_num_heads": (0, 256), "data.frames": (1, 10_000), "data.val_count": (0, 1_000_000),
-    "data.num_workers": (0, 256), "data.synthesize": (0, 1_000_000), "vae.seed": (0, 2**64 - 1),
-    "train.steps": (1, 10**9), "train.batch_size": (1, 65_536), "train.warmup_steps": (0, 10**9),
-    "train.seed": (0, 2**64 - 1), "train.stop_at_step": (0, 10**9), "train.grad_accum": (1, 65_536),
+    "data.num_workers": (0, 64), "data.synthesize": (0, 1_000_000), "vae.seed": (0, 2**64 - 1),
+    "train.steps": (1, 10**9), "train.batch_size": (1, 1024), "train.warmup_steps": (0, 10**9),
+    "train.seed": (0, 2**64 - 1), "train.stop_at_step": (0, 10**9), "train.grad_accum": (1, 128),
     "log.log_every": (1, 10**9),
     "log.checkpoint_every": (1, 10**9), "log.keep_checkpoints": (0, 10**6), "log.validate_every": (0, 10**9),
     "log.val_steps": (1, 10_000), **distill.INT_RANGES,
@@ -150,11 +197,81 @@ _FLOAT_RANGES = {  # key: (lo, hi, lo open?)
 }
 
 
+MAX_SAMPLES_PER_STEP = 4096  # train.batch_size x train.grad_accum: what a process draws a step
+MAX_FREEZE = 256  # prefixes in train.freeze
+MAX_OVERRIDE_DEPTH = 3  # tables below [model]: model.overrides.dit is 2 deep, a 3rd is no field
+
+
+def _check_sizes(cfg: dict) -> None:
+    """Every string of the config (values, and the keys of model.overrides) at most
+    files.MAX_TEXT_VALUE characters (a name or a path; the key and the length are named, never the
+    value), and model.overrides at most MAX_OVERRIDE_DEPTH tables deep. Iterative: a hostile nesting
+    cannot exhaust the stack."""
+    todo = [(k, v, 0) for section, values in cfg.items() if isinstance(values, dict)
+            for k, v in ((f"{section}.{k}", v) for k, v in values.items())]
+    while todo:
+        key, v, depth = todo.pop()
+        if isinstance(v, str) and len(v) > MAX_TEXT_VALUE:
+            raise ValueError(f"config key {key}: a string of {len(v):,} characters, expected at "
+                             f"most "
+                             f"{MAX_TEXT_VALUE:,} (a name or a path)")
+        if isinstance(v, dict):
+            if depth >= MAX_OVERRIDE_DEPTH:
+                raise ValueError(f"config key {short(key, 120)}: tables nested deeper than "
+                                 f"{MAX_OVERRIDE_DEPTH} levels (model.overrides holds config "
+                                 "fields, e.g. model.overrides.dit.dim)")
+            for k, x in v.items():
+                if len(str(k)) > MAX_TEXT_VALUE:
+                    raise ValueError(f"config key {short(key, 120)} has a key of {len(str(k)):,} "
+                                     f"characters, expected "
+                                     f"at most {MAX_TEXT_VALUE:,}")
+                todo.append((f"{key}.{k}", x, depth + 1))
+        elif isinstance(v, list):
+            todo += [(f"{key}[{i}]", x, depth) for i, x in enumerate(v[:MAX_FREEZE + 1])]
+
+
+def _check_overrides(overrides: dict) -> None:
+    """model.overrides names only fields of the model config (`simplegvr_core.config`): ValueError
+    listing at most a few of the unknown ones."""
+    import dataclasses
+
+    from simplegvr_core.config import DiTConfig, SimpleGVRConfig, UpsamplerConfig
+
+    tables = {"dit": DiTConfig, "upsampler": UpsamplerConfig}
+    top = {f.name for f in dataclasses.fields(SimpleGVRConfig)}
+    unknown = [k for k in overrides if k not in top]
+    for name, cls in tables.items():
+        sub = overrides.get(name)
+        if sub is not None and not isinstance(sub, dict):
+            raise ValueError(f"config key model.overrides.{name}={short(sub)}: expected a table of "
+                             f"{name} fields")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown += [f"{name}.{k}" for k in (sub or {}) if k not in fields]
+    if unknown:
+        raise ValueError(f"config key model.overrides has {len(unknown):,} unknown field(s): "
+                         f"{listed(unknown)} (expected fields of the model config, e.g. dit.dim, "
+                         "upsampler.hidden, prediction)")
+
+
+def _finite(v) -> bool:
+    """math.isfinite for a number that may be an int too large for a float (a TOML int of 3,000
+    digits)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def validate_config(cfg: dict) -> dict:
-    """Refuse, with one message naming the key, what would crash mid-run or train nothing: a wrong type (each key has
-    its default's type), an int or float out of range, a size that is not two positive ints, an unknown choice."""
+    """Refuse, with one message naming the key, what would crash mid-run or train nothing: a wrong
+    type (each key has its default's type), an int or float out of range, a size that is not two
+    positive ints, an unknown choice, a string longer than files.MAX_TEXT_VALUE, unknown
+    model.overrides fields, more samples a step than MAX_SAMPLES_PER_STEP. Values in messages are
+    cut (files.short), lists of names capped (`listed`)."""
     def fail(key, value, expected):
-        raise ValueError(f"config key {key}={value!r}: expected {expected}")
+        raise ValueError(f"config key {key}={short(value)}: expected {expected}")
+
+    _check_sizes(cfg)
 
     for section, values in DEFAULTS.items():
         for k, default in values.items():
@@ -168,7 +285,7 @@ def validate_config(cfg: dict) -> dict:
                     fail(key, v, f"an integer in [{lo}, {hi}]")
             elif isinstance(default, float):
                 lo, hi, open_lo = _FLOAT_RANGES[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) or \
                         not (v > lo if open_lo else v >= lo) or v > hi:
                     fail(key, v, f"a number in {'(' if open_lo else '['}{lo:g}, {hi:g}]")
             elif isinstance(default, str):
@@ -190,10 +307,17 @@ def validate_config(cfg: dict) -> dict:
     for key, n in (("train.betas", 2), ("train.noise_level", 2)):
         v = t[key.split(".")[1]]
         if not isinstance(v, list) or len(v) != n or any(isinstance(x, bool) or not isinstance(x, (int, float))
-                                                         or not math.isfinite(x) for x in v):
+                                                         or not _finite(x) for x in v):
             fail(key, v, f"a list of {n} numbers")
-    if not isinstance(t["freeze"], list) or not all(isinstance(x, str) and x for x in t["freeze"]):
-        fail("train.freeze", t["freeze"], 'a list of parameter-name prefixes, e.g. ["upsampler"]')
+    if not isinstance(t["freeze"], list) or len(t["freeze"]) > MAX_FREEZE or \
+            not all(isinstance(x, str) and x for x in t["freeze"]):
+        fail("train.freeze", t["freeze"],
+             f'a list of at most {MAX_FREEZE} parameter-name prefixes, e.g. ["upsampler"]')
+    if t["batch_size"] * t["grad_accum"] > MAX_SAMPLES_PER_STEP:
+        fail("train.grad_accum", t["grad_accum"],
+             f"train.batch_size x train.grad_accum ({t['batch_size']} x "
+             f"{t['grad_accum']}) at most {MAX_SAMPLES_PER_STEP} samples a process draws a step")
+    _check_overrides(cfg["model"]["overrides"])
     if t["ssim_weight"] and not t["pixel_metric"]:
         fail("train.ssim_weight", t["ssim_weight"], "0, or a train.pixel_metric codec to decode the frames SSIM is measured on")
     if not all(0 <= b < 1 for b in t["betas"]):
@@ -225,24 +349,49 @@ def validate_config(cfg: dict) -> dict:
 
 
 # --- model, EMA ----------------------------------------------------------------------------------
-def build_model(mcfg: dict) -> SimpleGVR:
-    """From a named config (+ overrides), a SimpleGVR checkpoint (previous stage) or Wan T2V weights (into
-    `model.config` when it names one, e.g. wan2.2-ti2v-5b or cogvideox-1.3b; else the shape is inferred)."""
+def model_config(mcfg: dict):
+    """The SimpleGVRConfig the [model] table describes, without building the model (a checkpoint's
+    header is read): what `build_model` builds; None for `model.wan`, whose shape comes from the
+    weights."""
+    from simplegvr_core.checkpoint import checkpoint_config
+
     if mcfg["init"]:
+        config = get_config(checkpoint_config(mcfg["init"]).to_dict())
+    elif mcfg["wan"]:
+        return None
+    else:
+        cfg = get_config(mcfg["config"] or "tiny").to_dict()
+        for section, values in (mcfg.get("overrides") or {}).items():
+            if section in ("dit", "upsampler"):
+                cfg[section].update(values)
+            else:
+                cfg[section] = values
+        cfg["upsampler"]["mode"] = mcfg["upsampler"]
+        config = get_config(cfg)
+    if mcfg["attention"]:
+        config.dit.attention = mcfg["attention"]
+    return config
+
+
+def build_model(mcfg: dict, device=None) -> SimpleGVR:
+    """From a named config (+ overrides), a SimpleGVR checkpoint (previous stage) or Wan T2V weights
+    (into `model.config` when it names one, e.g. wan2.2-ti2v-5b or cogvideox-1.3b; else the shape is
+    inferred). device="meta": the model's shape only, nothing allocated or read but a header (not
+    for `model.wan`)."""
+    if device == "meta":
+        config = model_config(mcfg)
+        if config is None:
+            raise ValueError("model.wan: the shape of imported Wan weights is known only once "
+                             "they are read")
+        model = SimpleGVR.from_config(config, device="meta")
+    elif mcfg["init"]:
         model = load_checkpoint(mcfg["init"])
     elif mcfg["wan"]:
         model = import_wan(mcfg["wan"], config=mcfg["config"] or None, upsampler=mcfg["upsampler"],
                            num_heads=mcfg["wan_num_heads"] or None)
         model = model.float()
     else:
-        cfg = get_config(mcfg["config"] or "tiny").to_dict()
-        for section, values in (mcfg.get("overrides") or {}).items():
-            if section not in ("dit", "upsampler") and not isinstance(values, dict):
-                cfg[section] = values
-            else:
-                cfg[section].update(values)
-        cfg["upsampler"]["mode"] = mcfg["upsampler"]
-        model = SimpleGVR.from_config(cfg)
+        model = SimpleGVR.from_config(model_config(mcfg))
     if mcfg["attention"]:
         model.dit.set_attention(mcfg["attention"])
         model.config.dit.attention = mcfg["attention"]
@@ -488,15 +637,24 @@ def flow_loss(model, hr, lr, ctx, draws: list[dict], upsampler_weight: float = 0
 
 # --- checkpoints ---------------------------------------------------------------------------------
 def _ckpt_dirs(out: Path) -> list[Path]:
+    """The complete checkpoint folders of a run (`step-NNNNNNN` holding state.pt), oldest first."""
     d = out / "checkpoints"
-    return sorted(p for p in d.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp") and (p / "state.pt").is_file())
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if CHECKPOINT_RE.match(p.name) and p.is_dir()
+                  and not p.is_symlink() and (p / "state.pt").is_file())
 
 
-def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, scheduler, cfg: dict, keep: int) -> Path | None:
-    """Everything needed to resume, in full (gathered from every rank: call it on all of them), written by rank 0 to a
-    temporary folder that is renamed when complete. Gathering is finished before anything is written, so a rank that
-    dies mid-run leaves either a complete checkpoint or none (the temporary of a killed writer is removed by the next
-    run). Returns the folder on rank 0, None on the other ranks."""
+def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, scheduler, cfg: dict,
+                        keep: int, world: int = 1, log=print) -> Path | None:
+    """Everything needed to resume, in full (gathered from every rank: call it on all of them),
+    written by rank 0 to a temporary folder that is renamed when complete. Gathering is finished
+    before anything is written, so a rank that dies mid-run leaves either a complete checkpoint or
+    none (the temporary of a killed writer is removed by the next run). The global batch
+    (train.batch_size x `world` processes x train.grad_accum) is recorded, so that a resume with
+    another one is refused. Older checkpoints beyond `keep` are removed, only when they hold nothing
+    but the trainer's files (`files.remove_checkpoint_folder`; one that holds anything else is kept
+    and said so). Returns the folder on rank 0, None on the other ranks."""
     from safetensors.torch import save_file
 
     from training import distributed as D
@@ -508,31 +666,36 @@ def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, schedu
         return None
     final = out / "checkpoints" / f"step-{step:07d}"
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(final)  # `.step-N.<pid>.<token>.tmp`: a later run removes it if this process is killed
+    tmp = temp_path(final)  # `.step-N.simplegvr-<pid>-<hex>.tmp`: removed by a later run if killed
     tmp.mkdir()
     try:
         save_checkpoint(plain_model(model.config, model_state), tmp / "model.safetensors")
         save_file({k: v.contiguous() for k, v in ema_state.items()}, str(tmp / "ema.safetensors"))
         state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "config": json.dumps(cfg)}
+                 "torch_rng": torch.get_rng_state(), "config": json.dumps(cfg),
+                 "batch": {"batch_size": int(cfg["train"]["batch_size"]), "processes": int(world),
+                           "grad_accum": int(cfg["train"]["grad_accum"])}}
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(state, tmp / "state.pt")
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists() or final.is_symlink():
+            remove_checkpoint_folder(final)  # an earlier run's at this step; refused unless ours
         os.replace(tmp, final)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_temporary(tmp)
         err = explain_write_error(e, final)
         if err is not e:
             raise err from None
         raise
     for old in _ckpt_dirs(out)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            remove_checkpoint_folder(old)
+        except ValueError as e:
+            log(f"kept an old checkpoint: {e}")
     return final
 
 
-def _read_training_state(path: Path, model, ema: EMA):
+def _read_training_state(path: Path, model, ema: EMA, batch: tuple[int, int, int] | None = None):
     if not (path / "state.pt").is_file():
         raise ValueError(f"{str(path)!r} is not a training checkpoint (no state.pt)")
     saved = load_checkpoint(path / "model.safetensors")
@@ -541,19 +704,57 @@ def _read_training_state(path: Path, model, ema: EMA):
     shadow, _ = read_safetensors(path / "ema.safetensors")
     if set(shadow) != set(ema.shadow):
         raise ValueError(f"{str(path)!r}: EMA weights do not match the model")
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    state = read_torch_file(path / "state.pt", "training state")
+    missing = [k for k in ("step", "optimizer", "scheduler", "torch_rng")
+               if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{str(path / 'state.pt')!r} is not a training state of this trainer (no "
+                         f"{missing[0]!r})")
+    if batch is not None:
+        check_global_batch(state.get("batch"), batch, path)
     return saved.state_dict(), {k: v.float() for k, v in shadow.items()}, state
 
 
-def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler) -> int:
-    """Restore a checkpoint folder into the live objects (plain, DDP or FSDP: call it on every rank; rank 0 reads the
-    files and the others receive their part); returns the step to continue from."""
+def check_global_batch(recorded, batch: tuple[int, int, int], path) -> None:
+    """Refuse to resume with another global batch than the checkpoint's (`recorded`: its
+    {"batch_size", "processes", "grad_accum"}; None for a checkpoint older than the record, which
+    resumes as before). `batch`: this run's (batch_size, processes, grad_accum). The message says
+    which train.grad_accum keeps the global batch."""
+    if recorded is None:
+        return
+    try:
+        old = tuple(int(recorded[k]) for k in ("batch_size", "processes", "grad_accum"))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{str(path)!r}: its state.pt records the global batch as "
+                         f"{short(recorded)}: expected "
+                         "batch_size, processes and grad_accum") from None
+    g_old, g_new = math.prod(old), math.prod(batch)
+    if g_old == g_new:
+        return
+    bs, world, _ = batch
+    fix = (f"set train.grad_accum={g_old // (bs * world)}" if g_old % (bs * world) == 0 else
+           f"choose train.batch_size x processes x train.grad_accum = {g_old}")
+
+    def says(b):
+        return f"{b[0]} x {b[1]} process{'es' if b[1] != 1 else ''} x grad_accum {b[2]}"
+
+    raise ValueError(f"checkpoint {str(path)!r} trained with global batch {g_old} ({says(old)}); "
+                     f"this run's is {g_new} ({says(batch)}): {fix} to resume it (each step's "
+                     "samples depend on the global batch)")
+
+
+def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler,
+                        batch: tuple[int, int, int] | None = None) -> int:
+    """Restore a checkpoint folder into the live objects (plain, DDP or FSDP: call it on every rank;
+    rank 0 reads the files and the others receive their part); returns the step to continue from.
+    `batch`: this run's (batch_size, processes, grad_accum), refused when its product differs from
+    the checkpoint's global batch."""
     from training import distributed as D
 
     model_state = shadow = state = error = None
     if D.rank() == 0:
         try:
-            model_state, shadow, state = _read_training_state(path, model, ema)
+            model_state, shadow, state = _read_training_state(path, model, ema, batch)
         except ValueError as e:
             error = str(e)
     error = D.broadcast_object(error)
@@ -570,12 +771,14 @@ def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler) -> in
 
 
 def export_ema(config, ema_state: dict[str, torch.Tensor], path: str | os.PathLike, step: int,
-               student: tuple | None = None) -> Path:
-    """The (full, gathered) EMA weights as a node/pipeline checkpoint; a distilled student's carries its sampling
-    recipe and method (`student`: what `distill.student_recipe` returns)."""
+               student: tuple | None = None, *, replace: bool = False) -> Path:
+    """The (full, gathered) EMA weights as a node/pipeline checkpoint; a distilled student's carries
+    its sampling recipe and method (`student`: what `distill.student_recipe` returns). replace=False
+    (no --overwrite): an existing `path`, or one that appears while it is written, is left as it is
+    (`files.OutputExistsError`)."""
     recipe, extra = student or (None, {})
     return save_checkpoint(plain_model(config, ema_state), path, extra_metadata={"trained_steps": str(step), **extra},
-                           sampling=recipe)
+                           sampling=recipe, replace=replace)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -608,21 +811,43 @@ def validate(config, ema_state: dict[str, torch.Tensor], data: Data, cfg: dict, 
 
 
 # --- main ----------------------------------------------------------------------------------------
-def train(cfg: dict, resume: str | None = None, export: str | None = None, progress: bool = True) -> dict:
-    """Run (or resume) training; returns {"losses": [(step, loss), ...], "step": last step, "skipped": [...]}.
+def input_paths(cfg: dict) -> list[Path]:
+    """The files and folders a run of `cfg` reads (and the files it writes in log.output_dir): what
+    --export must not be."""
+    m, d, t = cfg["model"], cfg["data"], cfg["train"]
+    paths = [m["init"], m["wan"], d["path"], cfg["vae"]["path"], cfg["text"]["path"],
+             cfg["text"]["cache"], t["detail_curve"], t["pixel_metric"], cfg["distill"]["teacher"]]
+    out = [Path(p) for p in paths if p]
+    if d["path"]:
+        out.append(Path(d["path"]) / d["captions"])
+    logdir = Path(cfg["log"]["output_dir"])
+    return out + [logdir / "text_cache.safetensors", logdir / "losses.jsonl"]
 
-    Under `accelerate launch` / torchrun every process calls this; the losses are the means over the global batch
-    (the same on every rank), checkpoints and logs come from rank 0."""
+
+def train(cfg: dict, resume: str | None = None, export: str | None = None, progress: bool = True,
+          overwrite: bool = False) -> dict:
+    """Run (or resume) training; returns {"losses": [(step, loss), ...], "step": last step,
+    "skipped": [...]}.
+
+    Under `accelerate launch` / torchrun every process calls this; the losses are the means over the
+    global batch (the same on every rank), checkpoints and logs come from rank 0. `export`: write
+    the EMA weights there at the end; an existing file is refused before training starts, and again
+    at the rename, unless `overwrite`; a path that is one of the run's inputs is refused. Before the
+    first step, the memory of a step is estimated (`training.budget`) and a run that cannot fit is
+    refused (ValueError with the numbers)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
+    from simplegvr_core.files import check_output_folder
+    from training import budget
     from training import distributed as D
     from training.data import StepSampler
 
     validate_config(cfg)
-    out = Path(cfg["log"]["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
+    if export:
+        check_output(export, overwrite=overwrite, inputs=input_paths(cfg), what="--export")
+    out = check_output_folder(cfg["log"]["output_dir"], "log.output_dir")
     tcfg = cfg["train"]
     use_cuda = torch.cuda.is_available()
     tracker = cfg["log"]["tracker"] if cfg["log"]["tracker"] not in ("", "none", None) else None
@@ -644,7 +869,22 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     log = accelerator.print
     torch.manual_seed(tcfg["seed"])
 
-    model = build_model(cfg["model"]).float()  # the same initial weights on every rank (same seed)
+    if tcfg["check_memory"]:  # before anything big is allocated: a run that cannot fit is refused
+        imported = cfg["model"]["wan"] and not cfg["model"]["init"]  # its shape is in its weights
+        probe = build_model(cfg["model"], device=None if imported else "meta").float()
+        freeze(probe, tcfg["freeze"])
+        already = sum(p.numel() * 4 for p in probe.parameters()) if imported else 0
+        error = budget.memory_error(cfg, probe, device, world=world, already=already,
+                                    processes_here=budget.local_processes(world))
+        error = D.first_error(error)
+        if error:
+            raise ValueError(error)
+        model = probe if imported else None
+        del probe
+    else:
+        model = None
+    if model is None:
+        model = build_model(cfg["model"]).float()  # the same weights on every rank (same seed)
     model.dit.gradient_checkpointing = bool(tcfg["gradient_checkpointing"])
     freeze(model, tcfg["freeze"])
     model.to(device).train()
@@ -682,7 +922,8 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
             ck = _ckpt_dirs(out)[-1] if resume == "auto" and _ckpt_dirs(out) else (Path(resume) if resume != "auto" else None)
         ck = D.broadcast_object(str(ck) if ck is not None else None)
         if ck is not None:
-            start = load_training_state(Path(ck), model, ema, torch_optimizer, scheduler)
+            batch = (int(tcfg["batch_size"]), world, int(tcfg["grad_accum"]))
+            start = load_training_state(Path(ck), model, ema, torch_optimizer, scheduler, batch)
             log(f"resumed from {ck} at step {start}")
         else:
             log(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
@@ -690,7 +931,9 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     if export and start >= total:
         ema_state = D.full_tensors(ema.shadow)
         if main:
-            log(f"exported EMA weights of step {start} to {export_ema(model.config, ema_state, export, start, export_meta)}")
+            path = export_ema(model.config, ema_state, export, start, export_meta,
+                              replace=overwrite)
+            log(f"exported EMA weights of step {start} to {path}")
         return {"losses": [], "step": start, "skipped": []}
 
     with accelerator.main_process_first():  # rank 0 writes synthetic clips and the text cache, the others read them
@@ -749,7 +992,8 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
                 if tracker and vals:
                     accelerator.log(vals, step=done)
         if done % int(cfg["log"]["checkpoint_every"]) == 0 or done == total:
-            save_training_state(out, done, model, ema, torch_optimizer, scheduler, cfg, int(cfg["log"]["keep_checkpoints"]))
+            save_training_state(out, done, model, ema, torch_optimizer, scheduler, cfg,
+                                int(cfg["log"]["keep_checkpoints"]), world=world, log=log)
         accelerator.wait_for_everyone()
         if tcfg["stop_at_step"] and done >= int(tcfg["stop_at_step"]):
             break  # a deliberate interruption (tests and time-boxed jobs); resume continues from here
@@ -758,7 +1002,8 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     if export:
         ema_state = D.full_tensors(ema.shadow)
         if main:
-            path = export_ema(model.config, ema_state, export, losses[-1][0] if losses else start, export_meta)
+            last = losses[-1][0] if losses else start
+            path = export_ema(model.config, ema_state, export, last, export_meta, replace=overwrite)
             log(f"exported EMA weights to {path}")
     if tracker:
         accelerator.end_training()
@@ -780,26 +1025,47 @@ class _MapKeys:
             yield [(self.train_idx[i], s) for i, s in batch]
 
 
+def error_line(e: BaseException) -> str:
+    """One line for any error out of a training run: cli.one_line for ours; an allocator failure
+    (torch raises it as RuntimeError) as out of memory, a full disk as the disk-full line, anything
+    else with its type."""
+    if isinstance(e, (ValueError, OSError, MemoryError)):
+        return one_line(e)
+    if isinstance(e, RuntimeError):
+        if explain_write_error(e, "") is not e:  # torch's zip writer on a full disk: unexpected pos
+            return ("no space left on the device (or over a file size limit) writing a file of "
+                    "this run; free some space and continue with --resume")
+        text = str(e).lower()
+        if isinstance(e, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in text or \
+                "can't allocate memory" in text or "failed to allocate" in text:
+            return one_line(MemoryError(one_line(e)))
+    return f"{type(e).__name__}: {one_line(e)} (--debug shows the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="TOML config (training/configs/*.toml)")
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=200 log.output_dir=runs/x")
     ap.add_argument("--resume", nargs="?", const="auto", default=None,
                     help="continue from the latest checkpoint in log.output_dir (or from the given checkpoint folder)")
-    ap.add_argument("--export", default=None, help="write the EMA weights to this .safetensors when done")
+    ap.add_argument("--export", default=None,
+                    help="write the EMA weights to this .safetensors when done (an existing "
+                    "file is refused before training starts, unless --overwrite)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let --export replace an existing file")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
     sigterm_as_interrupt()
     try:
         cfg = load_config(args.config, args.overrides)
-        train(cfg, resume=args.resume, export=args.export)
+        train(cfg, resume=args.resume, export=args.export, overwrite=args.overwrite)
     except KeyboardInterrupt:
         print("train: interrupted (resume with --resume)", file=sys.stderr)
         return 130
-    except (ValueError, OSError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001 - every error is one line and exit 2; --debug: traceback
         if args.debug:
             raise
-        print(f"train: error: {one_line(e)}", file=sys.stderr)
+        print(f"train: error: {error_line(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -76,12 +76,15 @@ def codec_report(vae: LappedVideoCodec, videos: list[np.ndarray]) -> dict:
 
 
 def fit_vae(out: str, crops: int = 384, steps: int = 1500, kernel: int = 16, seed: int = 0, seam_weight: float = 1.0,
-            freqs: int = 8, log=print) -> dict:
+            freqs: int = 8, log=print, overwrite: bool = False) -> dict:
+    """Fit the codec and write it to `out`: an existing file is refused before any work, and again
+    at the rename, unless `overwrite`."""
     from safetensors.torch import save_file
 
     from simplegvr_core.degrade.video_io import read_video
-    from simplegvr_core.files import atomic_write
+    from simplegvr_core.files import atomic_write, check_output
 
+    check_output(out, overwrite=overwrite, what="--out")
     t0 = time.time()
     train = [read_video(p)[0] for p in C.split_files("train")]
     rng = seeding.numpy_rng(seed, seeding.FILE, 0)
@@ -118,29 +121,34 @@ def fit_vae(out: str, crops: int = 384, steps: int = 1500, kernel: int = 16, see
             "validation_psnr_db": f"{report['psnr_db']:.3f}", "validation_ssim": f"{report['ssim']:.4f}",
             "validation_blockiness": f"{report['blockiness']:.4f}", "crops": str(crops), "steps": str(steps),
             "seed": str(seed), "seam_weight": str(seam_weight), "freqs": str(freqs)}
-    atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata=meta), replace=overwrite)
     return {**report, "seconds": time.time() - t0}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True,
+                    help="the codec file to write (an existing one needs --overwrite)")
     ap.add_argument("--crops", type=int, default=384, help="random crops per scale from the train split")
     ap.add_argument("--steps", type=int, default=1500, help="Adam steps (batches of 6 crops)")
     ap.add_argument("--kernel", type=int, default=16, help="spatial kernel of the codec (stride 8; wider = smoother)")
     ap.add_argument("--seam-weight", type=float, default=1.0, help="weight of the loss across the 8-pixel grid lines")
     ap.add_argument("--freqs", type=int, default=8, help="cosines per side of the decoder's smooth basis functions")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
     if args.crops < 1 or args.steps < 1:
         print("train_vae: error: --crops and --steps must be >= 1", file=sys.stderr)
         return 2
-    try:
-        fit_vae(args.out, args.crops, args.steps, args.kernel, args.seed, args.seam_weight, args.freqs)
-    except (ValueError, OSError) as e:
-        print(f"train_vae: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    return 0
+    from simplegvr_core.console import report_errors
+
+
+    def run():
+        fit_vae(args.out, args.crops, args.steps, args.kernel, args.seed, args.seam_weight,
+                args.freqs, overwrite=args.overwrite)
+
+    return report_errors("train_vae", run, args.debug)
 
 
 if __name__ == "__main__":
