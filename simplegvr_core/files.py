@@ -262,6 +262,17 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike, replace: bool) -> No
     tmp.unlink()
 
 
+def commit_folder(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move a finished temporary folder (our naming) onto `path`, which must not exist (a folder is not replaced:
+    remove an own one first, e.g. `remove_checkpoint_folder`); OutputExistsError if it appeared meanwhile."""
+    tmp, path = Path(tmp), Path(path)
+    if not is_temporary(tmp) or not tmp.is_dir():
+        raise ValueError(f"refusing to move {str(tmp)!r}: not a temporary folder of this project")
+    if path.exists() or path.is_symlink():
+        raise OutputExistsError(f"{str(path)!r} exists: it was left as it is")
+    os.rename(tmp, path)  # a folder onto a name that does not exist: atomic, and never over a file
+
+
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _DISK_FULL_WORDS = ("no space left", "storagefull", "disk quota", "file too large", "file write failed",
                     "code: 28", "code: 27", "code: 122", "unexpected pos")

@@ -55,6 +55,7 @@ from simplegvr_core.files import (  # noqa: E402
     MAX_TEXT_VALUE,
     check_output,
     clean_stale_temporaries,
+    commit_folder,
     explain_write_error,
     remove_checkpoint_folder,
     remove_temporary,
@@ -680,7 +681,7 @@ def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, schedu
         torch.save(state, tmp / "state.pt")
         if final.exists() or final.is_symlink():
             remove_checkpoint_folder(final)  # an earlier run's at this step; refused unless ours
-        os.replace(tmp, final)
+        commit_folder(tmp, final)
     except BaseException as e:
         remove_temporary(tmp)
         err = explain_write_error(e, final)
