@@ -47,7 +47,7 @@ KEYS = ("psnr", "ssim", "hf_ratio")
 def variant_config(name: str, v: dict, args, curve: str | None = None) -> dict:
     """The demo's flow recipe (demo.toml's [train]) on the default model's shape (demo_onestep.toml's [model]),
     with one ablation applied; `interp` drops the linear base (the DiT's base is then latent interpolation)."""
-    from training.train import load_config
+    from training.config import load_config
 
     out = Path(args.work) / name
     over = [f"data.path={args.pairs}", f"log.output_dir={out}", f"train.steps={args.steps}", "log.tracker=none",
@@ -254,7 +254,7 @@ def main():
 
 def _demo_config() -> dict:
     from simplegvr_core import get_config
-    from training.train import load_config
+    from training.config import load_config
 
     cfg = load_config(ROOT / "training/configs/demo.toml")
     c = get_config(cfg["model"]["config"]).to_dict()

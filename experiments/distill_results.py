@@ -53,7 +53,8 @@ def command(name: str, args) -> list[str]:
 
 
 def train_student(name: str, args) -> Path:
-    from training.train import load_config, train
+    from training.config import load_config
+    from training.train import train
 
     cmd = command(name, args)
     export = Path(cmd[-1])

@@ -36,13 +36,24 @@ def sigterm_as_interrupt() -> None:
 
 
 def one_line(e: BaseException) -> str:
-    """The first line of an error's message (its type when it has none; MemoryError says what it is)."""
-    if isinstance(e, MemoryError):
-        detail = str(e).strip()
-        return "out of memory" + (f" ({detail.splitlines()[0]})" if detail else "") + \
-            ": use smaller sizes, tiles or chunks"
+    """One line for an error: the first line of its message (its type when it has none); a MemoryError, or the
+    RuntimeError an allocator raises, says out of memory; the RuntimeError of a writer on a full disk ('unexpected
+    pos') says so (`files.explain_write_error`); another RuntimeError names its type and where the traceback is."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    first = text.splitlines()[0] if text else type(e).__name__
+    if isinstance(e, RuntimeError) and not isinstance(e, RecursionError):
+        from .files import explain_write_error
+
+        disk = explain_write_error(e, "a file of this run")
+        if disk is not e:
+            return str(disk.strerror)
+        low = text.lower()
+        if "out of memory" in low or "can't allocate memory" in low or "failed to allocate" in low:
+            return one_line(MemoryError(first))
+        return f"{type(e).__name__}: {first} (--debug shows the traceback)"
+    if isinstance(e, MemoryError):
+        return "out of memory" + (f" ({first})" if text else "") + ": use smaller sizes, tiles or chunks"
+    return first
 
 
 def report_errors(prog: str, fn, debug: bool = False) -> int:

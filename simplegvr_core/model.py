@@ -65,12 +65,13 @@ class SimpleGVR(nn.Module):
         input, but the DiT's output D is the estimate of x0 - c, so x0 = c + D and v = (z_t - x0) / σ; a DiT that
         outputs 0 (a fresh one: its head starts at zero) leaves x0 = c at every σ, and at σ = 1 the flow loss is the
         x0 error (a one-step student regresses HR from c directly, with no noise to cancel)."""
+        extra = {} if stream is None else {"stream": stream}  # a causal DiT's group state (models/dit.py)
         if self.config.prediction == "hr":
-            return self.dit(z_t, c, t, context, noise_level, attention=attention, stream=stream)
+            return self.dit(z_t, c, t, context, noise_level, attention=attention, **extra)
         base = c.detach().float()
         sigma = (torch.as_tensor(t, device=z_t.device).float() / 1000.0).reshape(-1, *[1] * (z_t.dim() - 1))
         v = self.dit((z_t.float() - (1.0 - sigma) * base).to(z_t.dtype), c, t, context, noise_level, attention=attention,
-                     stream=stream)
+                     **extra)
         if self.config.prediction == "residual_x0":  # x0 = c + DiT, and v = (z_t - x0) / σ (σ floored at 1e-3)
             return (z_t.float() - base - v.float()) / sigma.clamp_min(1e-3)
         return v.float() - base

@@ -18,7 +18,8 @@ def ablations():
 
 
 def test_each_variant_changes_only_its_setting(ablations, tmp_path):
-    from training.train import build_model, load_config
+    from training.config import load_config
+    from training.models import build_model
 
     args = types.SimpleNamespace(steps=7, pairs=str(tmp_path / "pairs"), work=str(tmp_path / "abl"))
     onestep = load_config(ROOT / "training/configs/demo_onestep.toml")["model"]["overrides"]

@@ -15,7 +15,8 @@ from simplegvr_core.pipeline import upscale
 from simplegvr_core.sampling import SamplingRecipe, flow_sigmas
 from training import distill
 from training.data import make_synthetic_videos
-from training.train import load_config, train
+from training.config import load_config
+from training.train import train
 
 pytest.importorskip("accelerate")
 pytest.importorskip("diffusers")
@@ -128,7 +129,7 @@ def test_ssim_loss_blur_is_opencvs_gaussian_blur_with_reflected_borders():
     BORDER_REFLECT) exactly, borders included, on odd, even and non-square frames."""
     import cv2
 
-    from training.train import PixelMetric
+    from training.losses import PixelMetric
 
     rng = np.random.default_rng(0)
     for h, w in ((16, 16), (37, 24), (128, 128)):
@@ -145,7 +146,7 @@ def test_ssim_loss_measures_what_metrics_ssim_measures_and_needs_a_codec():
     from simplegvr_core import metrics
     from simplegvr_core.latent_formats import WAN21
     from simplegvr_core.vae import VideoVAE
-    from training.train import PixelMetric
+    from training.losses import PixelMetric
 
     path = Path(__file__).resolve().parents[1] / "simplegvr_core" / "assets" / "demo_vae.safetensors"
     if not path.is_file():
@@ -168,7 +169,7 @@ def test_ssim_loss_measures_what_metrics_ssim_measures_and_needs_a_codec():
     # In the loss: flow_loss adds ssim_weight * (1 - SSIM) of the x0 estimate x_σ - σ v against HR.
     from simplegvr_core import SimpleGVR
     from simplegvr_core.timesteps import TimestepSampler
-    from training.train import flow_loss, sample_draws
+    from training.losses import flow_loss, sample_draws
 
     model = SimpleGVR.from_config("tiny").eval()
     hr, lr, ctx = torch.randn(2, 16, 2, 8, 8, generator=g), torch.randn(2, 16, 2, 4, 4, generator=g), torch.randn(2, 4, 32)
@@ -191,7 +192,7 @@ def test_pixel_metric_scores_latent_errors_as_the_decoder_turns_them_into_pixels
     its own), scaled so a unit normal error scores about 1; channels the decoder amplifies weigh more."""
     from simplegvr_core.latent_formats import WAN21
     from simplegvr_core.vae import LappedVideoCodec, VideoVAE
-    from training.train import PixelMetric
+    from training.losses import PixelMetric
 
     torch.manual_seed(0)
     codec = LappedVideoCodec()

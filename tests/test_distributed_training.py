@@ -23,7 +23,9 @@ from safetensors.torch import load_file
 
 from simplegvr_core import SimpleGVR, load_checkpoint, save_checkpoint
 from training.data import StepSampler, write_shard
-from training.train import load_config, sample_draws, train
+from training.config import load_config
+from training.losses import sample_draws
+from training.train import train
 
 pytest.importorskip("accelerate")
 if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):

@@ -131,7 +131,7 @@ def test_each_training_config_uses_its_familys_vae_and_text_encoder(path):
     from simplegvr_core import get_config
     from simplegvr_core.text import TEXT_KINDS
     from simplegvr_core.vae import VAE_KINDS
-    from training.train import load_config
+    from training.config import load_config
 
     cfg = load_config(path)
     if cfg["data"]["kind"] != "videos":
@@ -160,7 +160,7 @@ def clips(tmp_path_factory):
 
 
 def family_cfg(tmp_path, clips, family, **over):
-    from training.train import load_config
+    from training.config import load_config
 
     config, vae, text, fmt = FAMILIES[family]
     hr = 32

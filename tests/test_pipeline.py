@@ -216,7 +216,7 @@ def test_cli_interrupt_leaves_no_output(tmp_path, monkeypatch, capsys):
 
 def test_text_features_are_padded_and_cut_to_the_models_text_len_as_in_training():
     from simplegvr_core.pipeline import prepare_context
-    from training.train import pad_contexts
+    from training.data import pad_contexts
 
     m = tiny_model()
     assert m.config.dit.text_len == 512  # Wan's length is the default

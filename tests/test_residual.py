@@ -92,7 +92,8 @@ def test_residual_training_lowers_its_loss_and_exports_a_residual_checkpoint(tmp
     import numpy as np
 
     from training.data import make_synthetic_videos
-    from training.train import load_config, train
+    from training.config import load_config
+    from training.train import train
 
     clips = make_synthetic_videos(tmp_path / "clips", 3, 13, (32, 32), seed=0)
     cfg = load_config(None, [

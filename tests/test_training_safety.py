@@ -22,6 +22,7 @@ from simplegvr_core.files import MAX_TEXT_VALUE, OutputExistsError
 from training import budget
 from training import data as D
 from training import train as T
+from training.checkpoints import check_global_batch
 
 pytest.importorskip("accelerate")
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,7 +296,9 @@ import accelerate, av, cv2, diffusers, tqdm.auto  # noqa: F401
 from diffusers import AutoencoderKLWan  # noqa: F401
 import simplegvr_core.text, simplegvr_core.vae, training.data  # noqa: F401
 from training import budget
-from training.train import build_model, load_config, train
+from training.config import load_config
+from training.models import build_model
+from training.train import train
 from training.data import make_synthetic_videos
 make_synthetic_videos({str(tmp_path / 'c')!r}, 3, 21, (128, 128), seed=0)
 cfg = load_config(None, ["model.config=tiny", "data.path={tmp_path / 'c'}", "data.frames=17",
@@ -480,10 +483,10 @@ def test_resume_with_another_global_batch_is_refused_naming_the_grad_accum_to_se
     with pytest.raises(ValueError, match=r"global batch 2 \(1 x 2 processes x grad_accum 1\); this "
                                          r"run's is 1 \(1 x 1 process x grad_accum 1\): set "
                                          r"train.grad_accum=2"):
-        T.check_global_batch({"batch_size": 1, "processes": 2, "grad_accum": 1}, (1, 1, 1), "ck")
+        check_global_batch({"batch_size": 1, "processes": 2, "grad_accum": 1}, (1, 1, 1), "ck")
     with pytest.raises(ValueError, match="choose train.batch_size x processes x train.grad_accum = "
                                          "3"):
-        T.check_global_batch({"batch_size": 3, "processes": 1, "grad_accum": 1}, (2, 1, 1), "ck")
+        check_global_batch({"batch_size": 3, "processes": 1, "grad_accum": 1}, (2, 1, 1), "ck")
 
 
 def test_huge_config_strings_are_refused_by_key_and_length(tmp_path):

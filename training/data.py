@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from simplegvr_core.weights import read_safetensors
 from simplegvr_core.degrade import check_modes, degrade_frames
+from simplegvr_core.model import SimpleGVR
+from simplegvr_core.weights import read_safetensors
 
 SHARD_KIND = "simplegvr-pairs"
 
@@ -322,3 +323,88 @@ def write_shard(path: str | Path, hr: torch.Tensor, lr: torch.Tensor, contexts: 
     meta = {"kind": SHARD_KIND, "latent_format": latent_format, "captions": json.dumps(captions)}
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), replace=replace)
+
+
+# --- batches in model space (what the loop trains on) -------------------------------------------
+class Data:
+    """Turns batch keys into model-space (hr, lr, context) tensors on the device."""
+
+    def __init__(self, cfg: dict, model: SimpleGVR, device, log):
+        from training import data as D
+
+        self.cfg, self.device, self.fmt = cfg, device, model.latent_format
+        dcfg = cfg["data"]
+        self.kind = dcfg["kind"]
+        self.skipped: list[str] = []
+        text_dim = model.config.dit.text_dim
+        if self.kind == "shards":
+            self.dataset = D.PairShards(dcfg["path"])
+            n_val = min(int(dcfg["val_count"]), len(self.dataset) - 1)
+            self.train_idx = list(range(len(self.dataset) - n_val))
+            self.val_idx = list(range(len(self.dataset) - n_val, len(self.dataset)))
+            self.vae = self.text = None
+        elif self.kind == "videos":
+            from simplegvr_core.text import TextCache, make_text_encoder
+            from simplegvr_core.vae import VideoVAE
+
+            if int(dcfg["synthesize"]) and not (Path(dcfg["path"]) / dcfg["captions"]).exists():
+                log(f"writing {dcfg['synthesize']} procedural clips to {dcfg['path']} (data.synthesize)")
+                D.make_synthetic_videos(dcfg["path"], int(dcfg["synthesize"]), int(dcfg["frames"]) + 4,
+                                        tuple(dcfg["hr_size"]), seed=int(cfg["train"]["seed"]))
+            items = D.read_captions(dcfg["path"], dcfg["captions"])
+            items, skipped = D.scan_videos(items, int(dcfg["frames"]), decode=dcfg["scan"] == "decode")
+            self.skipped += skipped
+            for s in skipped:
+                log(f"skipping: {s}")
+            if len(items) < 2:
+                raise ValueError(f"{dcfg['path']!r}: {len(items)} usable videos (skipped {len(skipped)}); need at least 2")
+            self.dataset = D.VideoPairs(items, int(dcfg["frames"]), dcfg["hr_size"], dcfg["lr_size"], dcfg["degradation"])
+            n_val = min(int(dcfg["val_count"]), len(items) - 1)
+            self.train_idx = list(range(len(items) - n_val))
+            self.val_idx = list(range(len(items) - n_val, len(items)))
+            self.vae = VideoVAE.load(cfg["vae"]["kind"], cfg["vae"]["path"] or None, device=device, seed=cfg["vae"]["seed"])
+            self.vae.check_format(self.fmt)  # the VAE of the model's latent family
+            r = self.vae.spatial_ratio
+            for key in ("hr_size", "lr_size"):
+                if any(v % r for v in dcfg[key]):
+                    raise ValueError(f"config key data.{key}={dcfg[key]!r}: the {self.vae.family} VAE needs multiples of {r}")
+            tcfg = cfg["text"]
+            enc = make_text_encoder(tcfg["kind"], text_dim, tcfg["path"] or None, device=device, family=self.fmt.family)
+            cache = tcfg["cache"] or str(Path(cfg["log"]["output_dir"]) / "text_cache.safetensors")
+            self.text = TextCache(cache, enc, f"{tcfg['kind']}:{text_dim}")
+            n = self.text.encode_all([c for _, c in items])
+            log(f"text features: {n} captions encoded, {len(self.text.features)} cached")
+        else:
+            raise ValueError(f"data.kind {self.kind!r}: expected 'videos' or 'shards'")
+
+    def loader(self, keys_iter):
+        from torch.utils.data import DataLoader
+
+        from training import data as D
+
+        workers = int(self.cfg["data"]["num_workers"])
+        dataset = D.ResampleBroken(self.dataset, self.train_idx)  # full batches on every rank, always
+        return iter(DataLoader(dataset, batch_sampler=keys_iter, collate_fn=D.collate, num_workers=workers,
+                               persistent_workers=workers > 0))
+
+    def to_model_space(self, batch: dict):
+        """(hr, lr, context list) in model space; None when no sample of the batch was usable."""
+        for e in batch.get("errors", []):
+            self.skipped.append(e)
+        if "hr" not in batch and "hr_latent" not in batch:
+            return None
+        if self.kind == "shards":
+            return batch["hr_latent"].to(self.device), batch["lr_latent"].to(self.device), batch["context"]
+        hr = self.fmt.normalise(self.vae.encode(batch["hr"]))
+        lr = self.fmt.normalise(self.vae.encode(batch["lr"]))
+        ctx = [self.text[c] if c else torch.zeros(1, self.text.encoder.dim) for c in batch["caption"]]
+        return hr.to(self.device), lr.to(self.device), ctx
+
+
+def pad_contexts(contexts: list[torch.Tensor], dim: int, device, text_len: int) -> torch.Tensor:
+    """Caption features [L_i, dim] -> one [B, text_len, dim] batch, as `pipeline.prepare_context` pads them."""
+    from simplegvr_core.pipeline import pad_text
+
+    if not contexts:
+        return torch.zeros(0, text_len, dim, device=device)
+    return torch.cat([pad_text(c[None].float(), text_len) for c in contexts]).to(device)

@@ -28,7 +28,8 @@ from simplegvr_core.console import report_errors  # noqa: E402
 from simplegvr_core.files import check_output  # noqa: E402
 from simplegvr_core.models.upsampler import resize_frames  # noqa: E402
 from training.data import PairShards  # noqa: E402
-from training.train import build_model, input_paths, load_config  # noqa: E402
+from training.config import input_paths, load_config  # noqa: E402
+from training.models import build_model  # noqa: E402
 
 
 def _padding(kernel: int, frames: int, causal: bool) -> tuple[int, ...]:

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simplegvr_core.demo import clips as C  # noqa: E402
 from simplegvr_core import seeding  # noqa: E402
+from simplegvr_core.demo import clips as C  # noqa: E402
 from simplegvr_core.vae import LappedVideoCodec, frames_to_vae, vae_to_frames  # noqa: E402
 
 FRAMES, HR_SIZE, LR_SIZE = C.FRAMES, C.HR_SIZE, C.LR_SIZE  # the demo world's sizes (demo/clips.py)

@@ -268,9 +268,9 @@ def retrain(assets: str | os.PathLike | None = None, work: str | os.PathLike = "
     Everything is built in `work`/assets and swapped into `assets` as one set at the end (`install_assets`): an
     interrupted rebuild leaves the old set whole. The test split is never read: experiments/onestep_results.py
     measures it."""
-    from simplegvr_core.weights import read_metadata
     from simplegvr_core.demo.clips import split_files
     from simplegvr_core.files import parse_json
+    from simplegvr_core.weights import read_metadata
 
     a = Path(assets).resolve() if assets else ASSETS
     w = fresh_work_folder(Path(work).resolve())

@@ -1,0 +1,116 @@
+"""The model a run trains: built from its [model] table (`build_model`, `model_config` for its shape alone), the
+parameters it keeps fixed (`freeze`), the EMA of the weights, and the plain single-process model the gathered
+weights make (`plain_model`, `export_ema`: the checkpoint the nodes and `upscale` load)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from simplegvr_core import SimpleGVR, get_config, import_wan, load_checkpoint, save_checkpoint  # noqa: E402
+
+
+def model_config(mcfg: dict):
+    """The SimpleGVRConfig the [model] table describes, without building the model (a checkpoint's
+    header is read): what `build_model` builds; None for `model.wan`, whose shape comes from the
+    weights."""
+    from simplegvr_core.checkpoint import checkpoint_config
+
+    if mcfg["init"]:
+        config = get_config(checkpoint_config(mcfg["init"]).to_dict())
+        if mcfg["upsampler"] and mcfg["upsampler"] != config.upsampler.mode:
+            raise ValueError(f"config key model.upsampler={mcfg['upsampler']!r}: {mcfg['init']!r} has a "
+                             f"{config.upsampler.mode!r} upsampler, whose weights it keeps; leave model.upsampler out")
+    elif mcfg["wan"]:
+        return None
+    else:
+        d = get_config(mcfg["config"] or "tiny").to_dict()
+        for section, values in (mcfg.get("overrides") or {}).items():
+            if section in ("dit", "upsampler"):
+                d[section].update(values)
+            else:
+                d[section] = values
+        if mcfg["upsampler"]:
+            d["upsampler"]["mode"] = mcfg["upsampler"]
+        config = get_config(d)
+    if mcfg["attention"]:
+        config.dit.attention = mcfg["attention"]
+    return config
+
+
+def build_model(mcfg: dict, device=None) -> SimpleGVR:
+    """From a named config (+ overrides), a SimpleGVR checkpoint (previous stage) or Wan T2V weights
+    (into `model.config` when it names one, e.g. wan2.2-ti2v-5b or cogvideox-1.3b; else the shape is
+    inferred). device="meta": the model's shape only, nothing allocated or read but a header (not
+    for `model.wan`)."""
+    if device == "meta":
+        config = model_config(mcfg)
+        if config is None:
+            raise ValueError("model.wan: the shape of imported Wan weights is known only once "
+                             "they are read")
+        model = SimpleGVR.from_config(config, device="meta")
+    elif mcfg["init"]:
+        model = load_checkpoint(mcfg["init"])
+    elif mcfg["wan"]:
+        model = import_wan(mcfg["wan"], config=mcfg["config"] or None, upsampler=mcfg["upsampler"] or None,
+                           num_heads=mcfg["wan_num_heads"] or None)
+        model = model.float()
+    else:
+        model = SimpleGVR.from_config(model_config(mcfg))
+    if mcfg["attention"]:
+        model.dit.set_attention(mcfg["attention"])
+        model.config.dit.attention = mcfg["attention"]
+    return model
+
+
+def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Stop training every parameter whose name starts with one of `prefixes` (e.g. "upsampler" keeps a fitted
+    upsampler as it is); ValueError for a prefix that names no parameter."""
+    names = [n for n, _ in model.named_parameters()]
+    for pre in prefixes:
+        if not any(n == pre or n.startswith(pre.rstrip(".") + ".") for n in names):
+            raise ValueError(f"config key train.freeze names {pre!r}, which matches no parameter of the model "
+                             f"(expected a prefix such as 'upsampler', 'upsampler.base' or 'dit.blocks.0')")
+    for n, p in model.named_parameters():
+        if any(n == pre or n.startswith(pre.rstrip(".") + ".") for pre in prefixes):
+            p.requires_grad_(False)
+
+
+class EMA:
+    """Exponential moving average of the trainable weights (float32 shadow, sharded like the parameters under FSDP),
+    with the usual warm-up."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: p.detach().float().clone() for k, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, p in model.named_parameters():
+            self.shadow[k].mul_(d).add_(p.detach().float(), alpha=1 - d)
+
+
+def plain_model(config, state: dict[str, torch.Tensor]) -> SimpleGVR:
+    """A single-process SimpleGVR (float32, CPU) holding `state`, a full state dict such as the gathered EMA."""
+    model = SimpleGVR.from_config(config, device="meta")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.float()
+
+
+def export_ema(config, ema_state: dict[str, torch.Tensor], path: str | os.PathLike, step: int,
+               student: tuple | None = None, *, replace: bool = False) -> Path:
+    """The (full, gathered) EMA weights as a node/pipeline checkpoint; a distilled student's carries
+    its sampling recipe and method (`student`: what `distill.student_recipe` returns). replace=False
+    (no --overwrite): an existing `path`, or one that appears while it is written, is left as it is
+    (`files.OutputExistsError`)."""
+    recipe, extra = student or (None, {})
+    return save_checkpoint(plain_model(config, ema_state), path, extra_metadata={"trained_steps": str(step), **extra},
+                           sampling=recipe, replace=replace)
