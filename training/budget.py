@@ -1,6 +1,6 @@
 """How much memory one training step needs, estimated from the config before anything is built.
 
-`training_memory(cfg, model)` adds up what a process of `training/train.py` holds at its peak (the
+`training_memory(config, model)` adds up what a process of `training/train.py` holds at its peak (the
 first step):
 
 - the model state in float32: weights, their gradients, AdamW's two moments and the EMA shadow
@@ -87,14 +87,14 @@ def _params(model: torch.nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def training_memory(cfg: dict, model, *, world: int = 1, width: int | None = None,
+def training_memory(config: dict, model, *, world: int = 1, width: int | None = None,
                     shard_bytes: int | None = None) -> dict[str, int]:
-    """Bytes one process needs at the peak of a training step of `cfg` (a validated config) on
+    """Bytes one process needs at the peak of a training step of `config` (a validated config) on
     `model` (a SimpleGVR, on the meta device is enough: only its config and parameter counts are
     read; its train.freeze applied), with `world` processes. `width`: the VAE's first-layer width
     (`vae_width`); `shard_bytes`: the size of the pair shards (data.kind = 'shards'). Returns
     {"model", "activations", "data", "total", "parameters", "tokens"}."""
-    t, d = cfg["train"], cfg["data"]
+    t, d = config["train"], config["data"]
     c = model.config
     dit, up, fmt = c.dit, c.upsampler, model.latent_format
     fsdp = bool(t["fsdp"]) and world > 1
@@ -106,7 +106,7 @@ def training_memory(cfg: dict, model, *, world: int = 1, width: int | None = Non
         state = math.ceil(state / world) + 4 * block
     elif world > 1:
         state += 4 * trainable  # DDP's gradient buckets
-    if cfg["distill"]["method"] == "regress_teacher":
+    if config["distill"]["method"] == "regress_teacher":
         state += 4 * total_p  # the teacher (the student's shape, as a rule)
     bs = int(t["batch_size"])
     frames = int(d["frames"])
@@ -155,23 +155,23 @@ def shard_folder_bytes(folder) -> int:
         return 0
 
 
-def memory_error(cfg: dict, model, device, *, world: int = 1, processes_here: int = 1,
+def memory_error(config: dict, model, device, *, world: int = 1, processes_here: int = 1,
                  already: int = 0) -> str | None:
     """None when the estimate of a step (`training_memory`) fits in what `device` has available now,
     else the one-line reason naming the settings and the numbers. `processes_here`: processes of
     this run sharing the host's memory (on the CPU); `already`: bytes of the estimate that are
     allocated already (weights of a model imported before the check)."""
-    d = cfg["data"]
-    width = vae_width(cfg["vae"]) if d["kind"] == "videos" else None
+    d = config["data"]
+    width = vae_width(config["vae"]) if d["kind"] == "videos" else None
     shard = shard_folder_bytes(d["path"]) if d["kind"] == "shards" else None
-    est = training_memory(cfg, model, world=world, width=width, shard_bytes=shard)
+    est = training_memory(config, model, world=world, width=width, shard_bytes=shard)
     dev = torch.device(device)
     share = processes_here if dev.type == "cpu" else 1
     need = max(0, est["total"] - already) * share
     have = available_memory(dev)
     if need <= have:
         return None
-    t = cfg["train"]
+    t = config["train"]
     millions = est["parameters"] / 1e6
     parts = (f"model state {format_bytes(est['model'])} ({millions:.1f} M parameters in float32 "
              f"with gradients, AdamW and EMA), activations {format_bytes(est['activations'])} "

@@ -39,7 +39,7 @@ def _ckpt_dirs(out: Path) -> list[Path]:
                   and not p.is_symlink() and (p / "state.pt").is_file())
 
 
-def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, scheduler, cfg: dict,
+def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, scheduler, config: dict,
                         keep: int, world: int = 1, log=print) -> Path | None:
     """Everything needed to resume, in full (gathered from every rank: call it on all of them),
     written by rank 0 to a temporary folder that is renamed when complete. Gathering is finished
@@ -66,9 +66,9 @@ def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, schedu
         save_checkpoint(plain_model(model.config, model_state), tmp / "model.safetensors")
         save_file({k: v.contiguous() for k, v in ema_state.items()}, str(tmp / "ema.safetensors"))
         state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "config": json.dumps(cfg),
-                 "batch": {"batch_size": int(cfg["train"]["batch_size"]), "processes": int(world),
-                           "grad_accum": int(cfg["train"]["grad_accum"])}}
+                 "torch_rng": torch.get_rng_state(), "config": json.dumps(config),
+                 "batch": {"batch_size": int(config["train"]["batch_size"]), "processes": int(world),
+                           "grad_accum": int(config["train"]["grad_accum"])}}
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(state, tmp / "state.pt")

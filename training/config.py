@@ -103,14 +103,14 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
     UTF-8 or nested too deeply."""
     from simplegvr_core.files import check_input_file
 
-    cfg = copy.deepcopy(DEFAULTS)
+    config = copy.deepcopy(DEFAULTS)
     if path:
         p = Path(path)
         if not p.exists():
             raise ValueError(f"config {str(p)!r} does not exist")
         check_input_file(p, "config")
         try:
-            cfg = _merge(cfg, tomllib.loads(p.read_text()))
+            config = _merge(config, tomllib.loads(p.read_text()))
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"config {str(p)!r} is not valid TOML: {e}") from None
         except UnicodeDecodeError:
@@ -132,11 +132,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
             cur = cur[part]
         try:
             cur[parts[-1]] = _parse_value(value.strip())
-            cfg = _merge(cfg, node)
+            config = _merge(config, node)
         except RecursionError:
             raise ValueError(f"override {short(key)}: its value is nested too deeply to be "
                              "read") from None
-    return validate_config(cfg)
+    return validate_config(config)
 
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -169,12 +169,12 @@ MAX_FREEZE = 256  # prefixes in train.freeze
 MAX_OVERRIDE_DEPTH = 3  # tables below [model]: model.overrides.dit is 2 deep, a 3rd is no field
 
 
-def _check_sizes(cfg: dict) -> None:
+def _check_sizes(config: dict) -> None:
     """Every string of the config (values, and the keys of model.overrides) at most
     files.MAX_TEXT_VALUE characters (a name or a path; the key and the length are named, never the
     value), and model.overrides at most MAX_OVERRIDE_DEPTH tables deep. Iterative: a hostile nesting
     cannot exhaust the stack."""
-    todo = [(k, v, 0) for section, values in cfg.items() if isinstance(values, dict)
+    todo = [(k, v, 0) for section, values in config.items() if isinstance(values, dict)
             for k, v in ((f"{section}.{k}", v) for k, v in values.items())]
     while todo:
         key, v, depth = todo.pop()
@@ -233,7 +233,7 @@ def _finite(v) -> bool:
         return False
 
 
-def validate_config(cfg: dict) -> dict:
+def validate_config(config: dict) -> dict:
     """Refuse, with one message naming the key, what would crash mid-run or train nothing: a wrong
     type (each key has its default's type), an int or float out of range, a size that is not two
     positive ints, an unknown choice, a string longer than files.MAX_TEXT_VALUE, unknown
@@ -242,11 +242,11 @@ def validate_config(cfg: dict) -> dict:
     def fail(key, value, expected):
         raise ValueError(f"config key {key}={short(value)}: expected {expected}")
 
-    _check_sizes(cfg)
+    _check_sizes(config)
 
     for section, values in DEFAULTS.items():
         for k, default in values.items():
-            key, v = f"{section}.{k}", cfg[section][k]
+            key, v = f"{section}.{k}", config[section][k]
             if isinstance(default, bool):
                 if not isinstance(v, bool):
                     fail(key, v, "true or false")
@@ -267,14 +267,14 @@ def validate_config(cfg: dict) -> dict:
                     fail(key, v, "a table")
     for key in ("data.hr_size", "data.lr_size"):
         section, k = key.split(".")
-        v = cfg[section][k]
+        v = config[section][k]
         if not isinstance(v, list) or len(v) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or not 2 <= x <= 16384
                                                          for x in v):
             fail(key, v, "[height, width] in pixels, two integers in [2, 16384]")
-    hr, lr = cfg["data"]["hr_size"], cfg["data"]["lr_size"]
+    hr, lr = config["data"]["hr_size"], config["data"]["lr_size"]
     if lr[0] > hr[0] or lr[1] > hr[1]:
         fail("data.lr_size", lr, f"a size no larger than data.hr_size={hr} (SimpleGVR upscales)")
-    t = cfg["train"]
+    t = config["train"]
     for key, n in (("train.betas", 2), ("train.noise_level", 2)):
         v = t[key.split(".")[1]]
         if not isinstance(v, list) or len(v) != n or any(isinstance(x, bool) or not isinstance(x, (int, float))
@@ -288,7 +288,7 @@ def validate_config(cfg: dict) -> dict:
         fail("train.grad_accum", t["grad_accum"],
              f"train.batch_size x train.grad_accum ({t['batch_size']} x "
              f"{t['grad_accum']}) at most {MAX_SAMPLES_PER_STEP} samples a process draws a step")
-    _check_overrides(cfg["model"]["overrides"])
+    _check_overrides(config["model"]["overrides"])
     if t["ssim_weight"] and not t["pixel_metric"]:
         fail("train.ssim_weight", t["ssim_weight"], "0, or a train.pixel_metric codec to decode the frames SSIM is measured on")
     if not all(0 <= b < 1 for b in t["betas"]):
@@ -298,16 +298,16 @@ def validate_config(cfg: dict) -> dict:
         fail("train.noise_level", t["noise_level"], "[lo, hi] with 0 <= lo <= hi <= 1")
     if t["mixed_precision"] not in MIXED_PRECISION:
         fail("train.mixed_precision", t["mixed_precision"], f"one of {MIXED_PRECISION}")
-    if cfg["data"]["kind"] not in DATA_KINDS:
-        fail("data.kind", cfg["data"]["kind"], f"one of {DATA_KINDS}")
-    if cfg["data"]["scan"] not in SCANS:
-        fail("data.scan", cfg["data"]["scan"], f"one of {SCANS}")
+    if config["data"]["kind"] not in DATA_KINDS:
+        fail("data.kind", config["data"]["kind"], f"one of {DATA_KINDS}")
+    if config["data"]["scan"] not in SCANS:
+        fail("data.scan", config["data"]["scan"], f"one of {SCANS}")
     from simplegvr_core.degrade import check_modes
 
-    check_modes(cfg["data"]["degradation"])
+    check_modes(config["data"]["degradation"])
     from simplegvr_core.config import ATTENTION_MODES, UPSAMPLER_MODES
 
-    m = cfg["model"]
+    m = config["model"]
     if m["attention"] not in ("", *ATTENTION_MODES):
         fail("model.attention", m["attention"], f"'' (the model's) or one of {ATTENTION_MODES}")
     if m["upsampler"] not in ("", *UPSAMPLER_MODES):
@@ -315,25 +315,25 @@ def validate_config(cfg: dict) -> dict:
     from simplegvr_core.text import TEXT_KINDS
     from simplegvr_core.vae import VAE_CHOICES
 
-    if cfg["vae"]["kind"] not in VAE_CHOICES:
-        fail("vae.kind", cfg["vae"]["kind"], f"one of {VAE_CHOICES}")
-    if cfg["text"]["kind"] not in TEXT_KINDS:
-        fail("text.kind", cfg["text"]["kind"], f"one of {tuple(TEXT_KINDS)}")
+    if config["vae"]["kind"] not in VAE_CHOICES:
+        fail("vae.kind", config["vae"]["kind"], f"one of {VAE_CHOICES}")
+    if config["text"]["kind"] not in TEXT_KINDS:
+        fail("text.kind", config["text"]["kind"], f"one of {tuple(TEXT_KINDS)}")
     if t["timestep_sampler"] == "detail_aware" and not t["detail_curve"]:
         fail("train.detail_curve", t["detail_curve"], "a curve file (simplegvr analyze-detail) "
              "for train.timestep_sampler='detail_aware'")
-    distill.check(cfg)
-    return cfg
+    distill.check(config)
+    return config
 
 
-def input_paths(cfg: dict) -> list[Path]:
-    """The files and folders a run of `cfg` reads (and the files it writes in log.output_dir): what
+def input_paths(config: dict) -> list[Path]:
+    """The files and folders a run of `config` reads (and the files it writes in log.output_dir): what
     --export must not be."""
-    m, d, t = cfg["model"], cfg["data"], cfg["train"]
-    paths = [m["init"], m["wan"], d["path"], cfg["vae"]["path"], cfg["text"]["path"],
-             cfg["text"]["cache"], t["detail_curve"], t["pixel_metric"], cfg["distill"]["teacher"]]
+    m, d, t = config["model"], config["data"], config["train"]
+    paths = [m["init"], m["wan"], d["path"], config["vae"]["path"], config["text"]["path"],
+             config["text"]["cache"], t["detail_curve"], t["pixel_metric"], config["distill"]["teacher"]]
     out = [Path(p) for p in paths if p]
     if d["path"]:
         out.append(Path(d["path"]) / d["captions"])
-    logdir = Path(cfg["log"]["output_dir"])
+    logdir = Path(config["log"]["output_dir"])
     return out + [logdir / "text_cache.safetensors", logdir / "losses.jsonl"]

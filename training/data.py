@@ -329,11 +329,11 @@ def write_shard(path: str | Path, hr: torch.Tensor, lr: torch.Tensor, contexts: 
 class Data:
     """Turns batch keys into model-space (hr, lr, context) tensors on the device."""
 
-    def __init__(self, cfg: dict, model: SimpleGVR, device, log):
+    def __init__(self, config: dict, model: SimpleGVR, device, log):
         from training import data as D
 
-        self.cfg, self.device, self.fmt = cfg, device, model.latent_format
-        dcfg = cfg["data"]
+        self.config, self.device, self.fmt = config, device, model.latent_format
+        dcfg = config["data"]
         self.kind = dcfg["kind"]
         self.skipped: list[str] = []
         text_dim = model.config.dit.text_dim
@@ -350,7 +350,7 @@ class Data:
             if int(dcfg["synthesize"]) and not (Path(dcfg["path"]) / dcfg["captions"]).exists():
                 log(f"writing {dcfg['synthesize']} procedural clips to {dcfg['path']} (data.synthesize)")
                 D.make_synthetic_videos(dcfg["path"], int(dcfg["synthesize"]), int(dcfg["frames"]) + 4,
-                                        tuple(dcfg["hr_size"]), seed=int(cfg["train"]["seed"]))
+                                        tuple(dcfg["hr_size"]), seed=int(config["train"]["seed"]))
             items = D.read_captions(dcfg["path"], dcfg["captions"])
             items, skipped = D.scan_videos(items, int(dcfg["frames"]), decode=dcfg["scan"] == "decode")
             self.skipped += skipped
@@ -362,16 +362,16 @@ class Data:
             n_val = min(int(dcfg["val_count"]), len(items) - 1)
             self.train_idx = list(range(len(items) - n_val))
             self.val_idx = list(range(len(items) - n_val, len(items)))
-            self.vae = VideoVAE.load(cfg["vae"]["kind"], cfg["vae"]["path"] or None, device=device, seed=cfg["vae"]["seed"])
+            self.vae = VideoVAE.load(config["vae"]["kind"], config["vae"]["path"] or None, device=device, seed=config["vae"]["seed"])
             self.vae.check_format(self.fmt)  # the VAE of the model's latent family
             r = self.vae.spatial_ratio
             for key in ("hr_size", "lr_size"):
                 if any(v % r for v in dcfg[key]):
                     raise ValueError(f"config key data.{key}={dcfg[key]!r}: the {self.vae.family} VAE needs multiples of {r}")
-            tcfg = cfg["text"]
-            enc = make_text_encoder(tcfg["kind"], text_dim, tcfg["path"] or None, device=device, family=self.fmt.family)
-            cache = tcfg["cache"] or str(Path(cfg["log"]["output_dir"]) / "text_cache.safetensors")
-            self.text = TextCache(cache, enc, f"{tcfg['kind']}:{text_dim}")
+            train_config = config["text"]
+            enc = make_text_encoder(train_config["kind"], text_dim, train_config["path"] or None, device=device, family=self.fmt.family)
+            cache = train_config["cache"] or str(Path(config["log"]["output_dir"]) / "text_cache.safetensors")
+            self.text = TextCache(cache, enc, f"{train_config['kind']}:{text_dim}")
             n = self.text.encode_all([c for _, c in items])
             log(f"text features: {n} captions encoded, {len(self.text.features)} cached")
         else:
@@ -382,7 +382,7 @@ class Data:
 
         from training import data as D
 
-        workers = int(self.cfg["data"]["num_workers"])
+        workers = int(self.config["data"]["num_workers"])
         dataset = D.ResampleBroken(self.dataset, self.train_idx)  # full batches on every rank, always
         return iter(DataLoader(dataset, batch_sampler=keys_iter, collate_fn=D.collate, num_workers=workers,
                                persistent_workers=workers > 0))

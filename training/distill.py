@@ -32,16 +32,16 @@ INT_RANGES = {"distill.steps": (1, 8), "distill.teacher_steps": (1, 1000)}
 FLOAT_RANGES = {"distill.shift": (0.0, 100.0, True), "distill.teacher_shift": (0.0, 100.0, True)}
 
 
-def check(cfg: dict) -> None:
+def check(config: dict) -> None:
     """ValueError naming the key for a distillation table that cannot run (types and ranges are checked with the
     other sections by `train.validate_config`)."""
-    d = cfg["distill"]
+    d = config["distill"]
     if d["method"] and d["method"] not in METHODS:
         raise ValueError(f"config key distill.method={d['method']!r}: expected one of {METHODS} (or '' for flow training)")
-    if d["method"] == "regress_teacher" and not (d["teacher"] or cfg["model"]["init"]):
+    if d["method"] == "regress_teacher" and not (d["teacher"] or config["model"]["init"]):
         raise ValueError("config key distill.teacher='': expected the teacher checkpoint for distill.method="
                          "'regress_teacher' (or model.init, which is then the teacher too)")
-    if d["method"] and not (cfg["model"]["init"] or cfg["model"]["wan"]):
+    if d["method"] and not (config["model"]["init"] or config["model"]["wan"]):
         raise ValueError("config key model.init='': a distillation run starts the student from the teacher's weights; "
                          "set model.init to the teacher checkpoint")
 
@@ -60,14 +60,14 @@ class StudentSchedule:
         return self.sigmas[i].float()
 
 
-def load_teacher(cfg: dict, device):
+def load_teacher(config: dict, device):
     """The frozen teacher (float32, eval) for `regress_teacher`; None for `regress_hr`."""
     from simplegvr_core import load_checkpoint
 
-    d = cfg["distill"]
+    d = config["distill"]
     if d["method"] != "regress_teacher":
         return None
-    teacher = load_checkpoint(d["teacher"] or cfg["model"]["init"]).float().to(device).eval()
+    teacher = load_checkpoint(d["teacher"] or config["model"]["init"]).float().to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
@@ -89,14 +89,14 @@ def teacher_solution(teacher, eps: torch.Tensor, c_s: torch.Tensor, ctx: torch.T
     return x
 
 
-def targets(cfg: dict, teacher, hr: torch.Tensor, lr: torch.Tensor, ctx: torch.Tensor, draws: list[dict]) -> torch.Tensor:
+def targets(config: dict, teacher, hr: torch.Tensor, lr: torch.Tensor, ctx: torch.Tensor, draws: list[dict]) -> torch.Tensor:
     """What the student's straight line from ε leads to, per sample: HR, or the teacher's solution from the same ε,
     condition noise and prompt (the null prompt where the draw dropped it, as the student sees)."""
     if teacher is None:
         return hr
     from simplegvr_core.sampling import add_condition_noise
 
-    d = cfg["distill"]
+    d = config["distill"]
     dev = hr.device
     s = torch.cat([x["s"] for x in draws]).to(dev)
     c_s = add_condition_noise(lr, s, noise=torch.stack([x["cond_eps"] for x in draws]).to(dev))
@@ -106,12 +106,12 @@ def targets(cfg: dict, teacher, hr: torch.Tensor, lr: torch.Tensor, ctx: torch.T
     return teacher_solution(teacher, eps, c_s, ctx, s, int(d["teacher_steps"]), float(d["teacher_shift"]))
 
 
-def student_recipe(cfg: dict):
+def student_recipe(config: dict):
     """(sampling recipe, extra metadata) of the exported student - how to sample it (`checkpoint.save_checkpoint`'s
     `sampling`: steps, shift, no r-embedding) and `distill_method` - or None for flow training (a teacher: 50 steps)."""
     from simplegvr_core.sampling import SamplingRecipe
 
-    d = cfg["distill"]
+    d = config["distill"]
     if not d["method"]:
         return None
     return SamplingRecipe(steps=int(d["steps"]), shift=float(d["shift"])), {"distill_method": d["method"]}

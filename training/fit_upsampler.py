@@ -175,10 +175,10 @@ def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, 
     Returns {"mse", "bilinear_mse"}: the fit's and plain bilinear interpolation's mean squared error on the rows,
     on one seeded draw of the condition when noise_level is given."""
     up = model.upsampler
-    cfg = up.config
-    if cfg.base != "linear":
-        raise ValueError(f"upsampler.base={cfg.base!r}: fitting needs upsampler.base='linear' in the model config")
-    f, k, c = cfg.base_factor, cfg.base_kernel, cfg.channels
+    config = up.config
+    if config.base != "linear":
+        raise ValueError(f"upsampler.base={config.base!r}: fitting needs upsampler.base='linear' in the model config")
+    f, k, c = config.base_factor, config.base_kernel, config.channels
     _check_pairs(hr, lr, f, c)
     noise = check_noise_level(noise_level)
     a = solve_linear_map(hr, lr, factor=f, kernel=k, ridge=ridge, chunk=chunk, noise_level=noise)
@@ -211,22 +211,22 @@ def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([r["hr_latent"] for r in rows]), torch.stack([r["lr_latent"] for r in rows])
 
 
-def fit_init(cfg: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=None, log=print,
+def fit_init(config: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=None, log=print,
              overwrite: bool = False) -> dict:
-    """Build the model `cfg["model"]` describes (seeded by train.seed), fit its base on the pair
+    """Build the model `config["model"]` describes (seeded by train.seed), fit its base on the pair
     shards of data.path (to the condition noised at `noise_level`, as `fit_base` takes it) and write
     it to `out` (atomically): the checkpoint train.py's model.init takes. An existing `out` is
     refused before any work, and again at the rename, unless `overwrite`; an `out` that is one of
     the inputs is refused. Returns fit_base's errors."""
-    if cfg["data"]["kind"] != "shards":
-        raise ValueError(f"data.kind={cfg['data']['kind']!r}: fit_upsampler reads pair shards (data.kind='shards')")
+    if config["data"]["kind"] != "shards":
+        raise ValueError(f"data.kind={config['data']['kind']!r}: fit_upsampler reads pair shards (data.kind='shards')")
     if not ridge >= 0:
         raise ValueError(f"--ridge {ridge}: expected a number >= 0")
     noise = check_noise_level(noise_level)
-    check_output(out, overwrite=overwrite, inputs=input_paths(cfg), what="--out")  # before any work
-    torch.manual_seed(cfg["train"]["seed"])
-    model = build_model(cfg["model"]).float()
-    hr, lr = load_pairs(cfg["data"]["path"])
+    check_output(out, overwrite=overwrite, inputs=input_paths(config), what="--out")  # before any work
+    torch.manual_seed(config["train"]["seed"])
+    model = build_model(config["model"]).float()
+    hr, lr = load_pairs(config["data"]["path"])
     err = fit_base(model, hr, lr, ridge=ridge, noise_level=noise, log=log)
     meta = {"fit_upsampler_pairs": str(len(hr)), "fit_upsampler_mse": f"{err['mse']:.6f}"}
     if noise is not None:
@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def run():
-        cfg = load_config(args.config, args.overrides)
-        fit_init(cfg, args.out, ridge=args.ridge, noise_level=args.noise_level,
+        config = load_config(args.config, args.overrides)
+        fit_init(config, args.out, ridge=args.ridge, noise_level=args.noise_level,
                  overwrite=args.overwrite)
         print(f"fit_upsampler: wrote {args.out}")
 

@@ -19,17 +19,17 @@ from simplegvr_core.sampling import add_condition_noise, noise_latent  # noqa: E
 from simplegvr_core.timesteps import TimestepSampler  # noqa: E402
 
 
-def sample_draws(seed: int, j: int, hr_shape, lr_shape, tcfg: dict, sampler: TimestepSampler) -> dict:
+def sample_draws(seed: int, j: int, hr_shape, lr_shape, train_config: dict, sampler: TimestepSampler) -> dict:
     """The random draws of sample j of the run, from its own stream: condition noise level s and noise, σ, the flow
     noise ε and the null-prompt coin. A pure function of (seed, j), so whichever process, micro-batch or resumed run
     trains sample j draws the same."""
     g = seeding.torch_generator(seed, seeding.TRAIN_SAMPLE, j)
-    lo, hi = tcfg["noise_level"]
+    lo, hi = train_config["noise_level"]
     s = torch.rand(1, generator=g) * (hi - lo) + lo
     cond_eps = torch.randn(tuple(lr_shape), generator=g)
     sigma = sampler.sample(1, g)
     eps = torch.randn(tuple(hr_shape), generator=g)
-    drop = torch.rand(1, generator=g) < tcfg["null_prompt_prob"]
+    drop = torch.rand(1, generator=g) < train_config["null_prompt_prob"]
     return {"s": s, "cond_eps": cond_eps, "sigma": sigma, "eps": eps, "drop": drop}
 
 

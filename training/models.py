@@ -17,56 +17,56 @@ if str(ROOT) not in sys.path:
 from simplegvr_core import SimpleGVR, get_config, import_wan, load_checkpoint, save_checkpoint  # noqa: E402
 
 
-def model_config(mcfg: dict):
+def model_config(model_table: dict):
     """The SimpleGVRConfig the [model] table describes, without building the model (a checkpoint's
     header is read): what `build_model` builds; None for `model.wan`, whose shape comes from the
     weights."""
     from simplegvr_core.checkpoint import checkpoint_config
 
-    if mcfg["init"]:
-        config = get_config(checkpoint_config(mcfg["init"]).to_dict())
-        if mcfg["upsampler"] and mcfg["upsampler"] != config.upsampler.mode:
-            raise ValueError(f"config key model.upsampler={mcfg['upsampler']!r}: {mcfg['init']!r} has a "
+    if model_table["init"]:
+        config = get_config(checkpoint_config(model_table["init"]).to_dict())
+        if model_table["upsampler"] and model_table["upsampler"] != config.upsampler.mode:
+            raise ValueError(f"config key model.upsampler={model_table['upsampler']!r}: {model_table['init']!r} has a "
                              f"{config.upsampler.mode!r} upsampler, whose weights it keeps; leave model.upsampler out")
-    elif mcfg["wan"]:
+    elif model_table["wan"]:
         return None
     else:
-        d = get_config(mcfg["config"] or "tiny").to_dict()
-        for section, values in (mcfg.get("overrides") or {}).items():
+        d = get_config(model_table["config"] or "tiny").to_dict()
+        for section, values in (model_table.get("overrides") or {}).items():
             if section in ("dit", "upsampler"):
                 d[section].update(values)
             else:
                 d[section] = values
-        if mcfg["upsampler"]:
-            d["upsampler"]["mode"] = mcfg["upsampler"]
+        if model_table["upsampler"]:
+            d["upsampler"]["mode"] = model_table["upsampler"]
         config = get_config(d)
-    if mcfg["attention"]:
-        config.dit.attention = mcfg["attention"]
+    if model_table["attention"]:
+        config.dit.attention = model_table["attention"]
     return config
 
 
-def build_model(mcfg: dict, device=None) -> SimpleGVR:
+def build_model(model_table: dict, device=None) -> SimpleGVR:
     """From a named config (+ overrides), a SimpleGVR checkpoint (previous stage) or Wan T2V weights
     (into `model.config` when it names one, e.g. wan2.2-ti2v-5b or cogvideox-1.3b; else the shape is
     inferred). device="meta": the model's shape only, nothing allocated or read but a header (not
     for `model.wan`)."""
     if device == "meta":
-        config = model_config(mcfg)
+        config = model_config(model_table)
         if config is None:
             raise ValueError("model.wan: the shape of imported Wan weights is known only once "
                              "they are read")
         model = SimpleGVR.from_config(config, device="meta")
-    elif mcfg["init"]:
-        model = load_checkpoint(mcfg["init"])
-    elif mcfg["wan"]:
-        model = import_wan(mcfg["wan"], config=mcfg["config"] or None, upsampler=mcfg["upsampler"] or None,
-                           num_heads=mcfg["wan_num_heads"] or None)
+    elif model_table["init"]:
+        model = load_checkpoint(model_table["init"])
+    elif model_table["wan"]:
+        model = import_wan(model_table["wan"], config=model_table["config"] or None, upsampler=model_table["upsampler"] or None,
+                           num_heads=model_table["wan_num_heads"] or None)
         model = model.float()
     else:
-        model = SimpleGVR.from_config(model_config(mcfg))
-    if mcfg["attention"]:
-        model.dit.set_attention(mcfg["attention"])
-        model.config.dit.attention = mcfg["attention"]
+        model = SimpleGVR.from_config(model_config(model_table))
+    if model_table["attention"]:
+        model.dit.set_attention(model_table["attention"])
+        model.config.dit.attention = model_table["attention"]
     return model
 
 

@@ -52,13 +52,13 @@ from training.models import EMA, build_model, export_ema, freeze, plain_model  #
 
 
 @torch.no_grad()
-def validate(config, ema_state: dict[str, torch.Tensor], data: Data, cfg: dict, device) -> dict:
+def validate(model_config, ema_state: dict[str, torch.Tensor], data: Data, config: dict, device) -> dict:
     """Upscale the held-out samples with the (full, gathered) EMA weights; latent PSNR against their HR latents."""
     from simplegvr_core.pipeline import build_condition, sample
     from training.data import collate
 
-    model = net = plain_model(config, ema_state).to(device).eval()
-    seed = cfg["train"]["seed"]
+    model = net = plain_model(model_config, ema_state).to(device).eval()
+    seed = config["train"]["seed"]
     batch = collate([data.dataset[(i, seed + 1000 + i)] for i in data.val_idx])
     triple = data.to_model_space(batch)
     if triple is None:
@@ -70,7 +70,7 @@ def validate(config, ema_state: dict[str, torch.Tensor], data: Data, cfg: dict, 
         ctx_i = pad_contexts([ctx[i]], model.config.dit.text_dim, device, model.config.dit.text_len)
         cond = build_condition(net, fmt.denormalise(lr[i:i + 1].cpu()), width=hr.shape[-1] * fmt.spatial_ratio,
                                height=hr.shape[-2] * fmt.spatial_ratio, seed=seed)
-        out = sample(net, cond, context=ctx_i, steps=int(cfg["log"]["val_steps"]), cfg=1.0, seed=seed)
+        out = sample(net, cond, context=ctx_i, steps=int(config["log"]["val_steps"]), cfg=1.0, seed=seed)
         x0 = fmt.normalise(out.to(device))
         interp = torch.nn.functional.interpolate(lr[i:i + 1], size=tuple(hr.shape[2:]), mode="trilinear")
         rng = float(hr[i].max() - hr[i].min())
@@ -79,7 +79,7 @@ def validate(config, ema_state: dict[str, torch.Tensor], data: Data, cfg: dict, 
     return {"val/psnr_latent": sum(psnr) / len(psnr), "val/psnr_latent_interp": sum(psnr_interp) / len(psnr_interp)}
 
 
-def train(cfg: dict, resume: str | None = None, export: str | None = None, progress: bool = True,
+def train(config: dict, resume: str | None = None, export: str | None = None, progress: bool = True,
           overwrite: bool = False) -> dict:
     """Run (or resume) training; returns {"losses": [(step, loss), ...], "step": last step,
     "skipped": [...]}.
@@ -97,16 +97,16 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     from training.data import StepSampler
 
     # set-up: the run's folder, the devices, the model (if it fits), its optimizer and what the loss needs
-    validate_config(cfg)
+    validate_config(config)
     if export:
-        check_output(export, overwrite=overwrite, inputs=input_paths(cfg), what="--export")
-    out = check_output_folder(cfg["log"]["output_dir"], "log.output_dir")
-    tc = cfg["train"]
-    accelerator, tracker = _accelerator(cfg, out)
+        check_output(export, overwrite=overwrite, inputs=input_paths(config), what="--export")
+    out = check_output_folder(config["log"]["output_dir"], "log.output_dir")
+    tc = config["train"]
+    accelerator, tracker = _accelerator(config, out)
     device, world, main = accelerator.device, accelerator.num_processes, accelerator.is_main_process
     log = accelerator.print
     torch.manual_seed(tc["seed"])
-    model = _model_within_budget(cfg, device, world)  # the same weights on every rank (same seed)
+    model = _model_within_budget(config, device, world)  # the same weights on every rank (same seed)
     model.dit.gradient_checkpointing = bool(tc["gradient_checkpointing"])
     freeze(model, tc["freeze"])
     model.to(device).train()
@@ -118,7 +118,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     warm = max(1, int(tc["warmup_steps"]))
     # Stepped here once per optimizer step: accelerate's prepared scheduler would step once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warm))
-    loss_kit = _LossKit(cfg, model, device)
+    loss_kit = _LossKit(config, model, device)
     if tc["fsdp"]:
         net, optimizer = model, accelerator.prepare(optimizer)
     else:
@@ -130,7 +130,7 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
         for d in (out, out / "checkpoints"):
             for p in clean_stale_temporaries(d):
                 log(f"removed {p.name}, left by an interrupted run")
-    start = _resume(resume, out, model, ema, torch_optimizer, scheduler, cfg, world, log) if resume else 0
+    start = _resume(resume, out, model, ema, torch_optimizer, scheduler, config, world, log) if resume else 0
     total = int(tc["steps"])
     if export and start >= total:
         _export(model, ema, export, start, loss_kit.export_meta, overwrite, main, log)
@@ -138,9 +138,9 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
 
     # data: every sample of the run is a pure function of (seed, its index)
     with accelerator.main_process_first():  # rank 0 writes synthetic clips and the text cache, the others read them
-        data = Data(cfg, model, device, log)
+        data = Data(config, model, device, log)
     if tracker:
-        accelerator.init_trackers("simplegvr", config={k: json.dumps(v) for k, v in cfg.items()})
+        accelerator.init_trackers("simplegvr", config={k: json.dumps(v) for k, v in config.items()})
     keys = StepSampler(len(data.train_idx), int(tc["batch_size"]), int(tc["seed"]), start, world,
                        accelerator.process_index, bool(tc["overfit"]), int(tc["grad_accum"]))
     batches = data.loader(_MapKeys(keys, data.train_idx))
@@ -159,20 +159,20 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
         done = step + 1
         losses.append((done, loss))
         bar.set_postfix(loss=f"{loss:.4f}")
-        if tracker and (done % int(cfg["log"]["log_every"]) == 0 or done == total):
+        if tracker and (done % int(config["log"]["log_every"]) == 0 or done == total):
             accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
                              "data/skipped": len(data.skipped),
                              "time/steps_per_s": (done - start) / max(1e-9, time.time() - t0)}, step=done)
-        if int(cfg["log"]["validate_every"]) and done % int(cfg["log"]["validate_every"]) == 0:
+        if int(config["log"]["validate_every"]) and done % int(config["log"]["validate_every"]) == 0:
             ema_state = D.full_tensors(ema.shadow)
             if main:
-                vals = validate(model.config, ema_state, data, cfg, device)
+                vals = validate(model.config, ema_state, data, config, device)
                 log(f"step {done}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()))
                 if tracker and vals:
                     accelerator.log(vals, step=done)
-        if done % int(cfg["log"]["checkpoint_every"]) == 0 or done == total:
-            save_training_state(out, done, model, ema, torch_optimizer, scheduler, cfg,
-                                int(cfg["log"]["keep_checkpoints"]), world=world, log=log)
+        if done % int(config["log"]["checkpoint_every"]) == 0 or done == total:
+            save_training_state(out, done, model, ema, torch_optimizer, scheduler, config,
+                                int(config["log"]["keep_checkpoints"]), world=world, log=log)
         accelerator.wait_for_everyone()
         if tc["stop_at_step"] and done >= int(tc["stop_at_step"]):
             break  # a deliberate interruption (tests and time-boxed jobs); resume continues from here
@@ -191,14 +191,14 @@ def train(cfg: dict, resume: str | None = None, export: str | None = None, progr
     return {"losses": losses, "step": losses[-1][0] if losses else start, "skipped": list(data.skipped)}
 
 
-def _accelerator(cfg: dict, out: Path):
+def _accelerator(config: dict, out: Path):
     """(accelerate's Accelerator for this process, the tracker name or None): CUDA when there is one, the
     configured mixed precision there, our own FSDP (train.fsdp) instead of accelerate's."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
     use_cuda = torch.cuda.is_available()
-    tracker = cfg["log"]["tracker"] if cfg["log"]["tracker"] not in ("", "none", None) else None
+    tracker = config["log"]["tracker"] if config["log"]["tracker"] not in ("", "none", None) else None
     if tracker == "tensorboard":
         try:
             import tensorboard  # noqa: F401
@@ -207,7 +207,7 @@ def _accelerator(cfg: dict, out: Path):
                 import tensorboardX  # noqa: F401
             except ImportError:
                 tracker = None
-    accelerator = Accelerator(mixed_precision=cfg["train"]["mixed_precision"] if use_cuda else "no",
+    accelerator = Accelerator(mixed_precision=config["train"]["mixed_precision"] if use_cuda else "no",
                               cpu=not use_cuda, log_with=tracker, project_dir=str(out))
     if accelerator.distributed_type == DistributedType.FSDP:
         raise ValueError("accelerate's FSDP config is not used here: set train.fsdp=true and launch without --use_fsdp "
@@ -216,41 +216,41 @@ def _accelerator(cfg: dict, out: Path):
     return accelerator, tracker
 
 
-def _model_within_budget(cfg: dict, device, world: int):
+def _model_within_budget(config: dict, device, world: int):
     """The model to train, in float32, built only once the memory of a step is known to fit (`training.budget`,
     every rank agreeing; train.check_memory=false skips the estimate)."""
     from training import budget
     from training import distributed as D
 
-    tc = cfg["train"]
+    tc = config["train"]
     if not tc["check_memory"]:
-        return build_model(cfg["model"]).float()
-    imported = cfg["model"]["wan"] and not cfg["model"]["init"]  # its shape is in its weights
-    probe = build_model(cfg["model"], device=None if imported else "meta").float()
+        return build_model(config["model"]).float()
+    imported = config["model"]["wan"] and not config["model"]["init"]  # its shape is in its weights
+    probe = build_model(config["model"], device=None if imported else "meta").float()
     freeze(probe, tc["freeze"])
     already = sum(p.numel() * 4 for p in probe.parameters()) if imported else 0
-    error = D.first_error(budget.memory_error(cfg, probe, device, world=world, already=already,
+    error = D.first_error(budget.memory_error(config, probe, device, world=world, already=already,
                                               processes_here=budget.local_processes(world)))
     if error:
         raise ValueError(error)
-    return probe if imported else build_model(cfg["model"]).float()
+    return probe if imported else build_model(config["model"]).float()
 
 
 class _LossKit:
     """What the loss of a step needs besides the batch: where σ is drawn (the timestep sampler, or a student's
     schedule), a teacher (distillation), the pixel metric, and the weights of its terms."""
 
-    def __init__(self, cfg: dict, model, device):
-        tc, dc = cfg["train"], cfg["distill"]
-        self.cfg = cfg
+    def __init__(self, config: dict, model, device):
+        tc, dc = config["train"], config["distill"]
+        self.config = config
         if dc["method"]:  # a student is trained only at the sigmas its sampler visits
             self.sampler = distill.StudentSchedule(int(dc["steps"]), float(dc["shift"]))
         else:
             self.sampler = TimestepSampler(tc["timestep_sampler"], logit_mean=tc["logit_mean"],
                                            logit_std=tc["logit_std"], curve=tc["detail_curve"] or None)
-        self.teacher = distill.load_teacher(cfg, device)
+        self.teacher = distill.load_teacher(config, device)
         self.metric = PixelMetric(tc["pixel_metric"], model.latent_format, device) if tc["pixel_metric"] else None
-        self.export_meta = distill.student_recipe(cfg)
+        self.export_meta = distill.student_recipe(config)
 
 
 def _train_step(net, model, data, batches, keys, step: int, kit: _LossKit, accelerator) -> float:
@@ -258,7 +258,7 @@ def _train_step(net, model, data, batches, keys, step: int, kit: _LossKit, accel
     the mean over the global batch (the same on every rank)."""
     from training import distributed as D
 
-    tc, device, world = kit.cfg["train"], accelerator.device, accelerator.num_processes
+    tc, device, world = kit.config["train"], accelerator.device, accelerator.num_processes
     bs, accum = int(tc["batch_size"]), int(tc["grad_accum"])
     loss_sum = torch.zeros((), dtype=torch.float64)
     for micro in range(accum):
@@ -274,7 +274,7 @@ def _train_step(net, model, data, batches, keys, step: int, kit: _LossKit, accel
                  for j in keys.sample_indices(step, micro)]
         with D.no_sync(net, micro < accum - 1):
             with accelerator.autocast():
-                target = distill.targets(kit.cfg, kit.teacher, hr, lr, ctx, draws)  # HR, or a teacher's solution
+                target = distill.targets(kit.config, kit.teacher, hr, lr, ctx, draws)  # HR, or a teacher's solution
                 per_sample = flow_loss(net, target, lr, ctx, draws, float(tc["upsampler_weight"]), kit.metric,
                                        float(tc["ssim_weight"]))  # through the DDP wrapper / FSDP hooks
             # The loss of the step is the mean over the global batch; DDP and FSDP average gradients over ranks.
@@ -283,7 +283,7 @@ def _train_step(net, model, data, batches, keys, step: int, kit: _LossKit, accel
     return float(accelerator.reduce(loss_sum.to(device), "sum")) / keys.global_batch
 
 
-def _resume(resume: str, out: Path, model, ema, optimizer, scheduler, cfg: dict, world: int, log) -> int:
+def _resume(resume: str, out: Path, model, ema, optimizer, scheduler, config: dict, world: int, log) -> int:
     """The step to continue from: `resume` "auto" takes the latest checkpoint in the run's folder (step 0 when
     there is none), else the checkpoint folder it names."""
     from training import distributed as D
@@ -296,7 +296,7 @@ def _resume(resume: str, out: Path, model, ema, optimizer, scheduler, cfg: dict,
     if ck is None:
         log(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
         return 0
-    batch = (int(cfg["train"]["batch_size"]), world, int(cfg["train"]["grad_accum"]))
+    batch = (int(config["train"]["batch_size"]), world, int(config["train"]["grad_accum"]))
     start = load_training_state(Path(ck), model, ema, optimizer, scheduler, batch)
     log(f"resumed from {ck} at step {start}")
     return start
@@ -338,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sigterm_as_interrupt()
     try:
-        cfg = load_config(args.config, args.overrides)
-        train(cfg, resume=args.resume, export=args.export, overwrite=args.overwrite)
+        config = load_config(args.config, args.overrides)
+        train(config, resume=args.resume, export=args.export, overwrite=args.overwrite)
     except KeyboardInterrupt:
         print("train: interrupted (resume with --resume)", file=sys.stderr)
         return 130
