@@ -23,11 +23,15 @@ from workflow_lint import (
     note_text_height,
     on_screen,
     overlaps,
+    real_box,
+    min_height,
 )
+from comfy_workflows import load_object_info
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 INPUTS = REPO / "workflows" / "input"  # copied into ComfyUI's input/ by the pack (nodes/runtime.py)
+OBJECT_INFO = load_object_info()
 
 
 def load(path):
@@ -36,9 +40,17 @@ def load(path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_no_two_nodes_overlap(path):
+    """At the sizes the frontend draws them (a node saved smaller than its widgets need grows: real_box)."""
     nodes = load(path)["nodes"]
-    hits = [(a["id"], b["id"]) for a, b in combinations(nodes, 2) if overlaps(box(a), box(b), gap=4)]
+    boxes = {n["id"]: real_box(n, OBJECT_INFO.get(n["type"])) for n in nodes}
+    hits = [(a["id"], b["id"]) for a, b in combinations(nodes, 2) if overlaps(boxes[a["id"]], boxes[b["id"]], gap=4)]
     assert not hits, f"{path.name}: nodes (title bars included, 4 px apart) overlap: {hits}"
+
+
+def test_the_lint_grows_nodes_as_the_frontend_does():
+    """Frontend 1.43.18 draws Colour Fix (saved 80 px tall) 102 px tall, and Create Video 78 px."""
+    for kind, height in (("SimpleGVRColourFix", 102), ("CreateVideo", 78), ("VAEDecode", 46)):
+        assert min_height({"type": kind}, OBJECT_INFO[kind]) == height, kind
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

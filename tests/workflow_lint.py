@@ -52,6 +52,37 @@ def box(node) -> tuple[float, float, float, float]:
     return x, y - TITLE_H, x + w, y + h
 
 
+# LiteGraph's computeSize (frontend 1.43.18): a node opened with a smaller saved size grows to its minimum height,
+# slots x NODE_SLOT_HEIGHT + every widget's NODE_WIDGET_HEIGHT + 4 (+ 8 after the widgets) + 6. Colour Fix, saved at
+# 80 px, is drawn 102 px tall (2 input slots, 2 widgets): the lint checks the sizes the frontend really gives.
+SLOT_H, WIDGET_H = 20, 20
+WIDGET_INPUTS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def min_height(node, info: dict | None) -> float:
+    """The height LiteGraph gives `node` at least, from its node spec (`/object_info` entry); 0 without one."""
+    if not info:
+        return 0
+    widgets, slots = 0, 0
+    for section in ("required", "optional"):
+        for spec in (info["input"].get(section) or {}).values():
+            kind = "COMBO" if isinstance(spec[0], list) else spec[0]
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if kind in WIDGET_INPUTS and not opts.get("forceInput"):
+                widgets += 1 + bool(opts.get("control_after_generate")) + bool(
+                    any(opts.get(k) for k in ("image_upload", "video_upload", "audio_upload")))
+            else:
+                slots += 1
+    slots = max(slots, len(info.get("output") or []), 1)
+    return slots * SLOT_H + (widgets * (WIDGET_H + 4) + 8 if widgets else 0) + 6
+
+
+def real_box(node, info: dict | None) -> tuple[float, float, float, float]:
+    """`box` with the height the frontend really draws (the saved one, or min_height when that is larger)."""
+    x0, y0, x1, y1 = box(node)
+    return x0, y0, x1, max(y1, node["pos"][1] + min_height(node, info))
+
+
 def overlaps(a, b, gap: float = 0) -> bool:
     return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
 
