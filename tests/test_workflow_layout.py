@@ -2,6 +2,7 @@
 each rests on). They apply to any workflow added later: a new one passes them or is fixed."""
 
 import json
+import sys
 from itertools import combinations
 from pathlib import Path
 
@@ -168,3 +169,30 @@ def test_the_example_clip_is_small_and_playable():
     assert clip.stat().st_size < 600_000
     frames, fps = read_video(clip)
     assert frames.shape == (33, 360, 640, 3) and frames.std() > 20 and fps == 16
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_the_thumbnail_is_not_older_than_what_it_shows(path):
+    """Each thumbnail records the SHA-256 of what it was made from (the demo assets' manifest, the example clip, or the
+    settings its title card draws); when those change, `python tools/make_workflow_assets.py "<name>"` must remake it."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import make_workflow_assets as assets
+
+    recorded = assets.read_stamp(path.with_suffix(".jpg"))
+    assert recorded is not None, f"{path.stem}.jpg records no sources: remake it with tools/make_workflow_assets.py"
+    assert recorded == assets.sources(path.stem), \
+        f"{path.stem}.jpg is older than what it shows: python tools/make_workflow_assets.py \"{path.stem}\""
+
+
+def test_a_stale_thumbnail_is_caught(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "tools"))
+    import make_workflow_assets as assets
+
+    name = "Wan 2.1 T2V 480p to 1080p"
+    fake = tmp_path / "demo_manifest.json"
+    fake.write_text('{"files": {}}')  # the demo assets rebuilt: another manifest
+    import simplegvr_core.demo as demo
+
+    monkeypatch.setattr(demo, "ASSETS", tmp_path)
+    monkeypatch.setattr(demo, "MANIFEST", fake.name)
+    assert assets.read_stamp(REPO / "workflows" / f"{name}.jpg") != assets.sources(name)

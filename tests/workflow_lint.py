@@ -33,6 +33,7 @@ LOADER_DIRECTORIES = {
     "VAELoader": "vae", "CheckpointLoaderSimple": "checkpoints", "LoraLoader": "loras", "LoraLoaderModelOnly": "loras",
     "CLIPVisionLoader": "clip_vision", "UpscaleModelLoader": "upscale_models",
     "LatentUpscaleModelLoader": "latent_upscale_models", "SimpleGVRModelLoader": "simplegvr",
+    "SimpleGVRUltraFlashLoader": "simplegvr", "SimpleGVRFastDecode": "simplegvr",
 }
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt", ".bin", ".gguf", ".onnx")
 DOWNLOAD_HOSTS = ("https://huggingface.co/", "https://civitai.com/")
@@ -42,6 +43,9 @@ DOWNLOAD_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
 # convert-cogvideox`: the published one has diffusers' names).
 SIMPLEGVR_MODEL_DOC = "https://github.com/simplegvr/simplegvr#model-files"
 MADE_BY_USER = {"cogvideox_5b_transformer_bf16.safetensors": SIMPLEGVR_MODEL_DOC}  # beside every models/simplegvr/ file
+# The published files that go into models/simplegvr/: Ultra Flash's (Apache-2.0), which the panel downloads.
+ULTRAFLASH_URL = "https://huggingface.co/xin1u/UltraFlash/resolve/main/"
+PUBLISHED_SIMPLEGVR = {f: ULTRAFLASH_URL + f for f in ("sr_dit_sparse.pth", "latent_upsampler.pth", "tiny_decoder.pth")}
 
 
 # --- geometry -----------------------------------------------------------------------------------------
@@ -190,6 +194,10 @@ def model_entry_problems(node) -> list[str]:
         if e.get("directory") != directory:
             problems.append(f"{where}: {f} has directory {e.get('directory')!r}, expected {directory!r}")
         url = e.get("url", "")
+        if directory == "simplegvr" and f in PUBLISHED_SIMPLEGVR:
+            if url != PUBLISHED_SIMPLEGVR[f]:
+                problems.append(f"{where}: {f} is published; its url should be {PUBLISHED_SIMPLEGVR[f]}, got {url!r}")
+            continue
         if directory == "simplegvr":
             if url != SIMPLEGVR_MODEL_DOC:
                 problems.append(f"{where}: the SimpleGVR checkpoint's url should be {SIMPLEGVR_MODEL_DOC} (train or "
