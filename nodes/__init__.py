@@ -2,7 +2,8 @@
 
 - `loader.py`     Load SimpleGVR Model        -> SIMPLEGVR_MODEL (a ModelPatcher)
 - `ultraflash.py` Load Ultra Flash Model      Ultra Flash's two published files -> SIMPLEGVR_MODEL
-- `upsampler.py`  SimpleGVR Latent Upsampler  LR LATENT -> target-size LATENT carrying the condition (+ hr_latent)
+- `upsampler.py`  SimpleGVR Latent Upsampler  LR LATENT -> target-size LATENT carrying the condition,
+                                              and hr_latent (the upsampler's HR estimate)
 - `sampler.py`    SimpleGVR Sampler           -> HR LATENT for VAE Decode
 - `fast_decode.py` SimpleGVR Fast Decode      Wan LATENT -> IMAGE frames with a TAEHV tiny decoder
 - `flow_degrade.py` SimpleGVR Flow Degrade    IMAGE frames -> degraded IMAGE frames

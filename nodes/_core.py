@@ -25,7 +25,7 @@ else:  # "nodes": tests, scripts
     from simplegvr_core.model import DTYPES, SimpleGVR
     from simplegvr_core.models.upsampler import resize_frames
 
-__all__ = ["ATTENTION_MODES", "DTYPES", "SimpleGVR", "checkpoint", "classic", "colour", "degrade", "demo_assets",
-           "files", "flow_guided",
+__all__ = ["ATTENTION_MODES", "DTYPES", "SimpleGVR", "checkpoint", "classic", "colour", "degrade",
+           "demo_assets", "files", "flow_guided",
            "format_bytes", "latent_formats", "parse_json", "pipeline", "plan", "resize_frames",
            "sampling", "seeding", "weights"]

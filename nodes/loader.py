@@ -30,10 +30,10 @@ class SimpleGVRModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_name", options=runtime.list_models(),
                                tooltip=runtime.model_name_tooltip(
-                                   "SimpleGVR checkpoint in models/simplegvr/ (or a SimpleGVR file in "
-                                   "models/latent_upscale_models/). An untrained one (simplegvr import-wan) and "
-                                   "the demo world's toy models are named here and warn under the node: they do "
-                                   "not upscale real video.")),
+                                   "SimpleGVR checkpoint in models/simplegvr/ (or a SimpleGVR file "
+                                   "in models/latent_upscale_models/). An untrained one (simplegvr "
+                                   "import-wan) and the demo world's toy models are named here and "
+                                   "warn under the node: they do not upscale real video.")),
                 io.Combo.Input("dtype", options=list(glue.DTYPE_CHOICES), default="auto",
                                tooltip="Weight and compute dtype. auto: what ComfyUI picks for this device "
                                        "(bf16/fp16 on GPUs that support it, fp32 on the CPU)."),

@@ -417,19 +417,20 @@ def load_tiny_decoder(path: str | os.PathLike, device: str | torch.device = "cpu
     return model.eval().requires_grad_(False)
 
 
-# --- what a weights file holds, from its names alone (file lists of the hosts) ----------------------------------------
+# --- what a weights file holds, from its names alone (file lists of the hosts) --------------------
 # A kind -> names that identify it (a key ending in one of them; wrappers' prefixes do not matter).
 WEIGHT_KINDS = {
-    "wan_dit": ("patch_embedding.weight",),  # a Wan 2.1 DiT: Ultra Flash's sr_dit_sparse.pth (or a T2V one)
-    "ultraflash_upsampler": ("pre_shuffle.0.weight",),  # Ultra Flash's latent_upsampler.pth (their v1 upsampler)
+    "wan_dit": ("patch_embedding.weight",),  # a Wan DiT: Ultra Flash's sr_dit_sparse.pth, or a T2V
+    "ultraflash_upsampler": ("pre_shuffle.0.weight",),  # Ultra Flash's latent_upsampler.pth (v1)
     "tiny_decoder": ("decoder.22.weight",),  # a TAEHV decoder: tiny_decoder.pth, taew2_1, taew2_2
 }
 PICKLE_PEEK_BYTES = 64 << 20  # a state dict's pickle (names, not tensors) is far smaller
 
 
 def _names_of(path: Path) -> tuple[str, ...] | bytes | None:
-    """A weights file's tensor names without reading any tensor: the safetensors header, or the raw bytes of a
-    torch.save zip's pickle (searched, never unpickled). None when it cannot be told cheaply."""
+    """A weights file's tensor names without reading any tensor: the safetensors header, or the raw
+    bytes of a torch.save zip's pickle (searched, never unpickled). None when it cannot be told
+    cheaply."""
     import zipfile
 
     if path.suffix.lower() in (".safetensors", ".sft"):
@@ -438,7 +439,7 @@ def _names_of(path: Path) -> tuple[str, ...] | bytes | None:
                 if (f.metadata() or {}).get("format") == "simplegvr":
                     return ("simplegvr",)
                 return tuple(f.keys())
-        except Exception:  # noqa: BLE001 - not readable: the loader names the problem when it is chosen
+        except Exception:  # noqa: BLE001 - unreadable: the loader names the problem when chosen
             return None
     try:
         with zipfile.ZipFile(path) as z:
@@ -446,14 +447,15 @@ def _names_of(path: Path) -> tuple[str, ...] | bytes | None:
             if pkl is None or pkl.file_size > PICKLE_PEEK_BYTES:
                 return None
             return z.read(pkl)
-    except (OSError, zipfile.BadZipFile, ValueError):  # a legacy (non-zip) torch.save file, or unreadable
+    except (OSError, zipfile.BadZipFile, ValueError):  # a legacy (non-zip) torch.save file
         return None
 
 
 def weights_kind(path: str | os.PathLike) -> str | None:
-    """What a weights file holds, told from its tensor names alone (fast enough for a host's file lists):
-    'simplegvr' (our checkpoint), one of WEIGHT_KINDS, 'other' (names of something else), or None (cannot be told
-    cheaply: a legacy pickle, an unreadable file). Nothing is unpickled: a .pth's pickle is searched as bytes."""
+    """What a weights file holds, told from its tensor names alone (fast enough for a host's file
+    lists): 'simplegvr' (our checkpoint), one of WEIGHT_KINDS, 'other' (names of something else), or
+    None (cannot be told cheaply: a legacy pickle, an unreadable file). Nothing is unpickled: a
+    .pth's pickle is searched as bytes."""
     names = _names_of(Path(path))
     if names is None:
         return None

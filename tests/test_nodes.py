@@ -414,7 +414,8 @@ def test_a_plain_latent_through_the_sampler_computes_each_size_plan_and_estimate
 
 # --- issue 31: Ultra Flash in the graph ----------------------------------------------------------------------------
 def _ultraflash_files(tmp_path, case="shipped"):
-    """Tiny weights in Ultra Flash's layout (tests/ultraflash_tiny.py), saved as torch.save .pth files like theirs."""
+    """Tiny weights in Ultra Flash's layout (tests/ultraflash_tiny.py), saved as torch.save .pth
+    files like theirs."""
     import ultraflash_tiny as uft
 
     c = uft.tiny_configs()[case]

@@ -7,6 +7,7 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from comfy_workflows import load_object_info
 from workflow_lint import (
     DESKTOP_CANVAS,
     LAPTOP_CANVAS,
@@ -19,15 +20,14 @@ from workflow_lint import (
     fit_view,
     group_box,
     inside,
+    min_height,
     model_entry_problems,
     note_fits,
     note_text_height,
     on_screen,
     overlaps,
     real_box,
-    min_height,
 )
-from comfy_workflows import load_object_info
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -41,7 +41,8 @@ def load(path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_no_two_nodes_overlap(path):
-    """At the sizes the frontend draws them (a node saved smaller than its widgets need grows: real_box)."""
+    """At the sizes the frontend draws them (a node saved smaller than its widgets need grows:
+    real_box)."""
     nodes = load(path)["nodes"]
     boxes = {n["id"]: real_box(n, OBJECT_INFO.get(n["type"])) for n in nodes}
     hits = [(a["id"], b["id"]) for a, b in combinations(nodes, 2) if overlaps(boxes[a["id"]], boxes[b["id"]], gap=4)]
@@ -173,8 +174,9 @@ def test_the_example_clip_is_small_and_playable():
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_the_thumbnail_is_not_older_than_what_it_shows(path):
-    """Each thumbnail records the SHA-256 of what it was made from (the demo assets' manifest, the example clip, or the
-    settings its title card draws); when those change, `python tools/make_workflow_assets.py "<name>"` must remake it."""
+    """Each thumbnail records the SHA-256 of what it was made from (the demo assets' manifest, the
+    example clip, or the settings its title card draws); when those change, `python
+    tools/make_workflow_assets.py "<name>"` must remake it."""
     sys.path.insert(0, str(REPO / "tools"))
     import make_workflow_assets as assets
 
@@ -189,10 +191,7 @@ def test_a_stale_thumbnail_is_caught(tmp_path, monkeypatch):
     import make_workflow_assets as assets
 
     name = "Wan 2.1 T2V 480p to 1080p"
-    fake = tmp_path / "demo_manifest.json"
-    fake.write_text('{"files": {}}')  # the demo assets rebuilt: another manifest
     import simplegvr_core.demo as demo
 
-    monkeypatch.setattr(demo, "ASSETS", tmp_path)
-    monkeypatch.setattr(demo, "MANIFEST", fake.name)
+    monkeypatch.setattr(demo, "read_manifest", lambda: {"files": {}})  # the demo assets rebuilt
     assert assets.read_stamp(REPO / "workflows" / f"{name}.jpg") != assets.sources(name)

@@ -329,8 +329,8 @@ UF_FILES = {"sr_dit_sparse.pth", "latent_upsampler.pth", "tiny_decoder.pth"}
 
 
 def _ultraflash_half(p):
-    """The Wan 2.1 T2V half as in the Wan 2.1 workflow (1.3B at 832x480, umt5-xxl), then Ultra Flash's upsampler at
-    its native 2x with the checkpoint's noise level (auto)."""
+    """The Wan 2.1 T2V half as in the Wan 2.1 workflow (1.3B at 832x480, umt5-xxl), then Ultra
+    Flash's upsampler at its native 2x with the checkpoint's noise level (auto)."""
     by_type = {n["class_type"]: n["inputs"] for n in p.values()}
     lat = by_type["EmptyHunyuanLatentVideo"]
     assert (lat["width"], lat["height"]) == (832, 480)
@@ -386,8 +386,9 @@ def test_ultraflash_hires_fix_workflow_redenoises_the_hr_latent_with_the_wan_mod
 
 @pytest.mark.parametrize("name", [UF_ONE_STEP, UF_HIRES])
 def test_ultraflash_workflows_download_their_three_files_from_the_public_repository(name):
-    """Every file of these workflows is public: its properties.models entry is a direct download (Ultra Flash's from
-    huggingface.co/xin1u/UltraFlash, Wan's as in the Wan 2.1 workflow), and the note names each file."""
+    """Every file of these workflows is public: its properties.models entry is a direct download
+    (Ultra Flash's from huggingface.co/xin1u/UltraFlash, Wan's as in the Wan 2.1 workflow), and the
+    note names each file."""
     from workflow_lint import PUBLISHED_SIMPLEGVR
 
     wf = load(name)

@@ -43,7 +43,8 @@ DOWNLOAD_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
 # convert-cogvideox`: the published one has diffusers' names).
 SIMPLEGVR_MODEL_DOC = "https://github.com/simplegvr/simplegvr#model-files"
 MADE_BY_USER = {"cogvideox_5b_transformer_bf16.safetensors": SIMPLEGVR_MODEL_DOC}  # beside every models/simplegvr/ file
-# The published files that go into models/simplegvr/: Ultra Flash's (Apache-2.0), which the panel downloads.
+# The published files that go into models/simplegvr/: Ultra Flash's (Apache-2.0), which the panel
+# downloads.
 ULTRAFLASH_URL = "https://huggingface.co/xin1u/UltraFlash/resolve/main/"
 PUBLISHED_SIMPLEGVR = {f: ULTRAFLASH_URL + f for f in ("sr_dit_sparse.pth", "latent_upsampler.pth", "tiny_decoder.pth")}
 
@@ -56,15 +57,17 @@ def box(node) -> tuple[float, float, float, float]:
     return x, y - TITLE_H, x + w, y + h
 
 
-# LiteGraph's computeSize (frontend 1.43.18): a node opened with a smaller saved size grows to its minimum height,
-# slots x NODE_SLOT_HEIGHT + every widget's NODE_WIDGET_HEIGHT + 4 (+ 8 after the widgets) + 6. Colour Fix, saved at
-# 80 px, is drawn 102 px tall (2 input slots, 2 widgets): the lint checks the sizes the frontend really gives.
+# LiteGraph's computeSize (frontend 1.43.18): a node opened with a smaller saved size grows to its
+# minimum height, slots x NODE_SLOT_HEIGHT + every widget's NODE_WIDGET_HEIGHT + 4 (+ 8 after the
+# widgets) + 6. Colour Fix, saved at 80 px, is drawn 102 px tall (2 input slots, 2 widgets): the
+# lint checks the sizes the frontend really gives.
 SLOT_H, WIDGET_H = 20, 20
 WIDGET_INPUTS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
 def min_height(node, info: dict | None) -> float:
-    """The height LiteGraph gives `node` at least, from its node spec (`/object_info` entry); 0 without one."""
+    """The height LiteGraph gives `node` at least, from its node spec (`/object_info` entry); 0
+    without one."""
     if not info:
         return 0
     widgets, slots = 0, 0
@@ -82,7 +85,8 @@ def min_height(node, info: dict | None) -> float:
 
 
 def real_box(node, info: dict | None) -> tuple[float, float, float, float]:
-    """`box` with the height the frontend really draws (the saved one, or min_height when that is larger)."""
+    """`box` with the height the frontend really draws (the saved one, or min_height when that is
+    larger)."""
     x0, y0, x1, y1 = box(node)
     return x0, y0, x1, max(y1, node["pos"][1] + min_height(node, info))
 

@@ -77,7 +77,8 @@ TITLE_CARDS = {
 
 
 def ultraflash_model():
-    """Ultra Flash's published model at its real shapes on the meta device (no weights: its config and plan)."""
+    """Ultra Flash's published model at its real shapes on the meta device (no weights: its config
+    and plan)."""
     import torch
 
     from simplegvr_core import SimpleGVR
@@ -183,12 +184,13 @@ def _sha256(data: bytes) -> str:
 
 
 def sources(name: str) -> dict[str, str]:
-    """What the thumbnail of workflows/<name>.json is made from, as SHA-256s: the demo assets' manifest (which vouches
-    for every demo weight by hash), the example clip, or the workflow settings a title card draws."""
+    """What the thumbnail of workflows/<name>.json is made from, as SHA-256s: the demo assets'
+    manifest (which vouches for every demo weight by hash), the example clip, or the workflow
+    settings a title card draws."""
     if name == "Wan 2.1 T2V 480p to 1080p":
-        from simplegvr_core.demo import ASSETS, MANIFEST
+        from simplegvr_core import demo  # the manifest vouches for every demo weight by its SHA-256
 
-        return {"demo_manifest": _sha256((ASSETS / MANIFEST).read_bytes())}
+        return {"demo_manifest": _sha256(json.dumps(demo.read_manifest(), sort_keys=True).encode())}
     if name in ("Flow Degrade preview", "Model-guided training pairs"):
         return {"example_clip": _sha256(CLIP.read_bytes())}
     wf = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
@@ -209,7 +211,8 @@ def read_stamp(path: Path) -> dict[str, str] | None:
 
 
 def write_jpeg(img: np.ndarray, path: Path, stamp: dict[str, str] | None = None) -> None:
-    """img (RGB) as a JPEG at `path`; `stamp` (its sources) goes into a comment segment right after the start marker."""
+    """img (RGB) as a JPEG at `path`; `stamp` (its sources) goes into a comment segment right after
+    the start marker."""
     ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 85])
     assert ok
     data = jpg.tobytes()
