@@ -122,7 +122,8 @@ def add_ultraflash_files(models: Path) -> None:
 
 
 def uf_lr_latent(inp: Path) -> str:
-    """Their tiny case's LR latent (13 latent frames at 9x13: groups 6, 6, 1), raw as KSampler hands it on."""
+    """Their tiny case's LR latent (13 latent frames at 9x13: groups 6, 6, 1), raw as KSampler hands
+    it on."""
     import ultraflash_tiny as uft
 
     case = uft.tiny_configs()[UF_CASE]
@@ -343,8 +344,8 @@ def test_a_portrait_latent_keeps_its_aspect_ratio_end_to_end(server):
     stretched = upscale_prompt(latent="portrait.latent", steps=1, cfg=1.0, size={"width": 1920, "height": 1080})
     _, _, texts = server.watch(stretched)
     assert saved_latent(server, stretched).shape == (1, 16, 2, 135, 240)
-    assert texts["3"][-1].startswith("WARNING: the picture is stretched\n\n1920x1080 px changes the aspect ratio of "
-                                     "the 240x416 px input")
+    assert texts["3"][-1].startswith("WARNING: the picture is stretched\n\n1920x1080 px changes "
+                                     "the aspect ratio of the 240x416 px input")
 
 
 @pytest.mark.parametrize("frames", FRAME_COUNTS)
@@ -374,8 +375,9 @@ def test_an_untrained_checkpoint_warns_on_the_loader_node(server):
     messages, _, texts = server.watch(prompt)
     assert messages[-1]["type"] == "execution_success"
     loader = texts.get("2", [])
-    assert loader and loader[-1].startswith("WARNING: UNTRAINED: makes a new video, no upscale\n\n"
-                                            "imported_untrained.safetensors is an untrained SimpleGVR"), texts
+    assert loader and loader[-1].startswith("WARNING: UNTRAINED: makes a new video, no "
+                                            "upscale\n\nimported_untrained.safetensors is an "
+                                            "untrained SimpleGVR"), texts
     assert "generates a new video from the prompt instead of upscaling" in loader[-1]
     tooltip = server.get("/object_info/SimpleGVRModelLoader")["SimpleGVRModelLoader"]["input"]["required"][
         "model_name"][1]["tooltip"]  # named before anything runs
@@ -653,9 +655,9 @@ def test_flow_degrade_reports_each_progress_step_once(server):
 
 # --- Ultra Flash (issue 31): the SimpleGVR half of the one-step workflow on tiny weights in their layout -----------
 def ultraflash_prompt(loader: dict, prefix: str, latent: str = "lr_uf.latent", seed: int = 7) -> dict:
-    """The workflow's SimpleGVR half, as it is saved (resize_by native, noise -1 = auto, steps 0 and cfg 0 = auto),
-    from a LoadLatent: model -> Latent Upsampler -> Sampler -> SaveLatent and Fast Decode -> SaveImage; the
-    Upsampler's hr_latent -> SaveLatent."""
+    """The workflow's SimpleGVR half, as it is saved (resize_by native, noise -1 = auto, steps 0 and
+    cfg 0 = auto), from a LoadLatent: model -> Latent Upsampler -> Sampler -> SaveLatent and Fast
+    Decode -> SaveImage; the Upsampler's hr_latent -> SaveLatent."""
     return {
         "1": {"class_type": "LoadLatent", "inputs": {"latent": latent}},
         "2": loader,
@@ -675,10 +677,11 @@ def ultraflash_prompt(loader: dict, prefix: str, latent: str = "lr_uf.latent", s
 
 
 def test_the_ultraflash_half_of_the_workflow_runs_a_converted_checkpoint_as_the_core_does(server):
-    """13 latent frames of their tiny case through the workflow's settings (all auto) on the converted checkpoint: the
-    HR latent equals simplegvr_core's `upscale` with everything at auto (itself equal to Ultra Flash's own code,
-    tests/test_ultraflash.py), the progress bar counts the 3 streaming groups, the node texts lead with one short line,
-    hr_latent is the condition, and Fast Decode's frames are the tiny decoder's on the normalised latent."""
+    """13 latent frames of their tiny case through the workflow's settings (all auto) on the
+    converted checkpoint: the HR latent equals simplegvr_core's `upscale` with everything at auto
+    (itself equal to Ultra Flash's own code, tests/test_ultraflash.py), the progress bar counts the
+    3 streaming groups, the node texts lead with one short line, hr_latent is the condition, and
+    Fast Decode's frames are the tiny decoder's on the normalised latent."""
     from simplegvr_core.pipeline import upscale
     from simplegvr_core.weights import load_tiny_decoder
 
@@ -718,8 +721,9 @@ def test_the_ultraflash_half_of_the_workflow_runs_a_converted_checkpoint_as_the_
 
 
 def test_load_ultra_flash_model_reads_their_pth_files_and_samples_as_the_converted_checkpoint(server):
-    """Their two .pth files (the upsampler wrapped under 'model', from models/latent_upscale_models/) through Load
-    Ultra Flash Model give the converted checkpoint's result; each list shows only its kind."""
+    """Their two .pth files (the upsampler wrapped under 'model', from
+    models/latent_upscale_models/) through Load Ultra Flash Model give the converted checkpoint's
+    result; each list shows only its kind."""
     import ultraflash_tiny as uft
 
     info = server.get("/object_info/SimpleGVRUltraFlashLoader")["SimpleGVRUltraFlashLoader"]["input"]["required"]
@@ -757,9 +761,10 @@ def test_fast_decode_refuses_a_latent_of_another_family(server):
 
 
 def test_cancel_stops_the_ultraflash_sampler_within_a_group(server):
-    """18 latent frames at 60x104 (Ultra Flash's 480p latent; 3 streaming groups of ~8 s each for the tiny model on a
-    CPU) cancelled a few seconds into sampling: interrupted in the Sampler, long before the clip's ~24 s (the core
-    checks after every DiT block; tests/test_nodes.py counts the blocks), and nothing saved."""
+    """18 latent frames at 60x104 (Ultra Flash's 480p latent; 3 streaming groups of ~8 s each for
+    the tiny model on a CPU) cancelled a few seconds into sampling: interrupted in the Sampler, long
+    before the clip's ~24 s (the core checks after every DiT block; tests/test_nodes.py counts the
+    blocks), and nothing saved."""
     save_latent(WAN21.denormalise(torch.randn(1, 16, 18, 60, 104, generator=torch.Generator().manual_seed(9))),
                 server.base / "input" / "uf_long.latent")
     loader = {"class_type": "SimpleGVRModelLoader", "inputs": {"model_name": UF_TINY, "dtype": "fp32",
