@@ -6,12 +6,15 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import runtime
 from .colour_fix import SimpleGVRColourFix
+from .fast_decode import SimpleGVRFastDecode
 from .flow_degrade import SimpleGVRFlowDegrade
 from .loader import SimpleGVRModelLoader
 from .sampler import SimpleGVRSampler
+from .ultraflash import SimpleGVRUltraFlashLoader
 from .upsampler import SimpleGVRLatentUpsampler
 
-NODES = [SimpleGVRModelLoader, SimpleGVRLatentUpsampler, SimpleGVRSampler, SimpleGVRFlowDegrade, SimpleGVRColourFix]
+NODES = [SimpleGVRModelLoader, SimpleGVRUltraFlashLoader, SimpleGVRLatentUpsampler,
+         SimpleGVRSampler, SimpleGVRFastDecode, SimpleGVRFlowDegrade, SimpleGVRColourFix]
 
 
 class SimpleGVRExtension(ComfyExtension):

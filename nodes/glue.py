@@ -10,6 +10,7 @@ so everything here is tested in CI, which has no ComfyUI.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
@@ -23,6 +24,7 @@ from ._core import (
     classic,
     colour,
     degrade,
+    demo_assets,
     flow_guided,
     format_bytes,
     latent_formats,
@@ -30,6 +32,7 @@ from ._core import (
     pipeline,
     plan,
     resize_frames,
+    weights,
 )
 
 log = logging.getLogger("SimpleGVR")
@@ -83,6 +86,101 @@ def is_simplegvr_file(path: str) -> bool:
         return False
 
 
+# What the loaders list: weights files of a kind, told from their names alone
+# (`weights.weights_kind`). Ultra Flash's published files (huggingface.co/xin1u/UltraFlash) come
+# first in their lists when present.
+WEIGHT_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt")
+ULTRAFLASH_DIT, ULTRAFLASH_UPSAMPLER = "sr_dit_sparse.pth", "latent_upsampler.pth"
+TINY_DECODER = "tiny_decoder.pth"
+ULTRAFLASH_URL = "https://huggingface.co/xin1u/UltraFlash/resolve/main/"
+_stat_cache: dict[tuple, object] = {}
+
+
+def _stat_key(path) -> tuple:
+    """(path, mtime, size): what a cache of a file's contents is keyed on (a changed file is read
+    again)."""
+    st = os.stat(path)
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+def _cached(what: str, path, compute: Callable):
+    key = (what, *_stat_key(path))
+    if key not in _stat_cache:
+        _stat_cache[key] = compute(path)
+    return _stat_cache[key]
+
+
+def weight_files(entries, kinds: tuple[str, ...], first: str = "") -> list[str]:
+    """The names of `entries` ((name, full path) pairs of a model folder) that hold weights of one
+    of `kinds`, or whose kind cannot be told from their names (a legacy pickle): `first` (the
+    published file) at the top, then in folder order, each name once. SimpleGVR checkpoints and
+    files of other kinds are left out."""
+    names = []
+    for name, path in entries:
+        if name in names or not name.lower().endswith(WEIGHT_EXTENSIONS) or not path:
+            continue
+        try:
+            kind = _cached("kind", path, weights.weights_kind)
+        except OSError:
+            continue
+        if kind is None or kind in kinds:
+            names.append(name)
+    return sorted(names, key=lambda n: n != first)
+
+
+DEMO_HEADLINE = "DEMO WORLD toy model: not for real video"
+UNTRAINED_HEADLINE = "UNTRAINED: makes a new video, no upscale"
+
+
+def _demo_digests() -> dict[int, str]:
+    """{file size: SHA-256} of the demo world's SimpleGVR weights that ship with the pack."""
+    out = {}
+    for name in (demo_assets.MODEL_FILE, demo_assets.STUDENT_FILE):
+        path = demo_assets.ASSETS / name
+        if path.is_file():
+            out[path.stat().st_size] = _cached("sha256", path, demo_assets.file_sha256)
+    return out
+
+
+def checkpoint_warning(path, name: str) -> tuple[str, str] | None:
+    """(headline, warning) for a SimpleGVR checkpoint that is not a video upscaler: an untrained
+    `import-wan` one (its metadata says so) or one of the demo world's toy models (the shipped
+    files, by size and SHA-256: trained on 128x128 clips with a byte-level text encoder). None for
+    any other checkpoint. Reads the header, and hashes only a file of a demo model's size."""
+    warning = checkpoint.untrained_warning(weights.read_metadata(path), name)
+    if warning:
+        return UNTRAINED_HEADLINE, warning
+    size = os.stat(path).st_size
+    digest = _demo_digests().get(size)
+    if digest and _cached("sha256", path, demo_assets.file_sha256) == digest:
+        return DEMO_HEADLINE, (f"{name} is the demo world's toy SimpleGVR (simplegvr demo): "
+                               "trained on 128x128 clips with a byte-level text encoder (text_dim "
+                               "32), it cannot read Wan's text and does not upscale real video. "
+                               "Use a trained or imported checkpoint (README: Model files).")
+    return None
+
+
+def flagged_checkpoints(entries) -> dict[str, str]:
+    """{name: headline} of the checkpoints in `entries` ((name, full path) pairs) that
+    `checkpoint_warning` flags, for the loader's tooltip: seen before anything runs."""
+    out = {}
+    for name, path in entries:
+        try:
+            found = _cached("warning", path, lambda p, n=name: checkpoint_warning(p, n))
+        except (OSError, ValueError):
+            continue
+        if found:
+            out[name] = found[0]
+    return out
+
+
+def node_text(headline: str, *details: str) -> str:
+    """The text under a node: the node shows about two lines at its default size, so the one thing
+    that matters comes first in a short line (a warning, or what was done), the details after a
+    blank line."""
+    return "\n\n".join([headline, *[d for d in details if d]])
+
+
 def resolve_dtype(name: str, auto: torch.dtype) -> torch.dtype:
     """'auto' -> `auto` (what ComfyUI picks for the device), else bf16 / fp16 / fp32."""
     if name == "auto":
@@ -90,6 +188,51 @@ def resolve_dtype(name: str, auto: torch.dtype) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype {name!r}: expected one of {list(DTYPE_CHOICES)}")
     return DTYPES[name]
+
+
+# --- Ultra Flash ---------------------------------------------------------------------------
+_ultraflash: dict[tuple, SimpleGVR] = {}
+
+
+def load_ultraflash(dit_path, upsampler_path, *, num_heads: int = 0, dtype: str = "auto",
+                    auto_dtype: Callable[[int], torch.dtype] = lambda params: torch.float32
+                    ) -> SimpleGVR:
+    """Ultra Flash's two published files as a SimpleGVR (`weights.import_ultraflash`) in `dtype`
+    ('auto': auto_dtype(parameter count), what ComfyUI picks for the device), kept while both files
+    are unchanged (path, mtime, size): the next run with the same files reuses it. One at a time
+    (the real DiT has 1.4B parameters). num_heads 0: from the DiT's width (12 at 1536, as
+    published)."""
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 0:
+        raise ValueError(f"num_heads={num_heads!r}: expected 0 (from the DiT's width) or a number "
+                         "of heads")
+    key = (_stat_key(dit_path), _stat_key(upsampler_path), num_heads, dtype)
+    if key not in _ultraflash:
+        _ultraflash.clear()  # the last one goes before the next is read: never two copies in memory
+        model = weights.import_ultraflash(dit_path, upsampler_path, num_heads=num_heads or None)
+        params = sum(p.numel() for p in model.parameters())
+        model = model.to(dtype=resolve_dtype(dtype, auto_dtype(params)))
+        _ultraflash[key] = model.eval().requires_grad_(False)
+    return _ultraflash[key]
+
+
+def model_text(model: SimpleGVR, warning: tuple[str, str] | None = None) -> str:
+    """What Load SimpleGVR Model / Load Ultra Flash Model show under the node: a warning's headline,
+    or what the model is, on the first line."""
+    params = sum(p.numel() for p in model.parameters())
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    cfg, recipe = model.config, model.sampling
+    steps = "one-step" if recipe.steps == 1 else f"{recipe.steps}-step"
+    name = "Ultra Flash" if cfg.name == "ultraflash" else cfg.name
+    about = f"{steps} {name}, {params / 1e6:.0f}M parameters, {dtype}"
+    attention = model.dit.attention_mode
+    if attention == "block_sparse_causal":
+        attention += f" in groups of {cfg.dit.causal_group_frames} latent frames"
+    native = model.upsampler.native_size((8, 8))
+    up = f"upsampler {cfg.upsampler.mode}" + (f" at its native {native[0] // 8}x" if native else "")
+    detail = f"{model.latent_format.name} latents; attention {attention}; {up}"
+    if warning:
+        return node_text(f"WARNING: {warning[0]}", warning[1], about, detail)
+    return node_text(about, detail)
 
 
 # --- LATENT in ----------------------------------------------------------------------------------
@@ -167,6 +310,29 @@ def upsample_latent(model: SimpleGVR, lr: latent_formats.VideoLatent, *, size: d
     return {"samples": to_output(preview, fmt, lr.layout, lr.scale), LATENT_KEY: info}
 
 
+def condition_latent(info: ConditionInfo) -> dict:
+    """The Latent Upsampler's `hr_latent`: its own HR estimate (the condition c, with the condition
+    noise it was given: none at Ultra Flash's recipe) as a LATENT in the input's scale and layout
+    (raw for core graphs), for a core KSampler to re-denoise (the hires-fix path) or VAE Decode."""
+    c = info.condition.c
+    fmt = latent_formats.get_format(info.latent_format)
+    return {"samples": to_output(fmt.denormalise(c), fmt, info.layout, info.scale)}
+
+
+WARNING_HEADLINES = (("changes the aspect ratio", "the picture is stretched"),
+                     ("outside what this model was trained for",
+                      "size outside the model's training"))
+
+
+def warning_headline(warnings: tuple[str, ...] | list[str]) -> str:
+    """One short line for the first warning ('WARNING: the picture is stretched'); the warnings
+    follow in full."""
+    first = warnings[0]
+    short = next((h for words, h in WARNING_HEADLINES if words in first), "read below")
+    more = f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""
+    return f"WARNING: {short}{more}"
+
+
 def condition_from_latent(latent, model: SimpleGVR, model_name: str = "") -> ConditionInfo | None:
     """The condition the Latent Upsampler stored in `latent`, checked against `model`; None for a plain LATENT."""
     if not isinstance(latent, dict) or LATENT_KEY not in latent:
@@ -199,8 +365,15 @@ def upsample(model: SimpleGVR, lr: latent_formats.VideoLatent, size: dict, noise
     cplan = cplan.fit(model, free)
     out = upsample_latent(model, lr, noise_level=noise_level, seed=seed, model_name=host.model_name, plan=cplan)
     chunk = cplan.chunk_frames or lr.raw.shape[2]
-    text = (f"{size_text(model, lr.raw.shape[-2:], cplan.size)}, {lr.raw.shape[2]} latent frames; upsampler in "
-            f"chunks of {chunk} latent frames ({format_bytes(cplan.memory)} of {format_bytes(free)} free)")
+    r = model.latent_format.spatial_ratio
+    (h, w), (H, W), t = lr.raw.shape[-2:], cplan.size, lr.raw.shape[2]
+    headline = f"{w * r}x{h * r} -> {W * r}x{H * r} px, {t} latent frames"
+    detail = (f"{size_text(model, (h, w), (H, W))}, {t} latent frames; upsampler in chunks of "
+              f"{chunk} latent frames ({format_bytes(cplan.memory)} of {format_bytes(free)} free)")
+    if cplan.warnings:
+        text = node_text(warning_headline(cplan.warnings), *cplan.warnings, headline, detail)
+    else:
+        text = node_text(headline, detail)
     return out, text, cplan.warnings
 
 
@@ -226,16 +399,30 @@ def sampling_plan(model: SimpleGVR, shape, *, memory: str, free: int | None, gui
     return chosen, need, f"{head}: {chosen.describe()}; estimate {format_bytes(need)} beyond the weights"
 
 
+def sampler_headline(model: SimpleGVR, chosen: plan.SamplingPlan, n_steps: int, auto: bool) -> str:
+    """The Sampler's first line: 'one-step Ultra Flash, 13 latent frames in 3 groups', '50 steps
+    (auto), 21 latent frames, 2 DiT calls/step'."""
+    name = "Ultra Flash" if model.config.name == "ultraflash" else model.config.name
+    steps = ("one-step" if n_steps == 1 else f"{n_steps}-step") + (" (auto)" if auto else "")
+    t = chosen.shape[2]
+    if chosen.causal:
+        return f"{steps} {name}, {t} latent frames in {len(chosen.t_windows)} groups"
+    return f"{steps} {name}, {t} latent frames, {chosen.calls_per_step} DiT call(s)/step"
+
+
 def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_context, seed: int, steps: int | str,
                 guidance: float | str, shift: float, sampler: str, attention: str | None, memory: str = "auto",
                 colour_fix: str = "none", chunk_frames: int = 0, tile_size: int = 0,
                 output_scale: str = "same as input", callback_for: Callable[[int], Callable] | None = None,
-                say: Callable[[str], None] = lambda text: None) -> dict:
-    """The SimpleGVR Sampler's work on a LATENT from the Latent Upsampler (or a plain LR latent, upsampled here with
-    the Latent Upsampler's defaults): plan where the DiT runs for the memory ComfyUI frees (the room the attention
-    mode's own plan would need is asked for first), sample, and return the output LATENT. Every size, plan and
-    estimate is computed once and handed on. `say(text)` gets the lines for the node; `callback_for(n_steps)` makes
-    the progress callback."""
+                say: Callable[[str], None] = lambda text: None,
+                interrupt: Callable[[], None] | None = None) -> dict:
+    """The SimpleGVR Sampler's work on a LATENT from the Latent Upsampler (or a plain LR latent,
+    upsampled here with the Latent Upsampler's defaults): plan where the DiT runs for the memory
+    ComfyUI frees (the room the attention mode's own plan would need is asked for first), sample,
+    and return the output LATENT. Every size, plan and estimate is computed once and handed on.
+    `say(text)` gets the lines for the node; `callback_for(n_steps)` makes the progress callback
+    (its i / total count the steps of every streaming group); `interrupt()` runs after every DiT
+    block and stops the run by raising (a host's Cancel)."""
     guidance = pipeline.resolve_guidance(model, guidance)
     info = condition_from_latent(samples, model, host.model_name)
     lines = []
@@ -261,13 +448,15 @@ def run_sampler(model: SimpleGVR, samples, host: Host, *, context, negative_cont
     text += f"; {n_steps} steps" + (" (auto: the checkpoint's recommendation)" if steps == pipeline.AUTO_STEPS else "")
     lines.append(text + (f"; colour fix: {colour_fix}" if colour_fix != "none" else ""))
     log.info("SimpleGVR Sampler: %s", lines[-1])
-    say("\n\n".join(lines))
+    headline = sampler_headline(model, chosen, n_steps, steps == pipeline.AUTO_STEPS)
+    say(node_text(headline, *reversed(lines)))
     # auto planned for what is free (within the device); a manual plan is checked against the device's memory
     x = pipeline.sample(model, cond, chosen, context=context, negative_context=negative_context, steps=steps,
                         cfg=guidance, shift=float(shift), seed=int(seed), sampler=sampler,
                         colour_fix=colour_fix,
                         callback=callback_for(n_steps) if callback_for else None,
-                        memory_budget=host.budget if memory == "manual" else None)
+                        memory_budget=host.budget if memory == "manual" else None,
+                        interrupt=interrupt)
     scale = info.scale if output_scale == "same as input" else output_scale
     return {"samples": to_output(x, model.latent_format, info.layout, scale)}
 
@@ -367,3 +556,103 @@ def colour_fix_images(images, reference, method: str, levels: int = colour.WAVEL
     out = colour.colour_fix_frames(method, images.detach().to("cpu", torch.float32),
                                    reference.detach().to("cpu", torch.float32), levels)
     return out.contiguous()
+
+
+# --- Fast Decode: a TAEHV tiny decoder on a Wan LATENT ---------------------------------------
+DEFAULT_DECODE_CHUNK = 6  # latent frames per chunk: Ultra Flash's streaming groups (24 frames)
+_decoders: dict[tuple, object] = {}
+
+
+def load_decoder(path, dtype: torch.dtype = torch.float32):
+    """The tiny decoder of a TAEHV file (`weights.load_tiny_decoder`: .pth read with weights_only
+    only, or .safetensors) in `dtype` on the CPU, kept while the file is unchanged (path, mtime,
+    size)."""
+    key = (_stat_key(path), dtype)
+    if key not in _decoders:
+        for old in [k for k in _decoders if k[0][0] == str(path)]:  # an older version of the file
+            del _decoders[old]
+        _decoders[key] = weights.load_tiny_decoder(path, dtype=dtype)
+    return _decoders[key]
+
+
+def decoder_format(decoder) -> latent_formats.LatentFormat:
+    """The latent format a tiny decoder decodes: 16 channels Wan 2.1 (taew2_1, tiny_decoder.pth), 48
+    Wan 2.2 5B."""
+    return latent_formats.get_format({16: "wan21", 48: "wan22"}[decoder.latent_channels])
+
+
+def read_decoder_latent(latent, fmt) -> latent_formats.VideoLatent:
+    """The Fast Decode node's LATENT: a raw video latent of `fmt` ([B,C,T,H,W] as KSampler and the
+    SimpleGVR Sampler hand it on, or a wrapper's [B,T,C,H,W]), validated by the core's
+    `read_latent`. A latent whose channel statistics fit a raw latent of another VAE with as many
+    channels (a CogVideoX latent for Wan 2.1) is refused."""
+    fmt = latent_formats.get_format(fmt)
+    if not isinstance(latent, dict) or "samples" not in latent:
+        raise ValueError(f"samples: expected a LATENT (a dict with 'samples'), got "
+                         f"{type(latent).__name__}")
+    x = latent["samples"]
+    if isinstance(x, torch.Tensor) and x.ndim == 5 and fmt.channels not in x.shape[1:3]:
+        raise ValueError(f"samples has shape {tuple(x.shape)}: {x.shape[1]} channels, but this "
+                         f"tiny decoder decodes {fmt.describe()} latents ({fmt.channels} "
+                         "channels): decode other latents with VAE Decode and their own VAE")
+    lr = latent_formats.read_latent(x, fmt, "raw", "samples")
+    if float(lr.raw.amax() - lr.raw.amin()) > 0:  # a constant (empty) latent tells no statistics
+        own = latent_formats.latent_scale_distances(lr.raw, fmt)["raw"]
+        for family, d in latent_formats.other_family_distances(lr.raw, fmt).items():
+            if d < own:
+                raise ValueError(f"samples of shape {tuple(x.shape)} looks like a raw {family} "
+                                 f"latent (distance of its channel statistics {d:.3f}, to a raw "
+                                 f"{fmt.name} latent {own:.3f}): this tiny decoder decodes "
+                                 f"{fmt.describe()} latents; decode it with VAE Decode and its own "
+                                 "VAE")
+    return lr
+
+
+def decode_memory(decoder, latent, chunk_frames: int, dtype: torch.dtype) -> int:
+    """Bytes a chunk's decode of `latent` (a LATENT) needs beyond the weights (an estimate for
+    ComfyUI to free; 0 for what is no video latent, which `fast_decode` then refuses): the last
+    MemBlock stage, 64 channels at 4x the latent size on 2 frames per latent frame, its input,
+    memory, concatenation and the convolutions' outputs (about 8 such tensors), plus the chunk's
+    float32 frames."""
+    x = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(x, torch.Tensor) or x.ndim != 5:
+        return 0
+    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    es = torch.empty((), dtype=dtype).element_size()
+    s = decoder.spatial_ratio
+    stage = b * 2 * chunk_frames * 64 * (4 * h) * (4 * w) * es * 8
+    return int(stage + b * 4 * chunk_frames * 3 * (s * h) * (s * w) * 4)
+
+
+def fast_decode(decoder, latent, chunk_frames: int = DEFAULT_DECODE_CHUNK, *,
+                on_chunk: Callable[[int, int], None] | None = None,
+                interrupt: Callable[[], None] | None = None) -> tuple[torch.Tensor, str]:
+    """SimpleGVR Fast Decode: a raw Wan LATENT -> an IMAGE [frames, H, W, 3] in [0, 1] (float32,
+    CPU; a batch of videos one after another), normalised for the decoder (the latent format's
+    mean/std) and decoded chunk by chunk of `chunk_frames` latent frames with the decoder's memory
+    carried (the result equals the whole decode; memory holds one chunk). interrupt() runs before
+    every chunk, on_chunk(done, total) after it. Returns the frames and the node's text."""
+    if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
+        raise ValueError(f"chunk_frames={chunk_frames!r}: expected a number of latent frames >= 1")
+    fmt = decoder_format(decoder)
+    z = fmt.normalise(read_decoder_latent(latent, fmt).raw)
+    b, _, t, h, w = z.shape
+    s, frames = decoder.spatial_ratio, decoder.output_frames(t)
+    out = torch.empty(b, frames, s * h, s * w, 3)
+    stream = decoder.stream(clamp=True, dtype=torch.float32)
+    starts = range(0, t, chunk_frames)
+    done = 0
+    for i, a in enumerate(starts):
+        if interrupt is not None:
+            interrupt()
+        y = stream.decode(z[:, :, a:a + chunk_frames])  # [B, 3, f, sH, sW]
+        out[:, done:done + y.shape[2]] = y.permute(0, 2, 3, 4, 1).cpu()
+        done += y.shape[2]
+        if on_chunk is not None:
+            on_chunk(i + 1, len(starts))
+    dtype = str(next(decoder.parameters()).dtype).removeprefix("torch.")
+    text = node_text(f"{frames} frames {s * w}x{s * h} px from {t} latent frames",
+                     f"{fmt.name} latent [{b}, {z.shape[1]}, {t}, {h}, {w}] normalised by its "
+                     f"mean/std, decoded in {len(starts)} chunk(s) of {chunk_frames} latent frames "
+                     f"({dtype})")
+    return out.reshape(b * frames, s * h, s * w, 3), text

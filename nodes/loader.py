@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from . import glue, runtime
-from ._core import ATTENTION_MODES, checkpoint, weights
+from ._core import ATTENTION_MODES, checkpoint
 
 log = logging.getLogger("SimpleGVR")
 
@@ -29,8 +29,11 @@ class SimpleGVRModelLoader(io.ComfyNode):
                         "SimpleGVR node runs and offloads it when another model needs the memory.",
             inputs=[
                 io.Combo.Input("model_name", options=runtime.list_models(),
-                               tooltip="SimpleGVR checkpoint in models/simplegvr/ (or a SimpleGVR file in "
-                                       "models/latent_upscale_models/)."),
+                               tooltip=runtime.model_name_tooltip(
+                                   "SimpleGVR checkpoint in models/simplegvr/ (or a SimpleGVR file "
+                                   "in models/latent_upscale_models/). An untrained one (simplegvr "
+                                   "import-wan) and the demo world's toy models are named here and "
+                                   "warn under the node: they do not upscale real video.")),
                 io.Combo.Input("dtype", options=list(glue.DTYPE_CHOICES), default="auto",
                                tooltip="Weight and compute dtype. auto: what ComfyUI picks for this device "
                                        "(bf16/fp16 on GPUs that support it, fp32 on the CPU)."),
@@ -49,7 +52,7 @@ class SimpleGVRModelLoader(io.ComfyNode):
     def execute(cls, model_name: str, dtype: str = "auto", attention: str = CHECKPOINT_DEFAULT) -> io.NodeOutput:
         path = runtime.model_path(model_name)
         model = checkpoint.load_checkpoint(path, device=mm.unet_offload_device())
-        warning = checkpoint.untrained_warning(weights.read_metadata(path), model_name)
+        warning = glue.checkpoint_warning(path, model_name)
         params = sum(p.numel() for p in model.parameters())
         auto = mm.unet_dtype(mm.get_torch_device(), model_params=params,
                              supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])
@@ -61,8 +64,7 @@ class SimpleGVRModelLoader(io.ComfyNode):
                  model.config.name, params / 1e6, model.latent_format.name, str(next(model.parameters()).dtype),
                  model.dit.attention_mode)
         if warning:
-            log.warning("SimpleGVR: %s", warning)
-        runtime.show_text(cls.hidden.unique_id, f"WARNING: {warning}" if warning else
-                          f"{model.config.name}, {params / 1e6:.0f}M parameters, {model.latent_format.name} latents")
+            log.warning("SimpleGVR: %s", warning[1])
+        runtime.show_text(cls.hidden.unique_id, glue.model_text(model, warning))
         return io.NodeOutput(runtime.wrap(model))
 

@@ -19,6 +19,8 @@ from ._core import SimpleGVR, files
 
 MODEL_FOLDER = "simplegvr"  # models/simplegvr/
 SHARED_FOLDER = "latent_upscale_models"  # ComfyUI's folder for latent upscalers; only SimpleGVR files are listed from it
+# ComfyUI's folder for TAESD/TAEHV preview decoders; only TAEHV decoders are listed from it
+DECODER_FOLDER = "vae_approx"
 
 SimpleGVRModel = io.Custom("SIMPLEGVR_MODEL")  # a ModelPatcher around simplegvr_core.SimpleGVR
 # Inputs the example workflows open with, copied into ComfyUI's input/ folder when the pack loads (if absent).
@@ -53,6 +55,59 @@ def list_models() -> list[str]:
     return names
 
 
+def entries(*folders: str) -> list[tuple[str, str]]:
+    """(name, full path) of every file in ComfyUI's model folders `folders`, in that order."""
+    out = []
+    for folder in folders:
+        for n in folder_paths.get_filename_list(folder):
+            out.append((n, folder_paths.get_full_path(folder, n)))
+    return out
+
+
+FLAGGED_MARK = "\n\nIn this folder now: "  # what the loader's tooltip adds about the files it lists
+
+
+def model_name_tooltip(base: str) -> str:
+    """`base` plus, when the listed checkpoints include untrained or demo-world ones, which they
+    are: a combo entry must be the file's name (workflows and the missing-models panel match it), so
+    the tooltip says it."""
+    names = set(list_models())
+    listed = [(n, p) for n, p in entries(MODEL_FOLDER, SHARED_FOLDER) if n in names]
+    flagged = glue.flagged_checkpoints(listed)
+    if not flagged:
+        return base
+    return base + FLAGGED_MARK + "; ".join(f"{n}: {h}" for n, h in sorted(flagged.items()))
+
+
+def file_path(name: str, folders: tuple[str, ...], what: str) -> str:
+    """The full path of `name` in the first of ComfyUI's model `folders` that has it; ValueError
+    naming them."""
+    for folder in folders:
+        path = folder_paths.get_full_path(folder, name)
+        if path is not None:
+            return path
+    raise ValueError(f"{what} {name!r} not found in {', '.join(f'models/{f}/' for f in folders)}")
+
+
+def interrupt() -> None:
+    """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel (the core calls it
+    between blocks)."""
+    mm.throw_exception_if_processing_interrupted()
+
+
+def progress():
+    """on_chunk(done, total) for a loop of chunks: ComfyUI's progress bar under the node (made at
+    the first call)."""
+    bar = []
+
+    def on_chunk(done: int, total: int) -> None:
+        if not bar:
+            bar.append(comfy.utils.ProgressBar(total))
+        bar[0].update_absolute(done, total)
+
+    return on_chunk
+
+
 def model_path(name: str) -> str:
     for folder in (MODEL_FOLDER, SHARED_FOLDER):
         path = folder_paths.get_full_path(folder, name)
@@ -66,6 +121,17 @@ def wrap(model) -> comfy.model_patcher.ModelPatcher:
     """Hand the model to ComfyUI's memory manager: it loads it onto the GPU when a node needs it and
     offloads it when another model needs the room."""
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def wrap_once(model) -> comfy.model_patcher.ModelPatcher:
+    """`wrap` for a model a loader keeps between runs: the same ModelPatcher every time, so
+    ComfyUI's memory manager never holds two patchers of one module (unloading one would move the
+    weights under the other)."""
+    patcher = getattr(model, "_simplegvr_patcher", None)
+    if patcher is None:
+        patcher = wrap(model)
+        model._simplegvr_patcher = patcher
+    return patcher
 
 
 def module(patcher):

@@ -43,11 +43,13 @@ class SimpleGVRSampler(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
                              tooltip="Seed of the sampling noise."),
                 io.Int.Input("steps", default=AUTO_STEPS, min=0, max=1000,
-                             tooltip="Euler steps from pure noise. 0 = auto: the checkpoint's recommended steps and "
-                                     "schedule (50 for a teacher, as the paper; 1-4 for a distilled checkpoint; shift "
-                                     "is then not used)."),
+                             display_name="steps (0 = auto)",
+                             tooltip="0 = auto (the default): the checkpoint's recommended steps "
+                                     "and schedule (50 for a teacher, as the paper; 1 for Ultra "
+                                     "Flash; 1-4 for a distilled checkpoint; shift is then not "
+                                     "used). Else: Euler steps from pure noise."),
                 io.Float.Input("cfg", default=glue.AUTO_GUIDANCE, min=glue.AUTO_GUIDANCE, max=30.0, step=0.1,
-                               round=0.01,
+                               round=0.01, display_name="cfg (0 = auto)",
                                tooltip="Classifier-free guidance on the text. 0 = auto: the checkpoint's recipe "
                                        "(a SimpleGVR teacher: 5; Ultra Flash: 1). 1.0 runs one DiT pass per step and "
                                        "ignores the negative prompt."),
@@ -98,5 +100,6 @@ class SimpleGVRSampler(io.ComfyNode):
             attention=None if attention == MODEL_DEFAULT else attention, memory=memory, colour_fix=colour_fix,
             chunk_frames=chunk_frames, tile_size=tile_size, output_scale=output_scale,
             callback_for=lambda n: runtime.sampling_callback(model, n),
-            say=lambda text: runtime.show_text(cls.hidden.unique_id, text))
+            say=lambda text: runtime.show_text(cls.hidden.unique_id, text),
+            interrupt=runtime.interrupt)
         return io.NodeOutput(out)

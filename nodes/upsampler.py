@@ -40,19 +40,24 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
                                        "1664x960), else 2.25x; other sizes on such a model are labelled as outside "
                                        "its training."),
                 io.Int.Input("edge", default=glue.DEFAULT_EDGE, min=16, max=16384, step=8,
-                             tooltip="Pixels of the output's short (or long) side, rounded to the latent grid (/8 for "
-                                     "Wan 2.1 and CogVideoX, /16 for Wan 2.2, where 1080 becomes 1088). Used when "
-                                     "resize_by is 'short edge' or 'long edge'."),
+                             tooltip="Only read when resize_by is 'short edge' or 'long edge' "
+                                     "(ignored otherwise): pixels of the output's short (or long) "
+                                     "side, rounded to the latent grid (/8 for Wan 2.1 and "
+                                     "CogVideoX, /16 for Wan 2.2, where 1080 becomes 1088)."),
                 io.Int.Input("width", default=glue.DEFAULT_WIDTH, min=16, max=16384, step=8,
-                             tooltip="Target width in pixels (rounded to the latent grid). Used when resize_by is "
-                                     "'width and height'."),
+                             tooltip="Only read when resize_by is 'width and height' (ignored "
+                                     "otherwise, e.g. with the default 'short edge'): target width "
+                                     "in pixels, rounded to the latent grid."),
                 io.Int.Input("height", default=glue.DEFAULT_HEIGHT, min=16, max=16384, step=8,
-                             tooltip="Target height in pixels (1080 -> 135 latent rows for Wan 2.1). Used when "
-                                     "resize_by is 'width and height'."),
+                             tooltip="Only read when resize_by is 'width and height' (ignored "
+                                     "otherwise, e.g. with the default 'short edge'): target "
+                                     "height in pixels (1080 -> 135 latent rows for Wan 2.1)."),
                 io.Float.Input("scale", default=pipeline.DEFAULT_SCALE, min=1.0, max=8.0, step=0.05,
-                               tooltip="Target size as a multiple of the input (2.25: 480p -> 1080p). Used when "
-                                       "resize_by is 'scale'."),
+                               tooltip="Only read when resize_by is 'scale' (ignored otherwise): "
+                                       "the target size as a multiple of the input (2.25: 480p -> "
+                                       "1080p)."),
                 io.Float.Input("noise_level", default=glue.AUTO_NOISE, min=glue.AUTO_NOISE, max=1.0, step=0.01,
+                               display_name="noise_level (-1 = auto)",
                                tooltip="Condition noise s: c = (1-s)*LR + s*noise before upsampling. -1 = auto: the "
                                        "checkpoint's recipe (Ultra Flash: 0; a SimpleGVR teacher: 0.4, the paper's, "
                                        "trained on 0.3-0.6). Higher hides more LR artefacts and invents more detail."),
@@ -64,7 +69,14 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
                                        "statistics (logged). The output keeps the input's scale and layout."),
             ],
             outputs=[io.Latent.Output(display_name="latent",
-                                      tooltip="Target-size LATENT for SimpleGVR Sampler (carries the condition).")],
+                                      tooltip="Target-size LATENT for SimpleGVR Sampler (carries "
+                                              "the condition)."),
+                     io.Latent.Output(display_name="hr_latent",
+                                      tooltip="The upsampler's own HR estimate (the condition, raw "
+                                              "VAE scale for core graphs, the input's layout): for "
+                                              "a core KSampler to re-denoise at a low denoise "
+                                              "(hires fix), or VAE Decode. At noise_level > 0 it "
+                                              "carries that noise.")],
             hidden=[io.Hidden.unique_id],
         )
 
@@ -76,6 +88,7 @@ class SimpleGVRLatentUpsampler(io.ComfyNode):
         out, text, warnings = glue.upsample(net, lr, size, glue.noise_level_arg(noise_level), seed, runtime.host(model))
         for warning in warnings:
             log.warning("SimpleGVR: %s", warning)
-        log.info("SimpleGVR Latent Upsampler: %s %s; %s", tuple(samples["samples"].shape), text, lr.note)
-        runtime.show_text(cls.hidden.unique_id, "\n\n".join([*(f"WARNING: {w}" for w in warnings), text]))
-        return io.NodeOutput(out)
+        log.info("SimpleGVR Latent Upsampler: %s %s; %s", tuple(samples["samples"].shape),
+                 text.replace("\n\n", "; "), lr.note)
+        runtime.show_text(cls.hidden.unique_id, text)
+        return io.NodeOutput(out, glue.condition_latent(out[glue.LATENT_KEY]))

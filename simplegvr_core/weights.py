@@ -2,7 +2,7 @@
 
 - Reading: one safetensors file or a folder of shards (`read_weights`), headers without tensors
   (`open_safetensors`, `read_metadata`); every failure is a ValueError naming the file, and only safetensors is read
-  here (no file is ever unpickled).
+  here (no file is ever unpickled). What a file holds, from its tensor names alone (`weights_kind`).
 - Wan 2.1 / 2.2 T2V transformers (original, ComfyUI or diffusers key names) into a SimpleGVR whose step 0 is the T2V
   model (`import_wan`), or as a plain T2V DiT (`import_wan_t2v`, model-guided degradation).
 - CogVideoX transformers from diffusers' names into ComfyUI's (`convert_cogvideox`).
@@ -430,6 +430,59 @@ def load_tiny_decoder(path: str | os.PathLike, device: str | torch.device = "cpu
     model = model.to(device=device, dtype=dtype or sd["decoder.1.weight"].dtype)
     model.load_notes = notes
     return model.eval().requires_grad_(False)
+
+
+# --- what a weights file holds, from its names alone (file lists of the hosts) --------------------
+# A kind -> names that identify it (a key ending in one of them; wrappers' prefixes do not matter).
+WEIGHT_KINDS = {
+    "wan_dit": ("patch_embedding.weight",),  # a Wan DiT: Ultra Flash's sr_dit_sparse.pth, or a T2V
+    "ultraflash_upsampler": ("pre_shuffle.0.weight",),  # Ultra Flash's latent_upsampler.pth (v1)
+    "tiny_decoder": ("decoder.22.weight",),  # a TAEHV decoder: tiny_decoder.pth, taew2_1, taew2_2
+}
+PICKLE_PEEK_BYTES = 64 << 20  # a state dict's pickle (names, not tensors) is far smaller
+
+
+def _names_of(path: Path) -> tuple[str, ...] | bytes | None:
+    """A weights file's tensor names without reading any tensor: the safetensors header, or the raw
+    bytes of a torch.save zip's pickle (searched, never unpickled). None when it cannot be told
+    cheaply."""
+    import zipfile
+
+    if path.suffix.lower() in (".safetensors", ".sft"):
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                if (f.metadata() or {}).get("format") == "simplegvr":
+                    return ("simplegvr",)
+                return tuple(f.keys())
+        except Exception:  # noqa: BLE001 - unreadable: the loader names the problem when chosen
+            return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            pkl = next((i for i in z.infolist() if i.filename.endswith("data.pkl")), None)
+            if pkl is None or pkl.file_size > PICKLE_PEEK_BYTES:
+                return None
+            return z.read(pkl)
+    except (OSError, zipfile.BadZipFile, ValueError):  # a legacy (non-zip) torch.save file
+        return None
+
+
+def weights_kind(path: str | os.PathLike) -> str | None:
+    """What a weights file holds, told from its tensor names alone (fast enough for a host's file
+    lists): 'simplegvr' (our checkpoint), one of WEIGHT_KINDS, 'other' (names of something else), or
+    None (cannot be told cheaply: a legacy pickle, an unreadable file). Nothing is unpickled: a
+    .pth's pickle is searched as bytes."""
+    names = _names_of(Path(path))
+    if names is None:
+        return None
+    if names == ("simplegvr",):
+        return "simplegvr"
+    for kind, marks in WEIGHT_KINDS.items():
+        if isinstance(names, bytes):
+            if any(m.encode() in names for m in marks):
+                return kind
+        elif any(n.endswith(m) for n in names for m in marks):
+            return kind
+    return "other"
 
 
 # --- Ultra Flash's one-step streaming SR model -----------------------------------------------------------------------

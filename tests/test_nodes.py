@@ -410,3 +410,189 @@ def test_a_plain_latent_through_the_sampler_computes_each_size_plan_and_estimate
     assert counts["upsampler_memory"] == 2  # the room the whole clip needs, then the search (whose first chunk fits)
     assert counts["SamplingPlan.memory"] == 2  # the room the mode's own plan needs, then the search
     assert len(loads) == 3 and len(lines) == 1 and "2 steps" in lines[0]
+
+
+# --- issue 31: Ultra Flash in the graph ----------------------------------------------------------------------------
+def _ultraflash_files(tmp_path, case="shipped"):
+    """Tiny weights in Ultra Flash's layout (tests/ultraflash_tiny.py), saved as torch.save .pth
+    files like theirs."""
+    import ultraflash_tiny as uft
+
+    c = uft.tiny_configs()[case]
+    dit_sd, up_sd = uft.build_state_dicts(c, c["seeds"]["weights"])
+    torch.save(dit_sd, tmp_path / "sr_dit_sparse.pth")
+    torch.save({"model": up_sd}, tmp_path / "latent_upsampler.pth")
+    return c, tmp_path / "sr_dit_sparse.pth", tmp_path / "latent_upsampler.pth"
+
+
+def test_file_lists_show_each_loader_only_its_kind_with_the_published_file_first(tmp_path):
+    from taehv_tiny import build_taehv_state_dict
+
+    from simplegvr_core.weights import weights_kind
+
+    _, dit, up = _ultraflash_files(tmp_path)
+    torch.save(build_taehv_state_dict(0), tmp_path / "tiny_decoder.pth")
+    save_file(build_taehv_state_dict(1), str(tmp_path / "taew2_1.safetensors"))
+    save_checkpoint(SimpleGVR.from_config("tiny"), tmp_path / "gvr.safetensors")
+    (tmp_path / "legacy.pth").write_bytes(b"\x80\x02}q\x00.")  # a legacy (non-zip) pickle: cannot be told
+    (tmp_path / "notes.txt").write_text("not weights")
+    kinds = {p.name: weights_kind(p) for p in sorted(tmp_path.iterdir()) if p.suffix != ".txt"}
+    assert kinds == {"gvr.safetensors": "simplegvr", "latent_upsampler.pth": "ultraflash_upsampler", "legacy.pth": None,
+                     "sr_dit_sparse.pth": "wan_dit", "taew2_1.safetensors": "tiny_decoder",
+                     "tiny_decoder.pth": "tiny_decoder"}
+    entries = [(p.name, str(p)) for p in sorted(tmp_path.iterdir())]
+    assert glue.weight_files(entries, ("wan_dit",), glue.ULTRAFLASH_DIT) == ["sr_dit_sparse.pth", "legacy.pth"]
+    assert glue.weight_files(entries, ("ultraflash_upsampler",), glue.ULTRAFLASH_UPSAMPLER) == [
+        "latent_upsampler.pth", "legacy.pth"]
+    assert glue.weight_files(entries, ("tiny_decoder",), glue.TINY_DECODER) == [
+        "tiny_decoder.pth", "legacy.pth", "taew2_1.safetensors"]
+
+
+def test_ultraflash_loader_imports_their_files_once_while_they_are_unchanged(tmp_path, monkeypatch):
+    from simplegvr_core import weights
+    from simplegvr_core.weights import ULTRAFLASH_RECIPE
+
+    c, dit, up = _ultraflash_files(tmp_path)
+    calls = []
+    real = weights.import_ultraflash
+    monkeypatch.setattr(weights, "import_ultraflash", lambda *a, **k: calls.append(a) or real(*a, **k))
+    heads = c["dit"]["num_heads"]
+    m = glue.load_ultraflash(dit, up, num_heads=heads, dtype="auto", auto_dtype=lambda n: torch.bfloat16)
+    assert m.sampling == ULTRAFLASH_RECIPE and next(m.parameters()).dtype == torch.bfloat16
+    assert glue.load_ultraflash(dit, up, num_heads=heads, dtype="auto", auto_dtype=lambda n: torch.bfloat16) is m
+    assert len(calls) == 1
+    ref = real(dit, up, num_heads=heads)
+    torch.testing.assert_close(m.dit.patch_embedding.weight.float(), ref.dit.patch_embedding.weight.bfloat16().float())
+    m32 = glue.load_ultraflash(dit, up, num_heads=heads, dtype="fp32")
+    assert m32 is not m and len(calls) == 2 and next(m32.parameters()).dtype == torch.float32
+    import os
+
+    st = os.stat(dit)
+    os.utime(dit, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file changed: read again
+    assert glue.load_ultraflash(dit, up, num_heads=heads, dtype="fp32") is not m32 and len(calls) == 3
+    text = glue.model_text(m32)
+    assert text.split("\n")[0] == f"one-step Ultra Flash, {sum(p.numel() for p in m32.parameters()) / 1e6:.0f}M " \
+                                  "parameters, float32"
+    assert "block_sparse_causal in groups of 6 latent frames" in text and "native 2x" in text
+    with pytest.raises(ValueError, match="Wan dim=64 is not a released size"):
+        glue.load_ultraflash(dit, up, dtype="fp32")  # tiny: its heads must be given
+    with pytest.raises(ValueError, match="num_heads=-1"):
+        glue.load_ultraflash(dit, up, num_heads=-1)
+
+
+def test_untrained_and_demo_checkpoints_are_named_before_anything_runs(tmp_path):
+    from simplegvr_core.checkpoint import IMPORTED_METADATA
+    from simplegvr_core.demo import assets
+
+    save_checkpoint(SimpleGVR.from_config("tiny"), tmp_path / "imported.safetensors", extra_metadata=IMPORTED_METADATA)
+    save_checkpoint(tiny_model(), tmp_path / "trained.safetensors")
+    shutil.copy(assets.ASSETS / assets.STUDENT_FILE, tmp_path / "my_upscaler.safetensors")  # renamed: still the demo
+    entries = [(p.name, str(p)) for p in sorted(tmp_path.iterdir())]
+    assert glue.flagged_checkpoints(entries) == {"imported.safetensors": glue.UNTRAINED_HEADLINE,
+                                                 "my_upscaler.safetensors": glue.DEMO_HEADLINE}
+    headline, warning = glue.checkpoint_warning(tmp_path / "imported.safetensors", "imported.safetensors")
+    assert "generates a new video from the prompt instead of upscaling" in warning
+    assert glue.checkpoint_warning(tmp_path / "trained.safetensors", "trained.safetensors") is None
+    m = tiny_model()
+    text = glue.model_text(m, glue.checkpoint_warning(tmp_path / "my_upscaler.safetensors", "my_upscaler.safetensors"))
+    first = text.split("\n")[0]
+    assert first == "WARNING: " + glue.DEMO_HEADLINE and len(first) <= 50  # fits the node's first line
+    assert "text_dim 32" in text
+    assert glue.model_text(m).split("\n")[0].startswith("50-step tiny, ")  # a teacher's recipe
+
+
+def test_hr_latent_is_the_condition_in_the_inputs_scale_and_layout():
+    m, x = tiny_model(), raw_latent()
+    for incoming, scale in ((x, "raw"), (WAN21.normalise(x).permute(0, 2, 1, 3, 4), "normalised")):
+        lr = glue.read_video_latent({"samples": incoming}, m.latent_format)
+        out = glue.upsample_latent(m, lr, size={"scale": 2.0}, noise_level=0.0, seed=0)
+        hr = glue.condition_latent(out[glue.LATENT_KEY])["samples"]
+        c = out[glue.LATENT_KEY].condition.c
+        expected = WAN21.denormalise(c) if scale == "raw" else c.permute(0, 2, 1, 3, 4)
+        torch.testing.assert_close(hr, expected, rtol=0, atol=1e-5)
+        assert hr.shape == out["samples"].shape  # the same size and layout as the preview
+
+
+def test_node_texts_put_a_short_headline_first():
+    m = tiny_model()
+    lines = []
+    host = glue.Host(load=lambda need: None, free=lambda: 8 * 2**30, budget=16 * 2**30)
+    lr = glue.read_video_latent({"samples": raw_latent(h=52, w=30)}, m.latent_format)
+    _, text, warnings = glue.upsample(m, lr, {"width": 1920, "height": 1080}, 0.4, 0, host)
+    head = text.split("\n")
+    assert head[0] == "WARNING: the picture is stretched" and head[1] == ""
+    assert warnings[0] in text and "240x416 -> 1920x1080 px, 3 latent frames" in text
+    _, text, _ = glue.upsample(m, lr, {"short_edge": 1080}, 0.4, 0, host)
+    assert text.split("\n")[0] == "240x416 -> 1080x1872 px, 3 latent frames"
+    glue.run_sampler(m, {"samples": raw_latent(t=3, h=8, w=12)}, host, context=None, negative_context=None, seed=0,
+                     steps=2, guidance=1.0, shift=5.0, sampler="euler", attention=None, say=lines.append)
+    assert lines[0].split("\n")[0] == "2-step tiny, 3 latent frames, 1 DiT call(s)/step"
+    assert "memory auto" in lines[0]
+
+
+def test_ultraflash_sampler_streams_in_groups_reports_each_and_stops_on_interrupt(tmp_path):
+    import ultraflash_tiny as uft
+
+    c, dit, up = _ultraflash_files(tmp_path)
+    m = glue.load_ultraflash(dit, up, num_heads=c["dit"]["num_heads"], dtype="fp32")
+    host = glue.Host(load=lambda need: None, free=lambda: 8 * 2**30, budget=16 * 2**30)
+    x = WAN21.denormalise(uft.build_inputs(c, c["seeds"]["inputs"])["lr"])  # [1, 16, 13, 9, 13]
+    latent, _, _ = glue.upsample(m, glue.read_video_latent({"samples": x}, m.latent_format), {}, "auto", 0, host)
+    steps, lines = [], []
+    kw = dict(context=None, negative_context=None, seed=0, steps="auto", guidance="auto", shift=5.0, sampler="euler",
+              attention=None)
+    out = glue.run_sampler(m, latent, host, say=lines.append,
+                           callback_for=lambda n: lambda d: steps.append((d["i"] + 1, d["total"])), **kw)
+    assert out["samples"].shape == (1, 16, 13, 18, 26)  # native 2x
+    assert steps == [(1, 3), (2, 3), (3, 3)]  # one step per group of 6, 6, 1 latent frames
+    assert lines[0].split("\n")[0] == "one-step (auto) Ultra Flash, 13 latent frames in 3 groups"
+    blocks = []
+
+    def cancel():
+        blocks.append(1)
+        if len(blocks) == 3:
+            raise InterruptedError("Cancel")
+
+    with pytest.raises(InterruptedError):
+        glue.run_sampler(m, latent, host, interrupt=cancel, **kw)
+    assert len(blocks) == 3  # stopped within one block
+
+
+def test_fast_decode_normalises_a_raw_wan_latent_and_decodes_chunk_by_chunk(tmp_path):
+    from taehv_tiny import build_taehv_state_dict
+
+    from simplegvr_core.latent_formats import COGVIDEOX_2B
+    from simplegvr_core.weights import load_tiny_decoder
+
+    torch.save(build_taehv_state_dict(0), tmp_path / "tiny_decoder.pth")
+    dec = glue.load_decoder(tmp_path / "tiny_decoder.pth")
+    assert glue.load_decoder(tmp_path / "tiny_decoder.pth") is dec  # cached per file
+    z = torch.randn(2, 16, 5, 4, 6, generator=torch.Generator().manual_seed(3))
+    raw = WAN21.denormalise(z)
+    seen, stops = [], []
+    images, text = glue.fast_decode(dec, {"samples": raw}, 2, on_chunk=lambda d, n: seen.append((d, n)),
+                                    interrupt=lambda: stops.append(1))
+    ref = load_tiny_decoder(tmp_path / "tiny_decoder.pth").decode(z)  # [B, 3, 17, 32, 48]
+    assert images.shape == (2 * 17, 32, 48, 3) and images.dtype == torch.float32
+    torch.testing.assert_close(images, ref.permute(0, 2, 3, 4, 1).reshape(34, 32, 48, 3), rtol=0, atol=1e-5)
+    assert seen == [(1, 3), (2, 3), (3, 3)] and len(stops) == 3
+    assert text.split("\n")[0] == "17 frames 48x32 px from 5 latent frames"
+    wrapped = raw.permute(0, 2, 1, 3, 4)  # a wrapper's [B,T,C,H,W]: same frames
+    torch.testing.assert_close(glue.fast_decode(dec, {"samples": wrapped}, 6)[0], images, rtol=0, atol=1e-5)
+
+    def cancel():
+        raise InterruptedError
+
+    with pytest.raises(InterruptedError):
+        glue.fast_decode(dec, {"samples": raw}, 2, interrupt=cancel)
+    with pytest.raises(ValueError, match=r"48 channels, but this tiny decoder decodes 'wan21'"):
+        glue.fast_decode(dec, {"samples": torch.randn(1, 48, 2, 4, 4)})
+    cog = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * COGVIDEOX_2B.raw_std
+    with pytest.raises(ValueError, match="looks like a raw CogVideoX latent.*decode it with VAE Decode"):
+        glue.fast_decode(dec, {"samples": cog})
+    with pytest.raises(ValueError, match="image latent"):
+        glue.fast_decode(dec, {"samples": torch.randn(1, 16, 4, 4)})
+    with pytest.raises(ValueError, match="chunk_frames=0"):
+        glue.fast_decode(dec, {"samples": raw}, 0)
+    assert glue.decode_memory(dec, {"samples": raw}, 6, torch.float16) > 0
+    assert glue.decode_memory(dec, {"samples": "junk"}, 6, torch.float16) == 0

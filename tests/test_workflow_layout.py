@@ -2,10 +2,12 @@
 each rests on). They apply to any workflow added later: a new one passes them or is fixed."""
 
 import json
+import sys
 from itertools import combinations
 from pathlib import Path
 
 import pytest
+from comfy_workflows import load_object_info
 from workflow_lint import (
     DESKTOP_CANVAS,
     LAPTOP_CANVAS,
@@ -18,16 +20,19 @@ from workflow_lint import (
     fit_view,
     group_box,
     inside,
+    min_height,
     model_entry_problems,
     note_fits,
     note_text_height,
     on_screen,
     overlaps,
+    real_box,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 INPUTS = REPO / "workflows" / "input"  # copied into ComfyUI's input/ by the pack (nodes/runtime.py)
+OBJECT_INFO = load_object_info()
 
 
 def load(path):
@@ -36,9 +41,18 @@ def load(path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_no_two_nodes_overlap(path):
+    """At the sizes the frontend draws them (a node saved smaller than its widgets need grows:
+    real_box)."""
     nodes = load(path)["nodes"]
-    hits = [(a["id"], b["id"]) for a, b in combinations(nodes, 2) if overlaps(box(a), box(b), gap=4)]
+    boxes = {n["id"]: real_box(n, OBJECT_INFO.get(n["type"])) for n in nodes}
+    hits = [(a["id"], b["id"]) for a, b in combinations(nodes, 2) if overlaps(boxes[a["id"]], boxes[b["id"]], gap=4)]
     assert not hits, f"{path.name}: nodes (title bars included, 4 px apart) overlap: {hits}"
+
+
+def test_the_lint_grows_nodes_as_the_frontend_does():
+    """Frontend 1.43.18 draws Colour Fix (saved 80 px tall) 102 px tall, and Create Video 78 px."""
+    for kind, height in (("SimpleGVRColourFix", 102), ("CreateVideo", 78), ("VAEDecode", 46)):
+        assert min_height({"type": kind}, OBJECT_INFO[kind]) == height, kind
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -156,3 +170,28 @@ def test_the_example_clip_is_small_and_playable():
     assert clip.stat().st_size < 600_000
     frames, fps = read_video(clip)
     assert frames.shape == (33, 360, 640, 3) and frames.std() > 20 and fps == 16
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_the_thumbnail_is_not_older_than_what_it_shows(path):
+    """Each thumbnail records the SHA-256 of what it was made from (the demo assets' manifest, the
+    example clip, or the settings its title card draws); when those change, `python
+    tools/make_workflow_assets.py "<name>"` must remake it."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import make_workflow_assets as assets
+
+    recorded = assets.read_stamp(path.with_suffix(".jpg"))
+    assert recorded is not None, f"{path.stem}.jpg records no sources: remake it with tools/make_workflow_assets.py"
+    assert recorded == assets.sources(path.stem), \
+        f"{path.stem}.jpg is older than what it shows: python tools/make_workflow_assets.py \"{path.stem}\""
+
+
+def test_a_stale_thumbnail_is_caught(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "tools"))
+    import make_workflow_assets as assets
+
+    name = "Wan 2.1 T2V 480p to 1080p"
+    import simplegvr_core.demo as demo
+
+    monkeypatch.setattr(demo, "read_manifest", lambda: {"files": {}})  # the demo assets rebuilt
+    assert assets.read_stamp(REPO / "workflows" / f"{name}.jpg") != assets.sources(name)

@@ -172,8 +172,8 @@ def test_flow_degrade_workflow_loads_degrades_and_saves():
 
 # --- the recorded node specs ----------------------------------------------------------------------
 def test_recorded_specs_cover_our_nodes_with_tooltips_and_category():
-    assert set(OURS) == {"SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade",
-                         "SimpleGVRColourFix"}
+    assert set(OURS) == {"SimpleGVRModelLoader", "SimpleGVRUltraFlashLoader", "SimpleGVRLatentUpsampler",
+                         "SimpleGVRSampler", "SimpleGVRFastDecode", "SimpleGVRFlowDegrade", "SimpleGVRColourFix"}
     for node_id, info in OURS.items():
         assert info["category"] == "SimpleGVR"
         for name, spec, _ in inputs_in_order(info):
@@ -181,7 +181,7 @@ def test_recorded_specs_cover_our_nodes_with_tooltips_and_category():
     assert OURS["SimpleGVRModelLoader"]["output"] == ["SIMPLEGVR_MODEL"]
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["width"][1]["default"] == 1920
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["height"][1]["default"] == 1080
-    assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["noise_level"][1]["default"] == 0.4
+    assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["noise_level"][1]["default"] == -1.0  # auto
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["resize_by"][1]["default"] == "short edge"
     assert OURS["SimpleGVRLatentUpsampler"]["input"]["required"]["edge"][1]["default"] == 1080
     assert OURS["SimpleGVRSampler"]["input"]["required"]["memory"][1]["default"] == "auto"
@@ -321,3 +321,90 @@ def test_family_workflow_names_its_files_with_download_urls_or_the_command_that_
     # the note's SimpleGVR initialisation is a checkpoint of this workflow's latent family
     config = re.search(r"--config ([\w.-]+)", note).group(1)
     assert get_config(config).latent_format == FAMILY_WORKFLOWS[name]
+
+
+# --- Ultra Flash (issue 31) ---------------------------------------------------------------------------------------
+UF_ONE_STEP, UF_HIRES = "Wan 2.1 480p to 1K Ultra Flash one step.json", "Wan 2.1 480p to 1K Ultra Flash hires fix.json"
+UF_FILES = {"sr_dit_sparse.pth", "latent_upsampler.pth", "tiny_decoder.pth"}
+
+
+def _ultraflash_half(p):
+    """The Wan 2.1 T2V half as in the Wan 2.1 workflow (1.3B at 832x480, umt5-xxl), then Ultra
+    Flash's upsampler at its native 2x with the checkpoint's noise level (auto)."""
+    by_type = {n["class_type"]: n["inputs"] for n in p.values()}
+    lat = by_type["EmptyHunyuanLatentVideo"]
+    assert (lat["width"], lat["height"]) == (832, 480)
+    assert by_type["UNETLoader"]["unet_name"] == "wan2.1_t2v_1.3B_fp16.safetensors"
+    assert by_type["CLIPLoader"]["clip_name"] == "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+    loader = by_type["SimpleGVRUltraFlashLoader"]
+    assert (loader["dit_name"], loader["upsampler_name"], loader["dtype"]) == ("sr_dit_sparse.pth",
+                                                                              "latent_upsampler.pth", "auto")
+    up = by_type["SimpleGVRLatentUpsampler"]
+    assert up["resize_by"] == "native" and up["noise_level"] == -1.0  # 2x, noise auto (0 for Ultra Flash)
+    ks = next(k for k, n in p.items() if n["class_type"] == "KSampler" and n["inputs"]["denoise"] == 1)
+    assert up["samples"] == [ks, 0]
+    return by_type, lat
+
+
+def test_ultraflash_one_step_workflow_is_wan21_480p_then_ultraflash_at_auto_then_fast_decode():
+    p = api(UF_ONE_STEP)
+    by_type, lat = _ultraflash_half(p)
+    smp = by_type["SimpleGVRSampler"]
+    assert (smp["steps"], smp["cfg"], smp["memory"], smp["colour_fix"]) == (0, 0.0, "auto", "none")  # auto: 1, 1
+    assert by_type["SimpleGVRFastDecode"]["decoder_name"] == "tiny_decoder.pth"
+    latent_frames = (lat["length"] - 1) // 4 + 1
+    assert (lat["length"], latent_frames) == (81, 21)  # Ultra Flash's own clip: groups 6, 6, 6, 3
+    assert "VAELoader" not in by_type  # the tiny decoder decodes; no Wan VAE to download
+    e = edges(p)
+    for edge in [("KSampler", "SimpleGVRLatentUpsampler", "samples"),
+                 ("SimpleGVRUltraFlashLoader", "SimpleGVRLatentUpsampler", "model"),
+                 ("SimpleGVRUltraFlashLoader", "SimpleGVRSampler", "model"),
+                 ("SimpleGVRLatentUpsampler", "SimpleGVRSampler", "samples"),
+                 ("CLIPTextEncode", "SimpleGVRSampler", "positive"), ("CLIPTextEncode", "SimpleGVRSampler", "negative"),
+                 ("SimpleGVRSampler", "SimpleGVRFastDecode", "samples"), ("SimpleGVRFastDecode", "CreateVideo", "images"),
+                 ("CreateVideo", "SaveVideo", "video")]:
+        assert edge in e, edge
+    up = next(k for k, n in p.items() if n["class_type"] == "SimpleGVRLatentUpsampler")
+    assert next(n for n in p.values() if n["class_type"] == "SimpleGVRSampler")["inputs"]["samples"] == [up, 0]
+
+
+def test_ultraflash_hires_fix_workflow_redenoises_the_hr_latent_with_the_wan_model():
+    p = api(UF_HIRES)
+    by_type, _ = _ultraflash_half(p)
+    up = next(k for k, n in p.items() if n["class_type"] == "SimpleGVRLatentUpsampler")
+    fix = next(n["inputs"] for n in p.values() if n["class_type"] == "KSampler" and n["inputs"]["latent_image"][0] == up)
+    assert fix["latent_image"] == [up, 1]  # the hr_latent output, not the Sampler's LATENT
+    assert 0 < fix["denoise"] <= 0.5 and fix["steps"] <= 12  # a short re-denoise
+    t2v = next(n["inputs"] for n in p.values() if n["class_type"] == "KSampler" and n["inputs"]["denoise"] == 1)
+    assert fix["model"] == t2v["model"] and fix["positive"] == t2v["positive"] and fix["negative"] == t2v["negative"]
+    assert "SimpleGVRSampler" not in by_type and by_type["VAELoader"]["vae_name"] == "wan_2.1_vae.safetensors"
+    e = edges(p)
+    for edge in [("KSampler", "VAEDecode", "samples"), ("VAELoader", "VAEDecode", "vae"),
+                 ("VAEDecode", "CreateVideo", "images"), ("CreateVideo", "SaveVideo", "video")]:
+        assert edge in e, edge
+
+
+@pytest.mark.parametrize("name", [UF_ONE_STEP, UF_HIRES])
+def test_ultraflash_workflows_download_their_three_files_from_the_public_repository(name):
+    """Every file of these workflows is public: its properties.models entry is a direct download
+    (Ultra Flash's from huggingface.co/xin1u/UltraFlash, Wan's as in the Wan 2.1 workflow), and the
+    note names each file."""
+    from workflow_lint import PUBLISHED_SIMPLEGVR
+
+    wf = load(name)
+    entries = {m["name"]: m for n in wf["nodes"] for m in (n.get("properties") or {}).get("models", [])}
+    prompt, _ = to_api(wf, OBJECT_INFO, files_optional=True)
+    assert set(entries) == model_files(prompt)
+    for f in UF_FILES & set(entries):
+        assert entries[f]["url"] == PUBLISHED_SIMPLEGVR[f] == f"https://huggingface.co/xin1u/UltraFlash/resolve/main/{f}"
+        assert entries[f]["directory"] == "simplegvr"
+    wan = {m["name"]: m["url"] for n in load(WAN21)["nodes"] for m in (n.get("properties") or {}).get("models", [])}
+    for f in set(entries) - UF_FILES:
+        assert entries[f]["url"] == wan[f]  # the same downloads the Wan 2.1 workflow lists
+    assert "huggingface.co/xin1u/UltraFlash" in notes_text(wf)
+
+
+def test_the_readme_describes_every_workflow():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for path in WORKFLOWS:
+        assert f"`{path.name}`" in readme, f"README does not describe {path.name}"

@@ -33,6 +33,7 @@ LOADER_DIRECTORIES = {
     "VAELoader": "vae", "CheckpointLoaderSimple": "checkpoints", "LoraLoader": "loras", "LoraLoaderModelOnly": "loras",
     "CLIPVisionLoader": "clip_vision", "UpscaleModelLoader": "upscale_models",
     "LatentUpscaleModelLoader": "latent_upscale_models", "SimpleGVRModelLoader": "simplegvr",
+    "SimpleGVRUltraFlashLoader": "simplegvr", "SimpleGVRFastDecode": "simplegvr",
 }
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt", ".bin", ".gguf", ".onnx")
 DOWNLOAD_HOSTS = ("https://huggingface.co/", "https://civitai.com/")
@@ -42,6 +43,10 @@ DOWNLOAD_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
 # convert-cogvideox`: the published one has diffusers' names).
 SIMPLEGVR_MODEL_DOC = "https://github.com/simplegvr/simplegvr#model-files"
 MADE_BY_USER = {"cogvideox_5b_transformer_bf16.safetensors": SIMPLEGVR_MODEL_DOC}  # beside every models/simplegvr/ file
+# The published files that go into models/simplegvr/: Ultra Flash's (Apache-2.0), which the panel
+# downloads.
+ULTRAFLASH_URL = "https://huggingface.co/xin1u/UltraFlash/resolve/main/"
+PUBLISHED_SIMPLEGVR = {f: ULTRAFLASH_URL + f for f in ("sr_dit_sparse.pth", "latent_upsampler.pth", "tiny_decoder.pth")}
 
 
 # --- geometry -----------------------------------------------------------------------------------------
@@ -50,6 +55,40 @@ def box(node) -> tuple[float, float, float, float]:
     x, y = node["pos"]
     w, h = node["size"]
     return x, y - TITLE_H, x + w, y + h
+
+
+# LiteGraph's computeSize (frontend 1.43.18): a node opened with a smaller saved size grows to its
+# minimum height, slots x NODE_SLOT_HEIGHT + every widget's NODE_WIDGET_HEIGHT + 4 (+ 8 after the
+# widgets) + 6. Colour Fix, saved at 80 px, is drawn 102 px tall (2 input slots, 2 widgets): the
+# lint checks the sizes the frontend really gives.
+SLOT_H, WIDGET_H = 20, 20
+WIDGET_INPUTS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def min_height(node, info: dict | None) -> float:
+    """The height LiteGraph gives `node` at least, from its node spec (`/object_info` entry); 0
+    without one."""
+    if not info:
+        return 0
+    widgets, slots = 0, 0
+    for section in ("required", "optional"):
+        for spec in (info["input"].get(section) or {}).values():
+            kind = "COMBO" if isinstance(spec[0], list) else spec[0]
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if kind in WIDGET_INPUTS and not opts.get("forceInput"):
+                widgets += 1 + bool(opts.get("control_after_generate")) + bool(
+                    any(opts.get(k) for k in ("image_upload", "video_upload", "audio_upload")))
+            else:
+                slots += 1
+    slots = max(slots, len(info.get("output") or []), 1)
+    return slots * SLOT_H + (widgets * (WIDGET_H + 4) + 8 if widgets else 0) + 6
+
+
+def real_box(node, info: dict | None) -> tuple[float, float, float, float]:
+    """`box` with the height the frontend really draws (the saved one, or min_height when that is
+    larger)."""
+    x0, y0, x1, y1 = box(node)
+    return x0, y0, x1, max(y1, node["pos"][1] + min_height(node, info))
 
 
 def overlaps(a, b, gap: float = 0) -> bool:
@@ -159,6 +198,10 @@ def model_entry_problems(node) -> list[str]:
         if e.get("directory") != directory:
             problems.append(f"{where}: {f} has directory {e.get('directory')!r}, expected {directory!r}")
         url = e.get("url", "")
+        if directory == "simplegvr" and f in PUBLISHED_SIMPLEGVR:
+            if url != PUBLISHED_SIMPLEGVR[f]:
+                problems.append(f"{where}: {f} is published; its url should be {PUBLISHED_SIMPLEGVR[f]}, got {url!r}")
+            continue
         if directory == "simplegvr":
             if url != SIMPLEGVR_MODEL_DOC:
                 problems.append(f"{where}: the SimpleGVR checkpoint's url should be {SIMPLEGVR_MODEL_DOC} (train or "

@@ -28,8 +28,12 @@ PACK_NAME = "ComfyUI-SimpleGVR"  # what `git clone` of the repository would crea
 PACK_FILES = ["__init__.py", "nodes", "simplegvr_core", "workflows", "locales", "pyproject.toml", "requirements.txt",
               "README.md", "LICENSE"]
 PROGRESS_TEXT = 3  # server.BinaryEventTypes.TEXT: PromptServer.send_progress_text
-OUR_NODES = ["SimpleGVRModelLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler", "SimpleGVRFlowDegrade",
-             "SimpleGVRColourFix"]
+OUR_NODES = ["SimpleGVRModelLoader", "SimpleGVRUltraFlashLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler",
+             "SimpleGVRFastDecode", "SimpleGVRFlowDegrade", "SimpleGVRColourFix"]
+# The combos that list the machine's model files, emptied in the recording.
+FILE_COMBOS = {"SimpleGVRModelLoader": ["model_name"], "SimpleGVRUltraFlashLoader": ["dit_name", "upsampler_name"],
+               "SimpleGVRFastDecode": ["decoder_name"]}
+FLAGGED_MARK = "\n\nIn this folder now: "  # nodes/runtime.py: the loader's tooltip names the flagged files there
 
 
 def comfyui_from_env() -> tuple[Path, Path] | None:
@@ -262,8 +266,11 @@ def execution_error(entry: dict) -> dict | None:
 def our_object_info(object_info: dict) -> dict:
     """The pack's nodes from /object_info, with the machine-dependent model list emptied."""
     out = {k: json.loads(json.dumps(object_info[k])) for k in OUR_NODES if k in object_info}
-    if "SimpleGVRModelLoader" in out:
-        out["SimpleGVRModelLoader"]["input"]["required"]["model_name"][1]["options"] = []
+    for node, names in FILE_COMBOS.items():
+        for name in names if node in out else ():
+            spec = out[node]["input"]["required"][name][1]
+            spec["options"] = []
+            spec["tooltip"] = spec["tooltip"].split(FLAGGED_MARK)[0]
     for v in out.values():
         v.pop("python_module", None)  # names the install directory
     return out

@@ -48,9 +48,11 @@ VIDEO = "simplegvr_example.mp4"
 FRAME_COUNTS = (1, 2, 5, 21)
 LOTUS_WIDTH = 1024  # LotusConditioning: a core node that makes a CONDITIONING without any model file
 # Where the example workflows' loaders look for their files.
-LOADER_FOLDERS = {("UNETLoader", "unet_name"): "diffusion_models", ("CLIPLoader", "clip_name"): "text_encoders",
-                  ("VAELoader", "vae_name"): "vae", ("SimpleGVRModelLoader", "model_name"): "simplegvr"}
-LOADERS = {"UNETLoader", "CLIPLoader", "VAELoader", "SimpleGVRModelLoader"}
+LOADER_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
+                  "SimpleGVRModelLoader": "simplegvr", "SimpleGVRUltraFlashLoader": "simplegvr",
+                  "SimpleGVRFastDecode": "simplegvr"}
+LOADERS = set(LOADER_FOLDERS)
+MODEL_SUFFIXES = (".safetensors", ".pth")
 
 
 def tiny(path: Path, text_dim: int = 32, seed: int = 0, metadata=None) -> Path:
@@ -75,14 +77,16 @@ def server(tmp_path_factory):
     # empty stand-ins for the example workflows' model files: their names then validate, loading them fails
     for wf in WORKFLOWS:
         for node in json.loads(wf.read_text(encoding="utf-8"))["nodes"]:
-            for (cls, _), folder in LOADER_FOLDERS.items():
-                if node["type"] == cls:
-                    (models / folder / node["widgets_values"][0]).touch()
+            for v in node.get("widgets_values") or [] if node["type"] in LOADER_FOLDERS else []:
+                if isinstance(v, str) and v.endswith(MODEL_SUFFIXES):
+                    (models / LOADER_FOLDERS[node["type"]] / v).touch()
+    add_ultraflash_files(models)
     inp = base / "input"
     inp.mkdir()
     save_latent(WAN21.denormalise(torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(0))), inp / "lr_wan21.latent")
     save_latent(torch.randn(1, 48, 3, 8, 8), inp / "lr_wan22.latent")
     add_family_files(models, inp)
+    uf_lr_latent(inp)
     portrait = WAN21.denormalise(torch.randn(1, 16, 2, 52, 30, generator=torch.Generator().manual_seed(1)))
     save_latent(portrait, inp / "portrait.latent")  # 240x416 px, the issue's example
     for t in FRAME_COUNTS:
@@ -94,6 +98,37 @@ def server(tmp_path_factory):
     yield srv
     srv.stop()
     print(f"\nComfyUI server log tail ({srv.log_path}):\n{srv.log_tail(25)}")
+
+
+# --- Ultra Flash: tiny weights in their layout, converted and as their .pth files; a tiny TAEHV decoder ----------
+UF_CASE = "shipped"  # tests/ultraflash_tiny.py: their shipped sparse settings at dim 64, 2 heads, 2 layers
+UF_TINY = "ultraflash_tiny.safetensors"  # import_ultraflash + save_checkpoint: what `simplegvr import-ultraflash` writes
+UF_DIT, UF_UP, TAEHV = "tiny_sr_dit.pth", "tiny_latent_upsampler.pth", "tiny_taehv.pth"
+
+
+def add_ultraflash_files(models: Path) -> None:
+    import ultraflash_tiny as uft
+    from taehv_tiny import build_taehv_state_dict
+
+    from simplegvr_core.weights import import_ultraflash
+
+    case = uft.tiny_configs()[UF_CASE]
+    dit_sd, up_sd = uft.build_state_dicts(case, case["seeds"]["weights"])
+    torch.save(dit_sd, models / "simplegvr" / UF_DIT)
+    torch.save({"model": up_sd}, models / "latent_upscale_models" / UF_UP)  # their loader's wrapper, the shared folder
+    save_checkpoint(import_ultraflash(dit_sd, up_sd, num_heads=case["dit"]["num_heads"]), models / "simplegvr" / UF_TINY)
+    (models / "vae_approx").mkdir(exist_ok=True)
+    torch.save(build_taehv_state_dict(0), models / "vae_approx" / TAEHV)
+
+
+def uf_lr_latent(inp: Path) -> str:
+    """Their tiny case's LR latent (13 latent frames at 9x13: groups 6, 6, 1), raw as KSampler hands
+    it on."""
+    import ultraflash_tiny as uft
+
+    case = uft.tiny_configs()[UF_CASE]
+    save_latent(WAN21.denormalise(uft.build_inputs(case, case["seeds"]["inputs"])["lr"]), inp / "lr_uf.latent")
+    return "lr_uf.latent"
 
 
 # --- the other families: Wan 2.2 (48 channels, /16) and CogVideoX (16 channels, /8, scalar scale) ----------
@@ -309,7 +344,8 @@ def test_a_portrait_latent_keeps_its_aspect_ratio_end_to_end(server):
     stretched = upscale_prompt(latent="portrait.latent", steps=1, cfg=1.0, size={"width": 1920, "height": 1080})
     _, _, texts = server.watch(stretched)
     assert saved_latent(server, stretched).shape == (1, 16, 2, 135, 240)
-    assert any(t.startswith("WARNING: 1920x1080 px changes the aspect ratio of the 240x416 px input") for t in texts["3"])
+    assert texts["3"][-1].startswith("WARNING: the picture is stretched\n\n1920x1080 px changes "
+                                     "the aspect ratio of the 240x416 px input")
 
 
 @pytest.mark.parametrize("frames", FRAME_COUNTS)
@@ -339,8 +375,14 @@ def test_an_untrained_checkpoint_warns_on_the_loader_node(server):
     messages, _, texts = server.watch(prompt)
     assert messages[-1]["type"] == "execution_success"
     loader = texts.get("2", [])
-    assert loader and loader[-1].startswith("WARNING: imported_untrained.safetensors is an untrained SimpleGVR"), texts
+    assert loader and loader[-1].startswith("WARNING: UNTRAINED: makes a new video, no "
+                                            "upscale\n\nimported_untrained.safetensors is an "
+                                            "untrained SimpleGVR"), texts
     assert "generates a new video from the prompt instead of upscaling" in loader[-1]
+    tooltip = server.get("/object_info/SimpleGVRModelLoader")["SimpleGVRModelLoader"]["input"]["required"][
+        "model_name"][1]["tooltip"]  # named before anything runs
+    assert "In this folder now: imported_untrained.safetensors: UNTRAINED: makes a new video, no upscale" in tooltip
+    assert "tiny.safetensors:" not in tooltip
     trained = upscale_prompt(model="tiny_text1024.safetensors", steps=1, cfg=1.0)
     _, _, texts = server.watch(trained)
     assert not any("WARNING" in t for t in texts.get("2", []))
@@ -385,8 +427,8 @@ def test_wrong_inputs_fail_with_our_message_and_the_server_keeps_running(server)
 
     err = run_error(server, upscale_prompt(model="tiny.safetensors", conditioned=True))
     assert err["node_type"] == "SimpleGVRSampler"
-    assert f"positive conditioning has width {LOTUS_WIDTH}" in err["exception_message"]
-    assert "text_dim 32" in err["exception_message"]
+    assert f"context has shape (1, 2, {LOTUS_WIDTH}): expected [B, L, 32]" in err["exception_message"]
+    assert "text_dim is 32" in err["exception_message"]  # validated once, in the core (prepare_context)
 
     image = upscale_prompt()
     image["1"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
@@ -609,3 +651,139 @@ def test_flow_degrade_reports_each_progress_step_once(server):
     values = [v for v, _ in steps]  # the server may skip some (it throttles), but never repeats one
     assert steps and all(m == 33 for _, m in steps) and values == sorted(set(values)), steps
     assert values[-1] == 33 and values.count(33) == 1, steps
+
+
+# --- Ultra Flash (issue 31): the SimpleGVR half of the one-step workflow on tiny weights in their layout -----------
+def ultraflash_prompt(loader: dict, prefix: str, latent: str = "lr_uf.latent", seed: int = 7) -> dict:
+    """The workflow's SimpleGVR half, as it is saved (resize_by native, noise -1 = auto, steps 0 and
+    cfg 0 = auto), from a LoadLatent: model -> Latent Upsampler -> Sampler -> SaveLatent and Fast
+    Decode -> SaveImage; the Upsampler's hr_latent -> SaveLatent."""
+    return {
+        "1": {"class_type": "LoadLatent", "inputs": {"latent": latent}},
+        "2": loader,
+        "3": {"class_type": "SimpleGVRLatentUpsampler", "inputs": {
+            "model": ["2", 0], "samples": ["1", 0], "resize_by": "native", "edge": 1080, "width": 1920, "height": 1080,
+            "scale": 2.25, "noise_level": -1.0, "seed": 0, "latent_scale": "auto"}},
+        "4": {"class_type": "SimpleGVRSampler", "inputs": {
+            "model": ["2", 0], "samples": ["3", 0], "seed": seed, "steps": 0, "cfg": 0.0, "shift": 5.0,
+            "sampler": "euler", "attention": "model default", "memory": "auto", "colour_fix": "none",
+            "chunk_frames": 0, "tile_size": 0, "output_scale": "same as input"}},
+        "5": {"class_type": "SaveLatent", "inputs": {"samples": ["4", 0], "filename_prefix": prefix}},
+        "6": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 1], "filename_prefix": prefix + "-hr"}},
+        "7": {"class_type": "SimpleGVRFastDecode", "inputs": {"decoder_name": TAEHV, "samples": ["4", 0],
+                                                               "chunk_frames": 6}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": prefix + "-frames"}},
+    }
+
+
+def test_the_ultraflash_half_of_the_workflow_runs_a_converted_checkpoint_as_the_core_does(server):
+    """13 latent frames of their tiny case through the workflow's settings (all auto) on the
+    converted checkpoint: the HR latent equals simplegvr_core's `upscale` with everything at auto
+    (itself equal to Ultra Flash's own code, tests/test_ultraflash.py), the progress bar counts the
+    3 streaming groups, the node texts lead with one short line, hr_latent is the condition, and
+    Fast Decode's frames are the tiny decoder's on the normalised latent."""
+    from simplegvr_core.pipeline import upscale
+    from simplegvr_core.weights import load_tiny_decoder
+
+    loader = {"class_type": "SimpleGVRModelLoader", "inputs": {"model_name": UF_TINY, "dtype": "fp32",
+                                                               "attention": "checkpoint default"}}
+    prompt = ultraflash_prompt(loader, "it/uf_converted")
+    messages, _, texts = server.watch(prompt)
+    assert messages[-1]["type"] == "execution_success", messages[-1]
+    out = saved_latent(server, prompt)
+    m = load_checkpoint(server.base / "models" / "simplegvr" / UF_TINY)
+    lr = load_latent(server.base / "input" / "lr_uf.latent")
+    ref = upscale(m, lr, seed=7)  # size, noise level, steps and cfg: auto
+    assert out.shape == (1, 16, 13, 18, 26)  # 9x13 -> the upsampler's native 2x
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+    steps = [(m_["data"]["value"], m_["data"]["max"]) for m_ in messages
+             if m_["type"] == "progress" and m_["data"]["node"] == "4"]
+    assert steps == [(1, 3), (2, 3), (3, 3)]  # one step per group of 6, 6, 1 latent frames
+    assert texts["4"][-1].split("\n")[0] == "one-step (auto) Ultra Flash, 13 latent frames in 3 groups"
+    assert texts["3"][-1].split("\n")[0] == "104x72 -> 208x144 px, 13 latent frames"
+    assert texts["2"][-1].split("\n")[0].startswith("one-step Ultra Flash, ")
+    hr = load_latent(sorted((server.base / "output").glob("it/uf_converted-hr_*.latent"))[0])
+    cond = build_condition(m, lr, noise_level="auto", seed=0)
+    torch.testing.assert_close(hr, WAN21.denormalise(cond.c), rtol=0, atol=1e-4)
+    import cv2
+
+    pngs = sorted((server.base / "output").glob("it/uf_converted-frames_*.png"))
+    assert len(pngs) == 4 * 13 - 3  # 49 frames at 8x the HR latent
+    dec = load_tiny_decoder(server.base / "models" / "vae_approx" / TAEHV)
+    frames = dec.decode(WAN21.normalise(out))[0].permute(1, 2, 3, 0).numpy()  # [49, 144, 208, 3]
+    for k in (0, 24, 48):
+        png = cv2.imread(str(pngs[k]))[..., ::-1].astype(np.float32)
+        assert png.shape == (144, 208, 3) and np.abs(png - frames[k] * 255).max() < 1.01  # SaveImage truncates
+    assert "49 frames 208x144 px from 13 latent frames" in texts["7"][-1]
+    fast = [(m_["data"]["value"], m_["data"]["max"]) for m_ in messages
+            if m_["type"] == "progress" and m_["data"]["node"] == "7"]
+    assert fast and fast[-1] == (3, 3)  # a bar per chunk of 6 latent frames
+
+
+def test_load_ultra_flash_model_reads_their_pth_files_and_samples_as_the_converted_checkpoint(server):
+    """Their two .pth files (the upsampler wrapped under 'model', from
+    models/latent_upscale_models/) through Load Ultra Flash Model give the converted checkpoint's
+    result; each list shows only its kind."""
+    import ultraflash_tiny as uft
+
+    info = server.get("/object_info/SimpleGVRUltraFlashLoader")["SimpleGVRUltraFlashLoader"]["input"]["required"]
+    dits, ups = info["dit_name"][1]["options"], info["upsampler_name"][1]["options"]
+    assert UF_DIT in dits and UF_UP not in dits and UF_TINY not in dits and "tiny.safetensors" not in dits
+    assert UF_UP in ups and UF_DIT not in ups
+    decoders = server.get("/object_info/SimpleGVRFastDecode")["SimpleGVRFastDecode"]["input"]["required"][
+        "decoder_name"][1]["options"]
+    assert TAEHV in decoders and UF_DIT not in decoders
+    heads = uft.tiny_configs()[UF_CASE]["dit"]["num_heads"]
+    loader = {"class_type": "SimpleGVRUltraFlashLoader", "inputs": {"dit_name": UF_DIT, "upsampler_name": UF_UP,
+                                                                     "dtype": "fp32", "num_heads": heads}}
+    prompt = ultraflash_prompt(loader, "it/uf_pth", seed=8)
+    run_ok(server, prompt)
+    converted = ultraflash_prompt({"class_type": "SimpleGVRModelLoader", "inputs": {
+        "model_name": UF_TINY, "dtype": "fp32", "attention": "checkpoint default"}}, "it/ufref", seed=8)
+    run_ok(server, converted)
+    torch.testing.assert_close(saved_latent(server, prompt), saved_latent(server, converted), rtol=0, atol=1e-5)
+    bad = dict(loader, inputs=dict(loader["inputs"], num_heads=0))  # dim 64 is no released size
+    err = run_error(server, ultraflash_prompt(bad, "it/uf_bad"))
+    assert err["node_type"] == "SimpleGVRUltraFlashLoader" and "Wan dim=64 is not a released size" in \
+        err["exception_message"]
+
+
+def test_fast_decode_refuses_a_latent_of_another_family(server):
+    prompt = {"1": {"class_type": "LoadLatent", "inputs": {"latent": "lr_cogvideox_core.latent"}},
+              "2": {"class_type": "SimpleGVRFastDecode", "inputs": {"decoder_name": TAEHV, "samples": ["1", 0],
+                                                                    "chunk_frames": 6}},
+              "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    err = run_error(server, prompt)
+    assert err["node_type"] == "SimpleGVRFastDecode" and "looks like a raw CogVideoX latent" in err["exception_message"]
+    prompt["1"]["inputs"]["latent"] = "lr_wan22.latent"
+    err = run_error(server, prompt)
+    assert "48 channels, but this tiny decoder decodes 'wan21'" in err["exception_message"]
+
+
+def test_cancel_stops_the_ultraflash_sampler_within_a_group(server):
+    """18 latent frames at 60x104 (Ultra Flash's 480p latent; 3 streaming groups of ~8 s each for
+    the tiny model on a CPU) cancelled a few seconds into sampling: interrupted in the Sampler, long
+    before the clip's ~24 s (the core checks after every DiT block; tests/test_nodes.py counts the
+    blocks), and nothing saved."""
+    save_latent(WAN21.denormalise(torch.randn(1, 16, 18, 60, 104, generator=torch.Generator().manual_seed(9))),
+                server.base / "input" / "uf_long.latent")
+    loader = {"class_type": "SimpleGVRModelLoader", "inputs": {"model_name": UF_TINY, "dtype": "fp32",
+                                                               "attention": "checkpoint default"}}
+    prompt = ultraflash_prompt(loader, "it/uf_cancel", latent="uf_long.latent", seed=99)
+    for k in ("6", "7", "8"):
+        del prompt[k]
+    status, body = server.queue(prompt)
+    assert status == 200, body
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not server.get("/queue")["queue_running"]:
+        time.sleep(0.1)
+    time.sleep(6.0)  # the upsampler takes about a second; then inside the first group
+    t0 = time.monotonic()
+    server.post("/interrupt", {})
+    entry = server.wait(body["prompt_id"], timeout=120)
+    waited = time.monotonic() - t0
+    kinds = [m[0] for m in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds, kinds
+    assert dict(entry["status"]["messages"])["execution_interrupted"]["node_type"] == "SimpleGVRSampler"
+    assert waited < 10, waited  # the clip would take ~24 s more
+    assert not list((server.base / "output").glob("it/uf_cancel_*.latent"))
