@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import SimpleGVRConfig, get_config
+from .config import CAUSAL_MODE, SimpleGVRConfig, get_config
 from .latent_formats import LatentFormat, get_format
 from .models import LatentUpsampler, SimpleGVRDiT
+from .models.dit import CausalStream
 from .sampling import TEACHER_RECIPE, SamplingRecipe
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the dtypes a model runs in, by name
@@ -47,11 +48,19 @@ class SimpleGVR(nn.Module):
 
     def forward(self, z_t, c_s, t, context, noise_level, attention: str | None = None, return_condition: bool = False):
         """Training forward: upsample the noise-augmented LR latent c_s to z_t's size, then predict v (and return
-        the condition c too with `return_condition`, for a loss on it).
+        the condition c too with `return_condition`, for a loss on it). In the block_sparse_causal mode the clip
+        runs as inference runs it: one causal call per group of `causal_group_frames` latent frames, each with the
+        K/V of the groups before (gradients flow through them).
 
         (Inference builds c once with `pipeline.build_condition` and calls `velocity` at every step.)"""
         c = self.upsampler(c_s, size=tuple(z_t.shape[-2:]))
-        v = self.velocity(z_t, c, t, context, noise_level, attention=attention)
+        if (attention or self.dit.attention_mode) != CAUSAL_MODE:
+            v = self.velocity(z_t, c, t, context, noise_level, attention=attention)
+        else:
+            g, stream = self.config.dit.causal_group_frames, CausalStream(len(self.dit.blocks))
+            v = torch.cat([self.velocity(z_t[:, :, s:s + g], c[:, :, s:s + g], t, context, noise_level,
+                                         attention=attention, stream=stream)
+                           for s in range(0, z_t.shape[2], g)], dim=2)
         return (v, c) if return_condition else v
 
     def velocity(self, z_t, c, t, context, noise_level, attention: str | None = None, stream=None):

@@ -79,7 +79,8 @@ def test_distillation_lowers_its_objective_and_exports_a_student(tmp_path, setup
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:3]), (losses[:3], losses[-10:])
     _, meta = read_safetensors(tmp_path / "student.safetensors")
     assert meta["distill_method"] == method
-    assert checkpoint_sampling(tmp_path / "student.safetensors") == SamplingRecipe(steps=1, shift=1.0)
+    # one step; guidance 1 recorded: no prompt was dropped (null_prompt_prob 0), so there is no unconditional branch
+    assert checkpoint_sampling(tmp_path / "student.safetensors") == SamplingRecipe(steps=1, shift=1.0, guidance=1.0)
     student = load_checkpoint(tmp_path / "student.safetensors")
     assert student.sampling.steps == 1 and checkpoint_sampling(setup[1]).steps == 50  # a teacher keeps 50
     hr = upscale(student, torch.randn(1, 16, 3, 2, 2), scale=2.0, steps="auto", cfg=1.0)  # the recipe: 1 step

@@ -107,11 +107,19 @@ def targets(config: dict, teacher, hr: torch.Tensor, lr: torch.Tensor, ctx: torc
 
 
 def student_recipe(config: dict):
-    """(sampling recipe, extra metadata) of the exported student - how to sample it (`checkpoint.save_checkpoint`'s
-    `sampling`: steps, shift, no r-embedding) and `distill_method` - or None for flow training (a teacher: 50 steps)."""
+    """(sampling recipe, extra metadata) of the exported model - how to sample it (`checkpoint.save_checkpoint`'s
+    `sampling`) and `distill_method` - or None for flow training that fixed nothing (a teacher: the defaults).
+    A student records its steps and shift. Either records what its training fixed, so "auto" samples it as
+    trained: the condition noise when `train.noise_level` is one value (an Ultra Flash fine-tune: 0), and guidance
+    1 (one pass) when no prompt was ever dropped (`train.null_prompt_prob = 0`: no unconditional branch learnt)."""
     from simplegvr_core.sampling import SamplingRecipe
 
-    d = config["distill"]
-    if not d["method"]:
-        return None
-    return SamplingRecipe(steps=int(d["steps"]), shift=float(d["shift"])), {"distill_method": d["method"]}
+    d, t = config["distill"], config["train"]
+    lo, hi = t["noise_level"]
+    fixed = {"noise_level": float(lo) if lo == hi else None,
+             "guidance": 1.0 if t["null_prompt_prob"] == 0 else None}
+    if d["method"]:
+        return SamplingRecipe(steps=int(d["steps"]), shift=float(d["shift"]), **fixed), {"distill_method": d["method"]}
+    if any(v is not None for v in fixed.values()):
+        return SamplingRecipe(**fixed), {}
+    return None

@@ -98,6 +98,25 @@ class EMA:
             self.shadow[k].mul_(d).add_(p.detach().float(), alpha=1 - d)
 
 
+LINEAGE_KEYS = ("origin", "license", "trained_on")  # what an exported model carries over from model.init's file
+
+
+def lineage(model_table: dict) -> dict[str, str]:
+    """Metadata the export keeps from the weights it started from: the run's `init` file (its name as `init`)
+    and that file's origin, license and training data, as `init_origin`, `license` (the terms derived weights
+    inherit: Ultra Flash's Apache-2.0) and `init_trained_on`; {} for a run from Wan or from scratch."""
+    from simplegvr_core.weights import read_metadata
+
+    if not model_table["init"]:
+        return {}
+    meta = read_metadata(model_table["init"])
+    out = {"init": Path(model_table["init"]).name}
+    for key in LINEAGE_KEYS:
+        if meta.get(key):
+            out["license" if key == "license" else f"init_{key}"] = meta[key]
+    return out
+
+
 def plain_model(config, state: dict[str, torch.Tensor]) -> SimpleGVR:
     """A single-process SimpleGVR (float32, CPU) holding `state`, a full state dict such as the gathered EMA."""
     model = SimpleGVR.from_config(config, device="meta")

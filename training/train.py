@@ -48,7 +48,7 @@ from training.checkpoints import _ckpt_dirs, load_training_state, save_training_
 from training.config import input_paths, load_config, validate_config  # noqa: E402
 from training.data import Data, pad_contexts  # noqa: E402
 from training.losses import PixelMetric, flow_loss, sample_draws  # noqa: E402
-from training.models import EMA, build_model, export_ema, freeze, plain_model  # noqa: E402
+from training.models import EMA, build_model, export_ema, freeze, lineage, plain_model  # noqa: E402
 
 
 @torch.no_grad()
@@ -250,7 +250,8 @@ class _LossKit:
                                            logit_std=tc["logit_std"], curve=tc["detail_curve"] or None)
         self.teacher = distill.load_teacher(config, device)
         self.metric = PixelMetric(tc["pixel_metric"], model.latent_format, device) if tc["pixel_metric"] else None
-        self.export_meta = distill.student_recipe(config)
+        recipe, extra = distill.student_recipe(config) or (None, {})
+        self.export_meta = (recipe, {**lineage(config["model"]), **extra})
 
 
 def _train_step(net, model, data, batches, keys, step: int, kit: _LossKit, accelerator) -> float:
