@@ -32,8 +32,8 @@ class SimpleGVRSampler(io.ComfyNode):
                                                               "Upsampler used)."),
                 io.Latent.Input("samples", tooltip="From SimpleGVR Latent Upsampler. A plain LR video latent also works: "
                                                    "it is then upsampled here with the Upsampler's defaults (short edge "
-                                                   "1080 px keeping the aspect ratio, noise 0.4, latent_scale auto, this "
-                                                   "seed)."),
+                                                   "1080 px keeping the aspect ratio, noise level and latent_scale auto, "
+                                                   "this seed)."),
                 io.Conditioning.Input("positive", optional=True,
                                       tooltip="The prompt from the text encoder the T2V model used (CLIP Text Encode "
                                               "with umt5-xxl for Wan, T5-XXL for CogVideoX). Not connected: the null "
