@@ -334,11 +334,11 @@ def test_the_committed_student_commands_are_the_stages_retrain_and_onestep_resul
     experiments/onestep_results.py with its default paths)."""
     import importlib.util
 
-    script = Path(demo.__file__).resolve().parents[1] / "experiments" / "onestep_results.py"
+    script = REPO / "experiments" / "onestep_results.py"
     spec = importlib.util.spec_from_file_location("onestep_results", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    root = script.parents[1]
+    root = REPO
     recorded = json.loads((demo.ASSETS / demo.MANIFEST).read_text())["student"]["commands"]
     assert [lab.command_line(cmd, root) for _, cmd in module.commands("runs/onestep")] == recorded
     retrain = lab.student_commands(demo.ASSETS, root / "runs/demo", root / "runs/onestep")
