@@ -151,10 +151,11 @@ def reading(rows: list[dict], h: int, w: int) -> str:
                    f", 256 MiB: the gathered K/V blocks and scores of one chunk of query blocks) "
                    f"is {share:.0%} of that rest: at {GATHER_MIB} MiB the same run peaks at "
                    f"{s_hi['extra'] / mb:.0f} MB instead of {c_hi['extra'] / mb:.0f} MB at {hi} "
-                   "frames. `SamplingPlan.memory` does not count the budget: it estimates "
-                   f"{c_hi['estimate'] / mb:.0f} MB for the causal plan against "
-                   f"{c_hi['extra'] / mb:.0f} MB measured ({c_hi['estimate'] / c_hi['extra']:.2f}"
-                   f"x; {c_hi['estimate'] / s_hi['extra']:.2f}x of the {GATHER_MIB} MiB run). "
+                   "frames. `SamplingPlan.memory` counts the kernel's budget (`plan.causal_gather_bytes`)"
+                   f": it estimates {c_hi['estimate'] / mb:.0f} MB for the causal plan against "
+                   f"{c_hi['extra'] / mb:.0f} MB measured ({c_hi['estimate'] / c_hi['extra']:.2f}x, "
+                   + ("an upper bound" if c_hi["estimate"] >= c_hi["extra"] else "**below the peak**")
+                   + f"; {s_hi['estimate'] / s_hi['extra']:.2f}x of the {GATHER_MIB} MiB run). "
                    "The flex kernel (the default on a GPU) gathers nothing.")
     for m in MODES[2:]:
         if (m, lo) in by and (m, hi) in by:

@@ -70,6 +70,18 @@ def dit_token_bytes(model: SimpleGVR, dtype: torch.dtype, mode: str) -> int:
     return int(max(attn, ffn))
 
 
+def causal_gather_bytes(model: SimpleGVR) -> int:
+    """The working buffer of the block-sparse kernel the model will use: the sdpa kernel (the CPU's, and a GPU's
+    without flex_attention) gathers each chunk's selected K/V and scores within `block_sparse.SDPA_CHUNK_BYTES`
+    (measured: most of a small model's streaming peak, benchmarks/streaming_memory.py); compiled flex gathers
+    nothing (0)."""
+    from .models.attention import resolve_kernel
+    from .models.block_sparse import SDPA_CHUNK_BYTES
+
+    device = next(model.dit.parameters()).device
+    return SDPA_CHUNK_BYTES if resolve_kernel(model.dit.attention_kernel, device) == "sdpa" else 0
+
+
 def causal_cache_bytes(model: SimpleGVR, shape, dtype: torch.dtype) -> int:
     """Bytes of a block_sparse_causal DiT's K/V caches for a condition of `shape` [B, C, T, H, W] (batch 1 of them):
     every layer keeps K and V of `causal_kv_blocks` temporal blocks, zero-padded to whole blocks, `dim` wide."""
@@ -135,7 +147,8 @@ class SamplingPlan:
         batch = b * (2 if guidance != 1.0 else 1)
         sp = getattr(model.dit, "sequence_parallel", None)
         if self.causal:  # + every layer's K/V cache of the groups before (one cache per sampler call of a group)
-            return int(latents + batch * (tokens * per_token + causal_cache_bytes(model, self.shape, dtype)))
+            return int(latents + batch * (tokens * per_token + causal_cache_bytes(model, self.shape, dtype))
+                       + causal_gather_bytes(model))
         if sp is None or sp.world == 1:
             return int(latents + batch * tokens * per_token)
         local = math.ceil(tokens / sp.world)

@@ -102,6 +102,19 @@ def test_the_plan_runs_the_checkpoints_groups_and_refuses_windows():
         plan_sampling(model, (1, 16, 13, 18, 26), chunk_frames=4)
 
 
+def test_the_streaming_estimate_counts_the_sdpa_kernels_gather_buffer():
+    """The sdpa kernel's working buffer (SDPA_CHUNK_BYTES; most of a small model's measured streaming peak,
+    benchmarks/streaming_memory.py) is in the estimate where that kernel runs; compiled flex gathers nothing."""
+    from simplegvr_core.models.block_sparse import SDPA_CHUNK_BYTES
+
+    model = imported("shipped")
+    plan = plan_sampling(model, (1, 16, 13, 18, 26))
+    model.dit.attention_kernel = "sdpa"
+    with_gather = plan.memory(model, guidance=1.0)
+    model.dit.attention_kernel = "flex"
+    assert with_gather - plan.memory(model, guidance=1.0) == SDPA_CHUNK_BYTES
+
+
 # --- the importer --------------------------------------------------------------------------------------------------
 def _save_pth(obj, path: Path) -> Path:
     torch.save(obj, path)
