@@ -27,6 +27,12 @@ from datetime import timedelta
 
 import torch
 
+from .config import ATTENTION_MODES, CAUSAL_MODE
+
+# The attention modes a split sequence runs: every one but Ultra Flash's streaming mode, whose groups run one after
+# another with the K/V of the groups before (its memory does not grow with the clip; it runs in one process).
+SEQUENCE_PARALLEL_MODES = tuple(m for m in ATTENTION_MODES if m != CAUSAL_MODE)
+
 
 def env_world() -> int:
     """The number of processes a launcher (torchrun, accelerate) started, from the environment; 1 without one."""
@@ -52,6 +58,14 @@ def check_world(num_heads: int, world: int) -> None:
     if world < 1 or num_heads % world:
         raise ValueError(f"sequence parallelism over {world} processes needs the model's {num_heads} attention heads "
                          f"to split evenly: use --nproc_per_node in {valid_worlds(num_heads)}")
+
+
+def check_mode(mode: str, world: int) -> None:
+    """ValueError when `world` > 1 processes are asked to split the attention `mode` that does not split."""
+    if world > 1 and mode not in SEQUENCE_PARALLEL_MODES:
+        raise ValueError(f"the {mode!r} attention mode does not run sequence-parallel (it streams groups of frames, "
+                         f"so its memory does not grow with the clip): run it in one process, or use one of "
+                         f"{list(SEQUENCE_PARALLEL_MODES)} with --attention")
 
 
 def split_sizes(n: int, world: int) -> list[int]:

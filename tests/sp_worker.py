@@ -9,7 +9,7 @@ import torch
 from helpers import randomize_
 
 from simplegvr_core import SimpleGVR, parallel
-from simplegvr_core.config import ATTENTION_MODES
+from simplegvr_core.parallel import SEQUENCE_PARALLEL_MODES
 
 parallel.init_process_group("cpu")
 model = randomize_(SimpleGVR.from_config("tiny"), seed=1, std=0.2).eval()
@@ -19,7 +19,7 @@ ctx, t = torch.randn(2, 7, 32, generator=g), torch.tensor([300.0, 700.0])
 rows = []
 for dtype in (torch.float32, torch.bfloat16):
     m = model.to(dtype)
-    for mode in ATTENTION_MODES:
+    for mode in SEQUENCE_PARALLEL_MODES:
         with torch.no_grad():
             parallel.enable(m.dit, None)
             ref = m.dit(x.to(dtype), c.to(dtype), t, ctx.to(dtype), 0.4, attention=mode)

@@ -12,7 +12,8 @@ from helpers import launch_env, randomize_, run_launched, torchrun_cmd
 from safetensors.torch import load_file, save_file
 
 from simplegvr_core import SimpleGVR, load_checkpoint, parallel, save_checkpoint
-from simplegvr_core.config import ATTENTION_MODES
+from simplegvr_core.config import CAUSAL_MODE
+from simplegvr_core.parallel import SEQUENCE_PARALLEL_MODES
 from simplegvr_core.latent_io import load_latent, save_latent
 from simplegvr_core.pipeline import build_condition, sample
 from simplegvr_core.plan import plan_sampling
@@ -40,15 +41,15 @@ def upscale_args(d: Path, out: Path, mode: str) -> list[str]:
             "--out", str(out), "--prompt-embeds", str(d / "emb.safetensors"), "--attention", mode, *ARGS]
 
 
-@pytest.mark.parametrize("mode", ATTENTION_MODES)
+@pytest.mark.parametrize("mode", SEQUENCE_PARALLEL_MODES)
 def test_two_processes_equal_one(files, mode, tmp_path):
     model = load_checkpoint(files / "tiny.safetensors").eval()
     emb = load_file(str(files / "emb.safetensors"))
     cond = build_condition(model, load_latent(files / "lr.latent"), scale=2, seed=5)
     plan = plan_sampling(model, cond.c.shape, attention=mode)
     assert plan.calls_per_step == 1 and plan.window_shape == (3, 6, 10)  # one DiT call on all 45 tokens
-    ref = sample(model, cond, context=emb["positive"], negative_context=emb["negative"], steps=3, cfg=2.0, seed=5,
-                 attention=mode)
+    ref = sample(model, cond, plan, context=emb["positive"], negative_context=emb["negative"], steps=3, cfg=2.0,
+                 seed=5)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     r = run_launched(torchrun_cmd(2) + upscale_args(files, out_dir / "hr.latent", mode), timeout=180)
@@ -66,7 +67,7 @@ def test_split_dit_is_exact_and_sends_what_the_formula_says(tmp_path):
     r = run_launched(torchrun_cmd(2) + [str(ROOT / "tests" / "sp_worker.py"), str(out)], timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 2 * len(ATTENTION_MODES)
+    assert len(rows) == 2 * len(SEQUENCE_PARALLEL_MODES)
     for row in rows:
         assert row["diff"] <= 1e-5 * row["scale"], row  # (bit for bit here: the same per-head math)
         assert row["bounds"] == [0, 23]
@@ -87,6 +88,19 @@ def test_wrong_number_of_processes_is_refused_in_one_line(files, tmp_path):
     other = subprocess.run([sys.executable] + upscale_args(files, out, "full"), env=env | {"RANK": "2"},
                            capture_output=True, text=True, timeout=120)
     assert other.returncode == 2 and other.stderr.strip() == ""  # rank 0 says it, once
+
+
+def test_the_streaming_mode_is_refused_in_one_line_before_any_process_joins(files, tmp_path):
+    """Ultra Flash's streaming mode does not split (its groups run one after another): refused up front, as a wrong
+    process count is, with the modes that do."""
+    out = tmp_path / "hr.latent"
+    env = launch_env() | {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    r = subprocess.run([sys.executable] + upscale_args(files, out, CAUSAL_MODE), env=env, capture_output=True,
+                       text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert f"the '{CAUSAL_MODE}' attention mode does not run sequence-parallel" in lines[0]
+    assert str(list(SEQUENCE_PARALLEL_MODES)) in lines[0] and not out.exists()
 
 
 def test_memory_estimate_counts_a_share_of_the_tokens():

@@ -88,7 +88,9 @@ def _cmd_upscale(args) -> int:
 
     world, rank = parallel.env_world(), parallel.env_rank()
     if world > 1:  # under torchrun: refused before any process joins the group, the same way on every one
-        parallel.check_world(checkpoint_config(args.checkpoint).dit.num_heads, world)
+        config = checkpoint_config(args.checkpoint)
+        parallel.check_world(config.dit.num_heads, world)
+        parallel.check_mode(args.attention or config.dit.attention, world)
     sizes = [name for name, v in (("--width/--height", args.width if args.width is not None else args.height),
                                   ("--scale", args.scale), ("--short-edge", args.short_edge),
                                   ("--long-edge", args.long_edge)) if v is not None]
