@@ -204,11 +204,7 @@ def test_real_size_on_meta_is_their_1_3b_dit_and_4_8m_upsampler():
     """The real files' shapes (their key tables at full size, on `meta`): 825 DiT tensors, 1,419,095,104 parameters,
     the only change from Wan 2.1 T2V 1.3B being patch_embedding's 32 input channels; the v1 upsampler's 4,814,352."""
     with torch.device("meta"):
-        case = {**CASES["shipped"], "dit": {**CASES["shipped"]["dit"], "dim": 1536, "num_heads": 12, "num_layers": 30,
-                                            "ffn_dim": 8960, "text_dim": 4096, "freq_dim": 256},
-                "upsampler": {**CASES["shipped"]["upsampler"], "mid_channels": 128, "num_blocks": 8}}
-        dit_sd = {k: torch.empty(shape) for k, shape, _ in uft.dit_key_table(case)}
-        up_sd = {k: torch.empty(shape) for k, shape, _ in uft.upsampler_key_table(case)}
+        dit_sd, up_sd = uft.real_size_files()
         config = ultraflash_config(dit_sd, up_sd)
         model = SimpleGVR(config)
     assert len(dit_sd) == 825 and config.dit.num_heads == 12 and config.dit.in_dim == 32

@@ -102,6 +102,17 @@ def tiny_configs() -> dict[str, dict]:
     return out
 
 
+def real_size_files() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Their two published files' key tables at full size as empty tensors of the current default device (use
+    under `torch.device("meta")`): the shipped case's layout at Wan 2.1 1.3B's sizes (dim 1536, 12 heads, 30 layers,
+    ffn 8960, umT5's 4096-wide text) and the v1 upsampler's (128 wide, 8 blocks)."""
+    case = tiny_configs()["shipped"]
+    case["dit"].update(dim=1536, num_heads=12, num_layers=30, ffn_dim=8960, text_dim=4096, freq_dim=256)
+    case["upsampler"].update(mid_channels=128, num_blocks=8)
+    return ({k: torch.empty(shape) for k, shape, _ in dit_key_table(case)},
+            {k: torch.empty(shape) for k, shape, _ in upsampler_key_table(case)})
+
+
 def _check_case(case: dict) -> None:
     d, s = case["dit"], case["sparse"]
     assert d["dim"] % d["num_heads"] == 0 and (d["dim"] // d["num_heads"]) % 2 == 0, "head_dim must be even"
