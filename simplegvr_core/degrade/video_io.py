@@ -184,6 +184,8 @@ def iter_frames(path, max_frames: int | None = None) -> Iterator[np.ndarray]:
             st = c.streams.video[0]
             st.thread_type = "AUTO"
             expected = _expected_frames(st)
+            # Read while open: PyAV >= 18.1.1 refuses stream attributes once the container is closed.
+            exact = bool(st.frames)
             for frame in c.decode(st):
                 yield frame.to_ndarray(format="rgb24")
                 n += 1
@@ -194,7 +196,7 @@ def iter_frames(path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     if n == 0:
         raise ValueError(f"cannot read video {str(path)!r}: no frame could be decoded")
     # Duration-based estimates can be off by one at either end; a stored count is exact.
-    if expected and n < expected - (0 if st.frames else 1):
+    if expected and n < expected - (0 if exact else 1):
         raise ValueError(f"video {str(path)!r} is truncated: decoded {n} of the {expected} frames its container states")
 
 
