@@ -200,6 +200,47 @@ def test_committed_model_beats_decode_bicubic_in_ssim_on_the_test_split(test_spl
     assert c["lo"] > 0, demo.format_comparisons(res)
 
 
+# --- demo weights say what they are -------------------------------------------------------------
+@pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
+def test_every_demo_file_declares_the_demo_codec_and_upscale_and_info_warn(tmp_path):
+    """The demo models load as Wan 2.1 models (latent_format wan21) and a real Wan 2.1 latent
+    cannot be told from the demo codec's by its statistics, so the files say what they are and
+    the CLI warns as for an untrained model."""
+    from simplegvr_core.checkpoint import (
+        CODEC_KEY,
+        DEMO_CODEC,
+        checkpoint_warning,
+        demo_world_warning,
+    )
+    from simplegvr_core.latent_formats import WAN21
+    from simplegvr_core.latent_io import save_latent
+    from simplegvr_core.weights import read_metadata
+
+    for name in demo.ASSET_FILES:
+        assert read_metadata(demo.ASSETS / name)[CODEC_KEY] == DEMO_CODEC, name
+    meta = read_metadata(demo.ASSETS / demo.STUDENT_FILE)
+    assert meta["latent_format"] == "wan21"
+    warning = checkpoint_warning(meta, demo.STUDENT_FILE)
+    assert warning == demo_world_warning(meta, demo.STUDENT_FILE)
+    assert warning.startswith(f"{demo.STUDENT_FILE} is a demo-world toy model")
+    assert "does not upscale real video" in warning
+    assert demo_world_warning({"latent_format": "wan21", "trained_steps": "3000"}) is None
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in (WAN21.mean, WAN21.std))
+    noise = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    save_latent(mean + std * noise, tmp_path / "lr.latent")  # Wan 2.1's raw statistics: accepted
+    cli = [sys.executable, "-m", "simplegvr_core.app"]
+    student = str(demo.ASSETS / demo.STUDENT_FILE)
+    r = subprocess.run(cli + ["upscale", "--checkpoint", student, "--latent",
+                              str(tmp_path / "lr.latent"), "--out", str(tmp_path / "hr.latent"),
+                              "--scale", "2", "--steps", "1", "--cfg", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {warning}" in r.stderr.splitlines()
+    r = subprocess.run(cli + ["info", student], capture_output=True, text=True)
+    assert r.returncode == 0 and f"codec: {DEMO_CODEC}" in r.stdout.splitlines()
+    assert f"warning: {warning}" in r.stderr.splitlines()
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
 def test_demo_cli_writes_the_promised_outputs(tmp_path):
@@ -256,6 +297,11 @@ def test_demo_retrain_quick_rebuilds_loadable_weights(tmp_path):
                                                      "training/train.py", "training/train.py",
                                                      "training/calibrate_residual.py"]
     assert st["residual_scale"] in (0.5, 1.0)  # the quick grid
+    from simplegvr_core.checkpoint import CODEC_KEY, DEMO_CODEC
+    from simplegvr_core.weights import read_metadata
+
+    for name in demo.ASSET_FILES:  # written by train_vae, make_pairs, train, calibrate_residual
+        assert read_metadata(assets / name)[CODEC_KEY] == DEMO_CODEC, name
     student, _, sampling = demo.load_model(assets)
     assert sampling == {"model": "student", **lab.STUDENT_SAMPLING}
     assert student.config.prediction == "residual_x0" and student.config.upsampler.base == "linear"
