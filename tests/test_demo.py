@@ -36,6 +36,44 @@ def test_split_is_disjoint_by_file_and_complete():
         assert all(p.is_file() for p in clips.split_files(split))
 
 
+def test_the_demo_extra_accepts_comfyuis_pin_and_the_release_with_every_clip():
+    """ComfyUI pins the clips' package (0.22: 0.3.86), so the extras give a range that accepts its
+    pin (installing one into ComfyUI's Python must not replace it) and the release that holds every
+    clip of the split; no extra pins it and requirements.txt does not name it."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    named = {k: [r for r in map(Requirement, v) if canonicalize_name(r.name) == clips.DISTRIBUTION]
+             for k, v in extras.items()}
+    assert len(named["demo"]) == 1 and not any(named[k] for k in extras if k != "demo")
+    spec = named["demo"][0].specifier
+    assert spec.contains("0.3.86") and spec.contains(clips.CLIPS_RELEASE)
+    assert not any(s.operator in ("==", "===", "~=") for s in spec)  # a range, never a pin
+    assert all("simplegvr[demo]" in extras[k] for k in ("train", "dev"))
+    assert clips.DISTRIBUTION not in (REPO / "requirements.txt").read_text()
+
+
+def test_a_missing_clip_says_which_release_to_install(tmp_path, monkeypatch):
+    for name in clips.TEST[1:]:  # one clip of the split missing, as with an older release
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr(clips, "clip_folder", lambda: tmp_path)
+    with pytest.raises(ValueError) as e:
+        clips.split_files("test")
+    msg = str(e.value)
+    assert msg.startswith(f"1 of the 14 test clips is missing from {str(tmp_path)!r} "
+                          f"(e.g. {clips.TEST[0]}): this Python has {clips.DISTRIBUTION} ")
+    assert f"the demo's split needs {clips.CLIPS_RELEASE}: pip install " \
+           f"'{clips.DISTRIBUTION}=={clips.CLIPS_RELEASE}'" in msg
+    assert "separate virtual environment" in msg and "--videos" in msg
+
+
 def test_no_test_clip_is_read_by_training_or_tuning(tmp_path):
     """The quick --retrain commands (codec fit, pairs, training) and the tuner, run in this process with every file
     open recorded: no test-split file is opened."""
