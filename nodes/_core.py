@@ -10,7 +10,6 @@ if __package__ and "." in __package__:  # "<pack>.nodes": loaded by ComfyUI from
     from ..simplegvr_core import checkpoint, colour, degrade, files, latent_formats, pipeline, plan, sampling, seeding, weights
     from ..simplegvr_core.config import ATTENTION_MODES
     from ..simplegvr_core.degrade import classic, flow_guided
-    from ..simplegvr_core.demo import assets as demo_assets
     from ..simplegvr_core.files import parse_json
     from ..simplegvr_core.memory import format_bytes
     from ..simplegvr_core.model import DTYPES, SimpleGVR
@@ -19,13 +18,12 @@ else:  # "nodes": tests, scripts
     from simplegvr_core import checkpoint, colour, degrade, files, latent_formats, pipeline, plan, sampling, seeding, weights
     from simplegvr_core.config import ATTENTION_MODES
     from simplegvr_core.degrade import classic, flow_guided
-    from simplegvr_core.demo import assets as demo_assets
     from simplegvr_core.files import parse_json
     from simplegvr_core.memory import format_bytes
     from simplegvr_core.model import DTYPES, SimpleGVR
     from simplegvr_core.models.upsampler import resize_frames
 
 __all__ = ["ATTENTION_MODES", "DTYPES", "SimpleGVR", "checkpoint", "classic", "colour", "degrade",
-           "demo_assets", "files", "flow_guided",
+           "files", "flow_guided",
            "format_bytes", "latent_formats", "parse_json", "pipeline", "plan", "resize_frames",
            "sampling", "seeding", "weights"]

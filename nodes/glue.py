@@ -24,7 +24,6 @@ from ._core import (
     classic,
     colour,
     degrade,
-    demo_assets,
     flow_guided,
     format_bytes,
     latent_formats,
@@ -132,31 +131,18 @@ DEMO_HEADLINE = "DEMO WORLD toy model: not for real video"
 UNTRAINED_HEADLINE = "UNTRAINED: makes a new video, no upscale"
 
 
-def _demo_digests() -> dict[int, str]:
-    """{file size: SHA-256} of the demo world's SimpleGVR weights that ship with the pack."""
-    out = {}
-    for name in (demo_assets.MODEL_FILE, demo_assets.STUDENT_FILE):
-        path = demo_assets.ASSETS / name
-        if path.is_file():
-            out[path.stat().st_size] = _cached("sha256", path, demo_assets.file_sha256)
-    return out
-
-
 def checkpoint_warning(path, name: str) -> tuple[str, str] | None:
-    """(headline, warning) for a SimpleGVR checkpoint that is not a video upscaler: an untrained
-    `import-wan` one (its metadata says so) or one of the demo world's toy models (the shipped
-    files, by size and SHA-256: trained on 128x128 clips with a byte-level text encoder). None for
-    any other checkpoint. Reads the header, and hashes only a file of a demo model's size."""
-    warning = checkpoint.untrained_warning(weights.read_metadata(path), name)
+    """(headline, warning) for a SimpleGVR checkpoint that is not a video upscaler, from its
+    metadata (the header only): an untrained `import-wan` one, or one of the demo world's toy
+    models (its `codec` names the demo codec: the files the pack ships, copied or renamed, and
+    every demo rebuild's). None for any other checkpoint."""
+    meta = weights.read_metadata(path)
+    warning = checkpoint.untrained_warning(meta, name)
     if warning:
         return UNTRAINED_HEADLINE, warning
-    size = os.stat(path).st_size
-    digest = _demo_digests().get(size)
-    if digest and _cached("sha256", path, demo_assets.file_sha256) == digest:
-        return DEMO_HEADLINE, (f"{name} is the demo world's toy SimpleGVR (simplegvr demo): "
-                               "trained on 128x128 clips with a byte-level text encoder (text_dim "
-                               "32), it cannot read Wan's text and does not upscale real video. "
-                               "Use a trained or imported checkpoint (README: Model files).")
+    warning = checkpoint.demo_world_warning(meta, name)
+    if warning:
+        return DEMO_HEADLINE, warning
     return None
 
 

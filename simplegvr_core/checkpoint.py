@@ -44,6 +44,35 @@ def untrained_warning(metadata: dict[str, str], name: str = "this checkpoint") -
             "Train it first (README: Training).")
 
 
+# Metadata naming the codec whose latents a model was trained on, written only where that is not a
+# real VAE: the demo world's lapped codec copies Wan 2.1's latent contract and statistics, so its
+# models load as Wan 2.1 models and run on a real Wan 2.1 latent without complaint. No statistic of
+# the latent tells the two apart, so the file says it.
+CODEC_KEY = "codec"
+
+DEMO_CODEC = "simplegvr demo lapped codec (Wan 2.1 latent contract, 128x128 demo world)"
+
+DEMO_CODEC_MARK = "simplegvr demo"  # in the name of every demo-world codec
+
+
+def demo_world_warning(metadata: dict[str, str], name: str = "this checkpoint") -> str | None:
+    """The warning for a checkpoint whose metadata says it was trained on the demo world's codec
+    (`simplegvr demo`'s toy models); None otherwise."""
+    codec = metadata.get(CODEC_KEY) or ""
+    if DEMO_CODEC_MARK not in codec:
+        return None
+    return (f"{name} is a demo-world toy model (simplegvr demo), trained on 128x128 clips through "
+            f"the {codec}: it does not upscale real video. That codec copies Wan 2.1's latent "
+            "statistics, so a real Wan 2.1 latent is accepted without complaint and comes out as "
+            "no real upscale. Use a trained or imported checkpoint (README: Model files).")
+
+
+def checkpoint_warning(metadata: dict[str, str], name: str = "this checkpoint") -> str | None:
+    """The warning for a checkpoint that does not upscale real video, from its metadata: untrained
+    (`untrained_warning`) or a demo-world model (`demo_world_warning`); None for any other."""
+    return untrained_warning(metadata, name) or demo_world_warning(metadata, name)
+
+
 SAMPLING_KEY = "sampling"
 
 

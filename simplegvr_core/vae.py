@@ -225,6 +225,7 @@ class VideoVAE:
             vae = vae.to(dtype=dtype)
         self.vae = vae.to(device).eval().requires_grad_(False)
         self.device, self.dtype, self.family = device, dtype, family
+        self.codec: str | None = None  # a file's `codec` metadata (the demo codec's: checkpoint.py)
         if isinstance(vae, LappedVideoCodec):
             self.channels, self.spatial_ratio = vae.z_dim, vae.stride
         else:
@@ -276,7 +277,9 @@ class VideoVAE:
         missing, unexpected = vae.load_state_dict(tensors, strict=False)
         if missing or unexpected:
             raise ValueError(f"{str(path)!r} does not match the VAE config: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        return cls(vae, device, dtype, meta.get("vae_family", "Wan 2.1"))
+        out = cls(vae, device, dtype, meta.get("vae_family", "Wan 2.1"))
+        out.codec = meta.get("codec") or None
+        return out
 
     def check_format(self, fmt) -> None:
         """ValueError unless this VAE makes latents of `fmt` (a LatentFormat): same family, channels and ratio."""

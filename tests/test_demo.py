@@ -36,6 +36,44 @@ def test_split_is_disjoint_by_file_and_complete():
         assert all(p.is_file() for p in clips.split_files(split))
 
 
+def test_the_demo_extra_accepts_comfyuis_pin_and_the_release_with_every_clip():
+    """ComfyUI pins the clips' package (0.22: 0.3.86), so the extras give a range that accepts its
+    pin (installing one into ComfyUI's Python must not replace it) and the release that holds every
+    clip of the split; no extra pins it and requirements.txt does not name it."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    named = {k: [r for r in map(Requirement, v) if canonicalize_name(r.name) == clips.DISTRIBUTION]
+             for k, v in extras.items()}
+    assert len(named["demo"]) == 1 and not any(named[k] for k in extras if k != "demo")
+    spec = named["demo"][0].specifier
+    assert spec.contains("0.3.86") and spec.contains(clips.CLIPS_RELEASE)
+    assert not any(s.operator in ("==", "===", "~=") for s in spec)  # a range, never a pin
+    assert all("simplegvr[demo]" in extras[k] for k in ("train", "dev"))
+    assert clips.DISTRIBUTION not in (REPO / "requirements.txt").read_text()
+
+
+def test_a_missing_clip_says_which_release_to_install(tmp_path, monkeypatch):
+    for name in clips.TEST[1:]:  # one clip of the split missing, as with an older release
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr(clips, "clip_folder", lambda: tmp_path)
+    with pytest.raises(ValueError) as e:
+        clips.split_files("test")
+    msg = str(e.value)
+    assert msg.startswith(f"1 of the 14 test clips is missing from {str(tmp_path)!r} "
+                          f"(e.g. {clips.TEST[0]}): this Python has {clips.DISTRIBUTION} ")
+    assert f"the demo's split needs {clips.CLIPS_RELEASE}: pip install " \
+           f"'{clips.DISTRIBUTION}=={clips.CLIPS_RELEASE}'" in msg
+    assert "separate virtual environment" in msg and "--videos" in msg
+
+
 def test_no_test_clip_is_read_by_training_or_tuning(tmp_path):
     """The quick --retrain commands (codec fit, pairs, training) and the tuner, run in this process with every file
     open recorded: no test-split file is opened."""
@@ -151,6 +189,57 @@ def test_blockiness_is_one_without_blocks_and_high_with_them():
     assert metrics.blockiness(blocks) > 10
 
 
+def test_too_few_clips_get_no_interval_and_the_wording_says_so():
+    """Below MIN_INTERVAL_CLIPS clips the paired bootstrap's 95% interval is the range of the values
+    (exactly so at 2 and 3 clips): the demo prints the mean differences and says why there is no
+    interval; from MIN_INTERVAL_CLIPS on it prints the intervals."""
+    rng = np.random.default_rng(0)
+
+    def rows(n):
+        return [{m: {k: float(rng.normal()) for k in demo.METRICS} for m in demo.METHODS}
+                for _ in range(n)]
+
+    assert demo.MIN_INTERVAL_CLIPS == 5
+    for n in (1, 2, 4):
+        r = rows(n)
+        res = {"comparisons": demo.compare(r), "clips": r}
+        text = demo.format_comparisons(res)
+        assert res["comparisons"] == {} and "[" not in text
+        assert text.splitlines()[-1] == (f"({n} clip{'' if n == 1 else 's'}: too few clips for "
+                                         "an interval; the 95% paired bootstrap interval needs at "
+                                         "least 5)")
+        mean = np.mean([x["simplegvr"]["psnr"] - x["pixel_bicubic"]["psnr"] for x in r])
+        assert f"| decode + bicubic | {mean:+.3f} |" in text
+    r = rows(5)
+    res = {"comparisons": demo.compare(r), "clips": r}
+    text = demo.format_comparisons(res)
+    assert set(res["comparisons"]) == set(demo.BASELINES) and "too few" not in text
+    assert text.count("[") == 8  # 2 baselines x 4 metrics
+    d = [x["simplegvr"]["ssim"] - x["latent_bilinear"]["ssim"] for x in r]
+    c = res["comparisons"]["latent_bilinear"]["ssim"]
+    assert c["diff"] == pytest.approx(np.mean(d)) and min(d) <= c["lo"] < c["hi"] <= max(d)
+
+
+def test_the_grid_crop_is_where_simplegvr_and_bicubic_differ_most():
+    """The rule picks the window by the difference alone (not by which method is closer to HR); a
+    tie goes to the first window in raster order."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (128, 128, 3)).astype(np.uint8)
+    b = a.copy()
+    b[70:80, 40:50] = 255 - b[70:80, 40:50]  # a strong small difference
+    b[:, :8] = np.clip(b[:, :8].astype(int) + 30, 0, 255).astype(np.uint8)  # a weak wide one
+    y, x, there = demo.largest_difference_window(a, b, 32)
+    assert 48 <= y <= 70 and 18 <= x <= 40  # the window holds the whole 10x10 patch
+    d = np.abs(a.astype(float) - b.astype(float)).mean(-1)
+    assert there == pytest.approx(d[y:y + 32, x:x + 32].mean())
+    best = max(d[i:i + 32, j:j + 32].mean() for i in range(97) for j in range(97))  # every window
+    assert there == pytest.approx(best)
+    assert demo.largest_difference_window(a, a, 32) == (0, 0, 0.0)
+    hr = np.zeros((17, 128, 128, 3), np.uint8)
+    band = demo.difference_band({"hr": hr, "simplegvr": hr, "pixel_bicubic": hr}, 8)
+    assert band.shape == (3 * 14 + 128, 4 * 32 * 4, 3)
+
+
 def test_paired_bootstrap_interval():
     a, b = [1.0, 1.2, 0.9, 1.1, 1.0], [0.0, 0.1, -0.1, 0.0, 0.1]
     r = metrics.paired_bootstrap(a, b)
@@ -200,6 +289,47 @@ def test_committed_model_beats_decode_bicubic_in_ssim_on_the_test_split(test_spl
     assert c["lo"] > 0, demo.format_comparisons(res)
 
 
+# --- demo weights say what they are -------------------------------------------------------------
+@pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
+def test_every_demo_file_declares_the_demo_codec_and_upscale_and_info_warn(tmp_path):
+    """The demo models load as Wan 2.1 models (latent_format wan21) and a real Wan 2.1 latent
+    cannot be told from the demo codec's by its statistics, so the files say what they are and
+    the CLI warns as for an untrained model."""
+    from simplegvr_core.checkpoint import (
+        CODEC_KEY,
+        DEMO_CODEC,
+        checkpoint_warning,
+        demo_world_warning,
+    )
+    from simplegvr_core.latent_formats import WAN21
+    from simplegvr_core.latent_io import save_latent
+    from simplegvr_core.weights import read_metadata
+
+    for name in demo.ASSET_FILES:
+        assert read_metadata(demo.ASSETS / name)[CODEC_KEY] == DEMO_CODEC, name
+    meta = read_metadata(demo.ASSETS / demo.STUDENT_FILE)
+    assert meta["latent_format"] == "wan21"
+    warning = checkpoint_warning(meta, demo.STUDENT_FILE)
+    assert warning == demo_world_warning(meta, demo.STUDENT_FILE)
+    assert warning.startswith(f"{demo.STUDENT_FILE} is a demo-world toy model")
+    assert "does not upscale real video" in warning
+    assert demo_world_warning({"latent_format": "wan21", "trained_steps": "3000"}) is None
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in (WAN21.mean, WAN21.std))
+    noise = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    save_latent(mean + std * noise, tmp_path / "lr.latent")  # Wan 2.1's raw statistics: accepted
+    cli = [sys.executable, "-m", "simplegvr_core.app"]
+    student = str(demo.ASSETS / demo.STUDENT_FILE)
+    r = subprocess.run(cli + ["upscale", "--checkpoint", student, "--latent",
+                              str(tmp_path / "lr.latent"), "--out", str(tmp_path / "hr.latent"),
+                              "--scale", "2", "--steps", "1", "--cfg", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {warning}" in r.stderr.splitlines()
+    r = subprocess.run(cli + ["info", student], capture_output=True, text=True)
+    assert r.returncode == 0 and f"codec: {DEMO_CODEC}" in r.stdout.splitlines()
+    assert f"warning: {warning}" in r.stderr.splitlines()
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not HAVE_ASSETS, reason="demo weights not built (simplegvr demo --retrain)")
 def test_demo_cli_writes_the_promised_outputs(tmp_path):
@@ -208,12 +338,14 @@ def test_demo_cli_writes_the_promised_outputs(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "| SimpleGVR (ours) |" in r.stdout and "| decode + bicubic |" in r.stdout and "SimpleGVR minus" in r.stdout
+    assert "(2 clips: too few clips for an interval;" in r.stdout and "95% interval" not in r.stdout
     frames, fps = read_video(out / "side_by_side.mp4")
     assert frames.shape == (2 * demo.FRAMES, demo.HR_SIZE + 14, 4 * demo.HR_SIZE, 3) and fps == 8
     import cv2
 
     grid = cv2.imread(str(out / "grid.png"))
-    assert grid.shape == (2 * (16 + 14 + 2 * demo.HR_SIZE), 4 * demo.HR_SIZE, 3)  # frame + 2x zoom per clip, labelled
+    band = 3 * 14 + demo.DIFF_WINDOW * demo.DIFF_ZOOM  # title, figures, labels, the 4x crops
+    assert grid.shape == (2 * (16 + 14 + 2 * demo.HR_SIZE + band), 4 * demo.HR_SIZE, 3)
     data = json.loads((out / "results.json").read_text())
     for m in ("simplegvr", "latent_bilinear", "pixel_bicubic", "vae_ceiling"):
         assert set(data["summary"][m]) >= {"psnr", "ssim", "warp_error", "hf_ratio", "seconds"}
@@ -240,9 +372,14 @@ def test_demo_on_your_videos_mp4_and_webp_skips_broken_ones(tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert [row["clip"] for row in data["clips"]] == ["mine.mp4", "clip.webp"]
     assert data["settings"]["source"] == "your videos" and len(data["skipped"]) == 2
+    for reason in data["skipped"]:  # each reason once: the per-file line; the summary counts
+        assert (r.stdout + r.stderr).count(reason.split(": ", 1)[1]) == 1, reason
+    assert "skipped 2 unreadable videos (each named above with its reason)" in r.stdout
     r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "demo", "--videos", str(tmp_path / "broken.mp4"),
                         "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "none of the 1 videos" in r.stderr
+    reason = data["skipped"][0].split(": ", 1)[1]  # broken.mp4's
+    assert r.stderr.count(reason) == 1 and "each is named above with its reason" in r.stderr
 
 
 def test_demo_retrain_quick_rebuilds_loadable_weights(tmp_path):
@@ -256,6 +393,11 @@ def test_demo_retrain_quick_rebuilds_loadable_weights(tmp_path):
                                                      "training/train.py", "training/train.py",
                                                      "training/calibrate_residual.py"]
     assert st["residual_scale"] in (0.5, 1.0)  # the quick grid
+    from simplegvr_core.checkpoint import CODEC_KEY, DEMO_CODEC
+    from simplegvr_core.weights import read_metadata
+
+    for name in demo.ASSET_FILES:  # written by train_vae, make_pairs, train, calibrate_residual
+        assert read_metadata(assets / name)[CODEC_KEY] == DEMO_CODEC, name
     student, _, sampling = demo.load_model(assets)
     assert sampling == {"model": "student", **lab.STUDENT_SAMPLING}
     assert student.config.prediction == "residual_x0" and student.config.upsampler.base == "linear"

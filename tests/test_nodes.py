@@ -481,15 +481,19 @@ def test_ultraflash_loader_imports_their_files_once_while_they_are_unchanged(tmp
 
 
 def test_untrained_and_demo_checkpoints_are_named_before_anything_runs(tmp_path):
-    from simplegvr_core.checkpoint import IMPORTED_METADATA
+    from simplegvr_core.checkpoint import CODEC_KEY, DEMO_CODEC, IMPORTED_METADATA
     from simplegvr_core.demo import assets
 
     save_checkpoint(SimpleGVR.from_config("tiny"), tmp_path / "imported.safetensors", extra_metadata=IMPORTED_METADATA)
     save_checkpoint(tiny_model(), tmp_path / "trained.safetensors")
     shutil.copy(assets.ASSETS / assets.STUDENT_FILE, tmp_path / "my_upscaler.safetensors")  # renamed: still the demo
+    # any demo-world model, not only the shipped files: a rebuild's (other weights) says so too
+    save_checkpoint(tiny_model(), tmp_path / "rebuilt.safetensors",
+                    extra_metadata={CODEC_KEY: DEMO_CODEC})
     entries = [(p.name, str(p)) for p in sorted(tmp_path.iterdir())]
     assert glue.flagged_checkpoints(entries) == {"imported.safetensors": glue.UNTRAINED_HEADLINE,
-                                                 "my_upscaler.safetensors": glue.DEMO_HEADLINE}
+                                                 "my_upscaler.safetensors": glue.DEMO_HEADLINE,
+                                                 "rebuilt.safetensors": glue.DEMO_HEADLINE}
     headline, warning = glue.checkpoint_warning(tmp_path / "imported.safetensors", "imported.safetensors")
     assert "generates a new video from the prompt instead of upscaling" in warning
     assert glue.checkpoint_warning(tmp_path / "trained.safetensors", "trained.safetensors") is None
@@ -497,7 +501,7 @@ def test_untrained_and_demo_checkpoints_are_named_before_anything_runs(tmp_path)
     text = glue.model_text(m, glue.checkpoint_warning(tmp_path / "my_upscaler.safetensors", "my_upscaler.safetensors"))
     first = text.split("\n")[0]
     assert first == "WARNING: " + glue.DEMO_HEADLINE and len(first) <= 50  # fits the node's first line
-    assert "text_dim 32" in text
+    assert "does not upscale real video" in text and "copies Wan 2.1's latent statistics" in text
     assert glue.model_text(m).split("\n")[0].startswith("50-step tiny, ")  # a teacher's recipe
 
 

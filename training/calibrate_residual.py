@@ -24,7 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simplegvr_core import demo, load_checkpoint, save_checkpoint  # noqa: E402
+from simplegvr_core.checkpoint import CODEC_KEY  # noqa: E402
 from simplegvr_core.console import report_errors  # noqa: E402
+from simplegvr_core.weights import read_metadata  # noqa: E402
 from training.demo.rebuild import STUDENT_SAMPLING  # noqa: E402
 
 SCALES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -72,6 +74,9 @@ def calibrate(model_path: str | Path, vae_path: str | Path, out: str | Path, sca
     model.scale_residual_(best / applied)
     table = {f"{a:g}": round(p, 4) for a, p in scores.items()}
     meta = {"residual_scale": f"{best:g}", "residual_scale_validation_psnr_db": json.dumps(table)}
+    codec = read_metadata(model_path).get(CODEC_KEY) or vae.codec  # a demo-world model stays one
+    if codec:
+        meta[CODEC_KEY] = codec
     save_checkpoint(model, out, extra_metadata=meta, replace=overwrite)
     log(f"calibrate_residual: residual scale {best:g} ({scores[best]:.3f} dB on {len(val)} validation clips)")
     return {"residual_scale": best, "validation_psnr_db": scores}

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from simplegvr_core.checkpoint import CODEC_KEY
 from simplegvr_core.degrade import check_modes, degrade_frames
 from simplegvr_core.model import SimpleGVR
 from simplegvr_core.weights import read_safetensors
@@ -171,6 +172,32 @@ def scan_videos(items: list[tuple[Path, str]], frames: int, decode: bool = True)
         except ValueError as e:
             skipped.append(str(e))
     return kept, skipped
+
+
+def declared_codec(config: dict) -> str | None:
+    """The codec the run's latents come from, where a file declares one (its `codec` metadata: only
+    the demo world's codec does, `checkpoint.DEMO_CODEC`): the pair shards of data.path (data.kind
+    'shards': make_pairs copies its VAE's), the VAE file (data.kind 'videos', vae.kind 'file') and
+    the pixel metric's codec file (train.pixel_metric); several are joined with '; '. None when none
+    declares one (a real VAE). Reads headers only. The exported checkpoint carries it, so that a
+    demo-world model says so wherever it goes."""
+    from simplegvr_core.weights import read_metadata
+
+    metas = []
+    if config["data"]["kind"] == "shards":
+        folder = Path(config["data"]["path"])
+        for f in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            meta = read_metadata(f)
+            metas += [meta] if meta.get("kind") == SHARD_KIND else []
+    elif config["vae"]["kind"] == "file" and config["vae"]["path"]:
+        metas.append(read_metadata(config["vae"]["path"]))
+    if config["train"]["pixel_metric"]:
+        metas.append(read_metadata(config["train"]["pixel_metric"]))
+    found = []
+    for codec in (m.get(CODEC_KEY) for m in metas):
+        if codec and codec not in found:
+            found.append(codec)
+    return "; ".join(found) or None
 
 
 class PairShards(Dataset):

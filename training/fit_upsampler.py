@@ -27,7 +27,7 @@ from simplegvr_core.checkpoint import save_checkpoint  # noqa: E402
 from simplegvr_core.console import report_errors  # noqa: E402
 from simplegvr_core.files import check_output  # noqa: E402
 from simplegvr_core.models.upsampler import resize_frames  # noqa: E402
-from training.data import PairShards  # noqa: E402
+from training.data import CODEC_KEY, PairShards, declared_codec  # noqa: E402
 from training.config import input_paths, load_config  # noqa: E402
 from training.models import build_model  # noqa: E402
 
@@ -229,6 +229,9 @@ def fit_init(config: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=
     hr, lr = load_pairs(config["data"]["path"])
     err = fit_base(model, hr, lr, ridge=ridge, noise_level=noise, log=log)
     meta = {"fit_upsampler_pairs": str(len(hr)), "fit_upsampler_mse": f"{err['mse']:.6f}"}
+    codec = declared_codec(config)  # the demo codec's pairs make a demo-world model: it says so
+    if codec:
+        meta[CODEC_KEY] = codec
     if noise is not None:
         meta["fit_upsampler_noise_level"] = f"{noise[0]},{noise[1]}"
     save_checkpoint(model, out, extra_metadata=meta, replace=overwrite)

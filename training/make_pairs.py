@@ -204,8 +204,9 @@ def run(args) -> int:
             continue
         try:
             D.write_shard(out / f"pairs-{k:05d}.safetensors", torch.cat(hrs), torch.cat(lrs), ctxs,
-                          caps, fmt.name, extra={"degradation": args.degradation,
-                                                 "frames": args.frames}, replace=False)
+                          caps, fmt.name, replace=False,
+                          extra={"degradation": args.degradation, "frames": args.frames,
+                                 **({D.CODEC_KEY: vae.codec} if vae.codec else {})})
         except OutputExistsError:
             print(f"shard {k}: pairs-{k:05d}.safetensors appeared meanwhile (another process?); "
                   "left as it is", file=sys.stderr)

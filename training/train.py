@@ -46,7 +46,7 @@ from simplegvr_core.timesteps import TimestepSampler  # noqa: E402
 from training import distill  # noqa: E402
 from training.checkpoints import _ckpt_dirs, load_training_state, save_training_state  # noqa: E402
 from training.config import input_paths, load_config, validate_config  # noqa: E402
-from training.data import Data, pad_contexts  # noqa: E402
+from training.data import CODEC_KEY, Data, declared_codec, pad_contexts  # noqa: E402
 from training.losses import PixelMetric, flow_loss, sample_draws  # noqa: E402
 from training.models import EMA, build_model, export_ema, freeze, lineage, plain_model  # noqa: E402
 
@@ -251,7 +251,9 @@ class _LossKit:
         self.teacher = distill.load_teacher(config, device)
         self.metric = PixelMetric(tc["pixel_metric"], model.latent_format, device) if tc["pixel_metric"] else None
         recipe, extra = distill.student_recipe(config) or (None, {})
-        self.export_meta = (recipe, {**lineage(config["model"]), **extra})
+        codec = declared_codec(config)  # the demo codec says what it is: the checkpoint says it too
+        self.export_meta = (recipe, {**lineage(config["model"]), **extra,
+                                     **({CODEC_KEY: codec} if codec else {})})
 
 
 def _train_step(net, model, data, batches, keys, step: int, kit: _LossKit, accelerator) -> float:

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from simplegvr_core import seeding  # noqa: E402
+from simplegvr_core.checkpoint import CODEC_KEY, DEMO_CODEC  # noqa: E402
 from simplegvr_core.demo import clips as C  # noqa: E402
 from simplegvr_core.vae import LappedVideoCodec, frames_to_vae, vae_to_frames  # noqa: E402
 
@@ -117,7 +118,8 @@ def fit_vae(out: str, crops: int = 384, steps: int = 1500, kernel: int = 16, see
         f"split; validation split: PSNR {report['psnr_db']:.2f} dB, SSIM {report['ssim']:.3f}, blockiness "
         f"{report['blockiness']:.3f} ({time.time() - t0:.0f} s)")
     tensors = {k: v.contiguous() for k, v in vae.state_dict().items()}
-    meta = {"kind": "simplegvr-demo-vae", "vae_config": json.dumps(vae.config()), "fitted_on": "train split",
+    meta = {"kind": "simplegvr-demo-vae", CODEC_KEY: DEMO_CODEC,
+            "vae_config": json.dumps(vae.config()), "fitted_on": "train split",
             "validation_psnr_db": f"{report['psnr_db']:.3f}", "validation_ssim": f"{report['ssim']:.4f}",
             "validation_blockiness": f"{report['blockiness']:.4f}", "crops": str(crops), "steps": str(steps),
             "seed": str(seed), "seam_weight": str(seam_weight), "freqs": str(freqs)}

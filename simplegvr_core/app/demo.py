@@ -23,6 +23,20 @@ def _rebuild(args) -> None:
     print(f"rebuilt the demo weights in {manifest['seconds']:.0f} s")
 
 
+DEMO_THREADS = 1  # the demo's tensors are tiny (an 8x8 LR latent): more threads only synchronise
+
+
+def _set_threads(n: int) -> None:
+    """PyTorch's and OpenCV's threads for the demo run. One by default: on 2 idle cores the run
+    takes as long with one thread as with two (10-12 s), and on a busy 2-core machine two threads
+    oversubscribe it (46-66 s against 15-22 s with one; README: Demo)."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+
+
 def _cmd_demo(args) -> int:
     from .. import demo
     from ..demo.clips import list_media
@@ -31,8 +45,11 @@ def _cmd_demo(args) -> int:
         raise CLIError(f"--steps {args.steps}: expected 1 to 10000")
     if args.clips is not None and args.clips < 1:
         raise CLIError(f"--clips {args.clips}: expected at least 1 clip")
+    if args.threads < 1:
+        raise CLIError(f"--threads {args.threads}: expected at least 1")
     if args.retrain:
         _rebuild(args)
+    _set_threads(args.threads)
     model, vae, chosen = demo.load_model(args.assets, teacher=args.teacher)  # the codec and weights, read once
     steps = args.steps or chosen["steps"]
     shift = args.shift if args.shift is not None else chosen["shift"]
@@ -69,8 +86,10 @@ def _cmd_demo(args) -> int:
     print(demo.format_table(results))
     print()
     print(demo.format_comparisons(results))
-    if results["skipped"]:
-        print(f"skipped {len(results['skipped'])}: " + "; ".join(results["skipped"]))
+    if results["skipped"]:  # each named with its reason when skipped (stderr), and in results.json
+        n = len(results["skipped"])
+        print(f"skipped {n} unreadable video{'' if n == 1 else 's'} (each named above with its "
+              "reason)")
     print(f"wrote {files['video']} ({files['frames']} frames), {files['grid']}, {files['json']}")
     return 0
 
@@ -100,6 +119,9 @@ def register(sub) -> None:
     d.add_argument("--shift", type=float, default=None, help="flow shift (default: the manifest's)")
     d.add_argument("--noise-level", type=float, default=None, help="condition noise level (default: the manifest's)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=DEMO_THREADS,
+                   help="CPU threads for PyTorch and OpenCV during the run (default 1: the demo's "
+                        "tensors are tiny, and more threads slow it down on a busy machine)")
     d.add_argument("--retrain", action="store_true",
                    help="rebuild the demo codec, the teacher and the one-step model from scratch first (under 45 minutes "
                         "on 2 CPU cores)")

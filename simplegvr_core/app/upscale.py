@@ -76,7 +76,7 @@ def _cmd_upscale(args) -> int:
     import torch
 
     from .. import parallel
-    from ..checkpoint import checkpoint_config, load_checkpoint, untrained_warning
+    from ..checkpoint import checkpoint_config, checkpoint_warning, load_checkpoint
     from ..files import check_output, clean_stale_temporaries
     from ..latent_formats import read_latent
     from ..latent_io import load_latent, save_latent
@@ -115,7 +115,7 @@ def _cmd_upscale(args) -> int:
     try:
         budget = memory_budget(args.max_memory)
         dtype = DTYPES[args.dtype]
-        warning = untrained_warning(read_metadata(args.checkpoint), Path(args.checkpoint).name)
+        warning = checkpoint_warning(read_metadata(args.checkpoint), Path(args.checkpoint).name)
         if warning:
             say(f"warning: {warning}")
         model = load_checkpoint(args.checkpoint, device=device, dtype=dtype).eval()

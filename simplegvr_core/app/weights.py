@@ -66,7 +66,7 @@ def _cmd_convert_cogvideox(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from ..checkpoint import TRAINED_STEPS_KEY, load_checkpoint, untrained_warning
+    from ..checkpoint import CODEC_KEY, TRAINED_STEPS_KEY, checkpoint_warning, load_checkpoint
     from ..weights import read_metadata
 
     model = load_checkpoint(args.checkpoint)
@@ -74,7 +74,9 @@ def _cmd_info(args) -> int:
     print(model.config.to_json())
     print({k: f"{v:,}" for k, v in model.num_parameters().items()})
     print(f"trained steps: {meta.get(TRAINED_STEPS_KEY, 'not recorded')}")
-    warning = untrained_warning(meta, Path(args.checkpoint).name)
+    if meta.get(CODEC_KEY):
+        print(f"codec: {meta[CODEC_KEY]}")
+    warning = checkpoint_warning(meta, Path(args.checkpoint).name)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -28,21 +28,29 @@ from .assets import (
 from .clips import FRAMES, HR_SIZE, LR_MODES, LR_SIZE, lr_clip
 from .evaluate import (
                      BASELINES,
+                     DIFF_WINDOW,
+                     DIFF_ZOOM,
                      GRID_CLIPS,
                      MAX_VIDEOS,
                      METHODS,
                      METRICS,
+                     MIN_INTERVAL_CLIPS,
                      OutputWriter,
                      baselines,
+                     compare,
+                     difference_band,
                      evaluate,
                      format_comparisons,
                      format_table,
                      iter_clips,
+                     largest_difference_window,
                      load_clips,
                      write_outputs,
 )
 
-__all__ = ["ASSETS", "ASSET_FILES", "BASELINES", "FRAMES", "GRID_CLIPS", "HR_SIZE", "LR_MODES", "LR_SIZE", "MANIFEST",
-           "MAX_VIDEOS", "METHODS", "METRICS", "MODEL_FILE", "OutputWriter", "STUDENT_FILE", "VAE_FILE", "baselines",
-           "evaluate", "file_sha256", "format_comparisons", "format_table", "iter_clips", "load_assets", "load_clips",
-           "load_model", "lr_clip", "read_manifest", "write_outputs"]
+__all__ = ["ASSETS", "ASSET_FILES", "BASELINES", "DIFF_WINDOW", "DIFF_ZOOM", "FRAMES",
+           "GRID_CLIPS", "HR_SIZE", "LR_MODES", "LR_SIZE", "MANIFEST", "MAX_VIDEOS", "METHODS",
+           "METRICS", "MIN_INTERVAL_CLIPS", "MODEL_FILE", "OutputWriter", "STUDENT_FILE",
+           "VAE_FILE", "baselines", "compare", "difference_band", "evaluate", "file_sha256",
+           "format_comparisons", "format_table", "iter_clips", "largest_difference_window",
+           "load_assets", "load_clips", "load_model", "lr_clip", "read_manifest", "write_outputs"]

@@ -1,8 +1,9 @@
 """The demo world's video: real AI-generated clips and the fixed train / validation / test split by file.
 
-The clips are the animated WebP files of the PyPI package `comfyui-workflow-templates-media-video` (MIT, a
-dependency of ComfyUI itself, pinned in the `demo` extra), made by real text/image-to-video models (Wan 2.1 /
-2.2, Kling, LTX-2, HunyuanVideo 1.5, Vidu, Seedance, Grok, ...). Whole files belong to one split:
+The clips are the animated WebP files of the PyPI package `comfyui-workflow-templates-media-video`
+(MIT, a dependency of ComfyUI itself; its release CLIPS_RELEASE holds them all), made by real
+text/image-to-video models (Wan 2.1 / 2.2, Kling, LTX-2, HunyuanVideo 1.5, Vidu, Seedance, Grok,
+...). Whole files belong to one split:
 
 - train (54 files): codec fitting and SimpleGVR training. Before/after pairs of the same template (same motion)
   and look-alike templates stay together; the clips with burned-in UI, split screens or masks are here, where
@@ -23,6 +24,10 @@ import numpy as np
 
 PACKAGE = "comfyui_workflow_templates_media_video"
 DISTRIBUTION = "comfyui-workflow-templates-media-video"
+# The release the split was made from; of the releases 0.3.86 (ComfyUI 0.22's pin) to 0.3.101, the
+# only one that holds all 78 clips (the others lack 5 to 21 of them). The `demo` extra accepts a
+# range (ComfyUI pins its own version); `split_files` names what is missing.
+CLIPS_RELEASE = "0.3.101"
 
 TRAIN = (
     "api_google_gemini_omni_flash_i2v-1.webp", "api_google_gemini_omni_flash_video_edit-1.webp",
@@ -89,9 +94,24 @@ def split_files(split: str) -> list[Path]:
     paths = [root / name for name in SPLITS[split]]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        raise ValueError(f"{len(missing)} {split} clips are missing from {str(root)!r} (e.g. {missing[0]}): install the "
-                         f"pinned version of {DISTRIBUTION!r} (pip install 'simplegvr[demo]')")
+        n = len(missing)
+        raise ValueError(
+            f"{n} of the {len(paths)} {split} clips {'is' if n == 1 else 'are'} missing from "
+            f"{str(root)!r} (e.g. {missing[0]}): this Python has {DISTRIBUTION} "
+            f"{_installed_version()}, and the demo's split needs {CLIPS_RELEASE}: pip install "
+            f"'{DISTRIBUTION}=={CLIPS_RELEASE}'. In ComfyUI's Python, which pins its own version, "
+            "use a separate virtual environment for the demo; `simplegvr demo --videos PATH` runs "
+            "on your own files without them")
     return paths
+
+
+def _installed_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "(version unknown)"
 
 
 def read_media(path, max_frames: int | None = None) -> np.ndarray:

@@ -28,6 +28,14 @@ BASELINES = ("latent_bilinear", "pixel_bicubic")
 METRICS = ("psnr", "ssim", "warp_error", "hf_ratio", "blockiness", "seconds")
 
 
+# Fewer clips than this get no interval. A paired bootstrap resamples the clips' differences: all
+# n draws land on the clip with the smallest (largest) difference with probability n^-n, 1/4 at
+# n = 2 and 1/27 at 3, above 2.5%, so its 95% interval is exactly the range of the values there; at
+# 4 it still spans 74% of the range on average, at 5 62%, at 14 (the test split) 29% (normal
+# draws). Below 5 it is a range, not an interval.
+MIN_INTERVAL_CLIPS = 5
+
+
 LABELS = {"hr": "HR (reference)", "vae_ceiling": "HR through the codec", "simplegvr": "SimpleGVR (ours)",
           "latent_bilinear": "latent bilinear + decode", "pixel_bicubic": "decode + bicubic"}
 
@@ -120,21 +128,33 @@ def evaluate(model, vae, clips=None, *, split: str = "test", steps: int = 2, shi
             on_clip(video)
         if keep_videos:
             videos.append(video)
-    if not rows:
-        raise ValueError(f"none of the {len(skipped)} videos given could be used ({skipped[0]})" if skipped
+    if not rows:  # each skipped video's reason went to `log` when it was skipped: not repeated here
+        raise ValueError(f"none of the {len(skipped)} videos given could be used (each is named "
+                         "above with its reason)" if skipped
                          else "no readable video to run the demo on")
     summary = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in METRICS} for m in (*METHODS, "vae_ceiling")}
     summary["hr"] = {"warp_error": float(np.mean([r["hr_warp_error"] for r in rows])),
                      "blockiness": float(np.mean([r["hr_blockiness"] for r in rows]))}
-    comparisons = {}
-    if len(rows) >= 2:
-        for b in BASELINES:
-            comparisons[b] = {k: metrics.paired_bootstrap([r["simplegvr"][k] for r in rows], [r[b][k] for r in rows])
-                              for k in ("psnr", "ssim", "warp_error", "hf_ratio")}
+    comparisons = compare(rows)
     return {"summary": summary, "comparisons": comparisons, "clips": rows, "videos": videos, "skipped": skipped,
             "settings": {"source": source, "clips": len(rows), "frames": FRAMES, "lr_size": LR_SIZE, "hr_size": HR_SIZE,
                          "lr_mode": lr_mode, "steps": steps, "shift": shift, "noise_level": noise_level, "seed": seed,
                          "nfe": steps, "model": role}}
+
+
+COMPARED = ("psnr", "ssim", "warp_error", "hf_ratio")
+
+
+def compare(rows: list[dict]) -> dict:
+    """{baseline: {metric: paired_bootstrap of SimpleGVR minus it over the clips}} from `evaluate`'s
+    per-clip rows; {} for fewer than MIN_INTERVAL_CLIPS clips (too few for an interval)."""
+    from .. import metrics
+
+    if len(rows) < MIN_INTERVAL_CLIPS:
+        return {}
+    return {b: {k: metrics.paired_bootstrap([r["simplegvr"][k] for r in rows],
+                                            [r[b][k] for r in rows]) for k in COMPARED}
+            for b in BASELINES}
 
 
 def format_table(results: dict) -> str:
@@ -151,15 +171,23 @@ def format_table(results: dict) -> str:
 
 
 def format_comparisons(results: dict) -> str:
-    """SimpleGVR minus each baseline, mean over clips with its 95% paired bootstrap interval."""
-    c = results["comparisons"]
-    if not c:
-        return "(one clip: no intervals)"
+    """SimpleGVR minus each baseline, mean over clips with its 95% paired bootstrap interval; below
+    MIN_INTERVAL_CLIPS clips the mean only, and a line saying they are too few for an interval."""
+    c, rows = results["comparisons"], results["clips"]
     lines = ["| SimpleGVR minus | PSNR (dB) | SSIM | warp error | HF energy ratio |", "|---|---|---|---|---|"]
     for b in BASELINES:
-        cells = [f"{v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]{'' if v['resolved'] else ' (unresolved)'}"
-                 for v in (c[b][k] for k in ("psnr", "ssim", "warp_error", "hf_ratio"))]
+        if c:
+            cells = [f"{v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
+                     f"{'' if v['resolved'] else ' (unresolved)'}"
+                     for v in (c[b][k] for k in COMPARED)]
+        else:
+            cells = [f"{np.mean([r['simplegvr'][k] - r[b][k] for r in rows]):+.3f}"
+                     for k in COMPARED]
         lines.append(f"| {LABELS[b]} | " + " | ".join(cells) + " |")
+    if not c:
+        n = len(rows)
+        lines.append(f"({n} clip{'' if n == 1 else 's'}: too few clips for an interval; the 95% "
+                     f"paired bootstrap interval needs at least {MIN_INTERVAL_CLIPS})")
     return "\n".join(lines)
 
 
@@ -169,11 +197,56 @@ def _label(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
     return np.concatenate([bar, img], 0)
 
 
+def _fit_width(img: np.ndarray, width: int) -> np.ndarray:
+    """img padded on the right with white (or cut) to `width` pixels."""
+    if img.shape[1] >= width:
+        return img[:, :width]
+    return np.concatenate([img, np.full((img.shape[0], width - img.shape[1], 3), 255, np.uint8)], 1)
+
+
 def _zoom(img: np.ndarray) -> np.ndarray:
     """The central half of a frame at 2x (nearest), so single pixels and fine detail are visible."""
     h, w = img.shape[:2]
     crop = img[h // 4:h // 4 + h // 2, w // 4:w // 4 + w // 2]
     return cv2.resize(crop, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def largest_difference_window(a: np.ndarray, b: np.ndarray, size: int) -> tuple[int, int, float]:
+    """(y, x, mean |a - b| there, per pixel and channel) of the size x size window of frames a and b
+    (uint8 [H, W, 3]) where they differ most on average; the first in raster order on a tie. A rule
+    that looks for where two methods differ, not for where either is right."""
+    d = np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(-1)
+    c = np.pad(d.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = c[size:, size:] - c[:-size, size:] - c[size:, :-size] + c[:-size, :-size]
+    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(y), int(x), float(sums[y, x] / size**2)
+
+
+DIFF_WINDOW, DIFF_ZOOM = 32, 4  # grid.png's difference crop: a 32x32 window of the middle frame, 4x
+
+
+DIFF_TITLE = "largest difference vs bicubic: where they differ most, not where SimpleGVR is best"
+
+
+def difference_band(v: dict, t: int) -> np.ndarray:
+    """grid.png's band under a clip: the DIFF_WINDOW window of frame t where SimpleGVR and decode +
+    bicubic differ most (`largest_difference_window`), marked on HR, then HR / SimpleGVR / bicubic
+    there, zoomed DIFF_ZOOM x (nearest), under a title saying how it was chosen and the numbers."""
+    s, k = DIFF_WINDOW, DIFF_ZOOM
+    y, x, there = largest_difference_window(v["simplegvr"][t], v["pixel_bicubic"][t], s)
+    whole = float(np.abs(v["simplegvr"][t].astype(np.float64) - v["pixel_bicubic"][t]).mean())
+    where = np.ascontiguousarray(v["hr"][t]).copy()
+    cv2.rectangle(where, (x, y), (x + s - 1, y + s - 1), (255, 0, 0), 1)
+    big = (s * k, s * k)
+    cells = [_label(cv2.resize(where, big, interpolation=cv2.INTER_NEAREST), "where (HR)")]
+    for m in ("hr", "simplegvr", "pixel_bicubic"):
+        crop = np.ascontiguousarray(v[m][t][y:y + s, x:x + s])
+        cells.append(_label(cv2.resize(crop, big, interpolation=cv2.INTER_NEAREST),
+                            f"{GRID_NAMES[m]} {k}x"))
+    band = np.concatenate(cells, 1)
+    note = (f"middle frame, {s}x{s} window at x {x}, y {y}: mean |SimpleGVR - bicubic| "
+            f"{there:.1f}/255 there, {whole:.1f}/255 over the frame")
+    return _label(_label(band, note), DIFF_TITLE)
 
 
 GRID_ORDER = ("hr", "simplegvr", "latent_bilinear", "pixel_bicubic")
@@ -194,9 +267,11 @@ OUTPUT_FILES = ("side_by_side.mp4", "grid.png", "results.json")
 class OutputWriter:
     """The demo's output folder, filled clip by clip so memory stays flat over any number of clips:
     side_by_side.mp4 (HR | SimpleGVR | latent bilinear | bicubic, clips one after another) streams to a temporary
-    file, grid.png keeps the first GRID_CLIPS clips (each clip's middle frame and, below it, its centre zoomed 2x,
-    under the clip's file name), results.json comes last. The folder is the demo's: these three files in it are
-    replaced, nothing else is touched; each appears only when complete."""
+    file, grid.png keeps the first GRID_CLIPS clips (each clip's middle frame, below it its centre
+    zoomed 2x, then `difference_band`: the 32x32 window where SimpleGVR and bicubic differ most,
+    zoomed 4x; under the clip's file name), results.json comes last. The folder is the
+    demo's: these three files in it are replaced, nothing else is touched; each appears only when
+    complete."""
 
     def __init__(self, out_dir: str | os.PathLike):
         from ..degrade.video_io import VideoWriter
@@ -215,6 +290,7 @@ class OutputWriter:
             mid = v["hr"].shape[0] // 2
             panel = np.concatenate([np.concatenate([_label(v[m][mid], GRID_NAMES[m]), _zoom(v[m][mid])], 0)
                                     for m in GRID_ORDER], 1)
+            panel = np.concatenate([panel, _fit_width(difference_band(v, mid), panel.shape[1])], 0)
             self.rows.append(_label(panel, v["name"], height=16))
 
     def finish(self, results: dict) -> dict:
