@@ -61,7 +61,7 @@ def test_comfyignore_keeps_tests_benchmarks_and_tools_out_and_ships_training():
         pytest.skip("not a git checkout: comfy-cli packs `git ls-files`")
     tracked = [t for t in tracked if t and (REPO / t).exists()]
     packed = [t for t in tracked if not _ignored(t, patterns)]
-    assert not [t for t in packed if t.startswith(("tests/", "benchmarks/", "tools/", ".ci/"))]
+    assert not [t for t in packed if t.startswith(("tests/", "benchmarks/", "experiments/", "tools/", ".ci/"))]
     for needed in ("__init__.py", "LICENSE", "README.md", "pyproject.toml", "requirements.txt", "nodes/extension.py",
                    "simplegvr_core/pipeline.py", "training/train.py", "training/configs/stage1_classic_17f.toml",
                    "workflows/input/simplegvr_example.mp4", "locales/en/main.json"):
@@ -77,3 +77,26 @@ def test_comfyignore_keeps_tests_benchmarks_and_tools_out_and_ships_training():
         warnings.simplefilter("ignore", DeprecationWarning)
         spec = pathspec.PathSpec.from_lines("gitwildmatch", patterns)
     assert [t for t in tracked if not spec.match_file(t)] == packed
+
+
+def test_the_readme_states_the_size_of_the_pack_it_makes():
+    """The README's pack size is what zipping the files `comfy node pack` takes gives (to 0.1 MB)."""
+    import io
+    import re
+    import zipfile
+
+    patterns = [ln.strip() for ln in (REPO / ".comfyignore").read_text().splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")]
+    try:
+        tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: comfy-cli packs `git ls-files`")
+    packed = [t for t in tracked if t and (REPO / t).is_file() and not _ignored(t, patterns)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for t in packed:
+            z.write(REPO / t, t)
+    stated = re.search(r"the pack is a ([0-9.]+) MB zip", (REPO / "README.md").read_text().replace("\n", " "))
+    assert stated, "the README no longer states the pack's size"
+    assert float(stated.group(1)) == pytest.approx(buf.tell() / 1e6, abs=0.1)

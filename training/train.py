@@ -326,6 +326,18 @@ class _MapKeys:
             yield [(self.train_idx[i], s) for i, s in batch]
 
 
+def _leave_process_group() -> None:
+    """Every rank leaves the process group together after a finished run. A rank that exits with
+    the group still up can abort in its teardown ('terminate called without an active exception',
+    SIGABRT: seen once, in a full-suite run on a busy 2-core machine), which the launcher reports as a
+    failed run after the export was written."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="TOML config (training/configs/*.toml)")
@@ -343,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         train(config, resume=args.resume, export=args.export, overwrite=args.overwrite)
+        _leave_process_group()
     except KeyboardInterrupt:
         print("train: interrupted (resume with --resume)", file=sys.stderr)
         return 130

@@ -123,8 +123,8 @@ def register(sub) -> None:
                    help="CPU threads for PyTorch and OpenCV during the run (default 1: the demo's "
                         "tensors are tiny, and more threads slow it down on a busy machine)")
     d.add_argument("--retrain", action="store_true",
-                   help="rebuild the demo codec, the teacher and the one-step model from scratch first (under 45 minutes "
-                        "on 2 CPU cores)")
+                   help="rebuild the demo codec, the teacher and the one-step model from scratch first "
+                        "(27 minutes measured on 2 CPU cores; README: Demo)")
     d.add_argument("--quick", action="store_true", help="with --retrain: a shortened run (tests; weights are poor)")
     d.add_argument("--assets", default=None, help="weights folder (default: the package's assets/)")
     d.add_argument("--work", default="runs/demo", help="with --retrain: scratch folder for the train list, pairs and checkpoints")
