@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import numpy as np
 
-    from simplegvr_core.demo.clips import split_files
     from simplegvr_core.degrade.video_io import write_video
+    from simplegvr_core.demo.clips import split_files
 
     src = split_files("validation")[0]
     rows = []

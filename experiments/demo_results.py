@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from simplegvr_core import demo  # noqa: E402
-from training import demo as lab  # noqa: E402
 from simplegvr_core.bench import update_section  # noqa: E402
 from simplegvr_core.demo.clips import split_files  # noqa: E402
+from training import demo as lab  # noqa: E402
 
 
 def main():

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from simplegvr_core import demo, load_checkpoint, metrics  # noqa: E402
-from training import demo as lab  # noqa: E402
 from simplegvr_core.checkpoint import checkpoint_sampling  # noqa: E402
 from simplegvr_core.demo.clips import split_files  # noqa: E402
+from training import demo as lab  # noqa: E402
 
 STUDENTS = {  # name: (config overrides, label)
     "teacher_target_1": ([], "student: teacher's ODE solution, 1 step"),

@@ -47,8 +47,8 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
     from simplegvr_core.checkpoint import load_checkpoint
-    from simplegvr_core.weights import read_metadata
     from simplegvr_core.demo.clips import split_files
+    from simplegvr_core.weights import read_metadata
 
     stages = commands(args.work)
     for out, cmd in stages:

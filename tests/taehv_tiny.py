@@ -22,7 +22,6 @@ HunyuanVideo and CogVideoX; 48 is Wan 2.2 5B and 32 HunyuanVideo 1.5, both with 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Tuple
 
 import torch
 
@@ -33,7 +32,7 @@ __all__ = [
     "state_dict_digest",
 ]
 
-KeyShape = Tuple[str, Tuple[int, ...]]
+KeyShape = tuple[str, tuple[int, ...]]
 
 # Per-tensor initialisation: (role -> (gain applied to 1/sqrt(fan_in), bias std)).
 # Chosen so activations stay O(1) through 9 residual MemBlocks and the final RGB
@@ -55,7 +54,7 @@ def _patch_size(latent_channels: int) -> int:
     return 2 if latent_channels in (32, 48) else 1
 
 
-def _memblock(prefix: str, n: int) -> List[Tuple[str, Tuple[int, ...], str]]:
+def _memblock(prefix: str, n: int) -> list[tuple[str, tuple[int, ...], str]]:
     return [
         (f"{prefix}.conv.0.weight", (n, 2 * n, 3, 3), "mem_in"),
         (f"{prefix}.conv.0.bias", (n,), "mem_in"),
@@ -66,9 +65,9 @@ def _memblock(prefix: str, n: int) -> List[Tuple[str, Tuple[int, ...], str]]:
     ]
 
 
-def _table_with_roles(latent_channels: int) -> List[Tuple[str, Tuple[int, ...], str]]:
+def _table_with_roles(latent_channels: int) -> list[tuple[str, tuple[int, ...], str]]:
     c_img = 3 * _patch_size(latent_channels) ** 2
-    t: List[Tuple[str, Tuple[int, ...], str]] = []
+    t: list[tuple[str, tuple[int, ...], str]] = []
     # encoder
     t += [("encoder.0.weight", (64, c_img, 3, 3), "conv_relu"), ("encoder.0.bias", (64,), "conv_relu")]
     for pool_idx, pool_stride in ((2, 2), (7, 2), (12, 1)):
@@ -92,19 +91,19 @@ def _table_with_roles(latent_channels: int) -> List[Tuple[str, Tuple[int, ...], 
     return t
 
 
-def taehv_key_table(latent_channels: int = 16) -> List[KeyShape]:
+def taehv_key_table(latent_channels: int = 16) -> list[KeyShape]:
     """Ordered (key, shape) list of a full TAEHV state dict (encoder then decoder)."""
     return [(k, s) for k, s, _ in _table_with_roles(latent_channels)]
 
 
-def build_taehv_state_dict(seed: int, latent_channels: int = 16) -> Dict[str, torch.Tensor]:
+def build_taehv_state_dict(seed: int, latent_channels: int = 16) -> dict[str, torch.Tensor]:
     """Full TAEHV-layout state dict (float32, CPU) filled from one seeded generator.
 
     Tensors are drawn in the fixed table order with a single ``torch.Generator``,
     so the result depends only on ``seed`` and ``latent_channels``.
     """
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    sd: Dict[str, torch.Tensor] = {}
+    sd: dict[str, torch.Tensor] = {}
     for key, shape, role in _table_with_roles(latent_channels):
         gain, bias_std = _ROLE_INIT[role]
         draw = torch.randn(shape, generator=gen, dtype=torch.float32)
@@ -126,7 +125,7 @@ def build_latent(seed: int, T: int, h: int, w: int, channels: int = 16, scale: f
     return torch.randn((1, channels, T, h, w), generator=gen, dtype=torch.float32) * scale
 
 
-def state_dict_digest(sd: Dict[str, torch.Tensor]) -> str:
+def state_dict_digest(sd: dict[str, torch.Tensor]) -> str:
     """sha256 over keys, shapes and float32 little-endian bytes, in sorted key order."""
     import hashlib
 

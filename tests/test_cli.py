@@ -35,7 +35,6 @@ def test_import_wan_marks_the_checkpoint_untrained_and_an_export_is_not(tmp_path
     """An import-wan checkpoint computes the T2V model: its metadata says it was never trained, and `info` warns;
     a trained export records its steps and gets no warning."""
     from simplegvr_core.checkpoint import IMPORTED_METADATA, untrained_warning
-
     from simplegvr_core.weights import read_metadata
 
     m = randomize_(SimpleGVR.from_config("tiny"), std=0.05)

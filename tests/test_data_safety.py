@@ -257,8 +257,8 @@ def test_a_webp_decompression_bomb_is_a_bad_file_like_any_other(tmp_path, capsys
 
 # --- 4. demo --videos guards -------------------------------------------------------------------------------------------
 def test_demo_probes_before_decoding_and_refuses_oversize_video(tmp_path, monkeypatch):
-    from simplegvr_core.demo import clips
     from simplegvr_core.degrade import video_io
+    from simplegvr_core.demo import clips
 
     write = video_io.write_video
     write(tmp_path / "big.mp4", np.zeros((20, 64, 96, 3), np.uint8), fps=8)
@@ -273,8 +273,8 @@ def test_demo_probes_before_decoding_and_refuses_oversize_video(tmp_path, monkey
 
 
 def test_demo_decodes_only_its_window_and_matches_the_whole_clip_reader(tmp_path, monkeypatch):
-    from simplegvr_core.demo import clips
     from simplegvr_core.degrade import video_io
+    from simplegvr_core.demo import clips
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (40, 48, 80, 3), dtype=np.uint8)

@@ -5,11 +5,11 @@ import torch
 from helpers import randomize_
 from safetensors.torch import save_file
 
-from simplegvr_core.weights import import_wan_t2v
 from simplegvr_core.config import DiTConfig
 from simplegvr_core.degrade.model_guided import dit_velocity, sample_alpha, sdedit
 from simplegvr_core.models.dit import SimpleGVRDiT
 from simplegvr_core.sampling import shift_sigma
+from simplegvr_core.weights import import_wan_t2v
 
 
 def oracle(x0):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from simplegvr_core import demo, metrics
+from simplegvr_core.degrade.video_io import read_video, write_video
 from simplegvr_core.demo import clips
 from training import demo as lab
-from simplegvr_core.degrade.video_io import read_video, write_video
 
 pytest.importorskip("diffusers")
 pytest.importorskip("PIL")

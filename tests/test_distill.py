@@ -10,12 +10,12 @@ from safetensors.torch import load_file
 
 from simplegvr_core import load_checkpoint, seeding
 from simplegvr_core.checkpoint import checkpoint_sampling
-from simplegvr_core.weights import read_safetensors
 from simplegvr_core.pipeline import upscale
 from simplegvr_core.sampling import SamplingRecipe, flow_sigmas
+from simplegvr_core.weights import read_safetensors
 from training import distill
-from training.data import make_synthetic_videos
 from training.config import load_config
+from training.data import make_synthetic_videos
 from training.train import train
 
 pytest.importorskip("accelerate")

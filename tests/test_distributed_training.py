@@ -22,8 +22,8 @@ from helpers import accelerate_cmd, finish_launched, launched_pids, randomize_, 
 from safetensors.torch import load_file
 
 from simplegvr_core import SimpleGVR, load_checkpoint, save_checkpoint
-from training.data import StepSampler, write_shard
 from training.config import load_config
+from training.data import StepSampler, write_shard
 from training.losses import sample_draws
 from training.train import train
 

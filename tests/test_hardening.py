@@ -171,8 +171,7 @@ def test_degrade_cli_writes_byte_identical_files(tmp_path, busy_cpu):
 
 
 def test_seeds_keep_all_their_bits_or_are_refused():
-    from simplegvr_core.degrade import degrade_frames
-    from simplegvr_core.degrade import file_seed
+    from simplegvr_core.degrade import degrade_frames, file_seed
 
     frames = _clip(t=5)
     a = degrade_frames(frames, "flow+classic", (24, 32), 7)

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from simplegvr_core import SimpleGVR, load_checkpoint
 from simplegvr_core.checkpoint import save_checkpoint
-from simplegvr_core.weights import read_metadata
 from simplegvr_core.config import UpsamplerConfig
 from simplegvr_core.models.upsampler import LatentUpsampler, LinearBase, bilinear_taps, resize_frames
+from simplegvr_core.weights import read_metadata
 from training.data import write_shard
 from training.fit_upsampler import apply_linear_map, fit_base, solve_linear_map
 

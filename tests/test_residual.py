@@ -91,8 +91,8 @@ def test_residual_training_lowers_its_loss_and_exports_a_residual_checkpoint(tmp
     pytest.importorskip("accelerate")
     import numpy as np
 
-    from training.data import make_synthetic_videos
     from training.config import load_config
+    from training.data import make_synthetic_videos
     from training.train import train
 
     clips = make_synthetic_videos(tmp_path / "clips", 3, 13, (32, 32), seed=0)

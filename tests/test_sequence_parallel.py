@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from simplegvr_core import SimpleGVR, load_checkpoint, parallel, save_checkpoint
 from simplegvr_core.config import CAUSAL_MODE
-from simplegvr_core.parallel import SEQUENCE_PARALLEL_MODES
 from simplegvr_core.latent_io import load_latent, save_latent
+from simplegvr_core.parallel import SEQUENCE_PARALLEL_MODES
 from simplegvr_core.pipeline import build_condition, sample
 from simplegvr_core.plan import plan_sampling
 

@@ -12,11 +12,11 @@ from safetensors.torch import save_file
 
 from simplegvr_core import SimpleGVR, load_checkpoint, save_checkpoint
 from simplegvr_core.checkpoint import checkpoint_sampling
-from simplegvr_core.weights import read_metadata, read_safetensors
 from simplegvr_core.latent_formats import WAN21
 from simplegvr_core.latent_io import load_latent, save_latent
 from simplegvr_core.pipeline import build_condition, sample, sampling_sigmas, upscale
 from simplegvr_core.sampling import TEACHER_RECIPE, SamplingRecipe, flow_sigmas
+from simplegvr_core.weights import read_metadata, read_safetensors
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_STEP = SamplingRecipe(steps=1, timesteps=(1000.0,))

@@ -13,8 +13,8 @@ from simplegvr_core import load_checkpoint
 from simplegvr_core.latent_io import save_latent
 from simplegvr_core.pipeline import upscale
 from simplegvr_core.timesteps import DetailCurve, TimestepSampler, detail_curve_from_energies
-from training.data import StepSampler, make_synthetic_videos
 from training.config import load_config
+from training.data import StepSampler, make_synthetic_videos
 from training.train import train
 
 pytest.importorskip("diffusers")

@@ -23,8 +23,7 @@ from simplegvr_core.latent_formats import WAN21
 from simplegvr_core.models.dit import CausalStream
 from simplegvr_core.pipeline import pad_text, upscale
 from simplegvr_core.plan import plan_sampling
-from simplegvr_core.weights import (ULTRAFLASH_RECIPE, import_ultraflash, read_metadata, ultraflash_config,
-                                    unwrap_state_dict)
+from simplegvr_core.weights import ULTRAFLASH_RECIPE, import_ultraflash, read_metadata, ultraflash_config, unwrap_state_dict
 
 FIXTURE = load_file(str(Path(__file__).parent / "data" / "ultraflash_reference.safetensors"))
 CASES = uft.tiny_configs()

@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 import ultraflash_tiny as uft
+from safetensors.torch import load_file
+from test_ultraflash import FIXTURE, TOL, imported, inputs, weights
+
 from simplegvr_core import load_checkpoint
 from simplegvr_core.app import main
 from simplegvr_core.checkpoint import checkpoint_sampling
 from simplegvr_core.pipeline import pad_text, upscale
 from simplegvr_core.sampling import SamplingRecipe
 from simplegvr_core.weights import read_metadata
-from test_ultraflash import FIXTURE, TOL, imported, inputs, weights
 
 pytest.importorskip("accelerate")
 

@@ -27,8 +27,8 @@ from simplegvr_core.checkpoint import save_checkpoint  # noqa: E402
 from simplegvr_core.console import report_errors  # noqa: E402
 from simplegvr_core.files import check_output  # noqa: E402
 from simplegvr_core.models.upsampler import resize_frames  # noqa: E402
-from training.data import CODEC_KEY, PairShards, declared_codec  # noqa: E402
 from training.config import input_paths, load_config  # noqa: E402
+from training.data import CODEC_KEY, PairShards, declared_codec  # noqa: E402
 from training.models import build_model  # noqa: E402
 
 
