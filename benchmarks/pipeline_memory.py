@@ -13,13 +13,13 @@ device, no memory needed). Results go to the `pipeline_memory` section of BENCHM
 """
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _child import run_child  # noqa: E402  (the benchmarks' child process)
+
 CHILD = r"""
 import json, resource, sys, time, torch
 sys.path.insert(0, {root!r})
@@ -105,15 +105,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1000000")
     rows = []
     for label, phase, over in CASES:
         case = {**BASE, **over, "phase": phase, "root": str(ROOT)}
-        r = subprocess.run([sys.executable, "-c", CHILD.format(**case)], capture_output=True, text=True, env=env)
-        if r.returncode != 0:
-            rows.append((label, None, None, None, r.stderr.strip().splitlines()[-1][:80]))
+        res = run_child(CHILD.format(**case))
+        if "error" in res:
+            rows.append((label, None, None, None, res["error"][:80]))
             continue
-        res = json.loads(r.stdout.strip().splitlines()[-1])
         rows.append((label, res["extra"], res["estimate"], res["seconds"], ""))
         print(label, res, flush=True)
     lines = ["## Pipeline memory: measured peak vs the estimate (`benchmarks/pipeline_memory.py`)", "",

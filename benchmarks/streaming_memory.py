@@ -20,13 +20,13 @@ last 3 temporal blocks) is compared with the same model on the non-causal whole-
 """
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _child import run_child  # noqa: E402  (the benchmarks' child process)
+
 CHILD = r"""
 import json, resource, sys, time, torch
 sys.path.insert(0, {root!r})
@@ -76,12 +76,7 @@ def run_case(mode: str, frames: int, h: int, w: int, phase: str = "upscale") -> 
     mode, _, gather = mode.partition(":")
     code = CHILD.format(root=str(ROOT), bench=str(ROOT / "benchmarks"), mode=mode, frames=frames,
                         h=h, w=w, phase=phase, gather=int(gather or 0))
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1000000")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        tail = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
-        return {"error": f"exit {r.returncode}: {tail[:100]}"}
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return run_child(code)
 
 
 def latent_bytes(frames: int, h: int, w: int) -> dict:

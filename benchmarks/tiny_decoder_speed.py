@@ -19,14 +19,15 @@ half an hour on two cores. Its cost for longer clips is given as counted FLOPs
 """
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _child import run_child  # noqa: E402  (the benchmarks' child process)
+
 CHILD = r"""
 import json, resource, sys, time, torch
 sys.path.insert(0, {root!r})
@@ -78,12 +79,7 @@ def cases(args):
 def run_case(kind, dtype, frames, chunk, h, w):
     code = CHILD.format(root=str(ROOT), kind=kind, dtype=dtype, frames=frames, chunk=chunk,
                         h=h, w=w)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1000000")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        tail = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
-        return {"error": f"exit {r.returncode}: {tail[:100]}"}
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return run_child(code)
 
 
 def flop_table(h, w, frames=(1, 2, 21)) -> list[str]:
