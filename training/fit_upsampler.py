@@ -203,6 +203,25 @@ def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, 
     return err
 
 
+@torch.no_grad()
+def codec_round_trip(latents: torch.Tensor, codec_path: str | Path, latent_format,
+                     chunk: int = 64) -> torch.Tensor:
+    """Model-space latents [N,C,T,H,W] as a linear codec shows them: encode(decode(z)) of each
+    (unclamped). Fitted to these targets, the base predicts what the decoder draws, not the part of
+    an HR latent that decodes to seams: the demo's least-squares base fitted to the HR latents
+    themselves decodes with steps at every second latent pixel (blockiness 1.065 on validation, HR
+    1.018; fitted to the round trip 1.034, RESULTS.md)."""
+    from simplegvr_core.vae import LappedVideoCodec, VideoVAE
+
+    codec = VideoVAE.load("file", codec_path).vae
+    if not isinstance(codec, LappedVideoCodec):
+        raise ValueError(f"--codec-targets {str(codec_path)!r} is a {type(codec).__name__}: "
+                         "expected a linear lapped codec file (the demo's, training/train_vae.py)")
+    out = [latent_format.normalise(codec.encode(codec.decode(latent_format.denormalise(
+        latents[i:i + chunk].float()))).mode()) for i in range(0, len(latents), chunk)]
+    return torch.cat(out)
+
+
 def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(HR, LR) latents [N,C,T,H,W] / [N,C,T,h,w] of every row of the pair shards in `folder` (model space:
     the shards hold normalised latents)."""
@@ -212,7 +231,7 @@ def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fit_init(config: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=None, log=print,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, codec_targets: str | Path | None = None) -> dict:
     """Build the model `config["model"]` describes (seeded by train.seed), fit its base on the pair
     shards of data.path (to the condition noised at `noise_level`, as `fit_base` takes it) and write
     it to `out` (atomically): the checkpoint train.py's model.init takes. An existing `out` is
@@ -223,12 +242,17 @@ def fit_init(config: dict, out: str | Path, *, ridge: float = 1e-3, noise_level=
     if not ridge >= 0:
         raise ValueError(f"--ridge {ridge}: expected a number >= 0")
     noise = check_noise_level(noise_level)
-    check_output(out, overwrite=overwrite, inputs=input_paths(config), what="--out")  # before any work
+    inputs = input_paths(config) + ([Path(codec_targets)] if codec_targets else [])
+    check_output(out, overwrite=overwrite, inputs=inputs, what="--out")  # before any work
     torch.manual_seed(config["train"]["seed"])
     model = build_model(config["model"]).float()
     hr, lr = load_pairs(config["data"]["path"])
+    if codec_targets:
+        hr = codec_round_trip(hr, codec_targets, model.latent_format)
     err = fit_base(model, hr, lr, ridge=ridge, noise_level=noise, log=log)
     meta = {"fit_upsampler_pairs": str(len(hr)), "fit_upsampler_mse": f"{err['mse']:.6f}"}
+    if codec_targets:
+        meta["fit_upsampler_targets"] = "codec round trip of the HR latents"
     codec = declared_codec(config)  # the demo codec's pairs make a demo-world model: it says so
     if codec:
         meta[CODEC_KEY] = codec
@@ -247,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-level", nargs=2, type=float, metavar=("LO", "HI"),
                     help="fit to the condition noised at s ~ U[LO, HI] (train.noise_level of a model that is sampled "
                          "with condition noise); default: the clean LR")
+    ap.add_argument("--codec-targets", default=None, metavar="CODEC",
+                    help="fit to the HR latents as this linear codec file round-trips them "
+                         "(encode(decode(hr))): a base that predicts what the decoder draws, "
+                         "without seams")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
@@ -254,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     def run():
         config = load_config(args.config, args.overrides)
         fit_init(config, args.out, ridge=args.ridge, noise_level=args.noise_level,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, codec_targets=args.codec_targets)
         print(f"fit_upsampler: wrote {args.out}")
 
     return report_errors("fit_upsampler", run, args.debug)
