@@ -207,10 +207,9 @@ def fit_base(model, hr: torch.Tensor, lr: torch.Tensor, *, ridge: float = 1e-3, 
 def codec_round_trip(latents: torch.Tensor, codec_path: str | Path, latent_format,
                      chunk: int = 64) -> torch.Tensor:
     """Model-space latents [N,C,T,H,W] as a linear codec shows them: encode(decode(z)) of each
-    (unclamped). Fitted to these targets, the base predicts what the decoder draws, not the part of
-    an HR latent that decodes to seams: the demo's least-squares base fitted to the HR latents
-    themselves decodes with steps at every second latent pixel (blockiness 1.065 on validation, HR
-    1.018; fitted to the round trip 1.034, RESULTS.md)."""
+    (unclamped). Fitted to these targets, the base predicts what the decoder draws rather than the
+    part of an HR latent that decodes to seams at the 8-pixel grid. Tried on the demo's one-step
+    model: less blocky, but its SSIM margin over bicubic was lost (RESULTS.md, Blockiness)."""
     from simplegvr_core.vae import LappedVideoCodec, VideoVAE
 
     codec = VideoVAE.load("file", codec_path).vae
