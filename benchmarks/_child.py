@@ -1,6 +1,6 @@
-"""The benchmarks' fresh process per case: a Python snippet run in a child whose last stdout line is a JSON
-object, with MALLOC_MMAP_THRESHOLD_=1000000 so that glibc hands freed blocks back at once and a peak RSS
-belongs to its own case."""
+"""The benchmarks' fresh process per case: a Python snippet run in a child whose last stdout line is
+a JSON object, with MALLOC_MMAP_THRESHOLD_=1000000 so that glibc hands freed blocks back at once and
+a peak RSS belongs to its own case."""
 
 from __future__ import annotations
 

@@ -16,11 +16,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from simplegvr_core.bench import attention_report, cpu_times, dit_flops, update_section  # noqa: E402
+from simplegvr_core.bench import (  # noqa: E402
+    attention_report,
+    cpu_times,
+    dit_flops,
+    update_section,
+)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args()
@@ -32,7 +39,9 @@ def main():
     text = f"## Attention cost (`benchmarks/attention_cost.py`)\n\nMachine: {machine}.\n\n{report}"
     print(text)
     if not args.no_write:
-        update_section(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "attention_cost", text)
+        update_section(
+            Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "attention_cost", text
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python benchmarks/latent_vs_pixel.py [--frames 17 --height 128 --width 224] [--no-write]
 
-Pixel route (what a cascade without SimpleGVR does between stages): Wan 2.1 VAE decode of the LR latent
+Pixel route (what a cascade without SimpleGVR does between stages): Wan 2.1 VAE decode of the LR
+latent
 -> bicubic resize x2 -> Wan 2.1 VAE encode. Latent route: SimpleGVR's learned latent upsampler
 (`wan2.1-1.3b` config, hidden 128) straight from the LR latent to the HR latent size. The VAE is
 diffusers' `AutoencoderKLWan` at its real (Wan 2.1) config with random weights: its speed does not
@@ -25,7 +26,9 @@ from simplegvr_core.bench import update_section  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--height", type=int, default=128)
     ap.add_argument("--width", type=int, default=224)
@@ -55,7 +58,9 @@ def main():
         print(f"decode: {t_dec:.1f} s -> {tuple(frames.shape)}", flush=True)
         t0 = time.perf_counter()
         b, c, t, H, W = frames.shape
-        big = F.interpolate(frames.permute(0, 2, 1, 3, 4).reshape(b * t, c, H, W), scale_factor=2, mode="bicubic")
+        big = F.interpolate(
+            frames.permute(0, 2, 1, 3, 4).reshape(b * t, c, H, W), scale_factor=2, mode="bicubic"
+        )
         big = big.reshape(b, t, c, 2 * H, 2 * W).permute(0, 2, 1, 3, 4).clamp(-1, 1)
         t_resize = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -64,17 +69,28 @@ def main():
         print(f"encode: {t_enc:.1f} s -> {tuple(enc.shape)}", flush=True)
     assert enc.shape == hr_latent.shape, (enc.shape, hr_latent.shape)
     pixel = t_dec + t_resize + t_enc
-    text = "\n".join([
-        "## Latent interface vs pixel round trip (`benchmarks/latent_vs_pixel.py`)", "",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Clip: "
-        f"{args.frames} frames at {args.width}x{args.height} (latent {t_lat}x{h}x{w}) -> x2 "
-        f"(latent {t_lat}x{2 * h}x{2 * w}). Wan 2.1 VAE (diffusers `AutoencoderKLWan`, real config, random weights).", "",
-        "| route | seconds |", "|---|---|",
-        f"| pixel: VAE decode | {t_dec:.1f} |", f"| pixel: bicubic x2 | {t_resize:.2f} |",
-        f"| pixel: VAE encode | {t_enc:.1f} |", f"| **pixel round trip total** | **{pixel:.1f}** |",
-        f"| **latent upsampler (SimpleGVR, hidden 128)** | **{t_latent:.2f}** |", "",
-        f"The latent route is **{pixel / t_latent:.0f}x** faster than the round trip it replaces (same output latent shape "
-        f"{tuple(hr_latent.shape)}).", ""])
+    text = "\n".join(
+        [
+            "## Latent interface vs pixel round trip (`benchmarks/latent_vs_pixel.py`)",
+            "",
+            f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
+            f"{torch.__version__}. Clip: {args.frames} frames at {args.width}x{args.height} "
+            f"(latent {t_lat}x{h}x{w}) -> x2 (latent {t_lat}x{2 * h}x{2 * w}). Wan 2.1 VAE "
+            f"(diffusers `AutoencoderKLWan`, real config, random weights).",
+            "",
+            "| route | seconds |",
+            "|---|---|",
+            f"| pixel: VAE decode | {t_dec:.1f} |",
+            f"| pixel: bicubic x2 | {t_resize:.2f} |",
+            f"| pixel: VAE encode | {t_enc:.1f} |",
+            f"| **pixel round trip total** | **{pixel:.1f}** |",
+            f"| **latent upsampler (SimpleGVR, hidden 128)** | **{t_latent:.2f}** |",
+            "",
+            f"The latent route is **{pixel / t_latent:.0f}x** faster than the round trip it "
+            f"replaces (same output latent shape {tuple(hr_latent.shape)}).",
+            "",
+        ]
+    )
     print(text)
     if not args.no_write:
         update_section(ROOT / "BENCHMARKS.md", "latent_vs_pixel", text)

@@ -66,16 +66,27 @@ print(json.dumps({{"extra": peak - before, "seconds": seconds, "shape": list(out
 """
 GATHER_MIB = 16  # a smaller sdpa gather budget than block_sparse.SDPA_CHUNK_BYTES (256 MiB)
 MODES = ("block_sparse_causal", f"block_sparse_causal:{GATHER_MIB}", "temporal_units", "full")
-LABELS = {"block_sparse_causal": "streaming (block_sparse_causal, groups of 6)",
-          f"block_sparse_causal:{GATHER_MIB}": f"streaming, sdpa gather budget {GATHER_MIB} MiB",
-          "temporal_units": "whole clip, temporal_units", "full": "whole clip, full"}
+LABELS = {
+    "block_sparse_causal": "streaming (block_sparse_causal, groups of 6)",
+    f"block_sparse_causal:{GATHER_MIB}": f"streaming, sdpa gather budget {GATHER_MIB} MiB",
+    "temporal_units": "whole clip, temporal_units",
+    "full": "whole clip, full",
+}
 
 
 def run_case(mode: str, frames: int, h: int, w: int, phase: str = "upscale") -> dict:
     """One child process; mode "block_sparse_causal:N" runs the sdpa kernel with an N MiB budget."""
     mode, _, gather = mode.partition(":")
-    code = CHILD.format(root=str(ROOT), bench=str(ROOT / "benchmarks"), mode=mode, frames=frames,
-                        h=h, w=w, phase=phase, gather=int(gather or 0))
+    code = CHILD.format(
+        root=str(ROOT),
+        bench=str(ROOT / "benchmarks"),
+        mode=mode,
+        frames=frames,
+        h=h,
+        w=w,
+        phase=phase,
+        gather=int(gather or 0),
+    )
     return run_child(code)
 
 
@@ -89,7 +100,8 @@ def report(rows: list[dict], h: int, w: int) -> str:
     mb = 2**20
     lines = [
         "## Streaming memory: Ultra Flash's cascade at 21 vs 84 latent frames "
-        "(`benchmarks/streaming_memory.py`)", "",
+        "(`benchmarks/streaming_memory.py`)",
+        "",
         "CPU, 2 threads, float32, one fresh process per row. `pipeline.upscale` of a small Ultra "
         "Flash-shaped model at random weights (dim 256, 4 heads, 2 layers, ffn 1024; memory "
         "upsampler 32 wide, 8 blocks, 2x; their block (2, 8, 8), window 9, top-k rule, 3 cached "
@@ -97,21 +109,26 @@ def report(rows: list[dict], h: int, w: int) -> str:
         f"{h // 2}x{w // 2} per frame), the condition built in `upscale`'s default chunks of 8 "
         "latent frames. **Measured**: peak RSS above the RSS before the call (model and LR "
         "latent already there). One HR latent is one float32 [1, 16, T, H, W]; the condition, "
-        "the noise and the output are one each. Rest = measured - (LR + 3 HR latents).", "",
+        "the noise and the output are one each. Rest = measured - (LR + 3 HR latents).",
+        "",
         "| plan | latent frames | DiT calls | LR latent (MB) | one HR latent (MB) | measured peak "
         "(MB) | rest (MB) | build_condition alone (MB) | plan estimate (MB) | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {LABELS[r['mode']]} | {r['frames']} | failed: {r['error']} "
-                         "| | | | | | | |")
+            lines.append(
+                f"| {LABELS[r['mode']]} | {r['frames']} | failed: {r['error']} | | | | | | | |"
+            )
             continue
         lat = latent_bytes(r["frames"], h, w)
         rest = _rest(r, h, w)
         cond = f"{r['condition'] / mb:.0f}" if r.get("condition") else "-"
-        lines.append(f"| {LABELS[r['mode']]} | {r['frames']} | {r['calls']} | "
-                     f"{lat['lr'] / mb:.1f} | {lat['hr'] / mb:.1f} | {r['extra'] / mb:.0f} | "
-                     f"{rest / mb:.0f} | {cond} | {r['estimate'] / mb:.0f} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {LABELS[r['mode']]} | {r['frames']} | {r['calls']} | "
+            f"{lat['lr'] / mb:.1f} | {lat['hr'] / mb:.1f} | {r['extra'] / mb:.0f} | "
+            f"{rest / mb:.0f} | {cond} | {r['estimate'] / mb:.0f} | {r['seconds']:.1f} |"
+        )
     lines += ["", growth(rows, h, w), "", reading(rows, h, w)]
     return "\n".join(lines) + "\n"
 
@@ -133,32 +150,41 @@ def reading(rows: list[dict], h: int, w: int) -> str:
     c_lo, c_hi = by[(causal, lo)], by[(causal, hi)]
     r_lo, r_hi = _rest(c_lo, h, w), _rest(c_hi, h, w)
     flat = abs(r_hi - r_lo) <= 0.1 * r_lo
-    out = [f"Reading: from {lo} to {hi} frames the streaming peak grows by "
-           f"{(c_hi['extra'] - c_lo['extra']) / mb:.0f} MB and the rest by "
-           f"{(r_hi - r_lo) / mb:+.0f} MB: " + (
-               "only the clip's latents grow, the rest (one group of activations and the K/V "
-               f"caches, {c_hi['cache'] / mb:.1f} MB at any length) is flat." if flat else
-               "**the rest is not flat**: something beyond the latents grows with the clip.")]
+    out = [
+        f"Reading: from {lo} to {hi} frames the streaming peak grows by "
+        f"{(c_hi['extra'] - c_lo['extra']) / mb:.0f} MB and the rest by "
+        f"{(r_hi - r_lo) / mb:+.0f} MB: "
+        + (
+            "only the clip's latents grow, the rest (one group of activations and the K/V "
+            f"caches, {c_hi['cache'] / mb:.1f} MB at any length) is flat."
+            if flat
+            else "**the rest is not flat**: something beyond the latents grows with the clip."
+        )
+    ]
     if (small, hi) in by:
         s_hi = by[(small, hi)]
         share = (c_hi["extra"] - s_hi["extra"]) / r_hi
-        out.append(f"The block-sparse sdpa kernel's gather budget (`block_sparse.SDPA_CHUNK_BYTES`"
-                   f", 256 MiB: the gathered K/V blocks and scores of one chunk of query blocks) "
-                   f"is {share:.0%} of that rest: at {GATHER_MIB} MiB the same run peaks at "
-                   f"{s_hi['extra'] / mb:.0f} MB instead of {c_hi['extra'] / mb:.0f} MB at {hi} "
-                   "frames. `SamplingPlan.memory` counts the kernel's budget (`plan.causal_gather_bytes`)"
-                   f": it estimates {c_hi['estimate'] / mb:.0f} MB for the causal plan against "
-                   f"{c_hi['extra'] / mb:.0f} MB measured ({c_hi['estimate'] / c_hi['extra']:.2f}x, "
-                   + ("an upper bound" if c_hi["estimate"] >= c_hi["extra"] else "**below the peak**")
-                   + f"; {s_hi['estimate'] / s_hi['extra']:.2f}x of the {GATHER_MIB} MiB run). "
-                   "The flex kernel (the default on a GPU) gathers nothing.")
+        out.append(
+            f"The block-sparse sdpa kernel's gather budget (`block_sparse.SDPA_CHUNK_BYTES`"
+            f", 256 MiB: the gathered K/V blocks and scores of one chunk of query blocks) "
+            f"is {share:.0%} of that rest: at {GATHER_MIB} MiB the same run peaks at "
+            f"{s_hi['extra'] / mb:.0f} MB instead of {c_hi['extra'] / mb:.0f} MB at {hi} "
+            "frames. `SamplingPlan.memory` counts the kernel's budget (`plan.causal_gather_bytes`)"
+            f": it estimates {c_hi['estimate'] / mb:.0f} MB for the causal plan against "
+            f"{c_hi['extra'] / mb:.0f} MB measured ({c_hi['estimate'] / c_hi['extra']:.2f}x, "
+            + ("an upper bound" if c_hi["estimate"] >= c_hi["extra"] else "**below the peak**")
+            + f"; {s_hi['estimate'] / s_hi['extra']:.2f}x of the {GATHER_MIB} MiB run). "
+            "The flex kernel (the default on a GPU) gathers nothing."
+        )
     for m in MODES[2:]:
         if (m, lo) in by and (m, hi) in by:
             w_lo, w_hi = by[(m, lo)]["extra"], by[(m, hi)]["extra"]
-            out.append(f"`{m}` on the whole clip: {w_lo / mb:.0f} -> {w_hi / mb:.0f} MB "
-                       f"({w_hi / w_lo:.1f}x for {hi / lo:.0f}x the frames), "
-                       f"{w_lo / c_lo['extra']:.2f}x streaming's peak at {lo} frames and "
-                       f"{w_hi / c_hi['extra']:.2f}x at {hi}.")
+            out.append(
+                f"`{m}` on the whole clip: {w_lo / mb:.0f} -> {w_hi / mb:.0f} MB "
+                f"({w_hi / w_lo:.1f}x for {hi / lo:.0f}x the frames), "
+                f"{w_lo / c_lo['extra']:.2f}x streaming's peak at {lo} frames and "
+                f"{w_hi / c_hi['extra']:.2f}x at {hi}."
+            )
     return " ".join(out)
 
 
@@ -169,23 +195,27 @@ def growth(rows: list[dict], h: int, w: int) -> str:
     out = ["Growth from the shortest to the longest clip (slope per latent frame):", ""]
     mb, frame = 2**20, 16 * h * w * 4
     for mode in MODES:
-        ok = sorted((r for r in rows if r["mode"] == mode and "error" not in r),
-                    key=lambda r: r["frames"])
+        ok = sorted(
+            (r for r in rows if r["mode"] == mode and "error" not in r), key=lambda r: r["frames"]
+        )
         if len(ok) < 2:
             continue
         a, b = ok[0], ok[-1]
         slope = (b["extra"] - a["extra"]) / (b["frames"] - a["frames"])
-        out.append(f"- {LABELS[mode]}: {a['frames']} -> {b['frames']} frames: peak "
-                   f"{a['extra'] / mb:.0f} -> {b['extra'] / mb:.0f} MB "
-                   f"({b['extra'] / a['extra']:.2f}x), {slope / mb:.2f} MB per latent frame = "
-                   f"**{slope / frame:.1f} HR latent copies**; the rest "
-                   f"{_rest(a, h, w) / mb:.0f} -> {_rest(b, h, w) / mb:.0f} MB.")
+        out.append(
+            f"- {LABELS[mode]}: {a['frames']} -> {b['frames']} frames: peak "
+            f"{a['extra'] / mb:.0f} -> {b['extra'] / mb:.0f} MB "
+            f"({b['extra'] / a['extra']:.2f}x), {slope / mb:.2f} MB per latent frame = "
+            f"**{slope / frame:.1f} HR latent copies**; the rest "
+            f"{_rest(a, h, w) / mb:.0f} -> {_rest(b, h, w) / mb:.0f} MB."
+        )
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--frames", default="21,84", help="latent frames of the clips")
     ap.add_argument("--hr", default="48x64", help="HR latent HxW (LR is half)")

@@ -60,7 +60,7 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({{"seconds": seconds, "extra": peak - before, "before": before,
                    "shape": list(out.shape), "finite": bool(torch.isfinite(out.float()).all())}}))
 """
-WAN_UNTILED_T2_GB = 31     # 1.92 GiB measured at 240x416, T = 2, scaled by 16 (see the docstring)
+WAN_UNTILED_T2_GB = 31  # 1.92 GiB measured at 240x416, T = 2, scaled by 16 (see the docstring)
 
 
 def cases(args):
@@ -68,8 +68,10 @@ def cases(args):
     t, tw = args.tiny_latent_frames, args.wan_latent_frames
     out = []
     for dt in ("float32", "bfloat16"):
-        out += [("tiny decoder", "tiny", f"torch.{dt}", 1, 1),
-                ("tiny decoder", "tiny", f"torch.{dt}", t, 1)]
+        out += [
+            ("tiny decoder", "tiny", f"torch.{dt}", 1, 1),
+            ("tiny decoder", "tiny", f"torch.{dt}", t, 1),
+        ]
     out.append(("tiny decoder, whole clip at once", "tiny", "torch.float32", t, None))
     for dt in filter(None, args.wan_dtypes.split(",")):
         out.append(("Wan 2.1 VAE (diffusers)", "wan", f"torch.{dt}", tw, None))
@@ -77,8 +79,9 @@ def cases(args):
 
 
 def run_case(kind, dtype, frames, chunk, h, w):
-    code = CHILD.format(root=str(ROOT), kind=kind, dtype=dtype, frames=frames, chunk=chunk,
-                        h=h, w=w)
+    code = CHILD.format(
+        root=str(ROOT), kind=kind, dtype=dtype, frames=frames, chunk=chunk, h=h, w=w
+    )
     return run_child(code)
 
 
@@ -93,8 +96,11 @@ def flop_table(h, w, frames=(1, 2, 21)) -> list[str]:
 
     with torch.device("meta"):
         wan, tiny = AutoencoderKLWan().eval(), TinyDecoder(16).eval()
-    rows = ["| latent frames | output frames | Wan 2.1 VAE TFLOPs | tiny TFLOPs | Wan / tiny | "
-            "Wan GFLOPs / frame | tiny GFLOPs / frame |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| latent frames | output frames | Wan 2.1 VAE TFLOPs | tiny TFLOPs | Wan / tiny | "
+        "Wan GFLOPs / frame | tiny GFLOPs / frame |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for t in frames:
         z = torch.empty(1, 16, t, h, w, device="meta")
         fl = {}
@@ -104,9 +110,11 @@ def flop_table(h, w, frames=(1, 2, 21)) -> list[str]:
                 f()
             fl[name] = fc.get_total_flops()
         n = 4 * t - 3
-        rows.append(f"| {t} | {n} | {fl['wan'] / 1e12:.1f} | {fl['tiny'] / 1e12:.2f} | "
-                    f"{fl['wan'] / fl['tiny']:.1f} | {fl['wan'] / n / 1e9:.0f} | "
-                    f"{fl['tiny'] / n / 1e9:.0f} |")
+        rows.append(
+            f"| {t} | {n} | {fl['wan'] / 1e12:.1f} | {fl['tiny'] / 1e12:.2f} | "
+            f"{fl['wan'] / fl['tiny']:.1f} | {fl['wan'] / n / 1e9:.0f} | "
+            f"{fl['tiny'] / n / 1e9:.0f} |"
+        )
     return rows
 
 
@@ -139,9 +147,12 @@ def report(rows, args, h, w, load0, load1) -> str:
         f"the start, {load1:.1f} at the end), so the times are upper bounds; "
         f"torch.set_num_threads(2). Latent 1x16xTx{h}x{w} -> frames {8 * h}x{8 * w} (HxW), random "
         "weights, one timed decode per fresh process after a 4x4 warm-up. Peak: RSS above the RSS "
-        "before the decode.", "",
+        "before the decode.",
+        "",
         "| decoder | dtype | latent frames | chunk | output frames | seconds | s / frame | "
-        "peak (GiB) |", "|---|---|---|---|---|---|---|---|"]
+        "peak (GiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     times = {}
     for label, kind, dtype, frames, chunk, res in rows:
         dt = dtype.split(".")[1]
@@ -151,42 +162,57 @@ def report(rows, args, h, w, load0, load1) -> str:
             continue
         n = res["shape"][2]
         times[(kind, dt, frames, chunk)] = res["seconds"]
-        lines.append(f"{head} {n} | {res['seconds']:.1f} | {res['seconds'] / n:.2f} | "
-                     f"{res['extra'] / 2**30:.2f} |")
+        lines.append(
+            f"{head} {n} | {res['seconds']:.1f} | {res['seconds'] / n:.2f} | "
+            f"{res['extra'] / 2**30:.2f} |"
+        )
     lines += ["", "Measured ratios (same latent, same run):", ""]
     tf = args.tiny_latent_frames
     for dt in ("float32", "bfloat16"):
         wan1, tiny1 = times.get(("wan", dt, 1, None)), times.get(("tiny", dt, 1, 1))
         if wan1 and tiny1:
-            lines.append(f"- one latent frame (one output frame), {dt}: Wan 2.1 VAE {wan1:.1f} s, "
-                         f"tiny decoder {tiny1:.1f} s: **{wan1 / tiny1:.1f}x**")
+            lines.append(
+                f"- one latent frame (one output frame), {dt}: Wan 2.1 VAE {wan1:.1f} s, "
+                f"tiny decoder {tiny1:.1f} s: **{wan1 / tiny1:.1f}x**"
+            )
         t1, t2 = tiny1, times.get(("tiny", dt, tf, 1))
         if t1 and t2 and tf > 1:
             per = (t2 - t1) / (tf - 1)
-            lines.append(f"- tiny decoder {dt}, each further latent frame (4 output frames): "
-                         f"{per:.1f} s, {per / 4:.2f} s per frame")
-    lines += ["", f"Counted FLOPs at {8 * h}x{8 * w} (torch.utils.flop_counter on `meta`). 21 "
-              "latent frames are Ultra Flash's 81-frame clip. The Wan VAE decodes its first "
-              "latent frame to one frame and each later one to four; the tiny decoder also "
-              "computes most of the three warm-up frames it drops at the start:", ""]
+            lines.append(
+                f"- tiny decoder {dt}, each further latent frame (4 output frames): "
+                f"{per:.1f} s, {per / 4:.2f} s per frame"
+            )
+    lines += [
+        "",
+        f"Counted FLOPs at {8 * h}x{8 * w} (torch.utils.flop_counter on `meta`). 21 "
+        "latent frames are Ultra Flash's 81-frame clip. The Wan VAE decodes its first "
+        "latent frame to one frame and each later one to four; the tiny decoder also "
+        "computes most of the three warm-up frames it drops at the start:",
+        "",
+    ]
     lines += flop_table(h, w)
     if args.wan_latent_frames == 1 and not args.quick:
-        lines += ["", f"Not timed: the Wan 2.1 VAE at T = 2 needs about {WAN_UNTILED_T2_GB} GB "
-                  f"here untiled (this machine has {mem_total_gib():.0f} GiB) and about half an "
-                  "hour on two cores; `--wan-latent-frames 2` runs it where there is room."]
+        lines += [
+            "",
+            f"Not timed: the Wan 2.1 VAE at T = 2 needs about {WAN_UNTILED_T2_GB} GB "
+            f"here untiled (this machine has {mem_total_gib():.0f} GiB) and about half an "
+            "hour on two cores; `--wan-latent-frames 2` runs it where there is room.",
+        ]
     head = "## Tiny decoder vs the Wan 2.1 VAE decode (`benchmarks/tiny_decoder_speed.py`)"
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     ap.add_argument("--quick", action="store_true", help="latent 15x26, not 120x208 (smoke run)")
     ap.add_argument("--tiny-latent-frames", type=int, default=2)
     ap.add_argument("--wan-latent-frames", type=int, default=1)
-    ap.add_argument("--wan-dtypes", default="float32,bfloat16",
-                    help="comma-separated; '' skips the Wan VAE")
+    ap.add_argument(
+        "--wan-dtypes", default="float32,bfloat16", help="comma-separated; '' skips the Wan VAE"
+    )
     args = ap.parse_args()
     h, w = (15, 26) if args.quick else (120, 208)
     load0 = os.getloadavg()[0]

@@ -13,8 +13,15 @@ from .sampler import SimpleGVRSampler
 from .ultraflash import SimpleGVRUltraFlashLoader
 from .upsampler import SimpleGVRLatentUpsampler
 
-NODES = [SimpleGVRModelLoader, SimpleGVRUltraFlashLoader, SimpleGVRLatentUpsampler,
-         SimpleGVRSampler, SimpleGVRFastDecode, SimpleGVRFlowDegrade, SimpleGVRColourFix]
+NODES = [
+    SimpleGVRModelLoader,
+    SimpleGVRUltraFlashLoader,
+    SimpleGVRLatentUpsampler,
+    SimpleGVRSampler,
+    SimpleGVRFastDecode,
+    SimpleGVRFlowDegrade,
+    SimpleGVRColourFix,
+]
 
 
 class SimpleGVRExtension(ComfyExtension):

@@ -31,39 +31,57 @@ class SimpleGVRUltraFlashLoader(io.ComfyNode):
             category="SimpleGVR",
             search_aliases=["ultra flash", "ultraflash", "one-step super resolution", "wan 2.1 1k"],
             description="Loads Ultra Flash's published one-step Wan 2.1 super-resolution weights "
-                        "(huggingface.co/xin1u/UltraFlash, Apache-2.0): the sparse SR DiT and its "
-                        "2x latent upsampler, as a SimpleGVR model with their recipe (1 step at "
-                        "t=1000, cfg 1, no condition noise, block-sparse causal attention "
-                        "streaming groups of 6 latent frames). .pth files are read as plain "
-                        "tensors only (a pickle that would run code is refused). `simplegvr "
-                        "import-ultraflash` writes the same model as one .safetensors for Load "
-                        "SimpleGVR Model.",
+            "(huggingface.co/xin1u/UltraFlash, Apache-2.0): the sparse SR DiT and its "
+            "2x latent upsampler, as a SimpleGVR model with their recipe (1 step at "
+            "t=1000, cfg 1, no condition noise, block-sparse causal attention "
+            "streaming groups of 6 latent frames). .pth files are read as plain "
+            "tensors only (a pickle that would run code is refused). `simplegvr "
+            "import-ultraflash` writes the same model as one .safetensors for Load "
+            "SimpleGVR Model.",
             inputs=[
-                io.Combo.Input("dit_name",
-                               options=_files(DIT_FOLDERS, "wan_dit", glue.ULTRAFLASH_DIT),
-                               tooltip=f"The SR DiT, {glue.ULTRAFLASH_DIT} (2.8 GB), in "
-                                       "models/simplegvr/. Listed: .pth / .safetensors files "
-                                       "holding a Wan DiT (or whose contents cannot be told "
-                                       "without loading them)."),
-                io.Combo.Input("upsampler_name",
-                               options=_files(UPSAMPLER_FOLDERS, "ultraflash_upsampler",
-                                              glue.ULTRAFLASH_UPSAMPLER),
-                               tooltip=f"The latent upsampler, {glue.ULTRAFLASH_UPSAMPLER} (19 "
-                                       "MB), in models/simplegvr/ or "
-                                       "models/latent_upscale_models/. Listed: files holding "
-                                       "Ultra Flash's upsampler (or whose contents cannot be "
-                                       "told)."),
-                io.Combo.Input("dtype", options=list(glue.DTYPE_CHOICES), default="auto",
-                               tooltip="Weight and compute dtype. auto: what ComfyUI picks for "
-                                       "this device (bf16, as Ultra Flash runs, on GPUs that "
-                                       "support it; fp32 on the CPU)."),
-                io.Int.Input("num_heads", default=0, min=0, max=128, advanced=True,
-                             tooltip="Attention heads of the DiT. 0 = from its width (12 at 1536: "
-                                     "the published file); set it only for a DiT of another size."),
+                io.Combo.Input(
+                    "dit_name",
+                    options=_files(DIT_FOLDERS, "wan_dit", glue.ULTRAFLASH_DIT),
+                    tooltip=f"The SR DiT, {glue.ULTRAFLASH_DIT} (2.8 GB), in "
+                    "models/simplegvr/. Listed: .pth / .safetensors files "
+                    "holding a Wan DiT (or whose contents cannot be told "
+                    "without loading them).",
+                ),
+                io.Combo.Input(
+                    "upsampler_name",
+                    options=_files(
+                        UPSAMPLER_FOLDERS, "ultraflash_upsampler", glue.ULTRAFLASH_UPSAMPLER
+                    ),
+                    tooltip=f"The latent upsampler, {glue.ULTRAFLASH_UPSAMPLER} (19 "
+                    "MB), in models/simplegvr/ or "
+                    "models/latent_upscale_models/. Listed: files holding "
+                    "Ultra Flash's upsampler (or whose contents cannot be "
+                    "told).",
+                ),
+                io.Combo.Input(
+                    "dtype",
+                    options=list(glue.DTYPE_CHOICES),
+                    default="auto",
+                    tooltip="Weight and compute dtype. auto: what ComfyUI picks for "
+                    "this device (bf16, as Ultra Flash runs, on GPUs that "
+                    "support it; fp32 on the CPU).",
+                ),
+                io.Int.Input(
+                    "num_heads",
+                    default=0,
+                    min=0,
+                    max=128,
+                    advanced=True,
+                    tooltip="Attention heads of the DiT. 0 = from its width (12 at 1536: "
+                    "the published file); set it only for a DiT of another size.",
+                ),
             ],
-            outputs=[runtime.SimpleGVRModel.Output(display_name="model",
-                                                   tooltip="The Ultra Flash model, for Latent "
-                                                           "Upsampler and Sampler.")],
+            outputs=[
+                runtime.SimpleGVRModel.Output(
+                    display_name="model",
+                    tooltip="The Ultra Flash model, for Latent Upsampler and Sampler.",
+                )
+            ],
             hidden=[io.Hidden.unique_id],
         )
 
@@ -81,20 +99,29 @@ class SimpleGVRUltraFlashLoader(io.ComfyNode):
         return "|".join(stamps)
 
     @classmethod
-    def execute(cls, dit_name: str, upsampler_name: str, dtype: str = "auto",
-                num_heads: int = 0) -> io.NodeOutput:
+    def execute(
+        cls, dit_name: str, upsampler_name: str, dtype: str = "auto", num_heads: int = 0
+    ) -> io.NodeOutput:
         dit = runtime.file_path(dit_name, DIT_FOLDERS, "Ultra Flash DiT")
         up = runtime.file_path(upsampler_name, UPSAMPLER_FOLDERS, "Ultra Flash upsampler")
 
         def auto(params: int) -> torch.dtype:
-            return mm.unet_dtype(mm.get_torch_device(), model_params=params,
-                                 supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])
+            return mm.unet_dtype(
+                mm.get_torch_device(),
+                model_params=params,
+                supported_dtypes=[torch.bfloat16, torch.float16, torch.float32],
+            )
 
-        model = glue.load_ultraflash(dit, up, num_heads=int(num_heads), dtype=dtype,
-                                     auto_dtype=auto)
+        model = glue.load_ultraflash(
+            dit, up, num_heads=int(num_heads), dtype=dtype, auto_dtype=auto
+        )
         model.simplegvr_name = f"{dit_name} + {upsampler_name}"
         text = glue.model_text(model)
-        log.info("SimpleGVR: loaded Ultra Flash from %s and %s: %s", dit_name, upsampler_name,
-                 text.replace("\n\n", "; "))
+        log.info(
+            "SimpleGVR: loaded Ultra Flash from %s and %s: %s",
+            dit_name,
+            upsampler_name,
+            text.replace("\n\n", "; "),
+        )
         runtime.show_text(cls.hidden.unique_id, text)
         return io.NodeOutput(runtime.wrap_once(model))

@@ -1,4 +1,5 @@
-"""`python -m simplegvr_core ...` is the `simplegvr` command (and `torchrun -m simplegvr_core upscale ...`)."""
+"""`python -m simplegvr_core ...` is the `simplegvr` command (and `torchrun -m simplegvr_core
+upscale ...`)."""
 
 import sys
 

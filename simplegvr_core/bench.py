@@ -1,8 +1,9 @@
-"""Cost of the attention modes: FLOPs of one DiT forward on the meta device, CPU wall time at a small size.
+"""Cost of the attention modes: FLOPs of one DiT forward on the meta device, CPU wall time at a
+small size.
 
 Used by `simplegvr bench` and `benchmarks/attention_cost.py`. The paper (Table 2) reports 1612.5 /
-452.6 / 377.1 GFLOPs for full / Swin-style units / sparse local at its own (unstated) model and size;
-only the ratios are comparable.
+452.6 / 377.1 GFLOPs for full / Swin-style units / sparse local at its own (unstated) model and
+size; only the ratios are comparable.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ PAPER_GFLOPS = {"full": 1612.5, "temporal_units": 452.6, "sparse_local": 377.1}
 COMPARED_MODES = tuple(m for m in ATTENTION_MODES if m != CAUSAL_MODE)
 
 
-def dit_flops(config="wan2.1-1.3b", latent_thw=(20, 135, 240), text_len=512, modes=COMPARED_MODES) -> dict:
+def dit_flops(
+    config="wan2.1-1.3b", latent_thw=(20, 135, 240), text_len=512, modes=COMPARED_MODES
+) -> dict:
     """FLOPs (total and attention bmm) of one DiT forward per attention mode, counted on `meta`."""
     model = SimpleGVR.from_config(config, device="meta")
     config = model.config.dit
@@ -39,12 +42,23 @@ def dit_flops(config="wan2.1-1.3b", latent_thw=(20, 135, 240), text_len=512, mod
     return out
 
 
-def cpu_times(latent_thw=(10, 32, 48), repeats=3, threads: int | None = None, seed: int = 0) -> dict:
-    """Median seconds of one forward of a small DiT (dim 256, 4 layers) per attention mode on the CPU."""
+def cpu_times(
+    latent_thw=(10, 32, 48), repeats=3, threads: int | None = None, seed: int = 0
+) -> dict:
+    """Median seconds of one forward of a small DiT (dim 256, 4 layers) per attention mode on the
+    CPU."""
     if threads:
         torch.set_num_threads(threads)
     config = get_config("tiny").to_dict()
-    config["dit"].update(dim=256, ffn_dim=1024, num_heads=4, num_layers=4, text_dim=64, unit_frames=5, sparse_block=(9, 12))
+    config["dit"].update(
+        dim=256,
+        ffn_dim=1024,
+        num_heads=4,
+        num_layers=4,
+        text_dim=64,
+        unit_frames=5,
+        sparse_block=(9, 12),
+    )
     torch.manual_seed(seed)
     model = SimpleGVR.from_config(config).eval()
     t, h, w = latent_thw
@@ -67,21 +81,31 @@ def attention_report(flops: dict, times: dict | None, latent_thw, small_thw) -> 
     """A Markdown table of the measurements with the paper's ratios beside ours."""
     full = flops["full"]["total"]
     lines = [
-        f"One DiT forward, `wan2.1-1.3b`, latent {latent_thw[0]}x{latent_thw[1]}x{latent_thw[2]} (T x H x W; "
-        "1080p x 77 frames), 512 text tokens, FLOPs counted with `torch.utils.flop_counter` on `meta`.",
+        f"One DiT forward, `wan2.1-1.3b`, latent {latent_thw[0]}x{latent_thw[1]}x{latent_thw[2]} "
+        f"(T x H x W; 1080p x 77 frames), 512 text tokens, FLOPs counted with "
+        f"`torch.utils.flop_counter` on `meta`.",
         "",
-        "| attention | TFLOPs (total) | attention bmm TFLOPs | ratio to full | paper GFLOPs | paper ratio |",
+        "| attention | TFLOPs (total) | attention bmm TFLOPs | ratio to full | paper GFLOPs | "
+        "paper ratio |",
         "|---|---|---|---|---|---|",
     ]
     for mode, f in flops.items():
         paper = PAPER_GFLOPS[mode]
-        lines.append(f"| {mode} | {f['total'] / 1e12:.1f} | {f['bmm'] / 1e12:.1f} | {f['total'] / full:.3f} | "
-                     f"{paper} | {paper / PAPER_GFLOPS['full']:.3f} |")
+        lines.append(
+            f"| {mode} | {f['total'] / 1e12:.1f} | {f['bmm'] / 1e12:.1f} | "
+            f"{f['total'] / full:.3f} | {paper} | {paper / PAPER_GFLOPS['full']:.3f} |"
+        )
     if times:
         tf = times["full"]
-        lines += ["", f"CPU wall time of one forward, small DiT (dim 256, 4 layers), latent "
-                  f"{small_thw[0]}x{small_thw[1]}x{small_thw[2]}, {torch.get_num_threads()} threads (median):", "",
-                  "| attention | seconds | ratio to full |", "|---|---|---|"]
+        lines += [
+            "",
+            f"CPU wall time of one forward, small DiT (dim 256, 4 layers), latent "
+            f"{small_thw[0]}x{small_thw[1]}x{small_thw[2]}, {torch.get_num_threads()} "
+            f"threads (median):",
+            "",
+            "| attention | seconds | ratio to full |",
+            "|---|---|---|",
+        ]
         for mode, s in times.items():
             lines.append(f"| {mode} | {s:.3f} | {s / tf:.3f} |")
     return "\n".join(lines) + "\n"
@@ -97,9 +121,13 @@ def update_section(path, name: str, text: str) -> None:
     path = Path(path)
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{text.rstrip()}\n{end}"
-    old = path.read_text() if path.exists() else "# Benchmarks\n\nFigures measured by the scripts in `benchmarks/`.\n"
+    old = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmarks\n\nFigures measured by the scripts in `benchmarks/`.\n"
+    )
     if start in old and end in old:
-        new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end) :]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(new))

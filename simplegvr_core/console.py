@@ -1,8 +1,9 @@
 """How every command of this project speaks to a terminal: one error line, exit codes, signals.
 
-Used alike by the `simplegvr` command (`app/`), the training scripts (`training/`) and the benchmarks: a failure
-is one line on stderr (`prog: error: ...`) and a non-zero exit, never a traceback (`--debug` shows it); SIGTERM
-and SIGHUP stop a run as Ctrl-C does, so temporaries are removed and nothing half-written is left.
+Used alike by the `simplegvr` command (`app/`), the training scripts (`training/`) and the
+benchmarks: a failure is one line on stderr (`prog: error: ...`) and a non-zero exit, never a
+traceback (`--debug` shows it); SIGTERM and SIGHUP stop a run as Ctrl-C does, so temporaries are
+removed and nothing half-written is left.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ class CLIError(Exception):
 
 
 def sigterm_as_interrupt() -> None:
-    """SIGTERM (a scheduler, `kill`) and SIGHUP (a closing terminal or SSH session) stop a run as Ctrl-C does:
-    temporaries are removed, nothing half-written is left. Only the main thread can install handlers."""
+    """SIGTERM (a scheduler, `kill`) and SIGHUP (a closing terminal or SSH session) stop a run as
+    Ctrl-C does: temporaries are removed, nothing half-written is left. Only the main thread can
+    install handlers."""
     import signal
     import threading
 
@@ -36,9 +38,10 @@ def sigterm_as_interrupt() -> None:
 
 
 def one_line(e: BaseException) -> str:
-    """One line for an error: the first line of its message (its type when it has none); a MemoryError, or the
-    RuntimeError an allocator raises, says out of memory; the RuntimeError of a writer on a full disk ('unexpected
-    pos') says so (`files.explain_write_error`); another RuntimeError names its type and where the traceback is."""
+    """One line for an error: the first line of its message (its type when it has none); a
+    MemoryError, or the RuntimeError an allocator raises, says out of memory; the RuntimeError of a
+    writer on a full disk ('unexpected pos') says so (`files.explain_write_error`); another
+    RuntimeError names its type and where the traceback is."""
     text = str(e).strip()
     first = text.splitlines()[0] if text else type(e).__name__
     if isinstance(e, RuntimeError) and not isinstance(e, RecursionError):
@@ -52,13 +55,18 @@ def one_line(e: BaseException) -> str:
             return one_line(MemoryError(first))
         return f"{type(e).__name__}: {first} (--debug shows the traceback)"
     if isinstance(e, MemoryError):
-        return "out of memory" + (f" ({first})" if text else "") + ": use smaller sizes, tiles or chunks"
+        return (
+            "out of memory"
+            + (f" ({first})" if text else "")
+            + ": use smaller sizes, tiles or chunks"
+        )
     return first
 
 
 def report_errors(prog: str, fn, debug: bool = False) -> int:
-    """Run `fn()` for a script's main: 0 when it returns; an error of ERRORS becomes one line on stderr
-    (`prog: error: ...`) and exit code 2, Ctrl-C / SIGTERM / SIGHUP exit 130; with `debug` (the scripts'
+    """Run `fn()` for a script's main: 0 when it returns; an error of ERRORS becomes one line on
+    stderr (`prog: error: ...`) and exit code 2, Ctrl-C / SIGTERM / SIGHUP exit 130; with `debug`
+    (the scripts'
     --debug) the error is re-raised with its traceback."""
     sigterm_as_interrupt()
     try:

@@ -1,9 +1,11 @@
-"""How much memory a run may use, and how an estimate that does not fit is refused (no torch at import).
+"""How much memory a run may use, and how an estimate that does not fit is refused (no torch at
+import).
 
-`available_memory(device)`: free CUDA memory on a GPU; on the host, the smallest of what the kernel can still give
-(`MemAvailable`), what this process's cgroup still allows (v2 `memory.max - memory.current`, or v1
-`limit_in_bytes - usage_in_bytes`) and what its address-space limit still allows (`RLIMIT_AS` minus the current
-virtual size). A container or `ulimit -v` therefore plans with what it really has, not with the host's RAM.
+`available_memory(device)`: free CUDA memory on a GPU; on the host, the smallest of what the kernel
+can still give (`MemAvailable`), what this process's cgroup still allows (v2 `memory.max -
+memory.current`, or v1 `limit_in_bytes - usage_in_bytes`) and what its address-space limit still
+allows (`RLIMIT_AS` minus the current virtual size). A container or `ulimit -v` therefore plans with
+what it really has, not with the host's RAM.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def format_bytes(n: float) -> str:
-    """A byte count a person can read, with enough digits to tell two small numbers apart (0.03 MiB, 2.51 GiB)."""
+    """A byte count a person can read, with enough digits to tell two small numbers apart (0.03 MiB,
+    2.51 GiB)."""
     n = max(0.0, float(n))
     for unit, size in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
         if n >= size:
@@ -54,7 +57,8 @@ def _meminfo_available() -> int | None:
 
 
 def _own_cgroup_dirs(root: Path, membership: Path) -> list[Path]:
-    """This process's cgroup folders (v2 unified path and v1 memory controller path) that exist under `root`."""
+    """This process's cgroup folders (v2 unified path and v1 memory controller path) that exist
+    under `root`."""
     out = []
     try:
         lines = membership.read_text().splitlines()
@@ -73,14 +77,20 @@ def _own_cgroup_dirs(root: Path, membership: Path) -> list[Path]:
     return [d for d in out if d.is_dir()]
 
 
-def cgroup_available(root: Path = CGROUP_ROOT, membership: Path = Path("/proc/self/cgroup")) -> int | None:
-    """Bytes this process's cgroup still allows (the tightest of its folder and its parents), None if unlimited.
-    `membership` lists the process's cgroups (`/proc/self/cgroup`); both paths are arguments for tests."""
+def cgroup_available(
+    root: Path = CGROUP_ROOT, membership: Path = Path("/proc/self/cgroup")
+) -> int | None:
+    """Bytes this process's cgroup still allows (the tightest of its folder and its parents), None
+    if unlimited. `membership` lists the process's cgroups (`/proc/self/cgroup`); both paths are
+    arguments for tests."""
     best = None
     for d in _own_cgroup_dirs(Path(root), Path(membership)):
         while True:
             v2_limit, v2_used = _read_int(d / "memory.max"), _read_int(d / "memory.current")
-            v1_limit, v1_used = _read_int(d / "memory.limit_in_bytes"), _read_int(d / "memory.usage_in_bytes")
+            v1_limit, v1_used = (
+                _read_int(d / "memory.limit_in_bytes"),
+                _read_int(d / "memory.usage_in_bytes"),
+            )
             for limit, used in ((v2_limit, v2_used), (v1_limit, v1_used)):
                 if limit is not None and limit < UNKNOWN:  # v1 says 'no limit' with a huge number
                     free = limit - (used or 0)
@@ -114,13 +124,19 @@ def address_space_available() -> int | None:
 
 
 def host_available() -> int:
-    """Bytes the host lets this process allocate now: min(MemAvailable, cgroup headroom, RLIMIT_AS headroom), >= 0."""
-    values = [v for v in (_meminfo_available(), cgroup_available(), address_space_available()) if v is not None]
+    """Bytes the host lets this process allocate now: min(MemAvailable, cgroup headroom, RLIMIT_AS
+    headroom), >= 0."""
+    values = [
+        v
+        for v in (_meminfo_available(), cgroup_available(), address_space_available())
+        if v is not None
+    ]
     return max(0, min(values)) if values else UNKNOWN
 
 
 def available_memory(device) -> int:
-    """Bytes that can be allocated on `device` now: free CUDA memory, or `host_available` for the CPU."""
+    """Bytes that can be allocated on `device` now: free CUDA memory, or `host_available` for the
+    CPU."""
     import torch
 
     device = torch.device(device)
@@ -131,13 +147,15 @@ def available_memory(device) -> int:
 
 
 def check_memory(needed: int, budget, what: str, device="cpu") -> None:
-    """Refuse (ValueError, with the estimate) when `needed` bytes exceed the budget: None = no check, 'auto' = what
-    `device` has available now, a number = that many bytes."""
+    """Refuse (ValueError, with the estimate) when `needed` bytes exceed the budget: None = no
+    check, 'auto' = what `device` has available now, a number = that many bytes."""
     if budget is None:
         return
     limit = available_memory(device) if budget == "auto" else int(budget)
     if needed > limit:
-        raise ValueError(f"{what} needs about {format_bytes(needed)} but {format_bytes(limit)} "
-                         f"{'is available' if budget == 'auto' else 'is the memory budget'}: use smaller sizes, "
-                         "spatial tiles or temporal chunks, or raise the budget (CLI: --max-memory GiB) if you really "
-                         "have the memory")
+        raise ValueError(
+            f"{what} needs about {format_bytes(needed)} but {format_bytes(limit)} "
+            f"{'is available' if budget == 'auto' else 'is the memory budget'}: use smaller "
+            f"sizes, spatial tiles or temporal chunks, or raise the budget (CLI: --max-memory "
+            f"GiB) if you really have the memory"
+        )

@@ -1,4 +1,5 @@
-"""Video quality figures used by the demo and the ablations: PSNR, SSIM, temporal warp error, HF energy ratio.
+"""Video quality figures used by the demo and the ablations: PSNR, SSIM, temporal warp error, HF
+energy ratio.
 
 Frames are uint8 [T, H, W, 3] numpy arrays (or float in [0, 1]).
 """
@@ -47,43 +48,53 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def reference_flows(ref: np.ndarray) -> list[np.ndarray]:
-    """DIS flow (MEDIUM) from each reference frame t to frame t+1, such that ref[t+1](x + flow) ≈ ref[t](x)."""
+    """DIS flow (MEDIUM) from each reference frame t to frame t+1, such that ref[t+1](x + flow) ≈
+    ref[t](x)."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in ref]
     return [dis.calc(gray[t], gray[t + 1], None) for t in range(len(gray) - 1)]
 
 
 def warp_error(clip: np.ndarray, flows: list[np.ndarray]) -> float:
-    """Temporal consistency: mean |clip[t] - warp(clip[t+1])| with the *reference* motion (lower is steadier).
+    """Temporal consistency: mean |clip[t] - warp(clip[t+1])| with the *reference* motion (lower is
+    steadier).
 
-    Using the reference clip's motion means a method is judged on whether its frames move as the true
-    content moves; flicker and swimming texture raise the figure."""
+    Using the reference clip's motion means a method is judged on whether its frames move as the
+    true content moves; flicker and swimming texture raise the figure."""
     x = _f(clip)
     h, w = x.shape[1:3]
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
     errs = []
     for t, flow in enumerate(flows):
-        warped = cv2.remap(x[t + 1].astype(np.float32), gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.remap(
+            x[t + 1].astype(np.float32),
+            gx + flow[..., 0],
+            gy + flow[..., 1],
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         errs.append(float(np.abs(x[t] - warped).mean()))
     return float(np.mean(errs)) if errs else 0.0
 
 
 def hf_energy_ratio(clip: np.ndarray, ref: np.ndarray) -> float:
-    """High-frequency energy of `clip` over that of `ref` (Laplacian energy, grey): 1 = as much detail as HR,
-    below 1 = too smooth, above 1 = extra (possibly spurious) detail."""
+    """High-frequency energy of `clip` over that of `ref` (Laplacian energy, grey): 1 = as much
+    detail as HR, below 1 = too smooth, above 1 = extra (possibly spurious) detail."""
     _check(clip, ref)
 
     def energy(v):
         g = _f(v).mean(-1)
-        return float(np.mean([np.mean(cv2.Laplacian(f.astype(np.float32), cv2.CV_32F) ** 2) for f in g]))
+        return float(
+            np.mean([np.mean(cv2.Laplacian(f.astype(np.float32), cv2.CV_32F) ** 2) for f in g])
+        )
 
     return energy(clip) / max(energy(ref), 1e-12)
 
 
 def blockiness(clip: np.ndarray, grid: int = 8) -> float:
-    """Mean absolute grey gradient across the `grid`-pixel lines (between pixel columns/rows 8k-1 and 8k) over the
-    mean across all other lines: 1.0 means no block edges, a block codec's seams raise it."""
+    """Mean absolute grey gradient across the `grid`-pixel lines (between pixel columns/rows 8k-1
+    and 8k) over the mean across all other lines: 1.0 means no block edges, a block codec's seams
+    raise it."""
     g = _f(clip)
     g = g.mean(-1) if g.ndim == 4 else g  # [T, H, W]
     dx = np.abs(np.diff(g, axis=2))  # between columns j and j+1
@@ -96,12 +107,20 @@ def blockiness(clip: np.ndarray, grid: int = 8) -> float:
 
 
 def paired_bootstrap(a, b, n: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
-    """Mean of the per-clip differences a - b with its percentile bootstrap interval (clips resampled with
-    replacement, `n` times, seeded): {"diff", "lo", "hi", "resolved"} where resolved means the interval excludes 0."""
+    """Mean of the per-clip differences a - b with its percentile bootstrap interval (clips
+    resampled with replacement, `n` times, seeded): {"diff", "lo", "hi", "resolved"} where resolved
+    means the interval excludes 0."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if d.ndim != 1 or d.size < 2:
-        raise ValueError(f"paired_bootstrap needs two equal-length lists of at least 2 clips, got {d.shape}")
+        raise ValueError(
+            f"paired_bootstrap needs two equal-length lists of at least 2 clips, got {d.shape}"
+        )
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, d.size, (n, d.size))].mean(1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "resolved": bool(lo > 0 or hi < 0)}
+    return {
+        "diff": float(d.mean()),
+        "lo": float(lo),
+        "hi": float(hi),
+        "resolved": bool(lo > 0 or hi < 0),
+    }

@@ -1,9 +1,11 @@
-"""Check ComfyUI UI-format workflows and convert them to API prompts with an `/object_info` (no ComfyUI needed).
+"""Check ComfyUI UI-format workflows and convert them to API prompts with an `/object_info` (no
+ComfyUI needed).
 
-The conversion follows the frontend's graphToPrompt (and comfy-cli's `comfy run --workflow`): frontend-only
-nodes (notes, reroutes) drop out; `widgets_values` fill the widget inputs in schema order, skipping the
-control_after_generate value after a seed and the upload-button value after a file combo; links become
-`[source_id, slot]`. Unlike those, it is strict: it returns every problem instead of skipping a node.
+The conversion follows the frontend's graphToPrompt (and comfy-cli's `comfy run --workflow`):
+frontend-only nodes (notes, reroutes) drop out; `widgets_values` fill the widget inputs in schema
+order, skipping the control_after_generate value after a seed and the upload-button value after a
+file combo; links become `[source_id, slot]`. Unlike those, it is strict: it returns every problem
+instead of skipping a node.
 """
 
 from __future__ import annotations
@@ -17,9 +19,26 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "upload")
 MUTED, BYPASSED = 2, 4
-# Combo values that name a file of the machine (models, inputs): a recorded /object_info lists none of them.
-FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".mp4", ".webm", ".mov", ".mkv",
-                 ".latent", ".png", ".jpg", ".jpeg", ".webp")
+# Combo values that name a file of the machine (models, inputs): a recorded /object_info lists none
+# of them.
+FILE_SUFFIXES = (
+    ".safetensors",
+    ".sft",
+    ".ckpt",
+    ".pt",
+    ".pth",
+    ".bin",
+    ".gguf",
+    ".mp4",
+    ".webm",
+    ".mov",
+    ".mkv",
+    ".latent",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".webp",
+)
 
 
 def load_object_info() -> dict:
@@ -63,8 +82,9 @@ def inputs_in_order(info: dict) -> list[tuple[str, list, bool]]:
 
 
 def check_value(spec, value, files_optional: bool = False) -> str | None:
-    """Why `value` is not valid for a widget `spec` (None when it is). files_optional: accept a file name in a
-    combo that does not list it (a recorded /object_info has the file lists of the machine that made it)."""
+    """Why `value` is not valid for a widget `spec` (None when it is). files_optional: accept a file
+    name in a combo that does not list it (a recorded /object_info has the file lists of the machine
+    that made it)."""
     t, o = spec_type(spec), spec_opts(spec)
     if t == "INT":
         if not isinstance(value, int) or isinstance(value, bool):
@@ -80,7 +100,9 @@ def check_value(spec, value, files_optional: bool = False) -> str | None:
             return f"{value!r} is not a STRING"
     elif t == "COMBO":
         options = combo_options(spec)
-        if value in options or (files_optional and isinstance(value, str) and value.lower().endswith(FILE_SUFFIXES)):
+        if value in options or (
+            files_optional and isinstance(value, str) and value.lower().endswith(FILE_SUFFIXES)
+        ):
             return None
         return f"{value!r} is not one of {options}"
         return None
@@ -94,11 +116,18 @@ def check_value(spec, value, files_optional: bool = False) -> str | None:
 
 # --- UI format --------------------------------------------------------------------------------
 def check_ui_format(wf) -> list[str]:
-    """Structural problems of a litegraph 0.4 UI-format workflow (the format ComfyUI saves and loads)."""
+    """Structural problems of a litegraph 0.4 UI-format workflow (the format ComfyUI saves and
+    loads)."""
     problems = []
     if not isinstance(wf, dict):
         return ["the workflow is not a JSON object"]
-    for key, typ in (("nodes", list), ("links", list), ("last_node_id", int), ("last_link_id", int), ("version", (int, float))):
+    for key, typ in (
+        ("nodes", list),
+        ("links", list),
+        ("last_node_id", int),
+        ("last_link_id", int),
+        ("version", (int, float)),
+    ):
         if not isinstance(wf.get(key), typ):
             problems.append(f"top-level '{key}' is missing or not a {typ}")
     if problems:
@@ -113,7 +142,11 @@ def check_ui_format(wf) -> list[str]:
         nodes[nid] = n
         if not isinstance(n.get("type"), str) or not n["type"]:
             problems.append(f"{where}: no type")
-        if not (isinstance(n.get("pos"), list) and len(n["pos"]) == 2 and all(isinstance(v, (int, float)) for v in n["pos"])):
+        if not (
+            isinstance(n.get("pos"), list)
+            and len(n["pos"]) == 2
+            and all(isinstance(v, (int, float)) for v in n["pos"])
+        ):
             problems.append(f"{where}: pos must be [x, y]")
         if not (isinstance(n.get("size"), list) and len(n["size"]) == 2):
             problems.append(f"{where}: size must be [w, h]")
@@ -132,7 +165,9 @@ def check_ui_format(wf) -> list[str]:
     link_ids = set()
     for link in wf["links"]:
         if not (isinstance(link, list) and len(link) == 6):
-            problems.append(f"link {link!r}: expected [id, from_node, from_slot, to_node, to_slot, type]")
+            problems.append(
+                f"link {link!r}: expected [id, from_node, from_slot, to_node, to_slot, type]"
+            )
             continue
         lid, a, a_slot, b, b_slot, typ = link
         if lid in link_ids:
@@ -145,23 +180,30 @@ def check_ui_format(wf) -> list[str]:
         if not (0 <= a_slot < len(outs)) or lid not in (outs[a_slot].get("links") or []):
             problems.append(f"link {lid}: output slot {a_slot} of node {a} does not list it")
         if not (0 <= b_slot < len(ins)) or ins[b_slot].get("link") != lid:
-            problems.append(f"link {lid}: input slot {b_slot} of node {b} does not point back to it")
+            problems.append(
+                f"link {lid}: input slot {b_slot} of node {b} does not point back to it"
+            )
         elif typ != ins[b_slot].get("type") and "*" not in (typ, ins[b_slot].get("type")):
-            problems.append(f"link {lid}: type {typ} does not match input type {ins[b_slot].get('type')}")
+            problems.append(
+                f"link {lid}: type {typ} does not match input type {ins[b_slot].get('type')}"
+            )
     if link_ids and wf["last_link_id"] < max(link_ids):
         problems.append(f"last_link_id {wf['last_link_id']} < the largest link id {max(link_ids)}")
     for n in nodes.values():
         for i in n.get("inputs", []):
             if isinstance(i, dict) and i.get("link") is not None and i["link"] not in link_ids:
-                problems.append(f"node {n['id']}: input {i.get('name')} points to missing link {i['link']}")
+                problems.append(
+                    f"node {n['id']}: input {i.get('name')} points to missing link {i['link']}"
+                )
     return problems
 
 
 # --- conversion ---------------------------------------------------------------------------------
 def to_api(wf: dict, object_info: dict, files_optional: bool = False) -> tuple[dict, list[str]]:
-    """The API prompt of a UI workflow and the problems found: unknown nodes, widget values that do not
-    fit their inputs, unconnected required inputs, links between mismatched types. files_optional: see
-    check_value (True with the recorded specs, False against a live server that has the files)."""
+    """The API prompt of a UI workflow and the problems found: unknown nodes, widget values that do
+    not fit their inputs, unconnected required inputs, links between mismatched types.
+    files_optional: see check_value (True with the recorded specs, False against a live server that
+    has the files)."""
     problems: list[str] = []
     nodes = {n["id"]: n for n in wf["nodes"]}
     links = {link[0]: link for link in wf["links"]}
@@ -177,7 +219,11 @@ def to_api(wf: dict, object_info: dict, files_optional: bool = False) -> tuple[d
         if info is None:
             problems.append(f"{where}: unknown node type")
             continue
-        linked = {i["name"]: links.get(i["link"]) for i in n.get("inputs", []) if i.get("link") is not None}
+        linked = {
+            i["name"]: links.get(i["link"])
+            for i in n.get("inputs", [])
+            if i.get("link") is not None
+        }
         values = list(n.get("widgets_values") or [])
         k = 0
         inputs: dict = {}
@@ -193,8 +239,15 @@ def to_api(wf: dict, object_info: dict, files_optional: bool = False) -> tuple[d
                     if k < len(values) and values[k] in CONTROL_VALUES:
                         k += 1
                     else:
-                        problems.append(f"{where}: '{name}' should be followed by a control_after_generate value")
-                if any(o.get(flag) for flag in UPLOAD_FLAGS) and k < len(values) and values[k] in ("image", "video", "audio"):
+                        problems.append(
+                            f"{where}: '{name}' should be followed by a "
+                            f"control_after_generate value"
+                        )
+                if (
+                    any(o.get(flag) for flag in UPLOAD_FLAGS)
+                    and k < len(values)
+                    and values[k] in ("image", "video", "audio")
+                ):
                     k += 1  # the upload button's own widget
                 if name not in linked:
                     why = check_value(spec, value, files_optional)
@@ -210,33 +263,59 @@ def to_api(wf: dict, object_info: dict, files_optional: bool = False) -> tuple[d
                 src_node = nodes.get(src)
                 src_info = object_info.get(src_node["type"]) if src_node else None
                 if src_info is None:
-                    problems.append(f"{where}: input '{name}' comes from node {src}, which does not run")
+                    problems.append(
+                        f"{where}: input '{name}' comes from node {src}, which does not run"
+                    )
                     continue
                 out_type, in_type = src_info["output"][slot], spec_type(spec)
-                if out_type != in_type and "*" not in (out_type, in_type) and not (in_type in WIDGET_TYPES and out_type == in_type):
-                    problems.append(f"{where}: input '{name}' ({in_type}) is fed a {out_type} by node {src}")
+                if (
+                    out_type != in_type
+                    and "*" not in (out_type, in_type)
+                    and not (in_type in WIDGET_TYPES and out_type == in_type)
+                ):
+                    problems.append(
+                        f"{where}: input '{name}' ({in_type}) is fed a {out_type} by node {src}"
+                    )
                 inputs[name] = [str(src), slot]
             elif required and not is_widget(spec):
                 problems.append(f"{where}: required input '{name}' is not connected")
         if k != len(values):
             problems.append(f"{where}: {len(values) - k} widget values left over ({values[k:]!r})")
-        prompt[str(n["id"])] = {"class_type": typ, "inputs": inputs, "_meta": {"title": n.get("title", typ)}}
+        prompt[str(n["id"])] = {
+            "class_type": typ,
+            "inputs": inputs,
+            "_meta": {"title": n.get("title", typ)},
+        }
     return prompt, problems
 
 
 def notes_text(wf: dict) -> str:
     """All text of a workflow's note nodes."""
-    return "\n".join(str(v) for n in wf["nodes"] if n["type"] in ("Note", "MarkdownNote") for v in n.get("widgets_values", []))
+    return "\n".join(
+        str(v)
+        for n in wf["nodes"]
+        if n["type"] in ("Note", "MarkdownNote")
+        for v in n.get("widgets_values", [])
+    )
 
 
 def model_files(prompt: dict) -> set[str]:
-    """The model file names a prompt's loader nodes expect (widget values that name a .safetensors/.ckpt/... file)."""
-    return {v for node in prompt.values() for v in node["inputs"].values()
-            if isinstance(v, str) and v.endswith((".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".gguf"))}
+    """The model file names a prompt's loader nodes expect (widget values that name a
+    .safetensors/.ckpt/... file)."""
+    return {
+        v
+        for node in prompt.values()
+        for v in node["inputs"].values()
+        if isinstance(v, str)
+        and v.endswith((".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".gguf"))
+    }
 
 
 def edges(prompt: dict) -> set[tuple[str, str, str]]:
     """(source class, target class, target input) of every link of an API prompt."""
-    return {(prompt[v[0]]["class_type"], node["class_type"], name)
-            for node in prompt.values() for name, v in node["inputs"].items()
-            if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and v[0] in prompt}
+    return {
+        (prompt[v[0]]["class_type"], node["class_type"], name)
+        for node in prompt.values()
+        for name, v in node["inputs"].items()
+        if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and v[0] in prompt
+    }

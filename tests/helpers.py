@@ -26,21 +26,28 @@ MARK = "SIMPLEGVR_TEST_LAUNCH"
 
 
 def launch_env(mark: str = "") -> dict:
-    """The environment of a multi-process test run: one thread per process (CI has 2 cores), this worktree first
-    on the path, no GPU, and a marker that every worker inherits (`launched_pids`)."""
+    """The environment of a multi-process test run: one thread per process (CI has 2 cores), this
+    worktree first on the path, no GPU, and a marker that every worker inherits
+    (`launched_pids`)."""
     import os
     from pathlib import Path
 
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=root + os.pathsep + env.get("PYTHONPATH", ""), **{MARK: mark})
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONPATH=root + os.pathsep + env.get("PYTHONPATH", ""),
+        **{MARK: mark},
+    )
     return env
 
 
 def launched_pids(mark: str, extra: str | None = None) -> list[int]:
-    """Pids of the processes carrying `mark` in their environment (and `extra`, e.g. 'LOCAL_RANK=1'), from /proc.
-    torch's launchers start every worker in a session of its own, so a process group does not reach them."""
+    """Pids of the processes carrying `mark` in their environment (and `extra`, e.g.
+    'LOCAL_RANK=1'), from /proc. torch's launchers start every worker in a session of its own, so a
+    process group does not reach them."""
     from pathlib import Path
 
     found = []
@@ -75,15 +82,22 @@ def start_launched(cmd: list[str], cwd=None):
     import subprocess
 
     mark = secrets.token_hex(8)
-    p = subprocess.Popen(cmd, cwd=cwd, env=launch_env(mark), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=launch_env(mark),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     p.mark = mark
     return p
 
 
 def finish_launched(p, timeout: float):
-    """Wait for a launcher; past `timeout` seconds kill it and all its workers (no test can hang) and fail. Workers
-    still alive after their launcher exited are killed too."""
+    """Wait for a launcher; past `timeout` seconds kill it and all its workers (no test can hang)
+    and fail. Workers still alive after their launcher exited are killed too."""
     import subprocess
 
     import pytest
@@ -104,18 +118,41 @@ def run_launched(cmd: list[str], timeout: float = 240, cwd=None):
 
 
 def accelerate_cmd(n: int = 2) -> list[str]:
-    """`accelerate launch` of n processes on one machine. On a machine without GPUs it has to be --multi_gpu: accelerate's
-    --cpu launcher starts ONE process whatever --num_processes says (more need mpirun); the trainer then runs on the
-    CPU with gloo."""
+    """`accelerate launch` of n processes on one machine. On a machine without GPUs it has to be
+    --multi_gpu: accelerate's
+    --cpu launcher starts ONE process whatever --num_processes says (more need mpirun); the trainer
+    then runs on the CPU with gloo."""
     import sys
 
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(free_port())]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(n),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+    ]
 
 
 def torchrun_cmd(n: int = 2) -> list[str]:
     import sys
 
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_addr", "127.0.0.1",
-            "--master_port", str(free_port())]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(n),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+    ]

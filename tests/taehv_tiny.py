@@ -38,15 +38,15 @@ KeyShape = tuple[str, tuple[int, ...]]
 # Chosen so activations stay O(1) through 9 residual MemBlocks and the final RGB
 # conv lands mostly inside [0, 1] (little clamping, so the fixture stays informative).
 _ROLE_INIT = {
-    "conv_relu": (math.sqrt(2.0), 0.05),   # conv followed by ReLU
-    "mem_in": (math.sqrt(2.0), 0.05),      # MemBlock conv.0 on cat([x, past])
-    "mem_mid": (math.sqrt(2.0), 0.05),     # MemBlock conv.2
-    "mem_out": (0.5, 0.02),                # MemBlock conv.4 (residual branch end)
-    "mem_skip": (1.0, 0.0),                # MemBlock 1x1 skip (unused at equal widths)
-    "time": (1.0, 0.0),                    # TPool / TGrow 1x1 convs (no bias)
-    "stage": (1.0, 0.0),                   # stride-2 / width-change convs (no bias)
-    "latent_out": (1.0, 0.02),             # encoder.17
-    "rgb_out": (0.3, 0.0),                 # decoder.22 (bias set to 0.5 below)
+    "conv_relu": (math.sqrt(2.0), 0.05),  # conv followed by ReLU
+    "mem_in": (math.sqrt(2.0), 0.05),  # MemBlock conv.0 on cat([x, past])
+    "mem_mid": (math.sqrt(2.0), 0.05),  # MemBlock conv.2
+    "mem_out": (0.5, 0.02),  # MemBlock conv.4 (residual branch end)
+    "mem_skip": (1.0, 0.0),  # MemBlock 1x1 skip (unused at equal widths)
+    "time": (1.0, 0.0),  # TPool / TGrow 1x1 convs (no bias)
+    "stage": (1.0, 0.0),  # stride-2 / width-change convs (no bias)
+    "latent_out": (1.0, 0.02),  # encoder.17
+    "rgb_out": (0.3, 0.0),  # decoder.22 (bias set to 0.5 below)
 }
 
 
@@ -69,25 +69,36 @@ def _table_with_roles(latent_channels: int) -> list[tuple[str, tuple[int, ...], 
     c_img = 3 * _patch_size(latent_channels) ** 2
     t: list[tuple[str, tuple[int, ...], str]] = []
     # encoder
-    t += [("encoder.0.weight", (64, c_img, 3, 3), "conv_relu"), ("encoder.0.bias", (64,), "conv_relu")]
+    t += [
+        ("encoder.0.weight", (64, c_img, 3, 3), "conv_relu"),
+        ("encoder.0.bias", (64,), "conv_relu"),
+    ]
     for pool_idx, pool_stride in ((2, 2), (7, 2), (12, 1)):
         t.append((f"encoder.{pool_idx}.conv.weight", (64, 64 * pool_stride, 1, 1), "time"))
         t.append((f"encoder.{pool_idx + 1}.weight", (64, 64, 3, 3), "stage"))
         for m in range(pool_idx + 2, pool_idx + 5):
             t += _memblock(f"encoder.{m}", 64)
-    t += [("encoder.17.weight", (latent_channels, 64, 3, 3), "latent_out"),
-          ("encoder.17.bias", (latent_channels,), "latent_out")]
+    t += [
+        ("encoder.17.weight", (latent_channels, 64, 3, 3), "latent_out"),
+        ("encoder.17.bias", (latent_channels,), "latent_out"),
+    ]
     # decoder
-    t += [("decoder.1.weight", (256, latent_channels, 3, 3), "conv_relu"), ("decoder.1.bias", (256,), "conv_relu")]
+    t += [
+        ("decoder.1.weight", (256, latent_channels, 3, 3), "conv_relu"),
+        ("decoder.1.bias", (256,), "conv_relu"),
+    ]
     widths = (256, 128, 64, 64)
     for stage, first in enumerate((3, 9, 15)):
         n, n_next = widths[stage], widths[stage + 1]
         for m in range(first, first + 3):
             t += _memblock(f"decoder.{m}", n)
-        stride = 1 if stage == 0 else 2          # TGrow strides (1, 2, 2)
+        stride = 1 if stage == 0 else 2  # TGrow strides (1, 2, 2)
         t.append((f"decoder.{first + 4}.conv.weight", (n * stride, n, 1, 1), "time"))
         t.append((f"decoder.{first + 5}.weight", (n_next, n, 3, 3), "stage"))
-    t += [("decoder.22.weight", (c_img, 64, 3, 3), "rgb_out"), ("decoder.22.bias", (c_img,), "rgb_out")]
+    t += [
+        ("decoder.22.weight", (c_img, 64, 3, 3), "rgb_out"),
+        ("decoder.22.bias", (c_img,), "rgb_out"),
+    ]
     return t
 
 
@@ -112,11 +123,13 @@ def build_taehv_state_dict(seed: int, latent_channels: int = 16) -> dict[str, to
             sd[key] = draw * (gain / math.sqrt(fan_in))
         else:
             sd[key] = draw * bias_std
-    sd["decoder.22.bias"] = sd["decoder.22.bias"] + 0.5   # centre RGB output in [0, 1]
+    sd["decoder.22.bias"] = sd["decoder.22.bias"] + 0.5  # centre RGB output in [0, 1]
     return sd
 
 
-def build_latent(seed: int, T: int, h: int, w: int, channels: int = 16, scale: float = 1.5) -> torch.Tensor:
+def build_latent(
+    seed: int, T: int, h: int, w: int, channels: int = 16, scale: float = 1.5
+) -> torch.Tensor:
     """Seeded model-space (normalised) latent, shape [1, channels, T, h, w] (NCTHW).
 
     ``scale`` > 1 pushes some values into the decoder's tanh(x/3)*3 soft clamp.

@@ -1,4 +1,5 @@
-"""FlexAttention with block masks equals the gathered-window SDPA path (issue 14), and the kernel rule."""
+"""FlexAttention with block masks equals the gathered-window SDPA path (issue 14), and the kernel
+rule."""
 
 import pytest
 import torch
@@ -16,7 +17,8 @@ from simplegvr_core.models.attention import (
 
 pytestmark = [
     pytest.mark.skipif(not attn.flex_available(), reason="this torch has no flex_attention"),
-    # eager flex_attention (the CPU) warns that it is unfused: that is the point of the CPU keeping sdpa
+    # eager flex_attention (the CPU) warns that it is unfused: that is the point of the CPU keeping
+    # sdpa
     pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile"),
 ]
 
@@ -27,14 +29,23 @@ def qkv(grid, heads=3, d=16, batch=2, seed=0):
     return [torch.randn(batch, heads, n, d, generator=g) for _ in range(3)]
 
 
-@pytest.mark.parametrize("grid, unit, shifted, sizes", [
-    ((20, 3, 4), 5, False, [5, 5, 5, 5]),
-    ((20, 3, 4), 5, True, [2, 5, 5, 5, 3]),  # shifted: smaller edge units at both ends
-    ((21, 3, 4), 5, False, [5, 5, 5, 5, 1]),  # 81 frames -> 21 latent frames: a 1-frame edge unit
-    ((21, 3, 4), 5, True, [2, 5, 5, 5, 4]),
-    ((7, 5, 7), 3, True, [1, 3, 3]),  # odd frame count and odd grid: unit edges fall inside 128-token tiles
-    ((9, 9, 13), 2, False, [2, 2, 2, 2, 1]),  # 1053 tokens: not a whole number of tiles
-])
+@pytest.mark.parametrize(
+    "grid, unit, shifted, sizes",
+    [
+        ((20, 3, 4), 5, False, [5, 5, 5, 5]),
+        ((20, 3, 4), 5, True, [2, 5, 5, 5, 3]),  # shifted: smaller edge units at both ends
+        (
+            (21, 3, 4),
+            5,
+            False,
+            [5, 5, 5, 5, 1],
+        ),  # 81 frames -> 21 latent frames: a 1-frame edge unit
+        ((21, 3, 4), 5, True, [2, 5, 5, 5, 4]),
+        # odd frame count and odd grid: unit edges fall inside 128-token tiles
+        ((7, 5, 7), 3, True, [1, 3, 3]),
+        ((9, 9, 13), 2, False, [2, 2, 2, 2, 1]),  # 1053 tokens: not a whole number of tiles
+    ],
+)
 def test_flex_temporal_units_equal_gathered_sdpa(grid, unit, shifted, sizes):
     assert [e - s for s, e in unit_bounds(grid[0], unit, shifted)] == sizes
     q, k, v = qkv(grid)
@@ -43,13 +54,16 @@ def test_flex_temporal_units_equal_gathered_sdpa(grid, unit, shifted, sizes):
     assert (out - ref).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("grid, block, topk", [
-    ((3, 9, 12), (9, 12), 1),  # the paper's 12x9 blocks, one block per frame
-    ((2, 6, 7), (4, 4), 1),  # padded edge blocks (6 = 4+2 rows, 7 = 4+3 columns)
-    ((3, 6, 8), (3, 4), 2),  # odd frame count, top-2
-    ((2, 4, 4), (2, 2), 0),  # own block only
-    ((1, 20, 20), (12, 12), 1),  # 144 tokens per block: two tiles per block
-])
+@pytest.mark.parametrize(
+    "grid, block, topk",
+    [
+        ((3, 9, 12), (9, 12), 1),  # the paper's 12x9 blocks, one block per frame
+        ((2, 6, 7), (4, 4), 1),  # padded edge blocks (6 = 4+2 rows, 7 = 4+3 columns)
+        ((3, 6, 8), (3, 4), 2),  # odd frame count, top-2
+        ((2, 4, 4), (2, 2), 0),  # own block only
+        ((1, 20, 20), (12, 12), 1),  # 144 tokens per block: two tiles per block
+    ],
+)
 def test_flex_sparse_local_equals_gathered_sdpa(grid, block, topk):
     q, k, v = qkv(grid)
     ref = sparse_local_attention(q, k, v, grid, block, topk, kernel="sdpa")
@@ -58,7 +72,8 @@ def test_flex_sparse_local_equals_gathered_sdpa(grid, block, topk):
 
 
 def _tile_map(mask_mod, b, h, n):
-    """What the element mask allows per tile: any pair (must be listed) and all pairs (may be full)."""
+    """What the element mask allows per tile: any pair (must be listed) and all pairs (may be
+    full)."""
     from torch.nn.attention.flex_attention import create_mask
 
     tiles = -(-n // FLEX_TILE)
@@ -69,12 +84,14 @@ def _tile_map(mask_mod, b, h, n):
 
 
 def _check_block_mask(bm, n):
-    """The tiles a compiled kernel visits (eager flex ignores them) cover every allowed pair, and a tile it runs
-    without the mask_mod ("full") allows every pair."""
+    """The tiles a compiled kernel visits (eager flex ignores them) cover every allowed pair, and a
+    tile it runs without the mask_mod ("full") allows every pair."""
     b, h = bm.kv_num_blocks.shape[:2]
     some, every = _tile_map(bm.mask_mod, b, h, n)
     listed = bm.to_dense().bool()
-    assert torch.equal(listed | some, listed), "an allowed query/key pair lies in a tile the kernel skips"
+    assert torch.equal(listed | some, listed), (
+        "an allowed query/key pair lies in a tile the kernel skips"
+    )
     if bm.full_kv_num_blocks is not None:
         from torch.nn.attention.flex_attention import _ordered_to_dense
 
@@ -113,7 +130,8 @@ def test_sparse_block_mask_lists_exactly_the_selected_blocks():
 def test_dit_forward_is_the_same_with_either_kernel():
     torch.manual_seed(0)
     model = randomize_(SimpleGVR.from_config("tiny"), std=0.1).eval()
-    x = torch.randn(1, 16, 5, 4, 6)  # odd frame count (units of 2: 2,2,1 and 1,2,2); tokens 5 x 2 x 3
+    # odd frame count (units of 2: 2,2,1 and 1,2,2); tokens 5 x 2 x 3
+    x = torch.randn(1, 16, 5, 4, 6)
     ctx = torch.randn(1, 8, 32)
     outs = {}
     for mode in ("temporal_units", "sparse_local"):
@@ -123,7 +141,8 @@ def test_dit_forward_is_the_same_with_either_kernel():
                 outs[mode, kernel] = model.dit(x, x, torch.tensor([700.0]), ctx, 0.4)
         diff = (outs[mode, "flex"] - outs[mode, "sdpa"]).abs().max().item()
         assert diff < 1e-5, (mode, diff)
-    assert (outs["temporal_units", "sdpa"] - outs["sparse_local", "sdpa"]).abs().max() > 1e-3  # modes differ
+    # modes differ
+    assert (outs["temporal_units", "sdpa"] - outs["sparse_local", "sdpa"]).abs().max() > 1e-3
 
 
 def test_kernel_rule_auto_is_sdpa_on_cpu_flex_on_cuda(monkeypatch):
@@ -144,7 +163,10 @@ def test_kernel_env_var_forces_auto_only(monkeypatch):
     assert resolve_kernel("auto", "cpu") == "flex"
     assert resolve_kernel("sdpa", "cpu") == "sdpa"  # an explicit choice wins over the environment
     monkeypatch.setenv(attn.KERNEL_ENV, "triton")
-    with pytest.raises(ValueError, match=r"SIMPLEGVR_ATTENTION_KERNEL='triton': expected one of \('auto', 'sdpa', 'flex'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"SIMPLEGVR_ATTENTION_KERNEL='triton': expected one of \('auto', 'sdpa', 'flex'\)",
+    ):
         resolve_kernel("auto", "cpu")
 
 
@@ -156,4 +178,3 @@ def test_set_attention_validates_the_kernel():
     assert model.dit.attention_kernel == "auto"
     model.dit.set_attention("sparse_local", kernel="flex")
     assert (model.dit.attention_mode, model.dit.attention_kernel) == ("sparse_local", "flex")
-

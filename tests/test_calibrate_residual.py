@@ -36,7 +36,8 @@ def test_scaling_the_residual_scales_x0_minus_c_exactly(sigma):
     g = torch.Generator().manual_seed(1)
     z, c = torch.randn(1, 16, 3, 8, 12, generator=g), torch.randn(1, 16, 3, 8, 12, generator=g)
     before = x0(m, z, c, sigma)
-    assert (before - c).abs().mean() > 1e-2  # a residual that is not zero, so the check means something
+    # a residual that is not zero, so the check means something
+    assert (before - c).abs().mean() > 1e-2
     m.scale_residual_(0.6)
     torch.testing.assert_close(x0(m, z, c, sigma) - c, 0.6 * (before - c), rtol=1e-5, atol=1e-5)
     m.scale_residual_(0.5)  # scales compose
@@ -67,17 +68,27 @@ def test_calibrate_writes_the_model_with_the_best_validation_scale(tmp_path, mon
     head0 = m.dit.head.head.weight.clone()
     seen = []
 
-    def fake_evaluate(model, vae, clips, **kw):  # PSNR peaks at 0.7 of the trained residual: read off the weights
+    # PSNR peaks at 0.7 of the trained residual: read off the weights
+    def fake_evaluate(model, vae, clips, **kw):
         alpha = (model.dit.head.head.weight * head0).sum().item() / (head0 * head0).sum().item()
         seen.append((round(alpha, 4), clips, kw["steps"]))
         return {"summary": {"simplegvr": {"psnr": 20.0 - (alpha - 0.7) ** 2}}}
 
     monkeypatch.setattr(demo, "evaluate", fake_evaluate)
-    monkeypatch.setattr(demo, "load_clips", lambda paths, log=None: ([(Path(p).name, None) for p in paths], []))
-    r = calibrate_residual.calibrate(src, VAE, tmp_path / "cal.safetensors", scales=[1.0, 0.5, 0.7, 0.9], clips=2,
-                                     log=lambda *_: None)
+    monkeypatch.setattr(
+        demo, "load_clips", lambda paths, log=None: ([(Path(p).name, None) for p in paths], [])
+    )
+    r = calibrate_residual.calibrate(
+        src,
+        VAE,
+        tmp_path / "cal.safetensors",
+        scales=[1.0, 0.5, 0.7, 0.9],
+        clips=2,
+        log=lambda *_: None,
+    )
     assert r["residual_scale"] == 0.7
-    assert [a for a, _, _ in seen] == [0.5, 0.7, 0.9, 1.0]  # each scale evaluated once, on the same clips
+    # each scale evaluated once, on the same clips
+    assert [a for a, _, _ in seen] == [0.5, 0.7, 0.9, 1.0]
     assert all(len(cl) == 2 and steps == 1 for _, cl, steps in seen)
     from simplegvr_core.demo.clips import TEST
 
@@ -89,23 +100,31 @@ def test_calibrate_writes_the_model_with_the_best_validation_scale(tmp_path, mon
         if not k.startswith("head.head."):
             assert torch.equal(out.dit.state_dict()[k], v), k
     meta = read_safetensors(tmp_path / "cal.safetensors")[1]
-    assert meta["residual_scale"] == "0.7" and set(json.loads(meta["residual_scale_validation_psnr_db"])) == {
-        "0.5", "0.7", "0.9", "1"}
+    assert meta["residual_scale"] == "0.7" and set(
+        json.loads(meta["residual_scale_validation_psnr_db"])
+    ) == {"0.5", "0.7", "0.9", "1"}
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "training/calibrate_residual.py"), *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "training/calibrate_residual.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     hr = save_checkpoint(tiny("hr"), tmp_path / "hr.safetensors")
     x = save_checkpoint(tiny(), tmp_path / "x.safetensors")
-    cases = [(["--model", str(tmp_path / "missing.safetensors"), "--vae", str(VAE)], "missing"),
-             (["--model", str(hr), "--vae", str(VAE)], "residual_x0"),
-             (["--model", str(x), "--vae", str(VAE), "--scales", "0.5,abc"], "--scales"),
-             (["--model", str(x), "--vae", str(VAE), "--scales", "0,1"], "(0, 2]"),
-             (["--model", str(x), "--vae", str(VAE), "--clips", "0"], "--clips")]
+    cases = [
+        (["--model", str(tmp_path / "missing.safetensors"), "--vae", str(VAE)], "missing"),
+        (["--model", str(hr), "--vae", str(VAE)], "residual_x0"),
+        (["--model", str(x), "--vae", str(VAE), "--scales", "0.5,abc"], "--scales"),
+        (["--model", str(x), "--vae", str(VAE), "--scales", "0,1"], "(0, 2]"),
+        (["--model", str(x), "--vae", str(VAE), "--clips", "0"], "--clips"),
+    ]
     for args, expected in cases:
         r = run_cli(*args, "--out", str(tmp_path / "out.safetensors"))
         assert r.returncode == 2, (args, r.stderr)

@@ -29,7 +29,10 @@ def test_round_trip_is_bit_exact(tmp_path):
     with torch.no_grad():
         g = torch.Generator().manual_seed(0)
         ctx = torch.randn(1, 3, 32, generator=g)
-        assert torch.equal(m.dit(z, z, torch.tensor([300.0]), ctx, 0.4), m2.dit(z, z, torch.tensor([300.0]), ctx, 0.4))
+        assert torch.equal(
+            m.dit(z, z, torch.tensor([300.0]), ctx, 0.4),
+            m2.dit(z, z, torch.tensor([300.0]), ctx, 0.4),
+        )
 
 
 def _rewrite(path, out, tensors=None, meta=None):
@@ -52,20 +55,32 @@ def test_malformed_checkpoints_raise_clear_errors(tmp_path):
     (tmp_path / "trunc.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_checkpoint(tmp_path / "trunc.safetensors")
-    (tmp_path / "junk.safetensors").write_bytes(b"\x80\x03}q\x00." * 10)  # a pickle, never unpickled
+    # a pickle, never unpickled
+    (tmp_path / "junk.safetensors").write_bytes(b"\x80\x03}q\x00." * 10)
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_checkpoint(tmp_path / "junk.safetensors")
     with pytest.raises(ValueError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.safetensors")
-    bad = _rewrite(good, tmp_path / "missing_key.safetensors", tensors=lambda t: t.pop("dit.head.head.weight"))
+    bad = _rewrite(
+        good, tmp_path / "missing_key.safetensors", tensors=lambda t: t.pop("dit.head.head.weight")
+    )
     with pytest.raises(ValueError, match=r"missing keys \['dit.head.head.weight'\]"):
         load_checkpoint(bad)
-    bad = _rewrite(good, tmp_path / "extra.safetensors", tensors=lambda t: t.update({"dit.lora.weight": torch.ones(2)}))
+    bad = _rewrite(
+        good,
+        tmp_path / "extra.safetensors",
+        tensors=lambda t: t.update({"dit.lora.weight": torch.ones(2)}),
+    )
     with pytest.raises(ValueError, match=r"unexpected keys \['dit.lora.weight'\]"):
         load_checkpoint(bad)
-    bad = _rewrite(good, tmp_path / "shape.safetensors",
-                   tensors=lambda t: t.update({"dit.head.head.weight": torch.zeros(3, 3)}))
-    with pytest.raises(ValueError, match=r"dit.head.head.weight has shape \(3, 3\), expected \(64, 64\)"):
+    bad = _rewrite(
+        good,
+        tmp_path / "shape.safetensors",
+        tensors=lambda t: t.update({"dit.head.head.weight": torch.zeros(3, 3)}),
+    )
+    with pytest.raises(
+        ValueError, match=r"dit.head.head.weight has shape \(3, 3\), expected \(64, 64\)"
+    ):
         load_checkpoint(bad)
     bad = _rewrite(good, tmp_path / "version.safetensors", meta=lambda m: m.update(version="99"))
     with pytest.raises(ValueError, match="checkpoint version '99'"):
@@ -73,8 +88,11 @@ def test_malformed_checkpoints_raise_clear_errors(tmp_path):
     bad = _rewrite(good, tmp_path / "notours.safetensors", meta=lambda m: m.update(format="other"))
     with pytest.raises(ValueError, match="is not a SimpleGVR checkpoint"):
         load_checkpoint(bad)
-    bad = _rewrite(good, tmp_path / "cfg.safetensors",
-                   meta=lambda m: m.update(config=json.dumps({**json.loads(m["config"]), "bogus": 1})))
+    bad = _rewrite(
+        good,
+        tmp_path / "cfg.safetensors",
+        meta=lambda m: m.update(config=json.dumps({**json.loads(m["config"]), "bogus": 1})),
+    )
     with pytest.raises(ValueError, match="unknown keys \\['bogus'\\]"):
         load_checkpoint(bad)
 
@@ -83,15 +101,24 @@ def test_malformed_checkpoints_raise_clear_errors(tmp_path):
 def reference_wan(seed=0, channels=16, heads=2, head_dim=12, ffn_dim=48, freq_dim=16):
     torch.manual_seed(seed)
     ref = diffusers.WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=channels,
-        out_channels=channels, text_dim=32, freq_dim=freq_dim, ffn_dim=ffn_dim, num_layers=2, cross_attn_norm=True,
+        patch_size=(1, 2, 2),
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=channels,
+        out_channels=channels,
+        text_dim=32,
+        freq_dim=freq_dim,
+        ffn_dim=ffn_dim,
+        num_layers=2,
+        cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
     ).eval()
     return randomize_(ref, seed, std=0.2)
 
 
 def diffusers_to_wan_names(sd):
-    """Rename diffusers keys to the original Wan names, written from the table in reference-facts §1."""
+    """Rename diffusers keys to the original Wan names, written from the table in reference-facts
+    §1."""
     table = {
         "condition_embedder.time_embedder.linear_1": "time_embedding.0",
         "condition_embedder.time_embedder.linear_2": "time_embedding.2",
@@ -100,11 +127,23 @@ def diffusers_to_wan_names(sd):
         "condition_embedder.text_embedder.linear_2": "text_embedding.2",
         "proj_out": "head.head",
     }
-    block = {"attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
-             "attn1.to_out.0": "self_attn.o", "attn1.norm_q": "self_attn.norm_q", "attn1.norm_k": "self_attn.norm_k",
-             "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k", "attn2.to_v": "cross_attn.v",
-             "attn2.to_out.0": "cross_attn.o", "attn2.norm_q": "cross_attn.norm_q", "attn2.norm_k": "cross_attn.norm_k",
-             "norm2": "norm3", "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2"}
+    block = {
+        "attn1.to_q": "self_attn.q",
+        "attn1.to_k": "self_attn.k",
+        "attn1.to_v": "self_attn.v",
+        "attn1.to_out.0": "self_attn.o",
+        "attn1.norm_q": "self_attn.norm_q",
+        "attn1.norm_k": "self_attn.norm_k",
+        "attn2.to_q": "cross_attn.q",
+        "attn2.to_k": "cross_attn.k",
+        "attn2.to_v": "cross_attn.v",
+        "attn2.to_out.0": "cross_attn.o",
+        "attn2.norm_q": "cross_attn.norm_q",
+        "attn2.norm_k": "cross_attn.norm_k",
+        "norm2": "norm3",
+        "ffn.net.0.proj": "ffn.0",
+        "ffn.net.2": "ffn.2",
+    }
     out = {}
     for k, v in sd.items():
         if k == "scale_shift_table":
@@ -139,7 +178,8 @@ def assert_t2v_output_for_any_condition(model, ref, shape):
     g = torch.Generator().manual_seed(1)
     z = torch.randn(shape, generator=g)
     ctx = torch.randn(shape[0], 7, 32, generator=g)
-    t = torch.tensor([999.0, 250.0])[: shape[0]]  # T2V: one timestep for every token (no first-frame image)
+    # T2V: one timestep for every token (no first-frame image)
+    t = torch.tensor([999.0, 250.0])[: shape[0]]
     with torch.no_grad():
         expected = ref(z, t, ctx, return_dict=False)[0]
         for s in (0.0, 0.45):
@@ -169,7 +209,13 @@ def test_import_infers_dims_and_rejects_non_wan(tmp_path):
         import_wan(i2v, num_heads=2)
     m = import_wan(sd, num_heads=2, upsampler="channel_only", attention="temporal_units")
     cfg = m.config
-    assert (cfg.dit.dim, cfg.dit.num_layers, cfg.dit.ffn_dim, cfg.dit.freq_dim, cfg.dit.text_dim) == (24, 2, 48, 16, 32)
+    assert (
+        cfg.dit.dim,
+        cfg.dit.num_layers,
+        cfg.dit.ffn_dim,
+        cfg.dit.freq_dim,
+        cfg.dit.text_dim,
+    ) == (24, 2, 48, 16, 32)
     assert cfg.upsampler.mode == "channel_only" and cfg.dit.attention == "temporal_units"
     path = save_checkpoint(m, tmp_path / "gvr.safetensors")
     assert load_checkpoint(path).config == cfg
@@ -181,12 +227,15 @@ def test_plain_t2v_import_matches_diffusers():
     z, ctx = torch.randn(1, 16, 3, 6, 6), torch.randn(1, 5, 32)
     with torch.no_grad():
         expected = ref(z, torch.tensor([400.0]), ctx, return_dict=False)[0]
-        torch.testing.assert_close(dit(z, None, torch.tensor([400.0]), ctx), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            dit(z, None, torch.tensor([400.0]), ctx), expected, rtol=1e-4, atol=1e-4
+        )
 
 
 # --- Wan 2.2 TI2V-5B: 48 channels, the same key format -------------------------------------------
 def reference_wan22(seed=0):
-    """A tiny diffusers WanTransformer3DModel with Wan 2.2 TI2V's 48 latent channels (tiny-wan22's shape)."""
+    """A tiny diffusers WanTransformer3DModel with Wan 2.2 TI2V's 48 latent channels (tiny-wan22's
+    shape)."""
     return reference_wan(seed, channels=48, heads=4, head_dim=16, ffn_dim=128, freq_dim=32)
 
 
@@ -207,19 +256,34 @@ def test_wan22_import_equals_the_t2v_model_at_step_0(key_format, config, tmp_pat
 
 def test_import_into_a_named_config_checks_the_shape_and_keeps_the_config():
     sd = reference_wan22().state_dict()
-    with pytest.raises(ValueError, match=r"do not have the shape of config 'tiny': out_dim=48 \(config: 16\)"):
+    with pytest.raises(
+        ValueError, match=r"do not have the shape of config 'tiny': out_dim=48 \(config: 16\)"
+    ):
         import_wan(sd, config="tiny")
-    with pytest.raises(ValueError, match="latent_format 'wan21' disagrees with config 'tiny-wan22'"):
+    with pytest.raises(
+        ValueError, match="latent_format 'wan21' disagrees with config 'tiny-wan22'"
+    ):
         import_wan(sd, config="tiny-wan22", latent_format="wan21")
     m = import_wan(sd, config="tiny-wan22", upsampler="interp", attention="sparse_local")
-    assert (m.config.upsampler.mode, m.config.dit.attention, m.config.dit.text_len) == ("interp", "sparse_local", 512)
+    assert (m.config.upsampler.mode, m.config.dit.attention, m.config.dit.text_len) == (
+        "interp",
+        "sparse_local",
+        512,
+    )
     assert all(p.device.type == "cpu" for p in m.parameters())  # nothing left on meta
-    assert torch.equal(m.dit.noise_level_embedding[2].weight, torch.zeros_like(m.dit.noise_level_embedding[2].weight))
+    assert torch.equal(
+        m.dit.noise_level_embedding[2].weight,
+        torch.zeros_like(m.dit.noise_level_embedding[2].weight),
+    )
     assert torch.equal(m.dit.blocks[0].ffn[0].weight, sd["blocks.0.ffn.net.0.proj.weight"])
-    m.dit.blocks[0].ffn[0].weight.data.add_(1.0)  # training the import leaves the caller's tensors alone
+    # training the import leaves the caller's tensors alone
+    m.dit.blocks[0].ffn[0].weight.data.add_(1.0)
     assert not torch.equal(m.dit.blocks[0].ffn[0].weight, sd["blocks.0.ffn.net.0.proj.weight"])
-    a, b, c = (import_wan(sd, config="tiny-wan22", seed=s).upsampler.state_dict() for s in (0, 0, 1))
-    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)  # new weights: seeded
+    a, b, c = (
+        import_wan(sd, config="tiny-wan22", seed=s).upsampler.state_dict() for s in (0, 0, 1)
+    )
+    # new weights: seeded
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_a_cogvideox_config_starts_from_wan21_weights():
@@ -231,19 +295,55 @@ def test_a_cogvideox_config_starts_from_wan21_weights():
     assert torch.equal(m.dit.patch_embedding.weight[:, :16], sd["patch_embedding.weight"])
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("wan2.2-ti2v-5b", dict(num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48, ffn_dim=14336)),
-    ("cogvideox-1.3b", dict(num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16, ffn_dim=8960)),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        (
+            "wan2.2-ti2v-5b",
+            dict(
+                num_attention_heads=24,
+                attention_head_dim=128,
+                in_channels=48,
+                out_channels=48,
+                ffn_dim=14336,
+            ),
+        ),
+        (
+            "cogvideox-1.3b",
+            dict(
+                num_attention_heads=12,
+                attention_head_dim=128,
+                in_channels=16,
+                out_channels=16,
+                ffn_dim=8960,
+            ),
+        ),
+    ],
+)
 def test_released_wan_shapes_fit_the_named_configs(name, kwargs):
-    """The real-size weights' shapes (diffusers' released configs, on meta) are what the named config expects."""
-    from simplegvr_core.weights import _SHAPE_FIELDS, infer_wan_dit_config, wan_state_dict_to_original
+    """The real-size weights' shapes (diffusers' released configs, on meta) are what the named
+    config expects."""
+    from simplegvr_core.weights import (
+        _SHAPE_FIELDS,
+        infer_wan_dit_config,
+        wan_state_dict_to_original,
+    )
 
     with torch.device("meta"):
-        ref = diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), text_dim=4096, freq_dim=256, num_layers=30,
-                                              cross_attn_norm=True, qk_norm="rms_norm_across_heads", **kwargs)
+        ref = diffusers.WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            text_dim=4096,
+            freq_dim=256,
+            num_layers=30,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            **kwargs,
+        )
     sd, source = wan_state_dict_to_original(ref.state_dict())
     base = infer_wan_dit_config(sd)  # heads from the released sizes
     cfg = get_config(name).dit
     assert source == "diffusers"
-    assert all(getattr(base, k) == getattr(cfg, k) for k in _SHAPE_FIELDS) and base.num_heads == cfg.num_heads
+    assert (
+        all(getattr(base, k) == getattr(cfg, k) for k in _SHAPE_FIELDS)
+        and base.num_heads == cfg.num_heads
+    )

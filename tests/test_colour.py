@@ -1,11 +1,18 @@
-"""Colour correction (simplegvr_core/colour.py): latent AdaIN sets the statistics, the wavelet fix keeps the HR
-frames' high band and takes the LR frames' low band."""
+"""Colour correction (simplegvr_core/colour.py): latent AdaIN sets the statistics, the wavelet fix
+keeps the HR frames' high band and takes the LR frames' low band."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from simplegvr_core.colour import adain, channel_stats, colour_fix_frames, pixel_adain, wavelet_bands, wavelet_colour_fix
+from simplegvr_core.colour import (
+    adain,
+    channel_stats,
+    colour_fix_frames,
+    pixel_adain,
+    wavelet_bands,
+    wavelet_colour_fix,
+)
 
 
 def test_latent_adain_matches_each_channels_clip_wide_mean_and_std():
@@ -52,8 +59,8 @@ def _checker(n, h, w, amp=0.1):
 
 
 def test_wavelet_fix_keeps_the_hr_high_band_and_takes_the_lr_low_band_exactly_inside():
-    """HR = a colour A + a 2-px checkerboard (all high band); LR = another colour B. Away from the borders (the
-    5 blurs reach 31 px) the result is exactly B + the checkerboard."""
+    """HR = a colour A + a 2-px checkerboard (all high band); LR = another colour B. Away from the
+    borders (the 5 blurs reach 31 px) the result is exactly B + the checkerboard."""
     n, h, w = 2, 96, 80
     a, b = torch.tensor([0.3, 0.5, 0.2]), torch.tensor([0.45, 0.4, 0.3])
     d = _checker(n, h, w)
@@ -65,18 +72,24 @@ def test_wavelet_fix_keeps_the_hr_high_band_and_takes_the_lr_low_band_exactly_in
     # and by construction everywhere: out - LR low band == HR high band
     high_hr, _ = wavelet_bands(hr.permute(0, 3, 1, 2))
     _, low_lr = wavelet_bands(b.expand(n, h, w, 3).permute(0, 3, 1, 2))
-    torch.testing.assert_close(out.permute(0, 3, 1, 2), (high_hr + low_lr).clamp(0, 1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        out.permute(0, 3, 1, 2), (high_hr + low_lr).clamp(0, 1), rtol=0, atol=1e-6
+    )
 
 
 def test_wavelet_fix_removes_a_tint_and_keeps_detail_on_a_smooth_scene():
     g = torch.Generator().manual_seed(1)
     n, h, w = 3, 96, 96
-    smooth = F.interpolate(torch.rand(n, 3, 5, 5, generator=g), size=(h, w), mode="bicubic", align_corners=False)
+    smooth = F.interpolate(
+        torch.rand(n, 3, 5, 5, generator=g), size=(h, w), mode="bicubic", align_corners=False
+    )
     smooth = smooth.permute(0, 2, 3, 1).clamp(0.1, 0.9) * 0.6 + 0.2
     detail = _checker(n, h, w, amp=0.08)
     tint = torch.tensor([0.08, -0.05, 0.06])
     hr = (smooth + detail + tint).clamp(0, 1)  # what a drifting upscaler gives: detail, but tinted
-    lr = F.interpolate(smooth.permute(0, 3, 1, 2), size=(h // 2, w // 2), mode="area").permute(0, 2, 3, 1)
+    lr = F.interpolate(smooth.permute(0, 3, 1, 2), size=(h // 2, w // 2), mode="area").permute(
+        0, 2, 3, 1
+    )
     out = wavelet_colour_fix(hr, lr)
     inner = (slice(None), slice(16, -16), slice(16, -16))
     before = (hr - smooth - detail)[inner].abs().mean()
@@ -88,16 +101,23 @@ def test_wavelet_fix_removes_a_tint_and_keeps_detail_on_a_smooth_scene():
     high_out, _ = wavelet_bands(out.permute(0, 3, 1, 2), levels=1)
     high_hr, _ = wavelet_bands(hr.permute(0, 3, 1, 2), levels=1)
     inner_band = (..., slice(16, -16), slice(16, -16))
-    assert torch.corrcoef(torch.stack([high_out[inner_band].flatten(), high_hr[inner_band].flatten()]))[0, 1] > 0.99
+    assert (
+        torch.corrcoef(
+            torch.stack([high_out[inner_band].flatten(), high_hr[inner_band].flatten()])
+        )[0, 1]
+        > 0.99
+    )
 
 
 def test_pixel_adain_matches_the_lr_colour_statistics():
     g = torch.Generator().manual_seed(2)
-    hr = (torch.rand(4, 32, 32, 3, generator=g) * 0.5 + 0.4)
+    hr = torch.rand(4, 32, 32, 3, generator=g) * 0.5 + 0.4
     lr = torch.rand(4, 16, 16, 3, generator=g) * 0.3 + 0.2
     out = pixel_adain(hr, lr)
     as5 = lambda x: x.permute(3, 0, 1, 2)[None]  # noqa: E731
-    torch.testing.assert_close(channel_stats(as5(out))[0], channel_stats(as5(lr))[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        channel_stats(as5(out))[0], channel_stats(as5(lr))[0], rtol=0, atol=1e-5
+    )
     torch.testing.assert_close(colour_fix_frames("AdaIN", hr, lr), out)
 
 
@@ -113,8 +133,9 @@ def test_colour_fix_refuses_frames_that_do_not_belong_together():
 
 
 def test_sampler_latent_adain_gives_the_upsampled_lr_latents_statistics():
-    """sample(colour_fix="latent AdaIN"): the HR latent's per-channel clip statistics are those of the clean LR latent
-    upsampled bilinearly (the colours of the input), whatever the DiT did; "none" leaves them alone."""
+    """sample(colour_fix="latent AdaIN"): the HR latent's per-channel clip statistics are those of
+    the clean LR latent upsampled bilinearly (the colours of the input), whatever the DiT did;
+    "none" leaves them alone."""
     from helpers import randomize_
 
     from simplegvr_core import SimpleGVR, get_config

@@ -1,4 +1,5 @@
-"""Classic RealBasicVSR second-order degradation (reference-facts.md §4), written without basicsr/mmagic."""
+"""Classic RealBasicVSR second-order degradation (reference-facts.md §4), written without
+basicsr/mmagic."""
 
 import dataclasses
 import math
@@ -42,7 +43,8 @@ def test_output_has_the_lr_size_and_uint8(seed):
     frames = clip()
     out = classic_degrade(frames, (24, 32), seed=seed)  # lr_size is (H, W)
     assert out.shape == (9, 24, 32, 3) and out.dtype == np.uint8
-    assert classic_degrade(frames, None, seed=seed).shape == frames.shape  # default: keep the input size
+    # default: keep the input size
+    assert classic_degrade(frames, None, seed=seed).shape == frames.shape
 
 
 def test_all_stages_off_is_the_identity_up_to_resize():
@@ -50,8 +52,10 @@ def test_all_stages_off_is_the_identity_up_to_resize():
     off = ClassicConfig().without(*STAGES)
     assert np.array_equal(classic_degrade(frames, None, off, seed=3), frames)
     out = classic_degrade(frames, (24, 40), off, seed=3)
-    refs = [np.stack([cv2.resize(f, (40, 24), interpolation=m) for f in frames])
-            for m in (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC)]
+    refs = [
+        np.stack([cv2.resize(f, (40, 24), interpolation=m) for f in frames])
+        for m in (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC)
+    ]
     assert any(np.array_equal(out, r) for r in refs)
 
 
@@ -75,11 +79,22 @@ def test_seed_reproduces_and_differs():
 def test_parameters_drift_from_frame_to_frame():
     still = np.repeat(clip(t=1)[0][None], 9, 0)
     blur = always(ClassicConfig()).only("blur")
-    blur.blur = dataclasses.replace(blur.blur, kernels=("aniso",), kernel_prob=(1.0,), sigma_step=0.3)
+    blur.blur = dataclasses.replace(
+        blur.blur, kernels=("aniso",), kernel_prob=(1.0,), sigma_step=0.3
+    )
     out = classic_degrade(still, None, blur, seed=1)
     assert not np.array_equal(out[0], out[-1])  # the kernel walked
-    frozen = dataclasses.replace(blur, blur=dataclasses.replace(blur.blur, sigma_step=0.0, rotate_angle_step=0.0,
-                                                                beta_gaussian_step=0.0, beta_plateau_step=0.0, omega_step=0.0))
+    frozen = dataclasses.replace(
+        blur,
+        blur=dataclasses.replace(
+            blur.blur,
+            sigma_step=0.0,
+            rotate_angle_step=0.0,
+            beta_gaussian_step=0.0,
+            beta_plateau_step=0.0,
+            omega_step=0.0,
+        ),
+    )
     out = classic_degrade(still, None, frozen, seed=1)
     assert all(np.array_equal(out[0], f) for f in out)
 
@@ -103,8 +118,11 @@ def test_anisotropic_kernel_is_rotated():
 
 def test_bessel_j1_and_sinc_kernel():
     # J1 at 1, 5 and 10 (Abramowitz & Stegun table 9.1)
-    np.testing.assert_allclose(bessel_j1(np.array([0.0, 1.0, 5.0, 10.0])), [0.0, 0.4400505857, -0.3275791376, 0.0434727462],
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        bessel_j1(np.array([0.0, 1.0, 5.0, 10.0])),
+        [0.0, 0.4400505857, -0.3275791376, 0.0434727462],
+        atol=1e-9,
+    )
     k = make_kernel("sinc", 21, 1, 1, 0, 1, 1, math.pi / 3)
     spectrum = np.abs(np.fft.fft2(np.pad(k, ((0, 43), (0, 43)))))  # 64 x 64
     f = np.fft.fftfreq(64) * 2 * math.pi

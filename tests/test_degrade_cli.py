@@ -1,4 +1,5 @@
-"""`simplegvr degrade IN OUT --mode ...` on files and folders: outputs, skipping, failures, atomic writes."""
+"""`simplegvr degrade IN OUT --mode ...` on files and folders: outputs, skipping, failures, atomic
+writes."""
 
 from fractions import Fraction
 
@@ -8,14 +9,20 @@ import pytest
 
 from simplegvr_core.app import main
 from simplegvr_core.degrade import degrade_frames
-from simplegvr_core.degrade.video_io import VideoWriter, parse_wxh, probe_video, read_video, write_video
+from simplegvr_core.degrade.video_io import (
+    VideoWriter,
+    parse_wxh,
+    probe_video,
+    read_video,
+    write_video,
+)
 
 
 def moving_clip(t=9, h=64, w=96, seed=0):
     rng = np.random.default_rng(seed)
     bg = cv2.GaussianBlur(rng.integers(0, 256, (h, w + 3 * t, 3)).astype(np.float32), (0, 0), 1.5)
     bg = np.clip((bg - bg.mean()) / bg.std() * 50 + 128, 0, 255).astype(np.uint8)
-    return np.stack([bg[:, 3 * i:3 * i + w] for i in range(t)])  # a camera pan, 3 px/frame
+    return np.stack([bg[:, 3 * i : 3 * i + w] for i in range(t)])  # a camera pan, 3 px/frame
 
 
 @pytest.fixture()
@@ -30,12 +37,27 @@ def videos(tmp_path):
 
 def test_one_file_keeps_count_size_and_fps(videos, tmp_path, capsys):
     out = tmp_path / "lr.mp4"
-    assert main(["degrade", str(videos / "sub" / "b.mp4"), str(out), "--mode", "flow", "--quiet"]) == 0
+    assert (
+        main(["degrade", str(videos / "sub" / "b.mp4"), str(out), "--mode", "flow", "--quiet"]) == 0
+    )
     info = probe_video(out)
     assert (info.width, info.height, info.frames, info.fps) == (96, 64, 9, Fraction(25, 2))
     assert "wrote" in capsys.readouterr().out
-    assert main(["degrade", str(videos / "a.mp4"), str(tmp_path / "c.mp4"), "--mode", "classic", "--lr-size", "48x32",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "degrade",
+                str(videos / "a.mp4"),
+                str(tmp_path / "c.mp4"),
+                "--mode",
+                "classic",
+                "--lr-size",
+                "48x32",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     info = probe_video(tmp_path / "c.mp4")
     assert (info.width, info.height, info.frames, info.fps) == (48, 32, 9, Fraction(24))
 
@@ -43,7 +65,12 @@ def test_one_file_keeps_count_size_and_fps(videos, tmp_path, capsys):
 def test_same_seed_same_video_and_flow_changes_it(videos, tmp_path):
     runs = []
     for name, seed in (("x.mp4", "3"), ("y.mp4", "3"), ("z.mp4", "4")):
-        assert main(["degrade", str(videos / "a.mp4"), str(tmp_path / name), "--seed", seed, "--quiet"]) == 0
+        assert (
+            main(
+                ["degrade", str(videos / "a.mp4"), str(tmp_path / name), "--seed", seed, "--quiet"]
+            )
+            == 0
+        )
         runs.append(read_video(tmp_path / name)[0])
     src = read_video(videos / "a.mp4")[0]
     assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
@@ -52,12 +79,28 @@ def test_same_seed_same_video_and_flow_changes_it(videos, tmp_path):
 
 def test_folder_skips_existing_reports_broken_and_fails_overall(videos, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["degrade", str(videos), str(out), "--mode", "flow+classic", "--lr-size", "48x32", "--quiet"])
+    rc = main(
+        [
+            "degrade",
+            str(videos),
+            str(out),
+            "--mode",
+            "flow+classic",
+            "--lr-size",
+            "48x32",
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc != 0
     assert "2 done, 0 skipped, 1 failed (broken.mp4)" in captured.out
-    assert "failed broken.mp4: cannot read video" in captured.err and "Traceback" not in captured.err
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a.mp4", "sub/b.mp4"]
+    assert (
+        "failed broken.mp4: cannot read video" in captured.err and "Traceback" not in captured.err
+    )
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "a.mp4",
+        "sub/b.mp4",
+    ]
     assert probe_video(out / "sub" / "b.mp4").fps == Fraction(25, 2)
     before = (out / "a.mp4").stat().st_mtime_ns
     (videos / "broken.mp4").unlink()

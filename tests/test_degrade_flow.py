@@ -37,46 +37,55 @@ def moving_square(t=9, h=128, w=192, seed=0):
     bg, sq = textured(h, w, rng), textured(SQ, SQ, rng, 1.0)
     frames = np.repeat(bg[None], t, 0)
     for i in range(t):
-        frames[i, Y0:Y0 + SQ, X0 + SPEED * i:X0 + SPEED * i + SQ] = sq
+        frames[i, Y0 : Y0 + SQ, X0 + SPEED * i : X0 + SPEED * i + SQ] = sq
     return frames
 
 
-STRIPE_SQ, STRIPE_SPEED, STRIPE_Y0, STRIPE_X0 = 40, 6, 36, 36  # square side, px/frame, top-left of frame 0
+# square side, px/frame, top-left of frame 0
+STRIPE_SQ, STRIPE_SPEED, STRIPE_Y0, STRIPE_X0 = 40, 6, 36, 36
 
 
 def striped_square(t=7, h=160, w=224, seed=0, vertical=False):
-    """A 40x40 square of 8-px-period stripes (4 px at 40, 4 px at 215) moving 6 px/frame across its stripes
-    (right, or down when `vertical`) over a static textured background. 6 px is 3/4 of a period: DIS's
-    coarse levels average the stripes to grey and its fine levels lock onto the -2 px alias."""
+    """A 40x40 square of 8-px-period stripes (4 px at 40, 4 px at 215) moving 6 px/frame across its
+    stripes (right, or down when `vertical`) over a static textured background. 6 px is 3/4 of a
+    period: DIS's coarse levels average the stripes to grey and its fine levels lock onto the -2 px
+    alias."""
     rng = np.random.default_rng(seed)
     bg = textured(h, w, rng)
     bars = np.where((np.arange(STRIPE_SQ) // 4) % 2 == 0, 40, 215).astype(np.uint8)
-    sq = np.repeat(np.repeat(bars[None, :, None], STRIPE_SQ, 0), 3, 2)  # vertical stripes: vary along x
+    # vertical stripes: vary along x
+    sq = np.repeat(np.repeat(bars[None, :, None], STRIPE_SQ, 0), 3, 2)
     if vertical:
         sq = np.ascontiguousarray(sq.transpose(1, 0, 2))
     frames = np.repeat(bg[None], t, 0)
     for i in range(t):
         y, x = striped_square_at(i, vertical)
-        frames[i, y:y + STRIPE_SQ, x:x + STRIPE_SQ] = sq
+        frames[i, y : y + STRIPE_SQ, x : x + STRIPE_SQ] = sq
     return frames
 
 
 def striped_square_at(i, vertical):
-    return (STRIPE_Y0 + STRIPE_SPEED * i, STRIPE_X0) if vertical else (STRIPE_Y0, STRIPE_X0 + STRIPE_SPEED * i)
+    return (
+        (STRIPE_Y0 + STRIPE_SPEED * i, STRIPE_X0)
+        if vertical
+        else (STRIPE_Y0, STRIPE_X0 + STRIPE_SPEED * i)
+    )
 
 
 def motion_inside(flow, i, vertical, bs=16):
-    """Mean motion along the square's path over the blocks wholly inside it (px/frame, positive = forward)."""
+    """Mean motion along the square's path over the blocks wholly inside it (px/frame, positive =
+    forward)."""
     bm = block_motion(flow, bs)
     y, x = striped_square_at(i, vertical)
     ys = [b for b in range(bm.shape[0]) if b * bs >= y and (b + 1) * bs <= y + STRIPE_SQ]
     xs = [b for b in range(bm.shape[1]) if b * bs >= x and (b + 1) * bs <= x + STRIPE_SQ]
-    return -float(bm[np.ix_(ys, xs)][..., 1 if vertical else 0].mean())  # flow points back to the previous frame
+    # flow points back to the previous frame
+    return -float(bm[np.ix_(ys, xs)][..., 1 if vertical else 0].mean())
 
 
 def psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 def test_static_clip_is_unchanged():
@@ -94,12 +103,17 @@ def test_changes_stay_inside_the_moving_squares_dilated_path():
     margin = cfg.block_size + 8  # blocks cross-fade over one block; DIS spreads motion a few px
     for i in range(len(frames)):
         path = np.zeros(frames.shape[1:3], np.uint8)
-        for j in (i - 1, i, i + 1):  # the square where it was, is and will be (frame 0 uses the flow to 1)
+        # the square where it was, is and will be (frame 0 uses the flow to 1)
+        for j in (i - 1, i, i + 1):
             x = X0 + SPEED * j
-            path[Y0:Y0 + SQ, max(0, x):x + SQ] = 1
+            path[Y0 : Y0 + SQ, max(0, x) : x + SQ] = 1
         allowed = cv2.dilate(path, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)).astype(bool)
-        assert not (changed[i] & ~allowed).any(), f"frame {i}: pixels changed outside the square's path"
-        assert changed[i, Y0:Y0 + SQ, X0 + SPEED * i:X0 + SPEED * i + SQ].mean() > 0.5, f"frame {i} barely degraded"
+        assert not (changed[i] & ~allowed).any(), (
+            f"frame {i}: pixels changed outside the square's path"
+        )
+        assert changed[i, Y0 : Y0 + SQ, X0 + SPEED * i : X0 + SPEED * i + SQ].mean() > 0.5, (
+            f"frame {i} barely degraded"
+        )
     assert (~changed).mean() > 0.5  # most of the static background is untouched
 
 
@@ -109,19 +123,28 @@ def test_blur_follows_the_motion_direction():
     lx, ly = [], []
     for i in range(1, len(frames)):
         x = X0 + SPEED * i
-        a = frames[i, Y0 + 4:Y0 + SQ - 4, x + 4:x + SQ - 4].astype(np.float32).mean(-1)
-        b = out[i, Y0 + 4:Y0 + SQ - 4, x + 4:x + SQ - 4].astype(np.float32).mean(-1)
+        a = frames[i, Y0 + 4 : Y0 + SQ - 4, x + 4 : x + SQ - 4].astype(np.float32).mean(-1)
+        b = out[i, Y0 + 4 : Y0 + SQ - 4, x + 4 : x + SQ - 4].astype(np.float32).mean(-1)
         lx.append(1 - (np.diff(b, axis=1) ** 2).sum() / (np.diff(a, axis=1) ** 2).sum())
         ly.append(1 - (np.diff(b, axis=0) ** 2).sum() / (np.diff(a, axis=0) ** 2).sum())
     lx, ly = np.mean(lx), np.mean(ly)
-    assert lx > 0.25 and lx > 1.5 * ly, f"horizontal gradient energy lost {lx:.2f}, vertical {ly:.2f}"
+    assert lx > 0.25 and lx > 1.5 * ly, (
+        f"horizontal gradient energy lost {lx:.2f}, vertical {ly:.2f}"
+    )
 
 
-@pytest.mark.parametrize("flow_xy,gain,reference", [
-    ((5.0, 0.0), 1.0, lambda f: cv2.blur(f, (5, 1))),
-    ((0.0, -7.0), 1.0, lambda f: cv2.blur(f, (1, 7))),
-    ((4.0, 4.0), 7 / math.hypot(4, 4), lambda f: cv2.filter2D(f, -1, line_kernel(7, math.pi / 4))),
-])
+@pytest.mark.parametrize(
+    "flow_xy,gain,reference",
+    [
+        ((5.0, 0.0), 1.0, lambda f: cv2.blur(f, (5, 1))),
+        ((0.0, -7.0), 1.0, lambda f: cv2.blur(f, (1, 7))),
+        (
+            (4.0, 4.0),
+            7 / math.hypot(4, 4),
+            lambda f: cv2.filter2D(f, -1, line_kernel(7, math.pi / 4)),
+        ),
+    ],
+)
 def test_uniform_motion_is_a_line_kernel_of_length_gain_times_motion(flow_xy, gain, reference):
     frame = textured(96, 96, np.random.default_rng(2))
     flow = np.broadcast_to(np.float32(flow_xy), (96, 96, 2)).copy()
@@ -134,16 +157,22 @@ def test_uniform_motion_is_a_line_kernel_of_length_gain_times_motion(flow_xy, ga
 def test_blocks_cross_fade_without_seams():
     h, w = 128, 128
     xx = np.arange(w)
-    frame = np.repeat(np.repeat((128 + 100 * np.sin(2 * np.pi * xx / 6)).astype(np.uint8)[None, :, None], h, 0), 3, 2)
+    frame = np.repeat(
+        np.repeat((128 + 100 * np.sin(2 * np.pi * xx / 6)).astype(np.uint8)[None, :, None], h, 0),
+        3,
+        2,
+    )
     flow = np.zeros((h, w, 2), np.float32)
     for by in range(0, h, 32):  # block rows alternate: 16 px moving 9 px/frame, 16 px static
-        flow[by:by + 16, :, 0] = 9.0
+        flow[by : by + 16, :, 0] = 9.0
     out = motion_blur(frame, flow, 1.0, FlowGuidedConfig(block_smooth=0))
     col = out[:, 20:108, 0].astype(int)
     amp = col.max(1) - col.min(1)
     assert amp[8] < 0.4 * amp[24]  # centre of a moving block row strongly blurred, a static one not
     jump = np.abs(np.diff(col, axis=0)).max()
-    assert jump < 20, f"largest row-to-row step {jump}: a block seam (hard switch would be ~{amp[24] - amp[8]})"
+    assert jump < 20, (
+        f"largest row-to-row step {jump}: a block seam (hard switch would be ~{amp[24] - amp[8]})"
+    )
 
 
 def test_bleeding_takes_colours_from_the_previous_frame_weighted_to_the_centre():
@@ -156,9 +185,11 @@ def test_bleeding_takes_colours_from_the_previous_frame_weighted_to_the_centre()
         out, ellipses = bleed_colours(cur, prev, flow, np.random.default_rng(seed), cfg, count=1)
         (e,) = ellipses
         d = out.astype(np.float64) - a
-        wgt = d @ (b - a) / ((b - a) @ (b - a))  # how far each pixel moved from cur's colour towards prev's
+        # how far each pixel moved from cur's colour towards prev's
+        wgt = d @ (b - a) / ((b - a) @ (b - a))
         off_line = np.linalg.norm(d - wgt[..., None] * (b - a), axis=-1)
-        assert off_line.max() <= 2.0  # every new colour is a mix of cur and the previous frame's colour
+        # every new colour is a mix of cur and the previous frame's colour
+        assert off_line.max() <= 2.0
         yy, xx = np.mgrid[0:h, 0:w]
         dx, dy = xx - e.cx, yy - e.cy
         ca, sa = math.cos(e.angle), math.sin(e.angle)
@@ -175,12 +206,17 @@ def test_bleeding_samples_the_previous_frame_where_it_lands():
     cur = np.full((h, w, 3), 128, np.uint8)
     prev = np.zeros((h, w, 3), np.uint8)
     prev[:, : w // 2] = (255, 0, 0)  # red left half, blue right half
-    prev[:, w // 2:] = (0, 0, 255)
+    prev[:, w // 2 :] = (0, 0, 255)
     flow = np.broadcast_to(np.float32([3.0, 0.0]), (h, w, 2)).copy()
-    cfg = FlowGuidedConfig(bleed_offset_mean=0.0, bleed_offset_std=0.0, bleed_smooth=(0.0, 0.0), ellipse_size=(0.1, 0.1))
+    cfg = FlowGuidedConfig(
+        bleed_offset_mean=0.0,
+        bleed_offset_std=0.0,
+        bleed_smooth=(0.0, 0.0),
+        ellipse_size=(0.1, 0.1),
+    )
     out, _ = bleed_colours(cur, prev, flow, np.random.default_rng(0), cfg, count=12)
     d = out.astype(int) - 128
-    left, right = d[:, : w // 2 - 3], d[:, w // 2 + 3:]
+    left, right = d[:, : w // 2 - 3], d[:, w // 2 + 3 :]
     assert (left[..., 2] <= 0).all() and (left[..., 0] >= 0).all() and left[..., 0].max() > 20
     assert (right[..., 0] <= 0).all() and (right[..., 2] >= 0).all() and right[..., 2].max() > 20
 
@@ -199,7 +235,8 @@ def test_seed_reproduces_and_differs():
     a = flow_guided(frames, seed=11)
     assert np.array_equal(a, flow_guided(frames, seed=11))
     assert not np.array_equal(a, flow_guided(frames, seed=12))
-    assert np.array_equal(a, np.stack(list(iter_flow_guided(iter(list(frames)), None, 11))))  # streaming == whole clip
+    # streaming == whole clip
+    assert np.array_equal(a, np.stack(list(iter_flow_guided(iter(list(frames)), None, 11))))
 
 
 def test_strength_zero_and_single_frame_are_identity():
@@ -227,7 +264,11 @@ def test_inputs_are_validated():
 def test_directional_blur_is_the_mean_along_an_anchored_digital_line(angle_index):
     rng = np.random.default_rng(angle_index)
     img = rng.integers(0, 256, (40, 44, 3)).astype(np.uint8)
-    theta, length, origin = angle_index * math.pi / 8, 9.0, (int(rng.integers(0, 500)), int(rng.integers(0, 500)))
+    theta, length, origin = (
+        angle_index * math.pi / 8,
+        9.0,
+        (int(rng.integers(0, 500)), int(rng.integers(0, 500))),
+    )
     out = directional_blur(img, theta, length, origin).astype(int)
     c, s = math.cos(theta), math.sin(theta)
     horiz = abs(c) >= abs(s)
@@ -245,7 +286,9 @@ def test_directional_blur_is_the_mean_along_an_anchored_digital_line(angle_index
                     taps.append(img[y + j, x + d])
             assert np.abs(np.mean(taps, axis=0) - out[y, x]).max() <= 0.5 + 1e-9
     # the same pixel gets the same kernel in a shifted crop
-    shifted = directional_blur(img[3:, 5:], theta, length, (origin[0] + 3, origin[1] + 5)).astype(int)
+    shifted = directional_blur(img[3:, 5:], theta, length, (origin[0] + 3, origin[1] + 5)).astype(
+        int
+    )
     assert np.array_equal(shifted[9:25, 7:27], out[12:28, 12:32])
 
 
@@ -261,7 +304,8 @@ def test_short_oblique_kernels_are_the_line_kernel(length, angle_index):
 
 def test_a_block_that_moves_gets_at_least_the_shortest_blur():
     frame = textured(96, 96, np.random.default_rng(3))
-    flow = np.broadcast_to(np.float32([1.2, 0.0]), (96, 96, 2)).copy()  # just above the 1 px threshold
+    # just above the 1 px threshold
+    flow = np.broadcast_to(np.float32([1.2, 0.0]), (96, 96, 2)).copy()
     out = motion_blur(frame, flow, 1.0, FlowGuidedConfig())
     inner = (slice(16, -16), slice(16, -16))
     assert np.abs(out[inner].astype(int) - cv2.blur(frame, (3, 1))[inner]).max() <= 1
@@ -270,13 +314,14 @@ def test_a_block_that_moves_gets_at_least_the_shortest_blur():
 
 
 def test_separate_groups_of_blocks_sharing_a_kernel_do_not_interact():
-    """Two distant moving patches with the same kernel are blurred in separate crops: each comes out as it
-    does when it is the only thing moving."""
+    """Two distant moving patches with the same kernel are blurred in separate crops: each comes out
+    as it does when it is the only thing moving."""
     frame = textured(160, 224, np.random.default_rng(4))
     flows = []
-    for y0, x0 in ((16, 16), (112, 160)):  # 32x48 px patches moving 9 px/frame to the right, far apart
+    # 32x48 px patches moving 9 px/frame to the right, far apart
+    for y0, x0 in ((16, 16), (112, 160)):
         f = np.zeros((160, 224, 2), np.float32)
-        f[y0:y0 + 32, x0:x0 + 48, 0] = 9.0
+        f[y0 : y0 + 32, x0 : x0 + 48, 0] = 9.0
         flows.append(f)
     cfg = FlowGuidedConfig(block_smooth=0)
     both = motion_blur(frame, flows[0] + flows[1], 1.0, cfg)
@@ -288,9 +333,10 @@ def test_separate_groups_of_blocks_sharing_a_kernel_do_not_interact():
 
 
 def test_flow_sees_stripes_that_alias():
-    """Defect 10: DIS alone estimates ~1 px, often backwards, for stripes moving 6 px/frame across themselves
-    (ultrafast: 17 % of these 48 frame pairs within 25 %, median 1.3 px; medium: 4 %, median -2.0 px). With
-    the alias check: 94 %, median 6.0 px (the misses: interior blocks whose windows never see the edges)."""
+    """Defect 10: DIS alone estimates ~1 px, often backwards, for stripes moving 6 px/frame across
+    themselves (ultrafast: 17 % of these 48 frame pairs within 25 %, median 1.3 px; medium: 4 %,
+    median -2.0 px). With the alias check: 94 %, median 6.0 px (the misses: interior blocks whose
+    windows never see the edges)."""
     cfg = FlowGuidedConfig()
     est = []
     for vertical in (False, True):
@@ -299,10 +345,18 @@ def test_flow_sees_stripes_that_alias():
             grays = [to_gray(f) for f in frames]
             dis = make_dis(cfg.dis_preset)
             for i in range(1, len(frames)):
-                est.append(motion_inside(compute_flow(grays[i], grays[i - 1], dis, alias_search=cfg.alias_search), i, vertical))
+                est.append(
+                    motion_inside(
+                        compute_flow(grays[i], grays[i - 1], dis, alias_search=cfg.alias_search),
+                        i,
+                        vertical,
+                    )
+                )
     est = np.array(est)
     ok = np.abs(est - STRIPE_SPEED) <= 0.25 * STRIPE_SPEED
-    assert ok.mean() >= 0.9, f"only {ok.mean():.0%} of frame pairs within 25 % of {STRIPE_SPEED} px: {np.round(est, 1)}"
+    assert ok.mean() >= 0.9, (
+        f"only {ok.mean():.0%} of frame pairs within 25 % of {STRIPE_SPEED} px: {np.round(est, 1)}"
+    )
     assert abs(np.median(est) - STRIPE_SPEED) <= 0.1 * STRIPE_SPEED
 
 
@@ -310,29 +364,43 @@ def test_flow_sees_stripes_that_alias():
 def test_striped_square_is_blurred_along_its_motion_and_the_rest_stays_exact(vertical, seed):
     frames = striped_square(seed=seed, vertical=vertical)
     grays = [to_gray(f) for f in frames]
-    for i in range(1, len(frames)):  # the flow itself, frame by frame (frame 0 uses the flow to frame 1)
-        est = motion_inside(compute_flow(grays[i], grays[i - 1], make_dis(), alias_search=16), i, vertical)
-        assert abs(est - STRIPE_SPEED) <= 0.25 * STRIPE_SPEED, f"frame {i}: {est:.1f} px/frame, expected {STRIPE_SPEED}"
-    cfg = FlowGuidedConfig(bleed=False, blur_gain=(1.0, 1.0))  # kernel ~ motion: a 6-px box on 8-px stripes
+    # the flow itself, frame by frame (frame 0 uses the flow to frame 1)
+    for i in range(1, len(frames)):
+        est = motion_inside(
+            compute_flow(grays[i], grays[i - 1], make_dis(), alias_search=16), i, vertical
+        )
+        assert abs(est - STRIPE_SPEED) <= 0.25 * STRIPE_SPEED, (
+            f"frame {i}: {est:.1f} px/frame, expected {STRIPE_SPEED}"
+        )
+    # kernel ~ motion: a 6-px box on 8-px stripes
+    cfg = FlowGuidedConfig(bleed=False, blur_gain=(1.0, 1.0))
     out = flow_guided(frames, cfg, seed=0)
     margin = cfg.block_size + 8
     for i in range(len(frames)):
         y, x = striped_square_at(i, vertical)
         inner = (slice(y + 8, y + STRIPE_SQ - 8), slice(x + 8, x + STRIPE_SQ - 8))
-        a, b = frames[i][inner].astype(np.float32).mean(-1), out[i][inner].astype(np.float32).mean(-1)
-        contrast = b.std() / a.std()  # stripes across the motion: blurred along it, their contrast drops
-        assert contrast < 0.6, f"frame {i}: stripe contrast kept {contrast:.2f} (undetected motion keeps ~0.8)"
+        a, b = (
+            frames[i][inner].astype(np.float32).mean(-1),
+            out[i][inner].astype(np.float32).mean(-1),
+        )
+        # stripes across the motion: blurred along it, their contrast drops
+        contrast = b.std() / a.std()
+        assert contrast < 0.6, (
+            f"frame {i}: stripe contrast kept {contrast:.2f} (undetected motion keeps ~0.8)"
+        )
         path = np.zeros(frames.shape[1:3], np.uint8)
         for j in (i - 1, i, i + 1):
             py, px = striped_square_at(j, vertical)
-            path[max(0, py):py + STRIPE_SQ, max(0, px):px + STRIPE_SQ] = 1
+            path[max(0, py) : py + STRIPE_SQ, max(0, px) : px + STRIPE_SQ] = 1
         far = ~cv2.dilate(path, np.ones((2 * margin + 1,) * 2, np.uint8)).astype(bool)
         assert np.array_equal(out[i][far], frames[i][far]), f"frame {i}: static background changed"
 
 
 def test_alias_check_keeps_static_and_well_tracked_clips():
     still = np.repeat(textured(64, 64, np.random.default_rng(1))[None], 9, 0)
-    assert np.array_equal(flow_guided(still, seed=0), flow_guided(still, FlowGuidedConfig(alias_check=False), seed=0))
+    assert np.array_equal(
+        flow_guided(still, seed=0), flow_guided(still, FlowGuidedConfig(alias_check=False), seed=0)
+    )
     frames = moving_square(seed=1)  # DIS tracks a non-periodic square: nothing to correct
     grays = [to_gray(f) for f in frames]
     for i in range(1, len(frames)):
@@ -340,7 +408,10 @@ def test_alias_check_keeps_static_and_well_tracked_clips():
         info = {}
         assert np.array_equal(dealias_flow(flow.copy(), grays[i], grays[i - 1], info=info), flow)
         assert info["corrected"] == 0
-    assert np.array_equal(flow_guided(frames, seed=0), flow_guided(frames, FlowGuidedConfig(alias_check=False), seed=0))
+    assert np.array_equal(
+        flow_guided(frames, seed=0),
+        flow_guided(frames, FlowGuidedConfig(alias_check=False), seed=0),
+    )
 
 
 def test_alias_checked_flow_is_deterministic_across_thread_counts():

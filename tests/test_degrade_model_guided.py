@@ -1,4 +1,5 @@
-"""Model-guided (SDEdit) degradation on latents (paper §4.2.2): x_α = (1−α)x0 + αε, Euler to σ = 0."""
+"""Model-guided (SDEdit) degradation on latents (paper §4.2.2): x_α = (1−α)x0 + αε, Euler to σ =
+0."""
 
 import pytest
 import torch
@@ -20,7 +21,14 @@ def oracle(x0):
 @pytest.mark.parametrize("steps,shift", [(1, 1.0), (7, 1.0), (12, 5.0)])
 def test_oracle_velocity_returns_x0(steps, shift):
     x0 = torch.randn(2, 4, 3, 5, 6, generator=torch.Generator().manual_seed(0))
-    out = sdedit(x0, oracle(x0), alpha=0.37, steps=steps, shift=shift, generator=torch.Generator().manual_seed(1))
+    out = sdedit(
+        x0,
+        oracle(x0),
+        alpha=0.37,
+        steps=steps,
+        shift=shift,
+        generator=torch.Generator().manual_seed(1),
+    )
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
 
 
@@ -42,7 +50,8 @@ def test_starts_from_the_noised_latent_at_sigma_alpha():
     out = sdedit(x0, still, alpha=0.35, steps=4, noise=eps)
     torch.testing.assert_close(out, 0.65 * x0 + 0.35 * eps)
     t = torch.cat(ts)
-    torch.testing.assert_close(t, torch.tensor([350.0, 262.5, 175.0, 87.5]))  # 1000σ on linspace(α, 0, k+1)
+    # 1000σ on linspace(α, 0, k+1)
+    torch.testing.assert_close(t, torch.tensor([350.0, 262.5, 175.0, 87.5]))
     ts.clear()
     sdedit(x0, still, alpha=0.35, steps=4, noise=eps, shift=5.0)
     t = torch.cat(ts) / 1000
@@ -63,8 +72,17 @@ def test_alpha_is_drawn_in_the_paper_range_reproducibly():
 
 
 def tiny_wan_t2v(tmp_path):
-    cfg = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=16, out_dim=16, freq_dim=16, text_dim=24,
-                    noise_level_embed=False)
+    cfg = DiTConfig(
+        dim=32,
+        ffn_dim=64,
+        num_heads=2,
+        num_layers=2,
+        in_dim=16,
+        out_dim=16,
+        freq_dim=16,
+        text_dim=24,
+        noise_level_embed=False,
+    )
     ref = randomize_(SimpleGVRDiT(cfg), seed=2, std=0.1).eval()
     path = tmp_path / "wan_t2v.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
@@ -82,7 +100,11 @@ def test_works_with_a_plain_t2v_dit_loaded_from_wan_weights(tmp_path):
     for i in range(3):
         x = x + (sig[i + 1] - sig[i]) * dit(x, None, torch.tensor([1000.0 * sig[i]]), ctx)
     torch.testing.assert_close(out, x, rtol=1e-5, atol=1e-5)
-    assert out.shape == x0.shape and torch.isfinite(out).all() and not torch.allclose(out, x0, atol=1e-3)
+    assert (
+        out.shape == x0.shape
+        and torch.isfinite(out).all()
+        and not torch.allclose(out, x0, atol=1e-3)
+    )
 
 
 @torch.no_grad()
@@ -92,7 +114,8 @@ def test_guidance_mixes_conditional_and_negative(tmp_path):
     pos, neg = torch.randn(1, 5, 24), torch.randn(1, 3, 24)
     v = dit_velocity(dit, negative_context=neg, guidance=3.0)(x, t, pos)
     v_pos = dit(x, None, t, pos)
-    v_neg = dit(x, None, t, torch.nn.functional.pad(neg, (0, 0, 0, 2)))  # Wan zero-pads text to one length
+    # Wan zero-pads text to one length
+    v_neg = dit(x, None, t, torch.nn.functional.pad(neg, (0, 0, 0, 2)))
     torch.testing.assert_close(v, v_neg + 3.0 * (v_pos - v_neg), rtol=1e-4, atol=1e-5)
 
 
@@ -108,7 +131,9 @@ def test_inputs_are_validated(tmp_path):
         sdedit(x0, oracle(x0), alpha=0.3, noise=torch.zeros(1, 4, 2, 3, 4))
     with pytest.raises(ValueError, match="alpha_range"):
         sample_alpha(None, (0.5, 0.2))
-    conditioned = SimpleGVRDiT(DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, freq_dim=16, text_dim=24))
+    conditioned = SimpleGVRDiT(
+        DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, freq_dim=16, text_dim=24)
+    )
     with pytest.raises(ValueError, match="plain\\s+T2V"):
         dit_velocity(conditioned)
     with pytest.raises(ValueError, match="negative_context"):

@@ -21,18 +21,24 @@ def bench():
 def test_cpu_mode_measures_every_mode_and_kernel(bench, capsys):
     assert bench.main(["--cpu-small"]) == 0
     out = capsys.readouterr().out
-    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    rows = [
+        line.split("|")[1:-1]
+        for line in out.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ][1:]
     cases = [(r[0].strip(), r[1].strip()) for r in rows]
     assert cases == bench.cases(bench.flex_available())
     assert ("sparse_local", "flex") in cases and ("temporal_units", "flex") in cases
     for r in rows:
         step, up, fps = (float(v) for v in r[2:5])
-        assert step > 0 and up > 0 and math.isclose(fps, 81 / (step + up), rel_tol=0.05, abs_tol=0.1)
+        assert (
+            step > 0 and up > 0 and math.isclose(fps, 81 / (step + up), rel_tol=0.05, abs_tol=0.1)
+        )
 
 
 def test_cpu_mode_is_windowed_for_real(bench):
-    """The small size still cuts the clip into units (5 + 2 frames) and each frame into two 12x9 blocks, so the
-    windowed kernels are exercised, not the whole-clip fallback."""
+    """The small size still cuts the clip into units (5 + 2 frames) and each frame into two 12x9
+    blocks, so the windowed kernels are exercised, not the whole-clip fallback."""
     from simplegvr_core.models.attention import unit_bounds
 
     t, h, w = bench.CPU_LR[0], *bench.CPU_HR
@@ -43,11 +49,12 @@ def test_cpu_mode_is_windowed_for_real(bench):
 def test_projection_states_its_mfu(bench):
     text = bench.projection()
     assert f"assumed MFU of {bench.ASSUMED_MFU:.0%}" in text
-    assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")][1:] == [
-        "full", "temporal_units", "sparse_local"]
+    assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")][
+        1:
+    ] == ["full", "temporal_units", "sparse_local"]
 
 
-# --- Ultra Flash: the streaming cascade, its FLOPs and the projection ------------------------------
+# --- Ultra Flash: the streaming cascade, its FLOPs and the projection -----------------------------
 def test_ultraflash_model_is_what_the_importer_builds_from_their_files(bench):
     """The benchmark's 1.3B model is `ultraflash_config` of their files' key tables at full size."""
     import torch
@@ -130,4 +137,7 @@ def test_ultraflash_section_without_a_gpu(bench, uf_flops, uf_small, monkeypatch
     assert "One-step throughput" not in out  # only the Ultra Flash section
     achieved = bench.achieved(uf_small[1], uf_flops)  # what a GPU run adds
     assert [r.split("|")[1].strip() for r in achieved.splitlines() if r.startswith("| ")][1:] == [
-        "latent upsampler", "DiT", "tiny decoder"]
+        "latent upsampler",
+        "DiT",
+        "tiny decoder",
+    ]

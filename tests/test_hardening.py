@@ -1,8 +1,8 @@
 """The hardening issue, defect by defect: each test reproduces what a hostile or unlucky user hit.
 
-1 bf16/fp16 sample   2 seeds reproduce   3 hostile checkpoints   4 one bad file in a folder   5 NaN never written
-6 no tracebacks      7 size and memory guards   8 signals and leftovers   9 configs that train nothing
-11 messages (10, flow aliasing, is in test_degrade_flow.py)
+1 bf16/fp16 sample   2 seeds reproduce   3 hostile checkpoints   4 one bad file in a folder   5 NaN
+never written 6 no tracebacks      7 size and memory guards   8 signals and leftovers   9 configs
+that train nothing 11 messages (10, flow aliasing, is in test_degrade_flow.py)
 """
 
 import json
@@ -42,21 +42,28 @@ def lr_latent(t=2, h=8, w=8, seed=0):
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "simplegvr_core.app", *args], capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "simplegvr_core.app", *args], capture_output=True, text=True, **kw
+    )
 
 
 def one_line_error(r, *words):
     """Exit 2 and one error line (progress bars may precede it), no traceback."""
     assert r.returncode == 2, (r.returncode, r.stderr)
     errors = [line for line in r.stderr.splitlines() if "error" in line.lower()]
-    assert "Traceback" not in r.stderr and len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0], r.stderr
+    assert (
+        "Traceback" not in r.stderr
+        and len(errors) == 1
+        and r.stderr.strip().splitlines()[-1] == errors[0]
+    ), r.stderr
     for w in words:
         assert w in r.stderr, (w, r.stderr)
 
 
 @pytest.fixture()
 def busy_cpu():
-    """Another process loading the CPU, as on a shared CI machine (the reported failures came and went with load)."""
+    """Another process loading the CPU, as on a shared CI machine (the reported failures came and
+    went with load)."""
     p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     yield
     p.kill()
@@ -69,10 +76,11 @@ def dead_pid() -> int:
     return p.pid
 
 
-# --- 1. bf16 / fp16 -----------------------------------------------------------------------------------------
-# Tolerance: every matmul rounds its inputs to the low-precision dtype once (unit roundoff u = 2^-8 for bf16,
-# 2^-11 for fp16); with norms, modulation and residual adds in float32, the relative error of the velocity stays a
-# small multiple of u (measured 1.5u on this model). 4u catches a norm or residual stream computed in low precision.
+# --- 1. bf16 / fp16 -------------------------------------------------------------------------------
+# Tolerance: every matmul rounds its inputs to the low-precision dtype once (unit roundoff u = 2^-8
+# for bf16, 2^-11 for fp16); with norms, modulation and residual adds in float32, the relative error
+# of the velocity stays a small multiple of u (measured 1.5u on this model). 4u catches a norm or
+# residual stream computed in low precision.
 LOW_PRECISION = [(torch.bfloat16, 4 * 2**-8), (torch.float16, 4 * 2**-11)]
 
 
@@ -93,9 +101,12 @@ def test_low_precision_dit_matches_fp32(dtype, tol):
 @pytest.mark.parametrize("dtype, tol", LOW_PRECISION)
 def test_low_precision_upscale_samples_like_fp32(dtype, tol):
     lr = lr_latent()
-    ref = upscale(tiny(), lr, scale=2, steps=2, cfg=1)  # the issue's reproduction: raised "mixed dtype (CPU)"
+    # the issue's reproduction: raised "mixed dtype (CPU)"
+    ref = upscale(tiny(), lr, scale=2, steps=2, cfg=1)
     out = upscale(tiny(dtype=dtype), lr, scale=2, steps=2, cfg=3.0, negative_context=None)
-    assert out.shape == (1, 16, 2, 16, 16) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (
+        out.shape == (1, 16, 2, 16, 16) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    )
     out1 = upscale(tiny(dtype=dtype), lr, scale=2, steps=2, cfg=1)
     assert float((out1 - ref).norm() / ref.norm()) < tol
 
@@ -104,8 +115,25 @@ def test_low_precision_upscale_samples_like_fp32(dtype, tol):
 def test_cli_upscale_in_low_precision(tmp_path, dtype):
     ckpt = save_checkpoint(tiny(), tmp_path / "gvr.safetensors")
     save_latent(lr_latent(), tmp_path / "lr.latent")
-    r = cli("upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "lr.latent"), "--out", str(tmp_path / "hr.latent"),
-            "--scale", "2", "--steps", "2", "--cfg", "1", "--dtype", dtype, "--device", "cpu")
+    r = cli(
+        "upscale",
+        "--checkpoint",
+        str(ckpt),
+        "--latent",
+        str(tmp_path / "lr.latent"),
+        "--out",
+        str(tmp_path / "hr.latent"),
+        "--scale",
+        "2",
+        "--steps",
+        "2",
+        "--cfg",
+        "1",
+        "--dtype",
+        dtype,
+        "--device",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr
     hr = load_latent(tmp_path / "hr.latent")
     ref = upscale(tiny(), lr_latent(), scale=2, steps=2, cfg=1)
@@ -114,16 +142,26 @@ def test_cli_upscale_in_low_precision(tmp_path, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_sampler_node_path_in_low_precision(dtype):
-    """What the Sampler node runs (glue + build_condition + plan + sample) with a model loaded as bf16 / fp16, the
-    dtype ComfyUI's `dtype=auto` picks on GPUs."""
+    """What the Sampler node runs (glue + build_condition + plan + sample) with a model loaded as
+    bf16 / fp16, the dtype ComfyUI's `dtype=auto` picks on GPUs."""
     from nodes import glue
 
     m = tiny(dtype=dtype)
     lr = glue.read_video_latent({"samples": lr_latent()}, m.latent_format, "raw")
-    info = glue.upsample_latent(m, lr, size={"scale": 2.0}, noise_level=0.4, seed=3)[glue.LATENT_KEY]
+    info = glue.upsample_latent(m, lr, size={"scale": 2.0}, noise_level=0.4, seed=3)[
+        glue.LATENT_KEY
+    ]
     plan = plan_sampling(m, info.condition.c.shape)
     assert plan.memory(m, guidance=5.0) > 0
-    x = sample(m, info.condition, context=torch.randn(1, 5, 32), negative_context=None, steps=2, cfg=5.0, seed=3)
+    x = sample(
+        m,
+        info.condition,
+        context=torch.randn(1, 5, 32),
+        negative_context=None,
+        steps=2,
+        cfg=5.0,
+        seed=3,
+    )
     out = glue.to_output(x, m.latent_format, info.layout, info.scale)
     assert out.shape == (1, 16, 2, 16, 16) and torch.isfinite(out).all()
 
@@ -132,30 +170,36 @@ def test_fp16_saturates_instead_of_overflowing():
     from simplegvr_core.models.dit import to_dtype
 
     x = torch.tensor([1e6, -1e6, 3.0])
-    assert torch.equal(to_dtype(x, torch.float16), torch.tensor([65504.0, -65504.0, 3.0], dtype=torch.float16))
+    assert torch.equal(
+        to_dtype(x, torch.float16), torch.tensor([65504.0, -65504.0, 3.0], dtype=torch.float16)
+    )
     assert to_dtype(x, torch.bfloat16).dtype == torch.bfloat16
 
 
-# --- 2. seeds -------------------------------------------------------------------------------------------------
+# --- 2. seeds -------------------------------------------------------------------------------------
 def _clip(t=9, h=48, w=64, seed=0):
     import cv2
 
     rng = np.random.default_rng(seed)
     x = cv2.GaussianBlur(rng.integers(0, 256, (h, w + 3 * t, 3)).astype(np.float32), (0, 0), 1.2)
     x = np.clip((x - x.mean()) / x.std() * 50 + 128, 0, 255).astype(np.uint8)
-    return np.stack([x[:, 3 * i:3 * i + w] for i in range(t)])
+    return np.stack([x[:, 3 * i : 3 * i + w] for i in range(t)])
 
 
 @pytest.mark.parametrize("mode", ["classic", "flow+classic"])
 def test_same_seed_20_times_identical_under_load(busy_cpu, mode):
-    """Multithreaded libx264 made classic differ run to run (5 of 5 different); now 20 of 20 are identical."""
+    """Multithreaded libx264 made classic differ run to run (5 of 5 different); now 20 of 20 are
+    identical."""
     from simplegvr_core.degrade import degrade_frames
 
     frames = _clip()
     for seed in (7, 8):
         outs = {degrade_frames(frames, mode, (30, 30), seed).tobytes() for _ in range(20)}
         assert len(outs) == 1, f"{mode} seed {seed}: {len(outs)} different outputs in 20 runs"
-    assert degrade_frames(frames, mode, (30, 30), 7).tobytes() != degrade_frames(frames, mode, (30, 30), 8).tobytes()
+    assert (
+        degrade_frames(frames, mode, (30, 30), 7).tobytes()
+        != degrade_frames(frames, mode, (30, 30), 8).tobytes()
+    )
 
 
 def test_degrade_cli_writes_byte_identical_files(tmp_path, busy_cpu):
@@ -164,8 +208,23 @@ def test_degrade_cli_writes_byte_identical_files(tmp_path, busy_cpu):
     write_video(tmp_path / "in.mp4", _clip(), fps=16)
     digests = set()
     for i in range(5):
-        assert main(["degrade", str(tmp_path / "in.mp4"), str(tmp_path / f"o{i}.mp4"), "--mode", "classic", "--seed", "7",
-                     "--lr-size", "32x24", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "degrade",
+                    str(tmp_path / "in.mp4"),
+                    str(tmp_path / f"o{i}.mp4"),
+                    "--mode",
+                    "classic",
+                    "--seed",
+                    "7",
+                    "--lr-size",
+                    "32x24",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         digests.add((tmp_path / f"o{i}.mp4").read_bytes())
     assert len(digests) == 1
 
@@ -179,8 +238,10 @@ def test_seeds_keep_all_their_bits_or_are_refused():
     assert file_seed(7, "a.mp4") != file_seed(7 + 2**32, "a.mp4") != file_seed(7 + 2**63, "a.mp4")
     lr = lr_latent()
     m = tiny()
-    assert not torch.equal(upscale(m, lr, scale=2, steps=1, cfg=1, seed=5), upscale(m, lr, scale=2, steps=1, cfg=1,
-                                                                                     seed=5 + 2**32))
+    assert not torch.equal(
+        upscale(m, lr, scale=2, steps=1, cfg=1, seed=5),
+        upscale(m, lr, scale=2, steps=1, cfg=1, seed=5 + 2**32),
+    )
     assert torch.isfinite(upscale(m, lr, scale=2, steps=1, cfg=1, seed=seeding.SEED_MAX)).all()
     for bad in (2**64, -1, 1.5, True):
         with pytest.raises(ValueError, match="expected an integer in"):
@@ -190,7 +251,7 @@ def test_seeds_keep_all_their_bits_or_are_refused():
     assert main(["degrade", "x.mp4", "y.mp4", "--seed", str(2**64)]) == 2
 
 
-# --- 3. hostile checkpoints -------------------------------------------------------------------------------------
+# --- 3. hostile checkpoints -----------------------------------------------------------------------
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -211,16 +272,29 @@ def _with_config(src: Path, dst: Path, edit, meta_edit=None) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c["dit"].update(num_layers=100000), r"dit.num_layers=100000: expected an integer in \[1, 256\]"),
-    (lambda c: c["dit"].update(num_heads=0), r"dit.num_heads=0: expected an integer"),
-    (lambda c: c["dit"].update(num_layers=1.5), r"dit.num_layers=1.5: expected an integer"),
-    (lambda c: c["dit"].update(dim=64.0), r"dit.dim=64.0: expected an integer"),
-    (lambda c: c["dit"].update(dim=1536, ffn_dim=8960, num_heads=12),  # 1.3B widths, tiny tensors
-     r"tensor dit\.\S+ has shape .*expected"),
-    (lambda c: c["upsampler"].update(hidden=10**6), r"upsampler.hidden=1000000: expected an integer"),
-    (lambda c: c.update(latent_format="wan99"), "unknown latent format 'wan99'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda c: c["dit"].update(num_layers=100000),
+            r"dit.num_layers=100000: expected an integer in \[1, 256\]",
+        ),
+        (lambda c: c["dit"].update(num_heads=0), r"dit.num_heads=0: expected an integer"),
+        (lambda c: c["dit"].update(num_layers=1.5), r"dit.num_layers=1.5: expected an integer"),
+        (lambda c: c["dit"].update(dim=64.0), r"dit.dim=64.0: expected an integer"),
+        (
+            lambda c: c["dit"].update(
+                dim=1536, ffn_dim=8960, num_heads=12
+            ),  # 1.3B widths, tiny tensors
+            r"tensor dit\.\S+ has shape .*expected",
+        ),
+        (
+            lambda c: c["upsampler"].update(hidden=10**6),
+            r"upsampler.hidden=1000000: expected an integer",
+        ),
+        (lambda c: c.update(latent_format="wan99"), "unknown latent format 'wan99'"),
+    ],
+)
 def test_hostile_config_is_refused_fast_and_small(tmp_path, edit, message):
     good = save_checkpoint(tiny(), tmp_path / "good.safetensors")
     bad = _with_config(good, tmp_path / "bad.safetensors", edit)
@@ -234,10 +308,13 @@ def test_hostile_config_is_refused_fast_and_small(tmp_path, edit, message):
 
 def test_info_on_a_bomb_checkpoint_is_one_line(tmp_path):
     good = save_checkpoint(tiny(), tmp_path / "good.safetensors")
-    bad = _with_config(good, tmp_path / "bomb.safetensors", lambda c: c["dit"].update(num_layers=100000))
+    bad = _with_config(
+        good, tmp_path / "bomb.safetensors", lambda c: c["dit"].update(num_layers=100000)
+    )
     t0 = time.perf_counter()
     r = cli("info", str(bad))
-    assert time.perf_counter() - t0 < 60  # was 357 s and 7.3 GB; most of this is starting python and torch
+    # was 357 s and 7.3 GB; most of this is starting python and torch
+    assert time.perf_counter() - t0 < 60
     one_line_error(r, "num_layers=100000")
 
 
@@ -247,7 +324,10 @@ def test_checkpoint_latent_format_metadata_and_nan_weights(tmp_path):
     def lie(meta, tensors):
         meta["latent_format"] = "cogvideox_2b"
 
-    with pytest.raises(ValueError, match="metadata latent_format 'cogvideox_2b' disagrees with its config's 'wan21'"):
+    with pytest.raises(
+        ValueError,
+        match="metadata latent_format 'cogvideox_2b' disagrees with its config's 'wan21'",
+    ):
         load_checkpoint(_with_config(good, tmp_path / "a.safetensors", lambda c: None, lie))
 
     def poison(meta, tensors):
@@ -257,7 +337,7 @@ def test_checkpoint_latent_format_metadata_and_nan_weights(tmp_path):
         load_checkpoint(_with_config(good, tmp_path / "b.safetensors", lambda c: None, poison))
 
 
-# --- 4. one bad file in a folder ---------------------------------------------------------------------------------
+# --- 4. one bad file in a folder ------------------------------------------------------------------
 def test_folder_run_reports_every_kind_of_failure_and_goes_on(tmp_path, capsys, monkeypatch):
     from simplegvr_core.app import degrade as dcli
     from simplegvr_core.degrade.video_io import write_video
@@ -265,7 +345,8 @@ def test_folder_run_reports_every_kind_of_failure_and_goes_on(tmp_path, capsys, 
     src = tmp_path / "in"
     src.mkdir()
     write_video(src / "a_good.mp4", _clip(), fps=16)
-    write_video(src / "b_tiny.mp4", _clip(h=8, w=10), fps=16)  # under DIS's 12 px: was an uncaught cv2.error
+    # under DIS's 12 px: was an uncaught cv2.error
+    write_video(src / "b_tiny.mp4", _clip(h=8, w=10), fps=16)
     write_video(src / "c_oom.mp4", _clip(), fps=16)
     write_video(src / "d_good.mp4", _clip(seed=1), fps=16)
     real = dcli.degrade_file
@@ -289,20 +370,48 @@ def test_absurd_frame_sizes_are_refused_before_decoding(tmp_path, capsys, monkey
     from simplegvr_core import degrade
     from simplegvr_core.degrade.video_io import write_video
 
-    write_video(tmp_path / "big.mp4", np.zeros((30, 512, 512, 3), np.uint8), fps=16)  # a few kB of black frames
-    rc = main(["degrade", str(tmp_path / "big.mp4"), str(tmp_path / "o.mp4"), "--mode", "classic", "--max-memory", "0.1"])
+    # a few kB of black frames
+    write_video(tmp_path / "big.mp4", np.zeros((30, 512, 512, 3), np.uint8), fps=16)
+    rc = main(
+        [
+            "degrade",
+            str(tmp_path / "big.mp4"),
+            str(tmp_path / "o.mp4"),
+            "--mode",
+            "classic",
+            "--max-memory",
+            "0.1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "needs about" in err and "GiB" in err and "102.40 MiB is the limit" in err
     monkeypatch.setattr(degrade, "DEFAULT_MAX_FRAME_PIXELS", 256 * 256)
-    assert main(["degrade", str(tmp_path / "big.mp4"), str(tmp_path / "o.mp4"), "--mode", "classic"]) == 2
+    assert (
+        main(["degrade", str(tmp_path / "big.mp4"), str(tmp_path / "o.mp4"), "--mode", "classic"])
+        == 2
+    )
     assert "above the 65536 px limit" in capsys.readouterr().err
-    assert main(["degrade", str(tmp_path / "big.mp4"), str(tmp_path / "o.mp4"), "--mode", "flow", "--lr-size",
-                 "100000x100000", "--max-memory", "1"]) == 2
+    assert (
+        main(
+            [
+                "degrade",
+                str(tmp_path / "big.mp4"),
+                str(tmp_path / "o.mp4"),
+                "--mode",
+                "flow",
+                "--lr-size",
+                "100000x100000",
+                "--max-memory",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "needs about" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()
 
 
-# --- 5. NaN never written as success ------------------------------------------------------------------------------
+# --- 5. NaN never written as success --------------------------------------------------------------
 def test_non_finite_results_are_errors_and_nothing_is_written(tmp_path, monkeypatch):
     m = tiny()
     cond = build_condition(m, lr_latent(), scale=2)
@@ -311,13 +420,36 @@ def test_non_finite_results_are_errors_and_nothing_is_written(tmp_path, monkeypa
         sample(m, cond, steps=2, cfg=1)
     save_latent(torch.full((1, 16, 2, 4, 4), 1e30), tmp_path / "huge.latent")
     ckpt = save_checkpoint(tiny(), tmp_path / "gvr.safetensors")
-    r = cli("upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "huge.latent"), "--out", str(tmp_path / "o.latent"))
+    r = cli(
+        "upscale",
+        "--checkpoint",
+        str(ckpt),
+        "--latent",
+        str(tmp_path / "huge.latent"),
+        "--out",
+        str(tmp_path / "o.latent"),
+    )
     one_line_error(r, "values up to 1e+30")
     save_latent(lr_latent(), tmp_path / "lr.latent")
-    for flag, value, words in (("--shift", "nan", "shift=nan"), ("--cfg", "inf", "cfg=inf"), ("--cfg", "1e30", "cfg=1e+30"),
-                               ("--noise-level", "nan", "noise_level=nan")):
-        r = cli("upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "lr.latent"), "--out",
-                str(tmp_path / "o.latent"), flag, value, "--steps", "1")
+    for flag, value, words in (
+        ("--shift", "nan", "shift=nan"),
+        ("--cfg", "inf", "cfg=inf"),
+        ("--cfg", "1e30", "cfg=1e+30"),
+        ("--noise-level", "nan", "noise_level=nan"),
+    ):
+        r = cli(
+            "upscale",
+            "--checkpoint",
+            str(ckpt),
+            "--latent",
+            str(tmp_path / "lr.latent"),
+            "--out",
+            str(tmp_path / "o.latent"),
+            flag,
+            value,
+            "--steps",
+            "1",
+        )
         one_line_error(r, words)
     assert not (tmp_path / "o.latent").exists()
 
@@ -328,19 +460,42 @@ def test_cli_refuses_to_write_a_non_finite_result(tmp_path, monkeypatch, capsys)
     ckpt = save_checkpoint(tiny(), tmp_path / "gvr.safetensors")
     save_latent(lr_latent(), tmp_path / "lr.latent")
     real = sampling.cfg_velocity
-    monkeypatch.setattr("simplegvr_core.pipeline.cfg_velocity",
-                        lambda *a, **k: (lambda x, c, s: real(*a, **k)(x, c, s) * float("nan")))
-    rc = main(["upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "lr.latent"), "--out",
-               str(tmp_path / "o.latent"), "--steps", "2", "--cfg", "1"])
+    monkeypatch.setattr(
+        "simplegvr_core.pipeline.cfg_velocity",
+        lambda *a, **k: lambda x, c, s: real(*a, **k)(x, c, s) * float("nan"),
+    )
+    rc = main(
+        [
+            "upscale",
+            "--checkpoint",
+            str(ckpt),
+            "--latent",
+            str(tmp_path / "lr.latent"),
+            "--out",
+            str(tmp_path / "o.latent"),
+            "--steps",
+            "2",
+            "--cfg",
+            "1",
+        ]
+    )
     assert rc == 2 and "sampling produced NaN or Inf" in capsys.readouterr().err
     assert not (tmp_path / "o.latent").exists()
 
 
-# --- 6. no tracebacks without --debug -------------------------------------------------------------------------
+# --- 6. no tracebacks without --debug -------------------------------------------------------------
 def test_cli_errors_are_one_line(tmp_path):
     ckpt = save_checkpoint(tiny(), tmp_path / "gvr.safetensors")
     save_latent(lr_latent(), tmp_path / "lr.latent")
-    base = ["upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "lr.latent"), "--out", str(tmp_path / "o.latent")]
+    base = [
+        "upscale",
+        "--checkpoint",
+        str(ckpt),
+        "--latent",
+        str(tmp_path / "lr.latent"),
+        "--out",
+        str(tmp_path / "o.latent"),
+    ]
     one_line_error(cli(*base, "--scale", "inf"), "scale=inf")
     if not torch.cuda.is_available():
         one_line_error(cli(*base, "--device", "cuda"), "has no usable CUDA device")
@@ -350,20 +505,37 @@ def test_cli_errors_are_one_line(tmp_path):
     one_line_error(cli(*base, "--steps", "1000000000"), "steps=1000000000")
 
 
-@pytest.mark.parametrize("override, words", [
-    ("train.lr=fast", "train.lr='fast'"), ("log.checkpoint_every=0", "log.checkpoint_every=0"),
-    ("data.hr_size=64", "data.hr_size=64"), ("train.batch_size=0", "train.batch_size=0"), ("train.steps=-1", "train.steps=-1"),
-    ("data.lr_size=[0, 0]", "data.lr_size=[0, 0]"), ("data.degradation=blur", "degradation 'blur'"),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.lr=fast", "train.lr='fast'"),
+        ("log.checkpoint_every=0", "log.checkpoint_every=0"),
+        ("data.hr_size=64", "data.hr_size=64"),
+        ("train.batch_size=0", "train.batch_size=0"),
+        ("train.steps=-1", "train.steps=-1"),
+        ("data.lr_size=[0, 0]", "data.lr_size=[0, 0]"),
+        ("data.degradation=blur", "degradation 'blur'"),
+    ],
+)
 def test_training_configs_that_would_crash_or_train_nothing_are_refused(override, words):
-    r = subprocess.run([sys.executable, "training/train.py", "--config", "training/configs/cpu_smoke.toml", override],
-                       capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "training/train.py",
+            "--config",
+            "training/configs/cpu_smoke.toml",
+            override,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and words in r.stderr, r.stderr
 
 
 def test_full_disk_is_one_line_and_loses_nothing(tmp_path):
-    """A write that fails for lack of space (here a file size limit, the same failure path in safetensors) says so
-    in one line, and the earlier output is untouched."""
+    """A write that fails for lack of space (here a file size limit, the same failure path in
+    safetensors) says so in one line, and the earlier output is untouched."""
     ckpt = save_checkpoint(tiny(), tmp_path / "gvr.safetensors")
     save_latent(lr_latent(t=2, h=16, w=16), tmp_path / "lr.latent")
     (tmp_path / "hr.latent").write_bytes(b"earlier result")
@@ -372,12 +544,35 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "upscale", "--checkpoint", str(ckpt), "--latent",
-                        str(tmp_path / "lr.latent"), "--out", str(tmp_path / "hr.latent"), "--overwrite", "--steps", "1",
-                        "--scale", "2"], capture_output=True, text=True, preexec_fn=limit)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simplegvr_core.app",
+            "upscale",
+            "--checkpoint",
+            str(ckpt),
+            "--latent",
+            str(tmp_path / "lr.latent"),
+            "--out",
+            str(tmp_path / "hr.latent"),
+            "--overwrite",
+            "--steps",
+            "1",
+            "--scale",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+    )
     one_line_error(r, "no space left on the device", "nothing was overwritten")
     assert (tmp_path / "hr.latent").read_bytes() == b"earlier result"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gvr.safetensors", "hr.latent", "lr.latent"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "gvr.safetensors",
+        "hr.latent",
+        "lr.latent",
+    ]
 
 
 def test_write_errors_are_explained():
@@ -385,17 +580,22 @@ def test_write_errors_are_explained():
 
     from simplegvr_core.files import explain_write_error
 
-    e = explain_write_error(RuntimeError('IoError(Os { code: 28, kind: StorageFull, message: "No space left" })'), "x")
+    e = explain_write_error(
+        RuntimeError('IoError(Os { code: 28, kind: StorageFull, message: "No space left" })'), "x"
+    )
     assert isinstance(e, OSError) and e.errno == errno.ENOSPC and "no space left" in str(e)
     other = ValueError("bad")
     assert explain_write_error(other, "x") is other
 
 
-# --- 7. size and memory guards ------------------------------------------------------------------------------
+# --- 7. size and memory guards --------------------------------------------------------------------
 def test_memory_estimate_refuses_before_allocating_and_can_be_raised():
     m = tiny()
     lr = lr_latent()
-    with pytest.raises(ValueError, match=r"needs about [0-9.]+ [KMG]iB but 1000 bytes is the memory budget.*--max-memory"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs about [0-9.]+ [KMG]iB but 1000 bytes is the memory budget.*--max-memory",
+    ):
         build_condition(m, lr, scale=2, memory_budget=1000)
     cond = build_condition(m, lr, scale=2, memory_budget=10 * 2**30)
     with pytest.raises(ValueError, match=r"sampling a latent of \(1, 16, 2, 16, 16\).*needs about"):
@@ -410,30 +610,55 @@ def test_memory_estimate_follows_the_window_plan():
     whole = plan_sampling(m, shape, attention="temporal_units")
     assert whole.window_shape == (21, 135, 240) and whole.calls_per_step == 1
     windowed = plan_sampling(m, shape, attention="full")  # windows of the trained length
-    assert windowed.window_shape == (m.config.train_latent_frames, 135, 240) and windowed.calls_per_step > 1
+    assert (
+        windowed.window_shape == (m.config.train_latent_frames, 135, 240)
+        and windowed.calls_per_step > 1
+    )
     tiled = plan_sampling(m, shape, attention="temporal_units", tile_size=(64, 64))
     assert tiled.window_shape == (21, 64, 64)
-    mem = {name: p.memory(m, guidance=1.0, dtype=torch.bfloat16) for name, p in
-           (("whole", whole), ("windowed", windowed), ("tiled", tiled))}
+    mem = {
+        name: p.memory(m, guidance=1.0, dtype=torch.bfloat16)
+        for name, p in (("whole", whole), ("windowed", windowed), ("tiled", tiled))
+    }
     assert mem["windowed"] < mem["whole"] / 3 and mem["tiled"] < mem["whole"] / 5
     latents = 6 * 16 * 21 * 135 * 240 * 4
     dit = m.config.dit
-    per_token = (4 * 2 + 4) * dit.dim + 2 * dit.ffn_dim * 2  # the FFN phase is the peak of the 1.3B DiT in bf16
+    # the FFN phase is the peak of the 1.3B DiT in bf16
+    per_token = (4 * 2 + 4) * dit.dim + 2 * dit.ffn_dim * 2
     assert dit_token_bytes(m, torch.bfloat16, "temporal_units") == per_token == 54272
-    assert mem["whole"] == latents + 21 * 68 * 120 * per_token  # tokens of the window x per-token bytes (bf16)
-    assert whole.memory(m, guidance=5.0, dtype=torch.bfloat16) - latents == 2 * (mem["whole"] - latents)  # CFG doubles it
+    # tokens of the window x per-token bytes (bf16)
+    assert mem["whole"] == latents + 21 * 68 * 120 * per_token
+    # CFG doubles it
+    assert whole.memory(m, guidance=5.0, dtype=torch.bfloat16) - latents == 2 * (
+        mem["whole"] - latents
+    )
 
 
-# --- 8. signals and leftovers ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # kill / a closed terminal or SSH session
+# --- 8. signals and leftovers ---------------------------------------------------------------------
+# kill / a closed terminal or SSH session
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_stops_degrade_like_ctrl_c_and_leaves_nothing(tmp_path, sig):
     from simplegvr_core.degrade.video_io import write_video
 
     write_video(tmp_path / "in.mp4", _clip(t=240, h=96, w=128), fps=16)
     out = tmp_path / "out"
     out.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "simplegvr_core.app", "degrade", str(tmp_path / "in.mp4"), str(out / "o.mp4"),
-                          "--mode", "flow", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simplegvr_core.app",
+            "degrade",
+            str(tmp_path / "in.mp4"),
+            str(out / "o.mp4"),
+            "--mode",
+            "flow",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while not any(out.iterdir()) and time.time() < deadline and p.poll() is None:
         time.sleep(0.02)  # the temporary output exists: it is mid-run
@@ -463,21 +688,44 @@ def test_stale_temporaries_of_killed_runs_are_cleaned_on_the_next_run(tmp_path):
     ck = tmp_path / "run" / "checkpoints"
     ck.mkdir(parents=True)
     (ck / f".step-0000004.simplegvr-{pid}-0000cafe.tmp").mkdir()
-    assert [p.name for p in clean_stale_temporaries(ck)] == [f".step-0000004.simplegvr-{pid}-0000cafe.tmp"]
+    assert [p.name for p in clean_stale_temporaries(ck)] == [
+        f".step-0000004.simplegvr-{pid}-0000cafe.tmp"
+    ]
 
 
-# --- 11. the same message everywhere -----------------------------------------------------------------------------
-@pytest.mark.parametrize("bad", [
-    torch.zeros(1, 16, 0, 4, 4), torch.zeros(1, 16, 2, 0, 4), torch.zeros(1, 48, 2, 4, 4), torch.zeros(1, 16, 4, 4),
-    torch.full((1, 16, 2, 4, 4), float("nan")), torch.full((1, 16, 2, 4, 4), 1e30), torch.zeros(1, 16, 2, 4, 4, dtype=torch.int64),
-])
+# --- 11. the same message everywhere --------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.zeros(1, 16, 0, 4, 4),
+        torch.zeros(1, 16, 2, 0, 4),
+        torch.zeros(1, 48, 2, 4, 4),
+        torch.zeros(1, 16, 4, 4),
+        torch.full((1, 16, 2, 4, 4), float("nan")),
+        torch.full((1, 16, 2, 4, 4), 1e30),
+        torch.zeros(1, 16, 2, 4, 4, dtype=torch.int64),
+    ],
+)
 def test_cli_and_nodes_give_the_same_message_for_the_same_bad_latent(tmp_path, bad, capsys):
     from nodes import glue
 
     m = tiny()
     ckpt = save_checkpoint(m, tmp_path / "gvr.safetensors")
-    save_file({"latent_tensor": bad.contiguous(), "latent_format_version_0": torch.tensor([])}, str(tmp_path / "bad.latent"))
-    rc = main(["upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "bad.latent"), "--out", str(tmp_path / "o.latent")])
+    save_file(
+        {"latent_tensor": bad.contiguous(), "latent_format_version_0": torch.tensor([])},
+        str(tmp_path / "bad.latent"),
+    )
+    rc = main(
+        [
+            "upscale",
+            "--checkpoint",
+            str(ckpt),
+            "--latent",
+            str(tmp_path / "bad.latent"),
+            "--out",
+            str(tmp_path / "o.latent"),
+        ]
+    )
     cli_msg = capsys.readouterr().err.strip().removeprefix("simplegvr: error: ")
     with pytest.raises(ValueError) as node_err:
         glue.read_video_latent({"samples": bad}, m.latent_format, "raw", "LR latent")

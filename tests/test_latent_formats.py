@@ -38,12 +38,17 @@ def test_cogvideox_scalar_scales():
 
 
 def test_frame_and_size_arithmetic():
-    assert WAN21.latent_frames(77) == 20 and WAN21.latent_frames(17) == 5 and WAN21.latent_frames(1) == 1
+    assert (
+        WAN21.latent_frames(77) == 20
+        and WAN21.latent_frames(17) == 5
+        and WAN21.latent_frames(1) == 1
+    )
     assert WAN21.pixel_frames(20) == 77 and WAN21.pixel_frames(5) == 17
     assert WAN21.latent_size(1080, 1920) == (135, 240)
     assert WAN21.latent_size(480, 832) == (60, 104)
     assert WAN22.latent_size(704, 1280) == (44, 80)
-    assert WAN22.latent_size(1080, 1096) == (68, 69)  # halves round up: 67.5 -> 68, 68.5 -> 69 (not to the even 68)
+    # halves round up: 67.5 -> 68, 68.5 -> 69 (not to the even 68)
+    assert WAN22.latent_size(1080, 1096) == (68, 69)
     assert WAN21.latent_size(1080, 1620) == (135, 203) and WAN21.latent_size(3, 4) == (1, 1)
 
 
@@ -64,7 +69,9 @@ def test_clear_errors():
         get_format("sdxl")
     with pytest.raises(ValueError, match="4-D tensor is an image latent"):
         to_bcthw(torch.randn(1, 16, 8, 8), 16)
-    with pytest.raises(ValueError, match=r"expected 16 channels in dim 1 \(\[B,C,T,H,W\]\) or dim 2"):
+    with pytest.raises(
+        ValueError, match=r"expected 16 channels in dim 1 \(\[B,C,T,H,W\]\) or dim 2"
+    ):
         to_bcthw(torch.randn(1, 12, 3, 8, 8), 16)
     with pytest.raises(ValueError, match="expected 16 channels .* 'wan21'"):
         WAN21.normalise(torch.randn(1, 48, 2, 4, 4))
@@ -72,9 +79,10 @@ def test_clear_errors():
     assert get_format("Wan2.1") is WAN21
 
 
-# --- latent_scale=auto ------------------------------------------------------------------------------
+# --- latent_scale=auto ----------------------------------------------------------------------------
 def _raw_like(fmt, shape=(1, 5, 12, 16), spread=1.0, shift=0.0, seed=0):
-    """A latent whose channel c has mean fmt.mean[c] + shift*std[c] and std spread*std[c] (raw VAE scale)."""
+    """A latent whose channel c has mean fmt.mean[c] + shift*std[c] and std spread*std[c] (raw VAE
+    scale)."""
     g = torch.Generator().manual_seed(seed)
     b, t, h, w = shape
     z = torch.randn(b, fmt.channels, t, h, w, generator=g) * spread + shift
@@ -95,9 +103,9 @@ def test_detect_latent_scale_tells_raw_from_normalised_wan_latents(fmt):
 def test_detect_latent_scale_survives_a_calm_wan21_video():
     from simplegvr_core.latent_formats import detect_latent_scale
 
-    # half the usual spread and means off by 0.3 std: still raw, and its normalised version (what kijai's
-    # WanVideoWrapper hands on) still normalised. (Wan 2.2's stds are ~0.5, so there a video this calm
-    # is ambiguous: the node logs the distances and latent_scale can be set by hand.)
+    # half the usual spread and means off by 0.3 std: still raw, and its normalised version (what
+    # kijai's WanVideoWrapper hands on) still normalised. (Wan 2.2's stds are ~0.5, so there a video
+    # this calm is ambiguous: the node logs the distances and latent_scale can be set by hand.)
     calm = _raw_like(WAN21, spread=0.5, shift=0.3, seed=1)
     assert detect_latent_scale(calm, WAN21) == "raw"
     assert detect_latent_scale(WAN21.normalise(calm), WAN21) == "normalised"
@@ -108,13 +116,16 @@ def test_detect_latent_scale_accepts_wrapper_layout_and_cogvideox_scale():
 
     raw = _raw_like(WAN21)
     assert detect_latent_scale(raw.permute(0, 2, 1, 3, 4), WAN21) == "raw"  # [B,T,C,H,W]
-    # CogVideoX 2b and 5b share one VAE: raw latents have its std (1/1.1526) for both; the 5b works in 0.7 x that
+    # CogVideoX 2b and 5b share one VAE: raw latents have its std (1/1.1526) for both; the 5b works
+    # in 0.7 x that
     g = torch.Generator().manual_seed(0)
     raw_cog = torch.randn(1, 16, 5, 12, 16, generator=g) * COGVIDEOX_5B.raw_std
     assert detect_latent_scale(raw_cog, COGVIDEOX_5B) == "raw"
-    assert detect_latent_scale(COGVIDEOX_5B.normalise(raw_cog), "cogvideox_5b") == "normalised"  # std 0.61
+    # std 0.61
+    assert detect_latent_scale(COGVIDEOX_5B.normalise(raw_cog), "cogvideox_5b") == "normalised"
     assert detect_latent_scale(raw_cog, COGVIDEOX_2B) == "raw"
-    assert detect_latent_scale(COGVIDEOX_2B.normalise(raw_cog), COGVIDEOX_2B) == "normalised"  # std 1
+    # std 1
+    assert detect_latent_scale(COGVIDEOX_2B.normalise(raw_cog), COGVIDEOX_2B) == "normalised"
 
 
 def test_detect_latent_scale_errors_name_the_problem():
@@ -128,9 +139,10 @@ def test_detect_latent_scale_errors_name_the_problem():
         detect_latent_scale(torch.zeros(1, 16, 2, 8, 8, dtype=torch.int64), WAN21)
 
 
-# --- which VAE made it: CogVideoX and Wan 2.1 latents both have 16 channels --------------------------
+# --- which VAE made it: CogVideoX and Wan 2.1 latents both have 16 channels -----------------------
 def _cogvideox_raw(shape=(1, 16, 5, 12, 16), seed=0):
-    """A raw CogVideoX latent as ComfyUI's CogVideoX KSampler / VAE Encode hand it on: [B,C,T,H,W], the VAE's scale."""
+    """A raw CogVideoX latent as ComfyUI's CogVideoX KSampler / VAE Encode hand it on: [B,C,T,H,W],
+    the VAE's scale."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * COGVIDEOX_2B.raw_std
 
 
@@ -141,10 +153,12 @@ def test_a_core_cogvideox_latent_is_read_raw_by_a_cogvideox_model(fmt):
     x = _cogvideox_raw()
     lr = read_latent(x, fmt, "auto")
     assert (lr.layout, lr.scale) == ("BCTHW", "raw") and torch.equal(lr.raw, x)
-    wrapped = read_latent(fmt.normalise(x).permute(0, 2, 1, 3, 4), fmt, "auto")  # a wrapper's [B,T,C,H,W], scaled
+    # a wrapper's [B,T,C,H,W], scaled
+    wrapped = read_latent(fmt.normalise(x).permute(0, 2, 1, 3, 4), fmt, "auto")
     assert (wrapped.layout, wrapped.scale) == ("BTCHW", "normalised")
     torch.testing.assert_close(wrapped.raw, x)
-    torch.testing.assert_close(fmt.normalise(lr.raw), x * fmt.scale)  # the model space the T2V model itself uses
+    # the model space the T2V model itself uses
+    torch.testing.assert_close(fmt.normalise(lr.raw), x * fmt.scale)
 
 
 def test_a_cogvideox_latent_into_a_wan21_model_is_named_in_the_error():
@@ -155,7 +169,9 @@ def test_a_cogvideox_latent_into_a_wan21_model_is_named_in_the_error():
     msg = str(e.value)
     assert msg.startswith("LR latent of shape (1, 16, 5, 12, 16) looks like a raw CogVideoX latent")
     assert "'wan21' (Wan 2.1 VAE: 16 channels, /8 spatial) latents" in msg
-    assert "trained for 'cogvideox_2b' / 'cogvideox_5b' latents" in msg and "set latent_scale" in msg
+    assert (
+        "trained for 'cogvideox_2b' / 'cogvideox_5b' latents" in msg and "set latent_scale" in msg
+    )
     # the user's word wins: an explicit scale is not second-guessed
     assert read_latent(_cogvideox_raw(), WAN21, "raw").scale == "raw"
 
@@ -164,27 +180,39 @@ def test_a_cogvideox_latent_into_a_wan21_model_is_named_in_the_error():
 def test_a_wan21_latent_into_a_cogvideox_model_is_named_in_the_error(fmt):
     from simplegvr_core.latent_formats import read_latent
 
-    with pytest.raises(ValueError, match=rf"looks like a raw Wan 2\.1 latent .* works in '{fmt.name}' \(CogVideoX VAE"
-                                         r".* trained for 'wan21' latents"):
+    with pytest.raises(
+        ValueError,
+        match=rf"looks like a raw Wan 2\.1 latent .* works in '{fmt.name}' \(CogVideoX VAE"
+        r".* trained for 'wan21' latents",
+    ):
         read_latent(_raw_like(WAN21), fmt, "auto")
 
 
 def test_normalised_wan21_latents_are_still_wan21_not_cogvideox():
     from simplegvr_core.latent_formats import other_family_distances, read_latent
 
-    x = WAN21.normalise(_raw_like(WAN21, seed=4))  # kijai's WanVideoWrapper hands model-space latents
+    # kijai's WanVideoWrapper hands model-space latents
+    x = WAN21.normalise(_raw_like(WAN21, seed=4))
     lr = read_latent(x, WAN21, "auto")
     assert lr.scale == "normalised"
     d = other_family_distances(x, WAN21)
-    assert set(d) == {"CogVideoX"} and d["CogVideoX"] > 0.01  # close (std 1 vs 0.87), but farther than normalised Wan
+    # close (std 1 vs 0.87), but farther than normalised Wan
+    assert set(d) == {"CogVideoX"} and d["CogVideoX"] > 0.01
 
 
 def test_channel_count_mismatches_name_the_candidate_formats():
     from simplegvr_core.latent_formats import read_latent
 
-    with pytest.raises(ValueError, match=r"48 channels \(a wan22 latent\?\).*'wan21' latents with 16 channels"):
+    with pytest.raises(
+        ValueError, match=r"48 channels \(a wan22 latent\?\).*'wan21' latents with 16 channels"
+    ):
         read_latent(torch.zeros(1, 48, 2, 4, 4), WAN21)
-    with pytest.raises(ValueError, match=r"16 channels \(a wan21 / cogvideox_2b / cogvideox_5b latent\?\).*'wan22'"):
+    with pytest.raises(
+        ValueError, match=r"16 channels \(a wan21 / cogvideox_2b / cogvideox_5b latent\?\).*'wan22'"
+    ):
         read_latent(torch.zeros(1, 16, 2, 4, 4), WAN22)
     assert WAN22.describe() == "'wan22' (Wan 2.2 VAE: 48 channels, /16 spatial)"
-    assert COGVIDEOX_5B.family == COGVIDEOX_2B.family == "CogVideoX" and COGVIDEOX_5B.raw_stats()[1][0] == COGVIDEOX_2B.raw_std
+    assert (
+        COGVIDEOX_5B.family == COGVIDEOX_2B.family == "CogVideoX"
+        and COGVIDEOX_5B.raw_stats()[1][0] == COGVIDEOX_2B.raw_std
+    )

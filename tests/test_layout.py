@@ -1,13 +1,16 @@
-"""The house's rules (issue 30: three wings), read from the code itself: every import of every module, at any depth.
+"""The house's rules (issue 30: three wings), read from the code itself: every import of every
+module, at any depth.
 
-    simplegvr_core/            the library: imports neither app/ nor demo/ (nor the lab, nodes, benchmarks)
+    simplegvr_core/            the library: imports neither app/ nor demo/ (nor the lab, nodes,
+        benchmarks)
     simplegvr_core/app/        the `simplegvr` command (shipped)
     simplegvr_core/demo/       what `simplegvr demo` runs (shipped)
-    training/                  the lab: never imports app/; training/demo is the one writer of the demo assets
+    training/                  the lab: never imports app/; training/demo is the one writer of the
+        demo assets
     benchmarks/, experiments/  measure the library and the lab
 
-No circles: the modules' imports form no loop. No project script is run by subprocess to get at code that could be
-imported.
+No circles: the modules' imports form no loop. No project script is run by subprocess to get at code
+that could be imported.
 """
 
 import ast
@@ -39,7 +42,8 @@ MODULES = modules()
 
 
 def _resolve(name: str) -> str | None:
-    """The project module an imported name lands in (a submodule when it is one, else its package)."""
+    """The project module an imported name lands in (a submodule when it is one, else its
+    package)."""
     while name:
         if name in MODULES:
             return name
@@ -59,13 +63,16 @@ def imports(name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
                 base = ".".join(base)
                 mod = f"{base}.{node.module}" if node.module else base
             else:
                 mod = node.module or ""
-            # `from pkg import sub` imports the submodule sub; `from pkg import name` imports pkg (its __init__)
-            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in MODULES else mod for a in node.names]
+            # `from pkg import sub` imports the submodule sub; `from pkg import name` imports pkg
+            # (its __init__)
+            targets = [
+                f"{mod}.{a.name}" if f"{mod}.{a.name}" in MODULES else mod for a in node.names
+            ]
         else:
             continue
         for t in targets:
@@ -87,26 +94,49 @@ def _violations(sources, forbidden) -> list[str]:
 
 
 def test_the_library_imports_neither_the_app_nor_the_demo_nor_anything_above_it():
-    def library(n):  # (simplegvr_core.__main__ is the command's entry point: `python -m simplegvr_core`)
-        return in_wing(n, "simplegvr_core") and not in_wing(n, "simplegvr_core.app") \
-            and not in_wing(n, "simplegvr_core.demo") and n != "simplegvr_core.__main__"
+    # (simplegvr_core.__main__ is the command's entry point: `python -m simplegvr_core`)
+    def library(n):
+        return (
+            in_wing(n, "simplegvr_core")
+            and not in_wing(n, "simplegvr_core.app")
+            and not in_wing(n, "simplegvr_core.demo")
+            and n != "simplegvr_core.__main__"
+        )
 
     def above(n):
-        return in_wing(n, "simplegvr_core.app") or in_wing(n, "simplegvr_core.demo") or \
-            any(in_wing(n, w) for w in ("training", "nodes", "benchmarks", "experiments", "tools"))
+        return (
+            in_wing(n, "simplegvr_core.app")
+            or in_wing(n, "simplegvr_core.demo")
+            or any(
+                in_wing(n, w) for w in ("training", "nodes", "benchmarks", "experiments", "tools")
+            )
+        )
 
     assert _violations(library, above) == []
 
 
 def test_the_lab_never_imports_the_app_and_the_shipped_demo_never_imports_the_lab():
-    assert _violations(lambda n: in_wing(n, "training"), lambda n: in_wing(n, "simplegvr_core.app")) == []
-    assert _violations(lambda n: in_wing(n, "simplegvr_core.demo"),
-                       lambda n: in_wing(n, "training") or in_wing(n, "simplegvr_core.app")) == []
+    assert (
+        _violations(lambda n: in_wing(n, "training"), lambda n: in_wing(n, "simplegvr_core.app"))
+        == []
+    )
+    assert (
+        _violations(
+            lambda n: in_wing(n, "simplegvr_core.demo"),
+            lambda n: in_wing(n, "training") or in_wing(n, "simplegvr_core.app"),
+        )
+        == []
+    )
 
 
 def test_the_degradations_do_not_import_the_pipeline():
-    assert _violations(lambda n: in_wing(n, "simplegvr_core.degrade"),
-                       lambda n: n in ("simplegvr_core.pipeline", "simplegvr_core.plan")) == []
+    assert (
+        _violations(
+            lambda n: in_wing(n, "simplegvr_core.degrade"),
+            lambda n: n in ("simplegvr_core.pipeline", "simplegvr_core.plan"),
+        )
+        == []
+    )
 
 
 def test_the_modules_import_each_other_in_no_circle():
@@ -139,34 +169,48 @@ def test_the_modules_import_each_other_in_no_circle():
     assert circles == []
 
 
-WRITERS = re.compile(r"atomic_write\(|\bcommit\(|copyfile\(|\.write_text\(|\.write_bytes\(|save_checkpoint\(|save_file\(")
+WRITERS = re.compile(
+    r"atomic_write\(|\bcommit\(|copyfile\(|\.write_text\(|\.write_bytes\(|"
+    r"save_checkpoint\(|save_file\("
+)
 
 
 def test_only_the_labs_demo_stage_writes_the_demo_assets():
-    """A module that names the demo assets folder and writes files is the lab's demo stage; every other one only
-    reads it (or hands its files to training.demo.install_assets)."""
+    """A module that names the demo assets folder and writes files is the lab's demo stage; every
+    other one only reads it (or hands its files to training.demo.install_assets)."""
     offenders = []
     for name, path in MODULES.items():
         if in_wing(name, "training.demo"):
             continue
         text = path.read_text()
-        if re.search(r"demo\.ASSETS|import[^\n]*\bASSETS\b|simplegvr_core/demo/assets", text) and WRITERS.search(text):
+        if re.search(
+            r"demo\.ASSETS|import[^\n]*\bASSETS\b|simplegvr_core/demo/assets", text
+        ) and WRITERS.search(text):
             offenders.append(name)
     assert offenders == []
     assert "def install_assets" in (ROOT / "training" / "demo" / "rebuild.py").read_text()
 
 
 def test_no_project_script_is_run_by_subprocess():
-    """Code that could be imported is imported: no subprocess call names a .py file of the project. (A fresh
-    `python -c` process to measure peak memory is not running a script.)"""
+    """Code that could be imported is imported: no subprocess call names a .py file of the project.
+    (A fresh `python -c` process to measure peak memory is not running a script.)"""
     offenders = []
     calls = {"run", "Popen", "call", "check_call", "check_output"}
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in calls \
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "subprocess":
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in calls
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "subprocess"
+            ):
                 for const in ast.walk(node):
-                    if isinstance(const, ast.Constant) and isinstance(const.value, str) and \
-                            const.value.endswith(".py") and const.value.split("/")[0] in WINGS:
+                    if (
+                        isinstance(const, ast.Constant)
+                        and isinstance(const.value, str)
+                        and const.value.endswith(".py")
+                        and const.value.split("/")[0] in WINGS
+                    ):
                         offenders.append(f"{name}: {const.value}")
     assert offenders == []

@@ -28,8 +28,13 @@ TOL = 1e-5  # float32: their frame-by-frame loop against our frames-in-a-batch c
 def ultraflash_upsampler(case: dict) -> LatentUpsampler:
     """Our upsampler in mode `memory` with the case's seeded Ultra Flash weights (strict keys)."""
     u = case["upsampler"]
-    cfg = UpsamplerConfig(mode="memory", channels=u["in_channels"], hidden=u["mid_channels"],
-                          memory_blocks=u["num_blocks"], memory_scale=u["scale"])
+    cfg = UpsamplerConfig(
+        mode="memory",
+        channels=u["in_channels"],
+        hidden=u["mid_channels"],
+        memory_blocks=u["num_blocks"],
+        memory_scale=u["scale"],
+    )
     up = LatentUpsampler(cfg)
     _, theirs = build_state_dicts(case, case["seeds"]["weights"])
     ours = {"memory." + k: v for k, v in theirs.items()}  # the whole mapping: a prefix
@@ -76,7 +81,7 @@ def test_streaming_over_any_grouping_equals_the_whole_clip():
         for groups in ((1,) * 7, (2, 5), (3, 1, 3), (7,)):
             state, parts, start = None, [], 0
             for n in groups:
-                y, state = up.stream(lr[:, :, start:start + n], state)
+                y, state = up.stream(lr[:, :, start : start + n], state)
                 parts.append(y)
                 start += n
             torch.testing.assert_close(torch.cat(parts, dim=2), whole, rtol=0, atol=TOL)
@@ -133,8 +138,9 @@ def test_another_size_is_a_bilinear_resize_of_the_native_output():
 def test_real_size_on_meta_shipped_and_scale_3():
     with torch.device("meta"):
         up = LatentUpsampler(UpsamplerConfig(mode="memory", hidden=128, memory_blocks=8))
-        up3 = LatentUpsampler(UpsamplerConfig(mode="memory", hidden=128, memory_blocks=8,
-                                              memory_scale=3))
+        up3 = LatentUpsampler(
+            UpsamplerConfig(mode="memory", hidden=128, memory_blocks=8, memory_scale=3)
+        )
     assert sum(p.numel() for p in up.parameters()) == 4_814_352  # their latent_upsampler.pth
     sd = up.state_dict()
     assert sd["memory.pre_shuffle.0.weight"].shape == (512, 16, 3, 3)
@@ -172,13 +178,15 @@ def test_half_precision_runs_on_cpu(dtype, tol):
 
 
 def test_config_validation():
-    for kw, msg in (({"memory_blocks": 0}, r"memory_blocks=0: expected an integer in \[1, 16\]"),
-                    ({"memory_blocks": 17}, "memory_blocks=17"),
-                    ({"memory_blocks": True}, "memory_blocks=True"),
-                    ({"memory_scale": 4}, "memory_scale=4: expected 2 or 3"),
-                    ({"memory_scale": 2.0}, "memory_scale=2.0"),
-                    ({"memory_scale": True}, "memory_scale=True"),
-                    ({"base": "linear"}, "upsampler.base='linear' is not used by mode 'memory'")):
+    for kw, msg in (
+        ({"memory_blocks": 0}, r"memory_blocks=0: expected an integer in \[1, 16\]"),
+        ({"memory_blocks": 17}, "memory_blocks=17"),
+        ({"memory_blocks": True}, "memory_blocks=True"),
+        ({"memory_scale": 4}, "memory_scale=4: expected 2 or 3"),
+        ({"memory_scale": 2.0}, "memory_scale=2.0"),
+        ({"memory_scale": True}, "memory_scale=True"),
+        ({"base": "linear"}, "upsampler.base='linear' is not used by mode 'memory'"),
+    ):
         with pytest.raises(ValueError, match=msg):
             UpsamplerConfig(mode="memory", **kw)
     # the other modes keep their keys: nothing of `memory` is built for them

@@ -38,10 +38,14 @@ def test_oracle_model_returns_the_known_hr_latent_in_raw_scale_and_input_layout(
     m, lr = tiny_model(), lr_latent()
     hr_raw = torch.randn(1, 16, 4, 12, 16, generator=torch.Generator().manual_seed(5)) * 3 + 1
     x0 = m.latent_format.normalise(hr_raw)
-    m.dit.forward = lambda x, cond, t, ctx, nl, attention=None: (x - x0) / (t.view(-1, 1, 1, 1, 1) / 1000)
+    m.dit.forward = lambda x, cond, t, ctx, nl, attention=None: (
+        (x - x0) / (t.view(-1, 1, 1, 1, 1) / 1000)
+    )
     out = upscale(m, lr, scale=2.0, steps=8, cfg=4.0, chunk_frames=None)
     torch.testing.assert_close(out, hr_raw, rtol=0, atol=1e-4)
-    out_btchw = upscale(m, lr.permute(0, 2, 1, 3, 4), scale=2.0, steps=8, cfg=1.0, chunk_frames=None)
+    out_btchw = upscale(
+        m, lr.permute(0, 2, 1, 3, 4), scale=2.0, steps=8, cfg=1.0, chunk_frames=None
+    )
     assert out_btchw.shape == (1, 4, 16, 12, 16)  # wrapper-pack layout comes back as it went in
     torch.testing.assert_close(out_btchw.permute(0, 2, 1, 3, 4), hr_raw, rtol=0, atol=1e-4)
 
@@ -92,7 +96,15 @@ def test_chunked_full_equals_unchunked_when_chunk_covers_clip():
 def test_blending_is_exact_for_a_pointwise_function():
     x = torch.randn(1, 2, 11, 9, 13)
     c = torch.randn_like(x)
-    out = blended(lambda a, b: 2 * a + b, x, c, windows(11, 4, 2), windows(9, 5, 2), windows(13, 6, 3), (2, 2, 3))
+    out = blended(
+        lambda a, b: 2 * a + b,
+        x,
+        c,
+        windows(11, 4, 2),
+        windows(9, 5, 2),
+        windows(13, 6, 3),
+        (2, 2, 3),
+    )
     torch.testing.assert_close(out, 2 * x + c)
     assert windows(11, 4, 1) == [(0, 4), (3, 7), (6, 10), (7, 11)]
     assert windows(5, 8, 1) == [(0, 5)]
@@ -117,27 +129,48 @@ def test_long_video_with_temporal_units_runs_in_one_pass():
     assert out.shape == (1, 16, 13, 8, 8)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=torch.randn(1, 48, 2, 4, 4)), r"48 channels \(a wan22 latent\?\).*'wan21' latents with 16 channels"),
-    (dict(latent_format="wan22"), "latent format 'wan22' does not match the checkpoint's latent format 'wan21'"),
-    (dict(context=torch.randn(1, 7, 4096)), r"context has shape \(1, 7, 4096\): expected \[B, L, 32\]"),
-    (dict(scale=0.5), r"is smaller than the input .*only upscales"),
-    (dict(width=32, height=24), r"target 32x24 px \(latent 3x4\) is smaller than the input 64x48 px"),
-    (dict(lr=torch.full((1, 16, 2, 6, 8), float("nan"))), "contains NaN or Inf"),
-    (dict(lr=torch.zeros(1, 16, 0, 6, 8)), r"it is empty \(0 batch, frames, rows or columns\)"),
-    (dict(lr=torch.full((1, 16, 2, 6, 8), 1e30)), r"values up to 1e\+30.*not one"),
-    (dict(shift=float("nan")), r"shift=nan: expected a finite number"),
-    (dict(cfg=float("inf")), r"cfg=inf: expected a finite number"),
-    (dict(scale=float("inf")), r"scale=inf: expected a finite number"),
-    (dict(steps=10**9), r"steps=1000000000: expected an int in \[1, 10000\]"),
-    (dict(seed=2**64), r"seed=18446744073709551616: expected an integer in \[0, 2\*\*64 - 1\]"),
-    (dict(seed=-1), r"seed=-1: expected an integer"),
-    (dict(width=100000, height=100000), r"width=100000: expected a whole number of pixels in \[1, 32768\]"),
-    (dict(scale=3000.0), r"larger than 4096 latent pixels"),
-    (dict(lr=torch.zeros(16, 6, 8)), "4-D tensor is an image latent|expected a 5-D video latent"),
-    (dict(noise_level=1.5), r"noise_level=1.5: expected a finite number in \[0, 1\]"),
-    (dict(attention="swin"), "attention mode 'swin'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            dict(lr=torch.randn(1, 48, 2, 4, 4)),
+            r"48 channels \(a wan22 latent\?\).*'wan21' latents with 16 channels",
+        ),
+        (
+            dict(latent_format="wan22"),
+            "latent format 'wan22' does not match the checkpoint's latent format 'wan21'",
+        ),
+        (
+            dict(context=torch.randn(1, 7, 4096)),
+            r"context has shape \(1, 7, 4096\): expected \[B, L, 32\]",
+        ),
+        (dict(scale=0.5), r"is smaller than the input .*only upscales"),
+        (
+            dict(width=32, height=24),
+            r"target 32x24 px \(latent 3x4\) is smaller than the input 64x48 px",
+        ),
+        (dict(lr=torch.full((1, 16, 2, 6, 8), float("nan"))), "contains NaN or Inf"),
+        (dict(lr=torch.zeros(1, 16, 0, 6, 8)), r"it is empty \(0 batch, frames, rows or columns\)"),
+        (dict(lr=torch.full((1, 16, 2, 6, 8), 1e30)), r"values up to 1e\+30.*not one"),
+        (dict(shift=float("nan")), r"shift=nan: expected a finite number"),
+        (dict(cfg=float("inf")), r"cfg=inf: expected a finite number"),
+        (dict(scale=float("inf")), r"scale=inf: expected a finite number"),
+        (dict(steps=10**9), r"steps=1000000000: expected an int in \[1, 10000\]"),
+        (dict(seed=2**64), r"seed=18446744073709551616: expected an integer in \[0, 2\*\*64 - 1\]"),
+        (dict(seed=-1), r"seed=-1: expected an integer"),
+        (
+            dict(width=100000, height=100000),
+            r"width=100000: expected a whole number of pixels in \[1, 32768\]",
+        ),
+        (dict(scale=3000.0), r"larger than 4096 latent pixels"),
+        (
+            dict(lr=torch.zeros(16, 6, 8)),
+            "4-D tensor is an image latent|expected a 5-D video latent",
+        ),
+        (dict(noise_level=1.5), r"noise_level=1.5: expected a finite number in \[0, 1\]"),
+        (dict(attention="swin"), "attention mode 'swin'"),
+    ],
+)
 def test_mismatches_fail_before_compute(kwargs, message):
     m = tiny_model()
     calls = []
@@ -158,7 +191,10 @@ def test_latent_file_round_trip(tmp_path):
     from safetensors.torch import load_file
 
     raw = load_file(str(p))
-    assert set(raw) == {"latent_tensor", "latent_format_version_0"} and raw["latent_format_version_0"].numel() == 0
+    assert (
+        set(raw) == {"latent_tensor", "latent_format_version_0"}
+        and raw["latent_format_version_0"].numel() == 0
+    )
     from safetensors.torch import save_file
 
     save_file({"latent_tensor": x}, str(tmp_path / "legacy.latent"))
@@ -167,24 +203,60 @@ def test_latent_file_round_trip(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "simplegvr_core.app", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "simplegvr_core.app", *args], capture_output=True, text=True
+    )
 
 
 def test_cli_upscale_round_trip_and_one_line_errors(tmp_path):
     ckpt = save_checkpoint(tiny_model(), tmp_path / "gvr.safetensors")
     save_latent(lr_latent(t=2), tmp_path / "lr.latent")
-    r = _cli("upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "lr.latent"), "--out",
-             str(tmp_path / "hr.latent"), "--width", "128", "--height", "96", "--steps", "2", "--cfg", "1")
+    r = _cli(
+        "upscale",
+        "--checkpoint",
+        str(ckpt),
+        "--latent",
+        str(tmp_path / "lr.latent"),
+        "--out",
+        str(tmp_path / "hr.latent"),
+        "--width",
+        "128",
+        "--height",
+        "96",
+        "--steps",
+        "2",
+        "--cfg",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     assert load_latent(tmp_path / "hr.latent").shape == (1, 16, 2, 12, 16)
     save_latent(torch.randn(1, 48, 2, 4, 4), tmp_path / "wan22.latent")
-    r = _cli("upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "wan22.latent"), "--out",
-             str(tmp_path / "bad.latent"), "--steps", "2")
+    r = _cli(
+        "upscale",
+        "--checkpoint",
+        str(ckpt),
+        "--latent",
+        str(tmp_path / "wan22.latent"),
+        "--out",
+        str(tmp_path / "bad.latent"),
+        "--steps",
+        "2",
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
-    assert "48 channels (a wan22 latent?)" in r.stderr and "'wan21' latents with 16 channels" in r.stderr
+    assert (
+        "48 channels (a wan22 latent?)" in r.stderr
+        and "'wan21' latents with 16 channels" in r.stderr
+    )
     assert not (tmp_path / "bad.latent").exists()
-    r = _cli("upscale", "--checkpoint", str(tmp_path / "missing.safetensors"), "--latent", str(tmp_path / "lr.latent"),
-             "--out", str(tmp_path / "x.latent"))
+    r = _cli(
+        "upscale",
+        "--checkpoint",
+        str(tmp_path / "missing.safetensors"),
+        "--latent",
+        str(tmp_path / "lr.latent"),
+        "--out",
+        str(tmp_path / "x.latent"),
+    )
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
@@ -208,8 +280,19 @@ def test_cli_interrupt_leaves_no_output(tmp_path, monkeypatch, capsys):
         return run
 
     monkeypatch.setattr(pipeline, "get_sampler", interrupting)
-    rc = cli.main(["upscale", "--checkpoint", str(ckpt), "--latent", str(tmp_path / "lr.latent"), "--out",
-                   str(tmp_path / "hr.latent"), "--steps", "3"])
+    rc = cli.main(
+        [
+            "upscale",
+            "--checkpoint",
+            str(ckpt),
+            "--latent",
+            str(tmp_path / "lr.latent"),
+            "--out",
+            str(tmp_path / "hr.latent"),
+            "--steps",
+            "3",
+        ]
+    )
     assert rc == 130 and "interrupted" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gvr.safetensors", "lr.latent"]
 
@@ -222,7 +305,11 @@ def test_text_features_are_padded_and_cut_to_the_models_text_len_as_in_training(
     assert m.config.dit.text_len == 512  # Wan's length is the default
     ctx = torch.randn(1, 5, 32)
     padded = prepare_context(m, ctx, 2)
-    assert padded.shape == (2, 512, 32) and torch.equal(padded[:, :5], ctx.expand(2, -1, -1)) and not padded[:, 5:].any()
+    assert (
+        padded.shape == (2, 512, 32)
+        and torch.equal(padded[:, :5], ctx.expand(2, -1, -1))
+        and not padded[:, 5:].any()
+    )
     short = tiny_model(text_len=8)
     long_ctx = torch.randn(1, 20, 32)
     assert torch.equal(prepare_context(short, long_ctx, 1), long_ctx[:, :8])
@@ -235,8 +322,9 @@ def test_text_features_are_padded_and_cut_to_the_models_text_len_as_in_training(
 
 
 def test_interrupt_stops_sampling_within_one_block():
-    """A host's Cancel (interrupt() raising) is answered between DiT blocks, not at the end of a step: with 2 blocks
-    per call, 3 windows per step and 4 steps, asking to stop after the 3rd block runs exactly 3 blocks."""
+    """A host's Cancel (interrupt() raising) is answered between DiT blocks, not at the end of a
+    step: with 2 blocks per call, 3 windows per step and 4 steps, asking to stop after the 3rd block
+    runs exactly 3 blocks."""
     from simplegvr_core.pipeline import sample
     from simplegvr_core.plan import plan_sampling
 

@@ -49,8 +49,14 @@ def test_callback_sees_every_step_and_can_stop_sampling():
 
     seen = []
     sample_euler(model_fn, torch.zeros(1, 2), flow_sigmas(5), callback=lambda d: seen.append(d))
-    assert [d["i"] for d in seen] == [0, 1, 2, 3, 4] and set(seen[0]) >= {"i", "sigma", "x", "denoised"}
-    torch.testing.assert_close(seen[0]["denoised"], torch.zeros(1, 2) - 1.0)  # x - sigma*v at sigma=1
+    assert [d["i"] for d in seen] == [0, 1, 2, 3, 4] and set(seen[0]) >= {
+        "i",
+        "sigma",
+        "x",
+        "denoised",
+    }
+    # x - sigma*v at sigma=1
+    torch.testing.assert_close(seen[0]["denoised"], torch.zeros(1, 2) - 1.0)
 
     class Stop(Exception):
         pass

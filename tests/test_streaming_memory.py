@@ -25,8 +25,15 @@ def test_one_streaming_case_runs_in_its_own_process(bench):
 
 
 def _row(mode, frames, extra, estimate=100 * MB, cache=2 * MB):
-    return {"mode": mode, "frames": frames, "extra": extra, "estimate": estimate, "cache": cache,
-            "calls": 1, "seconds": 1.0}
+    return {
+        "mode": mode,
+        "frames": frames,
+        "extra": extra,
+        "estimate": estimate,
+        "cache": cache,
+        "calls": 1,
+        "seconds": 1.0,
+    }
 
 
 def test_the_reading_says_flat_only_when_the_rest_is(bench):
@@ -38,8 +45,10 @@ def test_the_reading_says_flat_only_when_the_rest_is(bench):
     assert "is flat" in text and "not flat" not in text
     slope = (grow[84] - grow[21]) / 63 / (16 * h * w * 4)  # LR + 3 HR: 3.25 copies a frame
     assert f"**{slope:.1f} HR latent copies**" in text
-    growing = [_row("block_sparse_causal", 21, 200 * MB + grow[21]),
-               _row("block_sparse_causal", 84, 400 * MB + grow[84])]
+    growing = [
+        _row("block_sparse_causal", 21, 200 * MB + grow[21]),
+        _row("block_sparse_causal", 84, 400 * MB + grow[84]),
+    ]
     assert "**the rest is not flat**" in bench.report(growing, h, w)
     small = flat + [_row("block_sparse_causal:16", f, 80 * MB + grow[f]) for f in (21, 84)]
     assert "is 60% of that rest" in bench.report(small, h, w)

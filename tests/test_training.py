@@ -30,12 +30,28 @@ def clips(tmp_path_factory):
 
 
 def small_cfg(tmp_path, data, **over):
-    cfg = load_config(None, [
-        "model.config=tiny", "data.kind=videos", f"data.path={data}", "data.frames=9", "data.hr_size=[32, 32]",
-        "data.lr_size=[16, 16]", f"data.degradation={DEGRADATION}", "vae.kind=tiny", "text.kind=byte",
-        "train.batch_size=2", "train.lr=2e-3", "train.mixed_precision=no", "train.ema_decay=0.9",
-        f"log.output_dir={tmp_path / 'run'}", "log.tracker=none", "log.validate_every=0", "log.checkpoint_every=1000",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "model.config=tiny",
+            "data.kind=videos",
+            f"data.path={data}",
+            "data.frames=9",
+            "data.hr_size=[32, 32]",
+            "data.lr_size=[16, 16]",
+            f"data.degradation={DEGRADATION}",
+            "vae.kind=tiny",
+            "text.kind=byte",
+            "train.batch_size=2",
+            "train.lr=2e-3",
+            "train.mixed_precision=no",
+            "train.ema_decay=0.9",
+            f"log.output_dir={tmp_path / 'run'}",
+            "log.tracker=none",
+            "log.validate_every=0",
+            "log.checkpoint_every=1000",
+        ],
+    )
     for k, v in over.items():
         sec, key = k.split("__")
         cfg[sec][key] = v
@@ -43,15 +59,42 @@ def small_cfg(tmp_path, data, **over):
 
 
 def test_config_overrides_and_unknown_keys(tmp_path):
-    cfg = load_config(None, ["train.steps=7", "train.noise_level=[0.2, 0.5]", "log.output_dir=runs/x", "model.attention=full"])
-    assert cfg["train"]["steps"] == 7 and cfg["train"]["noise_level"] == [0.2, 0.5] and cfg["log"]["output_dir"] == "runs/x"
+    cfg = load_config(
+        None,
+        [
+            "train.steps=7",
+            "train.noise_level=[0.2, 0.5]",
+            "log.output_dir=runs/x",
+            "model.attention=full",
+        ],
+    )
+    assert (
+        cfg["train"]["steps"] == 7
+        and cfg["train"]["noise_level"] == [0.2, 0.5]
+        and cfg["log"]["output_dir"] == "runs/x"
+    )
     with pytest.raises(ValueError, match="unknown config key 'train.stepz'"):
         load_config(None, ["train.stepz=3"])
-    # model.overrides is free-form and merges: one key from the command line keeps the file's other overrides.
-    cfg = load_config("training/configs/demo.toml", ['model.overrides.prediction="residual"', "model.overrides.dit.num_layers=6"])
-    assert cfg["model"]["overrides"] == {"dit": {"dim": 128, "ffn_dim": 512, "num_heads": 4, "num_layers": 6, "text_dim": 32,
-                                                 "text_len": 16, "unit_frames": 5, "sparse_block": [4, 4]},
-                                         "upsampler": {"hidden": 48}, "prediction": "residual"}
+    # model.overrides is free-form and merges: one key from the command line keeps the file's other
+    # overrides.
+    cfg = load_config(
+        "training/configs/demo.toml",
+        ['model.overrides.prediction="residual"', "model.overrides.dit.num_layers=6"],
+    )
+    assert cfg["model"]["overrides"] == {
+        "dit": {
+            "dim": 128,
+            "ffn_dim": 512,
+            "num_heads": 4,
+            "num_layers": 6,
+            "text_dim": 32,
+            "text_len": 16,
+            "unit_frames": 5,
+            "sparse_block": [4, 4],
+        },
+        "upsampler": {"hidden": 48},
+        "prediction": "residual",
+    }
     (tmp_path / "bad.toml").write_text("[train]\nsteps = \n")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")
@@ -61,7 +104,9 @@ def test_config_overrides_and_unknown_keys(tmp_path):
 
 
 def test_overfit_batch_loss_falls_and_export_upscales(tmp_path, clips):
-    cfg = small_cfg(tmp_path, clips, train__steps=200, train__overfit=True, train__null_prompt_prob=0.0)
+    cfg = small_cfg(
+        tmp_path, clips, train__steps=200, train__overfit=True, train__null_prompt_prob=0.0
+    )
     out = train(cfg, export=str(tmp_path / "gvr.safetensors"), progress=False)
     losses = [v for _, v in out["losses"]]
     first, last = np.mean(losses[:3]), np.mean(losses[-10:])
@@ -80,26 +125,38 @@ def test_freeze_keeps_the_named_parameters_and_trains_the_rest(tmp_path, clips):
     for q in init.upsampler.parameters():
         q.data.normal_(0, 0.05)  # a non-zero upsampler, so that a step would move it
     save_checkpoint(init, tmp_path / "init.safetensors")
-    cfg = small_cfg(tmp_path, clips, train__steps=3, train__freeze=["upsampler"], train__upsampler_weight=1.0)
+    cfg = small_cfg(
+        tmp_path, clips, train__steps=3, train__freeze=["upsampler"], train__upsampler_weight=1.0
+    )
     cfg["model"]["init"] = str(tmp_path / "init.safetensors")
     train(cfg, export=str(tmp_path / "out.safetensors"), progress=False)
     out = load_checkpoint(tmp_path / "out.safetensors")
-    for (name, a), b in zip(init.upsampler.state_dict().items(), out.upsampler.state_dict().values()):
+    for (name, a), b in zip(
+        init.upsampler.state_dict().items(), out.upsampler.state_dict().values()
+    ):
         assert torch.equal(a, b), f"frozen upsampler.{name} changed"
     assert not torch.equal(init.dit.head.head.weight, out.dit.head.head.weight)
     with pytest.raises(ValueError, match="train.freeze names 'upsamplr'"):
-        train(small_cfg(tmp_path / "x", clips, train__steps=1, train__freeze=["upsamplr"]), progress=False)
+        train(
+            small_cfg(tmp_path / "x", clips, train__steps=1, train__freeze=["upsamplr"]),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="config key train.freeze="):
         load_config(None, ["train.freeze=upsampler"])
 
 
 def test_resume_equals_uninterrupted(tmp_path, clips):
-    a = train(small_cfg(tmp_path / "a", clips, train__steps=6, log__checkpoint_every=3), progress=False)
-    b_cfg = small_cfg(tmp_path / "b", clips, train__steps=6, log__checkpoint_every=3, train__stop_at_step=3)
+    a = train(
+        small_cfg(tmp_path / "a", clips, train__steps=6, log__checkpoint_every=3), progress=False
+    )
+    b_cfg = small_cfg(
+        tmp_path / "b", clips, train__steps=6, log__checkpoint_every=3, train__stop_at_step=3
+    )
     b1 = train(b_cfg, progress=False)  # "killed" right after the step-3 checkpoint
     assert [s for s, _ in b1["losses"]] == [1, 2, 3]
     ckpts = tmp_path / "b" / "run" / "checkpoints"
-    (ckpts / "step-0000004.half.tmp").mkdir()  # a checkpoint whose writing was interrupted is ignored
+    # a checkpoint whose writing was interrupted is ignored
+    (ckpts / "step-0000004.half.tmp").mkdir()
     b_cfg["train"]["stop_at_step"] = 0
     b2 = train(b_cfg, resume="auto", progress=False)
     assert b1["losses"] + b2["losses"] == a["losses"]  # bit for bit
@@ -123,7 +180,12 @@ def test_broken_and_short_videos_are_skipped_and_reported(tmp_path, clips):
     out = train(small_cfg(tmp_path, data, train__steps=2), progress=False)
     assert out["step"] == 2
     text = "\n".join(out["skipped"])
-    assert "broken.mp4" in text and "short.mp4" in text and "missing.mp4" in text and len(out["skipped"]) == 3
+    assert (
+        "broken.mp4" in text
+        and "short.mp4" in text
+        and "missing.mp4" in text
+        and len(out["skipped"]) == 3
+    )
 
 
 def test_step_sampler_is_a_pure_function_of_the_step():
@@ -150,7 +212,8 @@ def test_detail_aware_sampler_follows_its_curve():
     from simplegvr_core.sampling import flow_sigmas
 
     sig = flow_sigmas(50, 5.0)
-    energy = torch.cumsum(torch.exp(-((torch.arange(50.0) - 12) / 6) ** 2), 0)  # detail appears mid-trajectory
+    # detail appears mid-trajectory
+    energy = torch.cumsum(torch.exp(-(((torch.arange(50.0) - 12) / 6) ** 2)), 0)
     curve = detail_curve_from_energies(sig, energy, floor=0.1)
     w = torch.tensor(curve.edges[1:]) - torch.tensor(curve.edges[:-1])
     assert abs(float((torch.tensor(curve.density) * w).sum()) - 1) < 1e-9
@@ -160,7 +223,11 @@ def test_detail_aware_sampler_follows_its_curve():
     uniform = TimestepSampler("uniform").sample(n, torch.Generator().manual_seed(0))
     assert _ks(uniform, curve.cdf) > 5 * 1.63 / math.sqrt(n)  # and it is not just uniform
     ln = TimestepSampler("logit_normal").sample(n, torch.Generator().manual_seed(0))
-    assert 0 < float(ln.min()) and float(ln.max()) < 1 and abs(float(torch.logit(ln.double()).std()) - 1) < 0.05
+    assert (
+        0 < float(ln.min())
+        and float(ln.max()) < 1
+        and abs(float(torch.logit(ln.double()).std()) - 1) < 0.05
+    )
     with pytest.raises(ValueError, match="needs a curve"):
         TimestepSampler("detail_aware")
 
@@ -174,10 +241,30 @@ def test_analyze_detail_cli_makes_a_valid_density(tmp_path):
     ckpt = save_checkpoint(m, tmp_path / "tiny.safetensors")
     (tmp_path / "lat").mkdir()
     for i in range(2):
-        save_latent(torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(i)), tmp_path / "lat" / f"{i}.latent")
-    r = subprocess.run([sys.executable, "-m", "simplegvr_core.app", "analyze-detail", "--checkpoint", str(ckpt),
-                        "--latents", str(tmp_path / "lat"), "--steps", "8", "--scale", "2", "--out", str(tmp_path / "c.json")],
-                       capture_output=True, text=True)
+        save_latent(
+            torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(i)),
+            tmp_path / "lat" / f"{i}.latent",
+        )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simplegvr_core.app",
+            "analyze-detail",
+            "--checkpoint",
+            str(ckpt),
+            "--latents",
+            str(tmp_path / "lat"),
+            "--steps",
+            "8",
+            "--scale",
+            "2",
+            "--out",
+            str(tmp_path / "c.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     curve = DetailCurve.load(tmp_path / "c.json")
     assert len(curve.density) == 8 and curve.edges[0] == 0 and curve.edges[-1] == 1
@@ -189,20 +276,48 @@ def test_analyze_detail_cli_makes_a_valid_density(tmp_path):
 def test_make_pairs_shards_resume_and_train_on_them(tmp_path, clips):
     from training.make_pairs import main as make_pairs
 
-    args = ["--videos", str(clips), "--out", str(tmp_path / "pairs"), "--per-shard", "2", "--frames", "9",
-            "--hr-size", "32x32", "--lr-size", "16x16", "--degradation", "flow+classic", "--vae", "tiny", "--text", "byte",
-            "--text-dim", "32"]
+    args = [
+        "--videos",
+        str(clips),
+        "--out",
+        str(tmp_path / "pairs"),
+        "--per-shard",
+        "2",
+        "--frames",
+        "9",
+        "--hr-size",
+        "32x32",
+        "--lr-size",
+        "16x16",
+        "--degradation",
+        "flow+classic",
+        "--vae",
+        "tiny",
+        "--text",
+        "byte",
+        "--text-dim",
+        "32",
+    ]
     assert make_pairs(args + ["--shard", "1/2"]) == 0  # this process makes shard files 1, 3, ...
-    assert sorted(p.name for p in (tmp_path / "pairs").glob("pairs-*")) == ["pairs-00001.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "pairs").glob("pairs-*")) == [
+        "pairs-00001.safetensors"
+    ]
     before = (tmp_path / "pairs" / "pairs-00001.safetensors").stat().st_mtime_ns
     assert make_pairs(args) == 0  # all shards; finished ones are skipped, not redone
-    assert sorted(p.name for p in (tmp_path / "pairs").glob("pairs-*")) == ["pairs-00000.safetensors", "pairs-00001.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "pairs").glob("pairs-*")) == [
+        "pairs-00000.safetensors",
+        "pairs-00001.safetensors",
+    ]
     assert (tmp_path / "pairs" / "pairs-00001.safetensors").stat().st_mtime_ns == before
     from training.data import PairShards
 
     ds = PairShards(tmp_path / "pairs")
     item = ds[(0, 0)]
-    assert len(ds) == 4 and item["hr_latent"].shape == (16, 3, 4, 4) and item["lr_latent"].shape == (16, 3, 2, 2)
+    assert (
+        len(ds) == 4
+        and item["hr_latent"].shape == (16, 3, 4, 4)
+        and item["lr_latent"].shape == (16, 3, 2, 2)
+    )
     assert item["context"].shape[1] == 32
     cfg = small_cfg(tmp_path, clips, train__steps=3, log__validate_every=3)
     cfg["data"].update(kind="shards", path=str(tmp_path / "pairs"))
@@ -217,42 +332,116 @@ def test_model_guided_pairs_use_the_base_t2v_model(tmp_path, clips):
     from training.make_pairs import main as make_pairs
 
     torch.manual_seed(0)
-    wan = diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-                                          out_channels=16, text_dim=32, freq_dim=16, ffn_dim=48, num_layers=1)
-    save_file({k: v.contiguous() for k, v in wan.state_dict().items()}, str(tmp_path / "wan.safetensors"))
-    common = ["--videos", str(clips), "--per-shard", "4", "--frames", "9", "--hr-size", "32x32", "--lr-size", "16x16",
-              "--vae", "tiny", "--text", "byte", "--text-dim", "32"]
+    wan = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=16,
+        ffn_dim=48,
+        num_layers=1,
+    )
+    save_file(
+        {k: v.contiguous() for k, v in wan.state_dict().items()}, str(tmp_path / "wan.safetensors")
+    )
+    common = [
+        "--videos",
+        str(clips),
+        "--per-shard",
+        "4",
+        "--frames",
+        "9",
+        "--hr-size",
+        "32x32",
+        "--lr-size",
+        "16x16",
+        "--vae",
+        "tiny",
+        "--text",
+        "byte",
+        "--text-dim",
+        "32",
+    ]
     assert make_pairs(common + ["--out", str(tmp_path / "plain"), "--degradation", "none"]) == 0
-    assert make_pairs(common + ["--out", str(tmp_path / "mg"), "--degradation", "model", "--wan", str(tmp_path / "wan.safetensors"),
-                                "--wan-num-heads", "2", "--mg-steps", "3"]) == 0
+    assert (
+        make_pairs(
+            common
+            + [
+                "--out",
+                str(tmp_path / "mg"),
+                "--degradation",
+                "model",
+                "--wan",
+                str(tmp_path / "wan.safetensors"),
+                "--wan-num-heads",
+                "2",
+                "--mg-steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     plain = load_file(str(tmp_path / "plain" / "pairs-00000.safetensors"))
     mg = load_file(str(tmp_path / "mg" / "pairs-00000.safetensors"))
     assert torch.equal(plain["hr"], mg["hr"])  # same clips, same HR
     diff = (plain["lr"] - mg["lr"]).abs().mean()
-    to_noise = (plain["lr"] - torch.randn(plain["lr"].shape, generator=torch.Generator().manual_seed(0))).abs().mean()
-    assert 0 < diff < 0.5 * to_noise  # SDEdit moved the LR latent, but it stays far nearer its source than noise
+    to_noise = (
+        (plain["lr"] - torch.randn(plain["lr"].shape, generator=torch.Generator().manual_seed(0)))
+        .abs()
+        .mean()
+    )
+    # SDEdit moved the LR latent, but it stays far nearer its source than noise
+    assert 0 < diff < 0.5 * to_noise
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, clips):
-    """A real kill -9 in the middle of a run: --resume continues from the last complete checkpoint."""
+    """A real kill -9 in the middle of a run: --resume continues from the last complete
+    checkpoint."""
     import os
     import signal
     import time
 
-    common = ["--config", "training/configs/cpu_smoke.toml", "model.config=tiny", f"data.path={clips}", "data.frames=9",
-              "data.hr_size=[32, 32]", "data.lr_size=[16, 16]", f"data.degradation={DEGRADATION}", "data.synthesize=0",
-              "train.batch_size=2", "train.steps=8", "log.tracker=none", "log.validate_every=0", "log.checkpoint_every=2"]
+    common = [
+        "--config",
+        "training/configs/cpu_smoke.toml",
+        "model.config=tiny",
+        f"data.path={clips}",
+        "data.frames=9",
+        "data.hr_size=[32, 32]",
+        "data.lr_size=[16, 16]",
+        f"data.degradation={DEGRADATION}",
+        "data.synthesize=0",
+        "train.batch_size=2",
+        "train.steps=8",
+        "log.tracker=none",
+        "log.validate_every=0",
+        "log.checkpoint_every=2",
+    ]
     script = [sys.executable, "training/train.py"]
-    ref = subprocess.run(script + common + [f"log.output_dir={tmp_path / 'ref'}"], capture_output=True, text=True)
+    ref = subprocess.run(
+        script + common + [f"log.output_dir={tmp_path / 'ref'}"], capture_output=True, text=True
+    )
     assert ref.returncode == 0, ref.stderr
     run = tmp_path / "killed"
-    p = subprocess.Popen(script + common + [f"log.output_dir={run}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        script + common + [f"log.output_dir={run}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
-    while not (run / "checkpoints" / "step-0000004" / "state.pt").exists() and time.time() < deadline and p.poll() is None:
+    while (
+        not (run / "checkpoints" / "step-0000004" / "state.pt").exists()
+        and time.time() < deadline
+        and p.poll() is None
+    ):
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    resumed = subprocess.run(script + common + [f"log.output_dir={run}", "--resume"], capture_output=True, text=True)
+    resumed = subprocess.run(
+        script + common + [f"log.output_dir={run}", "--resume"], capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout + resumed.stderr
     a = load_file(str(tmp_path / "ref" / "checkpoints" / "step-0000008" / "model.safetensors"))
@@ -273,8 +462,10 @@ def test_degradation_mix_draws_one_mode_per_clip():
     picked_clean = [np.array_equal(o, clean) for o in outs]
     assert 2 <= sum(picked_clean) <= 10  # both modes are drawn over the seeds, about half each
     assert all(o.shape == (9, 16, 16, 3) and o.dtype == np.uint8 for o in outs)
-    assert np.array_equal(degrade_frames(hr, "none,flow", (16, 16), 3), outs[3])  # the draw is a function of the seed
-    for s, o in enumerate(outs):  # a clip drawing 'flow' gets exactly what 'flow' alone gives for that seed
+    # the draw is a function of the seed
+    assert np.array_equal(degrade_frames(hr, "none,flow", (16, 16), 3), outs[3])
+    # a clip drawing 'flow' gets exactly what 'flow' alone gives for that seed
+    for s, o in enumerate(outs):
         assert np.array_equal(o, clean) or np.array_equal(o, flow[s])
     assert any(not np.array_equal(f, clean) for f in flow)
     assert check_modes("none, flow+classic") == ["none", "flow+classic"]
@@ -282,5 +473,6 @@ def test_degradation_mix_draws_one_mode_per_clip():
         degrade_frames(hr, "none,blur", (16, 16), 0)
     from training.data import VideoPairs
 
-    with pytest.raises(ValueError, match="'flow,'"):  # refused up front, not as every video "broken"
+    # refused up front, not as every video "broken"
+    with pytest.raises(ValueError, match="'flow,'"):
         VideoPairs([], 9, (32, 32), (16, 16), "flow,")

@@ -26,8 +26,12 @@ from training.checkpoints import check_global_batch
 
 pytest.importorskip("accelerate")
 ROOT = Path(__file__).resolve().parents[1]
-USER_NAMES = ["run.40000.old.tmp", "notes.40000.v2.tmp", ".cache.31000.a.tmp",
-              "a.99999999999.b.tmp"]
+USER_NAMES = [
+    "run.40000.old.tmp",
+    "notes.40000.v2.tmp",
+    ".cache.31000.a.tmp",
+    "a.99999999999.b.tmp",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,28 +41,58 @@ def clips(tmp_path_factory):
 
 
 def config(tmp_path, data, *over: str) -> dict:
-    return T.load_config(None, [
-        "model.config=tiny", "data.kind=videos", f"data.path={data}", "data.frames=9",
-        "data.hr_size=[32, 32]", "data.lr_size=[16, 16]", "vae.kind=tiny", "text.kind=byte",
-        "train.batch_size=1", "train.steps=1", "train.mixed_precision=no",
-        f"log.output_dir={tmp_path / 'run'}", "log.tracker=none", "log.validate_every=0",
-        "log.checkpoint_every=1000", *over])
+    return T.load_config(
+        None,
+        [
+            "model.config=tiny",
+            "data.kind=videos",
+            f"data.path={data}",
+            "data.frames=9",
+            "data.hr_size=[32, 32]",
+            "data.lr_size=[16, 16]",
+            "vae.kind=tiny",
+            "text.kind=byte",
+            "train.batch_size=1",
+            "train.steps=1",
+            "train.mixed_precision=no",
+            f"log.output_dir={tmp_path / 'run'}",
+            "log.tracker=none",
+            "log.validate_every=0",
+            "log.checkpoint_every=1000",
+            *over,
+        ],
+    )
 
 
 def cli_args(tmp_path, data, *over: str) -> list[str]:
-    return ["--config", str(ROOT / "training/configs/cpu_smoke.toml"), "model.config=tiny",
-            f"data.path={data}", "data.frames=9", "data.hr_size=[32, 32]", "data.lr_size=[16, 16]",
-            "data.synthesize=0",
-            "train.batch_size=1", "train.steps=1", "log.tracker=none", "log.validate_every=0",
-            "log.checkpoint_every=1000", f"log.output_dir={tmp_path / 'run'}", *over]
+    return [
+        "--config",
+        str(ROOT / "training/configs/cpu_smoke.toml"),
+        "model.config=tiny",
+        f"data.path={data}",
+        "data.frames=9",
+        "data.hr_size=[32, 32]",
+        "data.lr_size=[16, 16]",
+        "data.synthesize=0",
+        "train.batch_size=1",
+        "train.steps=1",
+        "log.tracker=none",
+        "log.validate_every=0",
+        "log.checkpoint_every=1000",
+        f"log.output_dir={tmp_path / 'run'}",
+        *over,
+    ]
 
 
 def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, list[str]]:
     """training/train.py's main in this process: (exit code, stderr lines without progress bars)."""
     monkeypatch.setattr(T, "sigterm_as_interrupt", lambda: None)  # leave pytest's handlers alone
     code = T.main(args)
-    err = [line for line in capsys.readouterr().err.splitlines()
-           if line.strip() and not line.lstrip().startswith("training")]  # progress bars
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.strip() and not line.lstrip().startswith("training")
+    ]  # progress bars
     return code, err
 
 
@@ -77,8 +111,9 @@ def dead_pid() -> int:
 
 
 # --- 1. deletion only through files.py ------------------------------------------------------------
-def test_user_files_named_like_temporaries_survive_and_stale_ones_are_removed(tmp_path, clips,
-                                                                             capsys):
+def test_user_files_named_like_temporaries_survive_and_stale_ones_are_removed(
+    tmp_path, clips, capsys
+):
     run = tmp_path / "run"
     ck = run / "checkpoints"
     ck.mkdir(parents=True)
@@ -90,16 +125,22 @@ def test_user_files_named_like_temporaries_survive_and_stale_ones_are_removed(tm
     stale = ck / f".step-0000002.simplegvr-{dead_pid()}-0badcafe.tmp"
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"half")
-    T.train(config(tmp_path, clips, "train.steps=2", "log.checkpoint_every=1",
-                   "log.keep_checkpoints=1"), progress=False)
+    T.train(
+        config(
+            tmp_path, clips, "train.steps=2", "log.checkpoint_every=1", "log.keep_checkpoints=1"
+        ),
+        progress=False,
+    )
     for d in (run, ck):
         for name in USER_NAMES:
             assert (d / name).read_text() == f"mine: {name}"
     assert (ck / "step-0000005.old.tmp" / "state.pt").read_text() == "mine"
     assert not stale.exists()
     assert f"removed {stale.name}, left by an interrupted run" in capsys.readouterr().out
-    assert sorted(p.name for p in ck.iterdir() if p.is_dir()) == ["step-0000002",
-                                                                   "step-0000005.old.tmp"]
+    assert sorted(p.name for p in ck.iterdir() if p.is_dir()) == [
+        "step-0000002",
+        "step-0000005.old.tmp",
+    ]
 
 
 def test_rotation_keeps_an_old_checkpoint_folder_that_holds_user_files(tmp_path, clips, capsys):
@@ -108,8 +149,12 @@ def test_rotation_keeps_an_old_checkpoint_folder_that_holds_user_files(tmp_path,
     old.mkdir(parents=True)
     (old / "state.pt").write_bytes(b"x")
     (old / "notes.txt").write_text("mine")
-    T.train(config(tmp_path, clips, "train.steps=2", "log.checkpoint_every=1",
-                   "log.keep_checkpoints=1"), progress=False)
+    T.train(
+        config(
+            tmp_path, clips, "train.steps=2", "log.checkpoint_every=1", "log.keep_checkpoints=1"
+        ),
+        progress=False,
+    )
     assert (old / "notes.txt").read_text() == "mine" and (old / "state.pt").read_bytes() == b"x"
     assert not (ck / "step-0000001").exists() and (ck / "step-0000002" / "state.pt").is_file()
     assert "kept an old checkpoint" in capsys.readouterr().out
@@ -173,8 +218,12 @@ def test_export_that_is_an_input_is_refused(tmp_path, clips):
             export.parent.mkdir(parents=True, exist_ok=True)
             export.write_text("")
         with pytest.raises(ValueError, match="is also an input"):
-            T.train(config(tmp_path, clips, f"model.init={init}"), export=str(export),
-                    progress=False, overwrite=True)
+            T.train(
+                config(tmp_path, clips, f"model.init={init}"),
+                export=str(export),
+                progress=False,
+                overwrite=True,
+            )
     assert init.read_bytes() == before
 
 
@@ -200,8 +249,9 @@ def test_cli_export_over_an_existing_file_is_one_line(tmp_path, clips, monkeypat
     code, err = run_main(monkeypatch, capsys, cli_args(tmp_path, clips, "--export", str(out)))
     one_error_line(code, err, str(out), "pass --overwrite")
     assert out.read_bytes() == b"earlier result"
-    code, err = run_main(monkeypatch, capsys,
-                         cli_args(tmp_path, clips, "--export", str(out), "--overwrite"))
+    code, err = run_main(
+        monkeypatch, capsys, cli_args(tmp_path, clips, "--export", str(out), "--overwrite")
+    )
     assert code == 0, err
     assert load_checkpoint(out).config.name == "tiny"
 
@@ -209,8 +259,24 @@ def test_cli_export_over_an_existing_file_is_one_line(tmp_path, clips, monkeypat
 def test_make_pairs_refuses_a_folder_of_other_files_and_never_touches_them(tmp_path, clips, capsys):
     from training.make_pairs import main as make_pairs
 
-    args = ["--videos", str(clips), "--per-shard", "2", "--frames", "9", "--hr-size", "32x32",
-            "--lr-size", "16x16", "--vae", "tiny", "--text", "byte", "--text-dim", "32"]
+    args = [
+        "--videos",
+        str(clips),
+        "--per-shard",
+        "2",
+        "--frames",
+        "9",
+        "--hr-size",
+        "32x32",
+        "--lr-size",
+        "16x16",
+        "--vae",
+        "tiny",
+        "--text",
+        "byte",
+        "--text-dim",
+        "32",
+    ]
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -221,8 +287,10 @@ def test_make_pairs_refuses_a_folder_of_other_files_and_never_touches_them(tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert make_pairs(args + ["--out", str(out), "--overwrite"]) == 0
     assert (out / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in out.glob("pairs-*")) == ["pairs-00000.safetensors",
-                                                           "pairs-00001.safetensors"]
+    assert sorted(p.name for p in out.glob("pairs-*")) == [
+        "pairs-00000.safetensors",
+        "pairs-00001.safetensors",
+    ]
     assert make_pairs(args + ["--out", str(out / "pairs-00000.safetensors")]) == 2  # not a folder
     assert make_pairs(args + ["--out", str(clips)]) == 2
     assert "is the --videos folder" in capsys.readouterr().err
@@ -234,12 +302,24 @@ def test_lab_scripts_refuse_an_existing_out_before_any_work(tmp_path, capsys):
     out = tmp_path / "model.safetensors"
     out.write_bytes(b"earlier result")
     toml = tmp_path / "cfg.toml"
-    toml.write_text(f'[model]\nconfig = "tiny"\n[data]\nkind = "shards"\n'
-                    f'path = "{tmp_path / "no-shards"}"\n')
+    toml.write_text(
+        f'[model]\nconfig = "tiny"\n[data]\nkind = "shards"\npath = "{tmp_path / "no-shards"}"\n'
+    )
     assert fit_upsampler.main(["--config", str(toml), "--out", str(out)]) == 2
     assert train_vae.main(["--out", str(out), "--steps", "1", "--crops", "1"]) == 2
-    assert calibrate_residual.main(["--model", str(tmp_path / "x.safetensors"),
-                                    "--vae", str(tmp_path / "v"), "--out", str(out)]) == 2
+    assert (
+        calibrate_residual.main(
+            [
+                "--model",
+                str(tmp_path / "x.safetensors"),
+                "--vae",
+                str(tmp_path / "v"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3, err
     assert all(f"--out {str(out)!r} exists: pass --overwrite" in line for line in err), err
@@ -252,8 +332,15 @@ def test_lab_scripts_refuse_an_existing_out_before_any_work(tmp_path, capsys):
 
 # --- 3. runs that cannot fit, errors in one line -------------------------------------------------
 def test_memory_estimate_follows_the_settings():
-    base = T.load_config(None, ["model.config=tiny", "data.hr_size=[64, 64]",
-                                "data.lr_size=[32, 32]", "train.batch_size=2"])
+    base = T.load_config(
+        None,
+        [
+            "model.config=tiny",
+            "data.hr_size=[64, 64]",
+            "data.lr_size=[32, 32]",
+            "train.batch_size=2",
+        ],
+    )
     model = T.build_model(base["model"], device="meta")
 
     def est(**over):
@@ -300,11 +387,11 @@ from training.config import load_config
 from training.models import build_model
 from training.train import train
 from training.data import make_synthetic_videos
-make_synthetic_videos({str(tmp_path / 'c')!r}, 3, 21, (128, 128), seed=0)
-cfg = load_config(None, ["model.config=tiny", "data.path={tmp_path / 'c'}", "data.frames=17",
+make_synthetic_videos({str(tmp_path / "c")!r}, 3, 21, (128, 128), seed=0)
+cfg = load_config(None, ["model.config=tiny", "data.path={tmp_path / "c"}", "data.frames=17",
                          "data.hr_size=[128, 128]", "data.lr_size=[64, 64]", "vae.kind=tiny",
                          "text.kind=byte", "train.batch_size=2", "train.steps=2",
-                         "train.mixed_precision=no", "log.output_dir={tmp_path / 'run'}",
+                         "train.mixed_precision=no", "log.output_dir={tmp_path / "run"}",
                          "log.tracker=none", "log.validate_every=0", "log.checkpoint_every=1000"])
 meta = build_model(cfg["model"], device="meta")
 est = budget.training_memory(cfg, meta, width=budget.vae_width(cfg["vae"]))
@@ -315,25 +402,31 @@ peak = [int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startsw
 print(json.dumps({{"measured": peak - before, "estimate": est["total"]}}))
 """
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1000000")
-    r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env,
-                       cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=env, cwd=ROOT
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["measured"] <= res["estimate"] <= 2 * res["measured"], res
 
 
-@pytest.mark.parametrize("over, words", [
-    (["data.hr_size=[16384, 16384]"], ["data.hr_size=[16384, 16384]", "activations"]),
-    (["model.overrides.upsampler.hidden=4096"], ["M parameters", "use a smaller model"]),
-    (["data.frames=10000", "data.hr_size=[512, 512]"], ["data.frames=10000"]),
-    (["train.batch_size=1024", "data.hr_size=[512, 512]"], ["train.batch_size=1024"]),
-])
-def test_runs_that_cannot_fit_are_refused_before_the_first_step(tmp_path, clips, monkeypatch,
-                                                                 capsys, over, words):
+@pytest.mark.parametrize(
+    "over, words",
+    [
+        (["data.hr_size=[16384, 16384]"], ["data.hr_size=[16384, 16384]", "activations"]),
+        (["model.overrides.upsampler.hidden=4096"], ["M parameters", "use a smaller model"]),
+        (["data.frames=10000", "data.hr_size=[512, 512]"], ["data.frames=10000"]),
+        (["train.batch_size=1024", "data.hr_size=[512, 512]"], ["train.batch_size=1024"]),
+    ],
+)
+def test_runs_that_cannot_fit_are_refused_before_the_first_step(
+    tmp_path, clips, monkeypatch, capsys, over, words
+):
     monkeypatch.setattr(budget, "available_memory", lambda device: 16 * 2**30)
     code, err = run_main(monkeypatch, capsys, cli_args(tmp_path, clips, *over))
-    line = one_error_line(code, err, "a training step needs about", "but 16.00 GiB is available",
-                          *words)
+    line = one_error_line(
+        code, err, "a training step needs about", "but 16.00 GiB is available", *words
+    )
     assert len(line) < 700
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -345,14 +438,19 @@ def test_check_memory_false_runs_a_step_the_estimate_refuses(tmp_path, clips, mo
     assert T.train(config(tmp_path, clips, "train.check_memory=false"), progress=False)["step"] == 1
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["train.batch_size=65536"], r"train.batch_size=65536: expected an integer in \[1, 1024\]"),
-    (["train.grad_accum=65536"], r"train.grad_accum=65536: expected an integer in \[1, 128\]"),
-    (["train.batch_size=64", "train.grad_accum=128"],
-     r"train.grad_accum=128: expected train.batch_size x train.grad_accum \(64 x 128\) at most "
-     r"4096"),
-    (["data.num_workers=256"], r"data.num_workers=256: expected an integer in \[0, 64\]"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.batch_size=65536"], r"train.batch_size=65536: expected an integer in \[1, 1024\]"),
+        (["train.grad_accum=65536"], r"train.grad_accum=65536: expected an integer in \[1, 128\]"),
+        (
+            ["train.batch_size=64", "train.grad_accum=128"],
+            r"train.grad_accum=128: expected train.batch_size x train.grad_accum \(64 x 128\) "
+            r"at most 4096",
+        ),
+        (["data.num_workers=256"], r"data.num_workers=256: expected an integer in \[0, 64\]"),
+    ],
+)
 def test_absurd_batch_settings_are_refused_by_validation(overrides, message):
     with pytest.raises(ValueError, match=message):
         T.load_config(None, overrides)
@@ -362,9 +460,14 @@ def test_absurd_batch_settings_are_refused_by_validation(overrides, message):
 def shards(tmp_path_factory):
     d = tmp_path_factory.mktemp("shards")
     g = torch.Generator().manual_seed(0)
-    D.write_shard(d / "pairs-00000.safetensors", torch.randn(4, 16, 3, 4, 4, generator=g),
-                torch.randn(4, 16, 3, 2, 2, generator=g),
-                [torch.randn(3, 32, generator=g) for _ in range(4)], ["a", "b", "c", "d"], "wan21")
+    D.write_shard(
+        d / "pairs-00000.safetensors",
+        torch.randn(4, 16, 3, 4, 4, generator=g),
+        torch.randn(4, 16, 3, 2, 2, generator=g),
+        [torch.randn(3, 32, generator=g) for _ in range(4)],
+        ["a", "b", "c", "d"],
+        "wan21",
+    )
     return d
 
 
@@ -375,9 +478,9 @@ def test_the_largest_allowed_accumulation_runs(tmp_path, shards):
 
 
 @pytest.mark.parametrize("target", ["torch.save", "save_file"])
-def test_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_partial_folder(tmp_path, clips,
-                                                                            monkeypatch, capsys,
-                                                                            target):
+def test_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_partial_folder(
+    tmp_path, clips, monkeypatch, capsys, target
+):
     import simplegvr_core.checkpoint as C
 
     def full(*a, **k):
@@ -390,8 +493,9 @@ def test_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_partial_folder(tmp_
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
 
 
-def test_any_error_of_a_run_is_one_line_and_debug_shows_the_traceback(tmp_path, clips, monkeypatch,
-                                                                      capsys):
+def test_any_error_of_a_run_is_one_line_and_debug_shows_the_traceback(
+    tmp_path, clips, monkeypatch, capsys
+):
     def boom(*a, **k):
         raise RuntimeError("boom\nsecond line of a long torch message")
 
@@ -401,8 +505,10 @@ def test_any_error_of_a_run_is_one_line_and_debug_shows_the_traceback(tmp_path, 
     assert line == "train: error: RuntimeError: boom (--debug shows the traceback)"
 
     def oom(*a, **k):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
-                           "allocate memory: you tried to allocate 1099511627776 bytes.")
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
+            "allocate memory: you tried to allocate 1099511627776 bytes."
+        )
 
     monkeypatch.setattr(T, "flow_loss", oom)
     code, err = run_main(monkeypatch, capsys, cli_args(tmp_path, clips))
@@ -420,8 +526,9 @@ class _RunsCode:
         return (Path.touch, (self.marker,))
 
 
-def test_a_state_pt_that_would_run_code_is_refused_and_never_run(tmp_path, clips, monkeypatch,
-                                                                 capsys):
+def test_a_state_pt_that_would_run_code_is_refused_and_never_run(
+    tmp_path, clips, monkeypatch, capsys
+):
     from simplegvr_core.weights import read_torch_file
 
     marker = tmp_path / "pwned"
@@ -441,8 +548,9 @@ def test_a_state_pt_that_would_run_code_is_refused_and_never_run(tmp_path, clips
     T.train(config(tmp_path, clips, "log.checkpoint_every=1"), progress=False)
     state = tmp_path / "run" / "checkpoints" / "step-0000001" / "state.pt"
     shutil.copy(tmp_path / "evil_zip.pt", state)
-    code, err = run_main(monkeypatch, capsys,
-                         cli_args(tmp_path, clips, "train.steps=2", "--resume"))
+    code, err = run_main(
+        monkeypatch, capsys, cli_args(tmp_path, clips, "train.steps=2", "--resume")
+    )
     line = one_error_line(code, err, "refused as unsafe", str(state))
     assert "weights_only" not in line and not marker.exists()
 
@@ -450,14 +558,20 @@ def test_a_state_pt_that_would_run_code_is_refused_and_never_run(tmp_path, clips
 # --- 5. data and configs that were accepted and trained wrong -------------------------------------
 @pytest.mark.parametrize("caption", ["null", "12345", '{"a": 1}'])
 def test_captions_that_are_not_strings_are_refused_naming_the_file_and_line(tmp_path, caption):
-    (tmp_path / "captions.jsonl").write_text('{"video": "a.mp4", "caption": "fine"}\n'
-                                             '{"video": "b.mp4"}\n'
-                                             f'{{"video": "c.mp4", "caption": {caption}}}\n')
-    with pytest.raises(ValueError, match=rf"captions.jsonl' line 3: the caption of 'c.mp4' is "
-                                         rf'{caption}, not a string \(use "" for no caption\)'):
+    (tmp_path / "captions.jsonl").write_text(
+        '{"video": "a.mp4", "caption": "fine"}\n'
+        '{"video": "b.mp4"}\n'
+        f'{{"video": "c.mp4", "caption": {caption}}}\n'
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf"captions.jsonl' line 3: the caption of 'c.mp4' is "
+        rf'{caption}, not a string \(use "" for no caption\)',
+    ):
         D.read_captions(tmp_path)
-    (tmp_path / "captions.jsonl").write_text('{"video": "a.mp4", "caption": "fine"}\n'
-                                             '{"video": "b.mp4"}\n')
+    (tmp_path / "captions.jsonl").write_text(
+        '{"video": "a.mp4", "caption": "fine"}\n{"video": "b.mp4"}\n'
+    )
     assert D.read_captions(tmp_path) == [(tmp_path / "a.mp4", "fine"), (tmp_path / "b.mp4", "")]
 
 
@@ -466,12 +580,18 @@ def test_resume_with_another_global_batch_is_refused_naming_the_grad_accum_to_se
     ck = tmp_path / "run" / "checkpoints"
     state = torch.load(ck / "step-0000001" / "state.pt", weights_only=True)
     assert state["batch"] == {"batch_size": 2, "processes": 1, "grad_accum": 1}
-    with pytest.raises(ValueError, match=r"trained with global batch 2 \(2 x 1 process x "
-                                         r"grad_accum 1\); this run's is 1 \(1 x 1 process x "
-                                         r"grad_accum 1\): set train.grad_accum=2"):
+    with pytest.raises(
+        ValueError,
+        match=r"trained with global batch 2 \(2 x 1 process x "
+        r"grad_accum 1\); this run's is 1 \(1 x 1 process x "
+        r"grad_accum 1\): set train.grad_accum=2",
+    ):
         T.train(config(tmp_path, clips, "train.steps=2"), resume="auto", progress=False)
-    out = T.train(config(tmp_path, clips, "train.steps=2", "train.grad_accum=2"), resume="auto",
-                  progress=False)
+    out = T.train(
+        config(tmp_path, clips, "train.steps=2", "train.grad_accum=2"),
+        resume="auto",
+        progress=False,
+    )
     assert [s for s, _ in out["losses"]] == [2]
     # a checkpoint from before the record resumes as it did
     del state["batch"]
@@ -480,12 +600,16 @@ def test_resume_with_another_global_batch_is_refused_naming_the_grad_accum_to_se
     out = T.train(config(tmp_path, clips, "train.steps=2"), resume="auto", progress=False)
     assert out["step"] == 2
     # the two-process run resumed on one process: the message of the issue
-    with pytest.raises(ValueError, match=r"global batch 2 \(1 x 2 processes x grad_accum 1\); this "
-                                         r"run's is 1 \(1 x 1 process x grad_accum 1\): set "
-                                         r"train.grad_accum=2"):
+    with pytest.raises(
+        ValueError,
+        match=r"global batch 2 \(1 x 2 processes x grad_accum 1\); this "
+        r"run's is 1 \(1 x 1 process x grad_accum 1\): set "
+        r"train.grad_accum=2",
+    ):
         check_global_batch({"batch_size": 1, "processes": 2, "grad_accum": 1}, (1, 1, 1), "ck")
-    with pytest.raises(ValueError, match="choose train.batch_size x processes x train.grad_accum = "
-                                         "3"):
+    with pytest.raises(
+        ValueError, match="choose train.batch_size x processes x train.grad_accum = 3"
+    ):
         check_global_batch({"batch_size": 3, "processes": 1, "grad_accum": 1}, (2, 1, 1), "ck")
 
 
@@ -493,8 +617,10 @@ def test_huge_config_strings_are_refused_by_key_and_length(tmp_path):
     with pytest.raises(ValueError) as e:
         T.load_config(None, ["model.config=" + "x" * 80_000_000])
     msg = str(e.value)
-    assert msg == ("config key model.config: a string of 80,000,000 characters, expected at most "
-                   f"{MAX_TEXT_VALUE:,} (a name or a path)")
+    assert msg == (
+        "config key model.config: a string of 80,000,000 characters, expected at most "
+        f"{MAX_TEXT_VALUE:,} (a name or a path)"
+    )
     with pytest.raises(ValueError, match=r"key model.overrides.name: a string of 5,000 characters"):
         T.load_config(None, ["model.overrides.name=" + "y" * 5000])
     with pytest.raises(ValueError, match=r"key train.freeze\[0\]: a string of 5,000 characters"):
@@ -509,8 +635,9 @@ def test_a_million_unknown_config_keys_make_a_short_message(tmp_path):
     with pytest.raises(ValueError) as e:
         T.validate_config(cfg)
     assert len(str(e.value)) < 400
-    assert "1,000,000 unknown field(s): 'k0', 'k1', 'k2', 'k3', 'k4' and 999995 more" in \
-        str(e.value)
+    assert "1,000,000 unknown field(s): 'k0', 'k1', 'k2', 'k3', 'k4' and 999995 more" in str(
+        e.value
+    )
     (tmp_path / "c.toml").write_text("[train]\n" + "".join(f"x{i} = 1\n" for i in range(1000)))
     with pytest.raises(ValueError, match=r"unknown config key 'train.x0' \(and 999 more unknown"):
         T.load_config(tmp_path / "c.toml")

@@ -16,7 +16,9 @@ def make(mode="learned", hidden=8, seed=0, random=True):
 @pytest.mark.parametrize("mode", ["learned", "interp", "channel_only"])
 def test_non_integer_factor_480p_to_1080p_shape(mode):
     c0 = torch.randn(1, 16, 2, 60, 104)
-    out = make(mode, hidden=4)(add_condition_noise(c0, 0.4, generator=torch.Generator().manual_seed(0)), size=(135, 240))
+    out = make(mode, hidden=4)(
+        add_condition_noise(c0, 0.4, generator=torch.Generator().manual_seed(0)), size=(135, 240)
+    )
     assert out.shape == (1, 16, 2, 135, 240)
     assert torch.isfinite(out).all()
 
@@ -25,7 +27,8 @@ def test_time_expansion_is_causal_one_plus_four_frames():
     up = make()
     c = torch.randn(2, 16, 5, 6, 7)
     h = up.expand(c)
-    assert h.shape == (2, 8, 1 + 4 * (5 - 1), 6, 7)  # 5 latent frames -> 17 frames, as the VAE decodes
+    # 5 latent frames -> 17 frames, as the VAE decodes
+    assert h.shape == (2, 8, 1 + 4 * (5 - 1), 6, 7)
     # Expanded frame 0 belongs to latent frame 0 alone; frames 4i-3..4i to latent frame i.
     c2 = c.clone()
     c2[:, :, 2] += 1.0
@@ -67,10 +70,13 @@ def test_noise_augmentation_formula_and_seed():
     cs = add_condition_noise(c0, 0.4, generator=torch.Generator().manual_seed(7))
     eps = torch.randn(c0.shape, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(cs, 0.6 * c0 + 0.4 * eps)
-    per_sample = add_condition_noise(c0, torch.tensor([0.0, 1.0]), generator=torch.Generator().manual_seed(7))
+    per_sample = add_condition_noise(
+        c0, torch.tensor([0.0, 1.0]), generator=torch.Generator().manual_seed(7)
+    )
     assert torch.equal(per_sample[0], c0[0])
     torch.testing.assert_close(per_sample[1], eps[1])
-    assert torch.equal(add_condition_noise(c0, 0.4, noise=eps), cs)  # a given noise is the same formula
+    # a given noise is the same formula
+    assert torch.equal(add_condition_noise(c0, 0.4, noise=eps), cs)
     assert add_condition_noise(c0, 0.0) is c0  # s = 0: the clean latent itself
     with pytest.raises(ValueError, match=r"noise_level must lie in \[0, 1\]"):
         add_condition_noise(c0, 1.5)

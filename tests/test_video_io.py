@@ -1,4 +1,5 @@
-"""Video files <-> uint8 frames with PyAV: round trips keep count, size and fps; broken files fail clearly."""
+"""Video files <-> uint8 frames with PyAV: round trips keep count, size and fps; broken files fail
+clearly."""
 
 from fractions import Fraction
 
@@ -17,17 +18,21 @@ from simplegvr_core.degrade.video_io import (
 
 
 def smooth_clip(t=9, h=48, w=64, seed=0):
-    """Smooth moving colour gradients: compress well, so decoded frames stay close to the originals."""
+    """Smooth moving colour gradients: compress well, so decoded frames stay close to the
+    originals."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, 3)
-    frames = [np.stack([127 + 100 * np.sin(xx / 9 + yy / 13 + phase[c] + 0.3 * i) for c in range(3)], -1) for i in range(t)]
+    frames = [
+        np.stack([127 + 100 * np.sin(xx / 9 + yy / 13 + phase[c] + 0.3 * i) for c in range(3)], -1)
+        for i in range(t)
+    ]
     return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
 
 
 def psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 @pytest.mark.parametrize("size", [(48, 64), (47, 63)])  # odd sizes go through yuv444p
@@ -35,10 +40,17 @@ def test_round_trip_keeps_frame_count_size_and_fps(tmp_path, size):
     frames = smooth_clip(9, *size)
     path = write_video(tmp_path / "clip.mp4", frames, fps=Fraction(25, 2))
     info = probe_video(path)
-    assert (info.width, info.height, info.frames, info.fps, info.codec) == (size[1], size[0], 9, Fraction(25, 2), "h264")
+    assert (info.width, info.height, info.frames, info.fps, info.codec) == (
+        size[1],
+        size[0],
+        9,
+        Fraction(25, 2),
+        "h264",
+    )
     back, fps = read_video(path)
     assert back.shape == frames.shape and back.dtype == np.uint8 and fps == Fraction(25, 2)
-    assert psnr(back, frames) > 30  # crf 10; 4:2:0 chroma costs most of the loss on this colourful clip
+    # crf 10; 4:2:0 chroma costs most of the loss on this colourful clip
+    assert psnr(back, frames) > 30
     assert len(list(iter_frames(path, max_frames=4))) == 4
 
 
@@ -50,7 +62,8 @@ def test_ntsc_rate_survives(tmp_path):
 @pytest.mark.parametrize("keep", [0.05, 0.3, 0.9])  # header gone; frames missing
 def test_truncated_file_gives_a_clear_error_naming_it(tmp_path, keep):
     rng = np.random.default_rng(1)
-    frames = rng.integers(0, 256, (30, 48, 64, 3), dtype=np.uint8)  # noise: every frame carries many bytes
+    # noise: every frame carries many bytes
+    frames = rng.integers(0, 256, (30, 48, 64, 3), dtype=np.uint8)
     path = write_video(tmp_path / "full.mp4", frames, fps=24)
     data = path.read_bytes()
     cut = tmp_path / "cut.mp4"
@@ -105,4 +118,7 @@ def test_list_videos_skips_hidden_partial_files(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ("a.mp4", "sub/b.MKV", ".a.mp4.123.part.mp4", "c.txt"):
         (tmp_path / name).write_bytes(b"x")
-    assert [p.relative_to(tmp_path).as_posix() for p in list_videos(tmp_path)] == ["a.mp4", "sub/b.MKV"]
+    assert [p.relative_to(tmp_path).as_posix() for p in list_videos(tmp_path)] == [
+        "a.mp4",
+        "sub/b.MKV",
+    ]

@@ -1,7 +1,7 @@
 """How much memory one training step needs, estimated from the config before anything is built.
 
-`training_memory(config, model)` adds up what a process of `training/train.py` holds at its peak (the
-first step):
+`training_memory(config, model)` adds up what a process of `training/train.py` holds at its peak
+(the first step):
 
 - the model state in float32: weights, their gradients, AdamW's two moments and the EMA shadow
   (gradients and moments of the trainable parameters only), split over the ranks under FSDP; a
@@ -87,8 +87,9 @@ def _params(model: torch.nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def training_memory(config: dict, model, *, world: int = 1, width: int | None = None,
-                    shard_bytes: int | None = None) -> dict[str, int]:
+def training_memory(
+    config: dict, model, *, world: int = 1, width: int | None = None, shard_bytes: int | None = None
+) -> dict[str, int]:
     """Bytes one process needs at the peak of a training step of `config` (a validated config) on
     `model` (a SimpleGVR, on the meta device is enough: only its config and parameter counts are
     read; its train.freeze applied), with `world` processes. `width`: the VAE's first-layer width
@@ -115,14 +116,14 @@ def training_memory(config: dict, model, *, world: int = 1, width: int | None = 
     lt, lh, lw = fmt.latent_frames(frames), H // r, W // r
     pt, ph, pw = dit.patch_size
     tokens = math.ceil(lt / pt) * math.ceil(lh / ph) * math.ceil(lw / pw)
-    layer = (ACT_LAYER_DIM * dit.dim + ACT_LAYER_FFN * dit.ffn_dim) * tokens \
-        + ACT_TEXT * dit.text_len * dit.dim
+    layer = (
+        ACT_LAYER_DIM * dit.dim + ACT_LAYER_FFN * dit.ffn_dim
+    ) * tokens + ACT_TEXT * dit.text_len * dit.dim
     if t["gradient_checkpointing"]:  # each layer's input, and one layer recomputed
         blocks = dit.num_layers * tokens * dit.dim + layer
     else:
         blocks = dit.num_layers * layer
-    act = blocks + ACT_OUTSIDE_DIM * tokens * dit.dim \
-        + LATENT_TENSORS * fmt.channels * lt * lh * lw
+    act = blocks + ACT_OUTSIDE_DIM * tokens * dit.dim + LATENT_TENSORS * fmt.channels * lt * lh * lw
     if up.mode != "interp":
         up_frames = 1 + up.temporal_factor * (lt - 1) if up.mode == "learned" else lt
         act += UPSAMPLER_TENSORS * up.hidden * up_frames * lh * lw
@@ -143,8 +144,14 @@ def training_memory(config: dict, model, *, world: int = 1, width: int | None = 
     if t["pixel_metric"]:  # the codec decodes the loss's latents to frames (SSIM: a dozen)
         data += bs * 3 * fmt.pixel_frames(lt) * H * W * 4 * (12 if t["ssim_weight"] else 3)
     data += RUN_OVERHEAD
-    return {"model": int(state), "activations": int(act), "data": int(data),
-            "total": int(state + act + data), "parameters": int(total_p), "tokens": int(tokens)}
+    return {
+        "model": int(state),
+        "activations": int(act),
+        "data": int(data),
+        "total": int(state + act + data),
+        "parameters": int(total_p),
+        "tokens": int(tokens),
+    }
 
 
 def shard_folder_bytes(folder) -> int:
@@ -155,8 +162,9 @@ def shard_folder_bytes(folder) -> int:
         return 0
 
 
-def memory_error(config: dict, model, device, *, world: int = 1, processes_here: int = 1,
-                 already: int = 0) -> str | None:
+def memory_error(
+    config: dict, model, device, *, world: int = 1, processes_here: int = 1, already: int = 0
+) -> str | None:
     """None when the estimate of a step (`training_memory`) fits in what `device` has available now,
     else the one-line reason naming the settings and the numbers. `processes_here`: processes of
     this run sharing the host's memory (on the CPU); `already`: bytes of the estimate that are
@@ -173,19 +181,23 @@ def memory_error(config: dict, model, device, *, world: int = 1, processes_here:
         return None
     t = config["train"]
     millions = est["parameters"] / 1e6
-    parts = (f"model state {format_bytes(est['model'])} ({millions:.1f} M parameters in float32 "
-             f"with gradients, AdamW and EMA), activations {format_bytes(est['activations'])} "
-             f"(batch {t['batch_size']} x {est['tokens']:,} tokens x {model.config.dit.num_layers} "
-             f"layers), data {format_bytes(est['data'])}")
+    parts = (
+        f"model state {format_bytes(est['model'])} ({millions:.1f} M parameters in float32 "
+        f"with gradients, AdamW and EMA), activations {format_bytes(est['activations'])} "
+        f"(batch {t['batch_size']} x {est['tokens']:,} tokens x {model.config.dit.num_layers} "
+        f"layers), data {format_bytes(est['data'])}"
+    )
     where = f" for {share} processes on this host" if share > 1 else ""
     fixes = "lower train.batch_size, data.frames or data.hr_size"
     if not t["gradient_checkpointing"]:
         fixes += ", set train.gradient_checkpointing=true"
-    return (f"a training step needs about {format_bytes(need)}{where} ({parts}) but "
-            f"{format_bytes(have)} is available on {dev}: {fixes}, use a smaller model or a larger "
-            f"device (train.check_memory=false runs anyway); settings: "
-            f"train.batch_size={t['batch_size']}, data.frames={d['frames']}, "
-            f"data.hr_size={d['hr_size']}")
+    return (
+        f"a training step needs about {format_bytes(need)}{where} ({parts}) but "
+        f"{format_bytes(have)} is available on {dev}: {fixes}, use a smaller model or a larger "
+        f"device (train.check_memory=false runs anyway); settings: "
+        f"train.batch_size={t['batch_size']}, data.frames={d['frames']}, "
+        f"data.hr_size={d['hr_size']}"
+    )
 
 
 def local_processes(world: int) -> int:

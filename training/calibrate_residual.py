@@ -1,16 +1,18 @@
-"""The last stage of the one-step demo model: choose the scale of its residual on the validation split.
+"""The last stage of the one-step demo model: choose the scale of its residual on the validation
+split.
 
     python training/calibrate_residual.py --model runs/onestep/clean.safetensors \
         --vae runs/demo/assets/demo_vae.safetensors --out runs/onestep/calibrated.safetensors
 
-A `residual_x0` model estimates x0 = c + D: the fitted linear base c plus the DiT's residual D. Trained by
-regression to HR on the 54 clips of the train split, D overshoots on clips it has not seen (on validation the demo
-model scores best with about 0.6 of its residual). This stage evaluates x0 = c + alpha * D for each alpha of
---scales on the validation split, as `simplegvr demo` runs it (1 step, the demo's LR and codec), and writes the
-model with the alpha of the highest mean PSNR (ties: the larger alpha) folded into the DiT's last layer
-(`SimpleGVR.scale_residual_`, exact). Choosing settings is what the validation split is for; the test split is
-never read. The chosen alpha and every alpha's validation PSNR go into the checkpoint's metadata; the file is
-written atomically.
+A `residual_x0` model estimates x0 = c + D: the fitted linear base c plus the DiT's residual D.
+Trained by regression to HR on the 54 clips of the train split, D overshoots on clips it has not
+seen (on validation the demo model scores best with about 0.6 of its residual). This stage evaluates
+x0 = c + alpha * D for each alpha of
+--scales on the validation split, as `simplegvr demo` runs it (1 step, the demo's LR and codec), and
+writes the model with the alpha of the highest mean PSNR (ties: the larger alpha) folded into the
+DiT's last layer (`SimpleGVR.scale_residual_`, exact). Choosing settings is what the validation
+split is for; the test split is never read. The chosen alpha and every alpha's validation PSNR go
+into the checkpoint's metadata; the file is written atomically.
 """
 
 from __future__ import annotations
@@ -36,14 +38,23 @@ def parse_scales(text: str) -> list[float]:
     try:
         scales = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--scales {text!r}: expected comma-separated numbers, e.g. 0.5,0.75,1") from None
+        raise ValueError(
+            f"--scales {text!r}: expected comma-separated numbers, e.g. 0.5,0.75,1"
+        ) from None
     if not scales or not all(math.isfinite(a) and 0 < a <= 2 for a in scales):
         raise ValueError(f"--scales {text!r}: expected one or more numbers in (0, 2]")
     return sorted(set(scales))
 
 
-def calibrate(model_path: str | Path, vae_path: str | Path, out: str | Path, scales=SCALES, clips: int | None = None,
-              log=print, overwrite: bool = False) -> dict:
+def calibrate(
+    model_path: str | Path,
+    vae_path: str | Path,
+    out: str | Path,
+    scales=SCALES,
+    clips: int | None = None,
+    log=print,
+    overwrite: bool = False,
+) -> dict:
     """Score each residual scale on the first `clips` validation clips (all by default) and write
     the model with the best one. An existing `out` is refused before any work, and again at the
     rename, unless `overwrite`; an `out` that is the model or the codec is refused. Returns
@@ -54,20 +65,34 @@ def calibrate(model_path: str | Path, vae_path: str | Path, out: str | Path, sca
 
     if clips is not None and clips < 1:
         raise ValueError(f"--clips {clips}: expected at least 1")
-    check_output(out, overwrite=overwrite, inputs=[model_path, vae_path], what="--out")  # before work
+    # before work
+    check_output(out, overwrite=overwrite, inputs=[model_path, vae_path], what="--out")
     model = load_checkpoint(model_path).eval()
     if model.config.prediction != "residual_x0":
-        raise ValueError(f"{model_path}: prediction={model.config.prediction!r}, expected 'residual_x0' (x0 = c + D)")
+        raise ValueError(
+            f"{model_path}: prediction={model.config.prediction!r}, expected 'residual_x0' "
+            f"(x0 = c + D)"
+        )
     vae = VideoVAE.load("file", vae_path)
     val, _ = demo.load_clips(split_files("validation")[:clips], log=lambda *_: None)
     if not val:
-        raise ValueError("no readable validation clip: is comfyui-workflow-templates-media-video installed?")
+        raise ValueError(
+            "no readable validation clip: is comfyui-workflow-templates-media-video installed?"
+        )
     scores, applied = {}, 1.0
     for alpha in sorted(scales):
         model.scale_residual_(alpha / applied)
         applied = alpha
-        r = demo.evaluate(model, vae, val, role="student", progress=False, keep_videos=False, log=lambda *_: None,
-                          **STUDENT_SAMPLING)
+        r = demo.evaluate(
+            model,
+            vae,
+            val,
+            role="student",
+            progress=False,
+            keep_videos=False,
+            log=lambda *_: None,
+            **STUDENT_SAMPLING,
+        )
         scores[alpha] = r["summary"]["simplegvr"]["psnr"]
         log(f"  residual scale {alpha:g}: validation PSNR {scores[alpha]:.3f} dB")
     best = max(scores, key=lambda a: (round(scores[a], 6), a))
@@ -78,25 +103,45 @@ def calibrate(model_path: str | Path, vae_path: str | Path, out: str | Path, sca
     if codec:
         meta[CODEC_KEY] = codec
     save_checkpoint(model, out, extra_metadata=meta, replace=overwrite)
-    log(f"calibrate_residual: residual scale {best:g} ({scores[best]:.3f} dB on {len(val)} validation clips)")
+    log(
+        f"calibrate_residual: residual scale {best:g} ({scores[best]:.3f} dB on {len(val)} "
+        f"validation clips)"
+    )
     return {"residual_scale": best, "validation_psnr_db": scores}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", required=True, help="the trained residual_x0 checkpoint")
-    ap.add_argument("--vae", required=True, help="the demo codec (demo_vae.safetensors) the model was trained with")
+    ap.add_argument(
+        "--vae",
+        required=True,
+        help="the demo codec (demo_vae.safetensors) the model was trained with",
+    )
     ap.add_argument("--out", required=True, help="the .safetensors checkpoint to write")
-    ap.add_argument("--scales", default=",".join(f"{a:g}" for a in SCALES), help="residual scales to try (default: "
-                    "%(default)s)")
-    ap.add_argument("--clips", type=int, default=None, help="only the first N validation clips (default: all)")
+    ap.add_argument(
+        "--scales",
+        default=",".join(f"{a:g}" for a in SCALES),
+        help="residual scales to try (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--clips", type=int, default=None, help="only the first N validation clips (default: all)"
+    )
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
 
     def run():
-        calibrate(args.model, args.vae, args.out, parse_scales(args.scales), args.clips,
-                  overwrite=args.overwrite)
+        calibrate(
+            args.model,
+            args.vae,
+            args.out,
+            parse_scales(args.scales),
+            args.clips,
+            overwrite=args.overwrite,
+        )
 
     return report_errors("calibrate_residual", run, args.debug)
 

@@ -1,7 +1,7 @@
-"""A run's checkpoints: everything needed to resume, gathered from every rank and written by rank 0 to a temporary
-folder renamed when complete (`save_training_state`); read back on every rank (`load_training_state`), refusing a
-checkpoint of another model or another global batch. Only the trainer's own folders are ever removed
-(`simplegvr_core.files`)."""
+"""A run's checkpoints: everything needed to resume, gathered from every rank and written by rank 0
+to a temporary folder renamed when complete (`save_training_state`); read back on every rank
+(`load_training_state`), refusing a checkpoint of another model or another global batch. Only the
+trainer's own folders are ever removed (`simplegvr_core.files`)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,28 @@ def _ckpt_dirs(out: Path) -> list[Path]:
     d = out / "checkpoints"
     if not d.is_dir():
         return []
-    return sorted(p for p in d.iterdir() if CHECKPOINT_RE.match(p.name) and p.is_dir()
-                  and not p.is_symlink() and (p / "state.pt").is_file())
+    return sorted(
+        p
+        for p in d.iterdir()
+        if CHECKPOINT_RE.match(p.name)
+        and p.is_dir()
+        and not p.is_symlink()
+        and (p / "state.pt").is_file()
+    )
 
 
-def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, scheduler, config: dict,
-                        keep: int, world: int = 1, log=print) -> Path | None:
+def save_training_state(
+    out: Path,
+    step: int,
+    model,
+    ema: EMA,
+    optimizer,
+    scheduler,
+    config: dict,
+    keep: int,
+    world: int = 1,
+    log=print,
+) -> Path | None:
     """Everything needed to resume, in full (gathered from every rank: call it on all of them),
     written by rank 0 to a temporary folder that is renamed when complete. Gathering is finished
     before anything is written, so a rank that dies mid-run leaves either a complete checkpoint or
@@ -65,10 +81,18 @@ def save_training_state(out: Path, step: int, model, ema: EMA, optimizer, schedu
     try:
         save_checkpoint(plain_model(model.config, model_state), tmp / "model.safetensors")
         save_file({k: v.contiguous() for k, v in ema_state.items()}, str(tmp / "ema.safetensors"))
-        state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "config": json.dumps(config),
-                 "batch": {"batch_size": int(config["train"]["batch_size"]), "processes": int(world),
-                           "grad_accum": int(config["train"]["grad_accum"])}}
+        state = {
+            "step": step,
+            "optimizer": optimizer_state,
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "config": json.dumps(config),
+            "batch": {
+                "batch_size": int(config["train"]["batch_size"]),
+                "processes": int(world),
+                "grad_accum": int(config["train"]["grad_accum"]),
+            },
+        }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(state, tmp / "state.pt")
@@ -94,16 +118,23 @@ def _read_training_state(path: Path, model, ema: EMA, batch: tuple[int, int, int
         raise ValueError(f"{str(path)!r} is not a training checkpoint (no state.pt)")
     saved = load_checkpoint(path / "model.safetensors")
     if saved.config.to_dict() != model.config.to_dict():
-        raise ValueError(f"{str(path)!r} was trained with another model config: cannot resume this run from it")
+        raise ValueError(
+            f"{str(path)!r} was trained with another model config: cannot resume this run from it"
+        )
     shadow, _ = read_safetensors(path / "ema.safetensors")
     if set(shadow) != set(ema.shadow):
         raise ValueError(f"{str(path)!r}: EMA weights do not match the model")
     state = read_torch_file(path / "state.pt", "training state")
-    missing = [k for k in ("step", "optimizer", "scheduler", "torch_rng")
-               if not isinstance(state, dict) or k not in state]
+    missing = [
+        k
+        for k in ("step", "optimizer", "scheduler", "torch_rng")
+        if not isinstance(state, dict) or k not in state
+    ]
     if missing:
-        raise ValueError(f"{str(path / 'state.pt')!r} is not a training state of this trainer (no "
-                         f"{missing[0]!r})")
+        raise ValueError(
+            f"{str(path / 'state.pt')!r} is not a training state of this trainer (no "
+            f"{missing[0]!r})"
+        )
     if batch is not None:
         check_global_batch(state.get("batch"), batch, path)
     return saved.state_dict(), {k: v.float() for k, v in shadow.items()}, state
@@ -119,26 +150,34 @@ def check_global_batch(recorded, batch: tuple[int, int, int], path) -> None:
     try:
         old = tuple(int(recorded[k]) for k in ("batch_size", "processes", "grad_accum"))
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{str(path)!r}: its state.pt records the global batch as "
-                         f"{short(recorded)}: expected "
-                         "batch_size, processes and grad_accum") from None
+        raise ValueError(
+            f"{str(path)!r}: its state.pt records the global batch as "
+            f"{short(recorded)}: expected "
+            "batch_size, processes and grad_accum"
+        ) from None
     g_old, g_new = math.prod(old), math.prod(batch)
     if g_old == g_new:
         return
     bs, world, _ = batch
-    fix = (f"set train.grad_accum={g_old // (bs * world)}" if g_old % (bs * world) == 0 else
-           f"choose train.batch_size x processes x train.grad_accum = {g_old}")
+    fix = (
+        f"set train.grad_accum={g_old // (bs * world)}"
+        if g_old % (bs * world) == 0
+        else f"choose train.batch_size x processes x train.grad_accum = {g_old}"
+    )
 
     def says(b):
         return f"{b[0]} x {b[1]} process{'es' if b[1] != 1 else ''} x grad_accum {b[2]}"
 
-    raise ValueError(f"checkpoint {str(path)!r} trained with global batch {g_old} ({says(old)}); "
-                     f"this run's is {g_new} ({says(batch)}): {fix} to resume it (each step's "
-                     "samples depend on the global batch)")
+    raise ValueError(
+        f"checkpoint {str(path)!r} trained with global batch {g_old} ({says(old)}); "
+        f"this run's is {g_new} ({says(batch)}): {fix} to resume it (each step's "
+        "samples depend on the global batch)"
+    )
 
 
-def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler,
-                        batch: tuple[int, int, int] | None = None) -> int:
+def load_training_state(
+    path: Path, model, ema: EMA, optimizer, scheduler, batch: tuple[int, int, int] | None = None
+) -> int:
     """Restore a checkpoint folder into the live objects (plain, DDP or FSDP: call it on every rank;
     rank 0 reads the files and the others receive their part); returns the step to continue from.
     `batch`: this run's (batch_size, processes, grad_accum), refused when its product differs from
@@ -156,7 +195,9 @@ def load_training_state(path: Path, model, ema: EMA, optimizer, scheduler,
         raise ValueError(error)  # on every rank, so that none waits for the others
     D.load_full_state(model, optimizer, model_state, state["optimizer"] if state else None)
     ema.shadow = D.load_full_tensors(ema.shadow, shadow)
-    small = D.broadcast_object({k: v for k, v in state.items() if k != "optimizer"} if state else None)
+    small = D.broadcast_object(
+        {k: v for k, v in state.items() if k != "optimizer"} if state else None
+    )
     scheduler.load_state_dict(small["scheduler"])
     torch.set_rng_state(small["torch_rng"])
     if "cuda_rng" in small and torch.cuda.is_available():

@@ -1,9 +1,10 @@
 """Training data for SimpleGVR: (HR latent, LR latent, caption features) triples, two ways.
 
-(a) `VideoPairs`: a folder of videos + `captions.jsonl` (one `{"video": "rel/path.mp4", "caption": "..."}`
-    a line). Each sample reads a clip, crops it to the HR size, degrades it (classic / flow /
-    flow+classic) to the LR size; the training loop encodes both with the video VAE. Corrupt or too
-    short videos are skipped, counted and replaced by another clip (`ResampleBroken`), never crash the run.
+(a) `VideoPairs`: a folder of videos + `captions.jsonl` (one `{"video": "rel/path.mp4", "caption":
+    "..."}` a line). Each sample reads a clip, crops it to the HR size, degrades it (classic / flow
+    / flow+classic) to the LR size; the training loop encodes both with the video VAE. Corrupt or
+    too short videos are skipped, counted and replaced by another clip (`ResampleBroken`), never
+    crash the run.
 (b) `PairShards`: pre-computed shards from `training/make_pairs.py` (HR latent, LR latent from any
     degradation incl. model-guided, caption features) - the paper's stage-2 data.
 
@@ -43,8 +44,10 @@ def read_captions(folder: str | Path, captions: str = "captions.jsonl") -> list[
     folder = Path(folder)
     path = folder / captions
     if not path.exists():
-        raise ValueError(f"no captions file {str(path)!r}: expected one JSON object per line "
-                         '{"video": "clip.mp4", "caption": "..."}')
+        raise ValueError(
+            f"no captions file {str(path)!r}: expected one JSON object per line "
+            '{"video": "clip.mp4", "caption": "..."}'
+        )
     check_input_file(path, "captions file")
     try:
         text = path.read_text()
@@ -57,21 +60,26 @@ def read_captions(folder: str | Path, captions: str = "captions.jsonl") -> list[
         where = f"{str(path)!r} line {n}"
         row = parse_json(line, where)
         if not isinstance(row, dict) or not isinstance(row.get("video"), str) or not row["video"]:
-            raise ValueError(f"{where}: expected {{\"video\": \"clip.mp4\", \"caption\": "
-                             f"\"...\"}}, got {short(line)}")
+            raise ValueError(
+                f'{where}: expected {{"video": "clip.mp4", "caption": "..."}}, got {short(line)}'
+            )
         caption = row.get("caption", "")
         if not isinstance(caption, str):
             shown = json.dumps(caption)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise ValueError(f"{where}: the caption of {short(row['video'])} is {shown}, not a "
-                             'string (use "" for no caption)')
+            raise ValueError(
+                f"{where}: the caption of {short(row['video'])} is {shown}, not a "
+                'string (use "" for no caption)'
+            )
         items.append((folder / row["video"], caption))
     if not items:
         raise ValueError(f"{str(path)!r} lists no videos")
     return items
 
 
-def resize_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
+def resize_crop(
+    frames: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None
+) -> np.ndarray:
     """Scale [T,H,W,3] so it covers size=(H, W), then crop (random with rng, else centre)."""
     th, tw = size
     t, h, w, _ = frames.shape
@@ -82,13 +90,15 @@ def resize_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Genera
         frames = np.stack([cv2.resize(f, (nw, nh), interpolation=interp) for f in frames])
     y = int(rng.integers(0, nh - th + 1)) if rng is not None else (nh - th) // 2
     x = int(rng.integers(0, nw - tw + 1)) if rng is not None else (nw - tw) // 2
-    return np.ascontiguousarray(frames[:, y:y + th, x:x + tw])
+    return np.ascontiguousarray(frames[:, y : y + th, x : x + tw])
 
 
 SYNTHETIC_FILES = re.compile(r"^(clip_[0-9]{4,}\.mp4|captions\.jsonl)$")
 
 
-def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tuple[int, int], seed: int = 0) -> Path:
+def make_synthetic_videos(
+    folder: str | Path, count: int, frames: int, size: tuple[int, int], seed: int = 0
+) -> Path:
     """Write `count` procedural clips (mp4) and their captions.jsonl into `folder` (for smoke runs
     and tests). `folder` is new, empty or holds only what this function writes (clip_NNNN.mp4,
     captions.jsonl: an interrupted run's, made again); a folder holding anything else is refused
@@ -98,12 +108,17 @@ def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tup
     from simplegvr_core.procedural import clip_caption, make_clip
 
     folder = check_output_folder(folder, "the folder for procedural clips")
-    foreign = sorted(p.name for p in folder.iterdir()
-                     if not SYNTHETIC_FILES.match(p.name) and not is_temporary(p))
+    foreign = sorted(
+        p.name
+        for p in folder.iterdir()
+        if not SYNTHETIC_FILES.match(p.name) and not is_temporary(p)
+    )
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        raise ValueError(f"cannot write procedural clips into {str(folder)!r}: it holds other "
-                         f"files ({', '.join(foreign[:3])}{more}); give a new or empty folder")
+        raise ValueError(
+            f"cannot write procedural clips into {str(folder)!r}: it holds other "
+            f"files ({', '.join(foreign[:3])}{more}); give a new or empty folder"
+        )
     rows = []
     for i in range(count):
         name = f"clip_{i:04d}.mp4"
@@ -111,30 +126,43 @@ def make_synthetic_videos(folder: str | Path, count: int, frames: int, size: tup
         rows.append(json.dumps({"video": name, "caption": clip_caption(seed + i)}))
     from simplegvr_core.files import atomic_write
 
-    atomic_write(folder / "captions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n"))
+    atomic_write(
+        folder / "captions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n")
+    )
     return folder
 
 
-def clip_pair(path: Path, frames: int, hr_size, lr_size, degradation: str,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(HR, LR) uint8 frames of one clip: a random `frames`-long window of the video, cropped to hr_size=(H, W) and
-    degraded to lr_size=(H, W) by `degrade.degrade_frames` (mode list allowed), all drawn from `rng`. ValueError
-    naming the file when it is unreadable or too short."""
+def clip_pair(
+    path: Path, frames: int, hr_size, lr_size, degradation: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(HR, LR) uint8 frames of one clip: a random `frames`-long window of the video, cropped to
+    hr_size=(H, W) and degraded to lr_size=(H, W) by `degrade.degrade_frames` (mode list allowed),
+    all drawn from `rng`. ValueError naming the file when it is unreadable or too short."""
     from simplegvr_core.degrade.video_io import read_video
 
     video, _ = read_video(path)
     if len(video) < frames:
-        raise ValueError(f"video {str(path)!r} has {len(video)} frames, fewer than the {frames} a clip needs")
+        raise ValueError(
+            f"video {str(path)!r} has {len(video)} frames, fewer than the {frames} a clip needs"
+        )
     start = int(rng.integers(0, len(video) - frames + 1))
-    hr = resize_crop(video[start:start + frames], tuple(hr_size), rng)
+    hr = resize_crop(video[start : start + frames], tuple(hr_size), rng)
     lr = degrade_frames(hr, degradation, tuple(lr_size), int(rng.integers(0, 2**63 - 1)))
     return hr, np.ascontiguousarray(lr)
 
 
 class VideoPairs(Dataset):
-    """Clips of `frames` frames from captioned videos, degraded on the fly. Keys are (index, sample seed)."""
+    """Clips of `frames` frames from captioned videos, degraded on the fly. Keys are (index, sample
+    seed)."""
 
-    def __init__(self, items: list[tuple[Path, str]], frames: int, hr_size, lr_size, degradation: str = "classic"):
+    def __init__(
+        self,
+        items: list[tuple[Path, str]],
+        frames: int,
+        hr_size,
+        lr_size,
+        degradation: str = "classic",
+    ):
         self.items = items
         self.frames, self.hr_size, self.lr_size = frames, tuple(hr_size), tuple(lr_size)
         check_modes(degradation)  # here, not per sample, where a ValueError reads as a broken video
@@ -147,27 +175,42 @@ class VideoPairs(Dataset):
         idx, seed = key
         path, caption = self.items[idx]
         try:
-            hr, lr = clip_pair(path, self.frames, self.hr_size, self.lr_size, self.degradation, np.random.default_rng(seed))
+            hr, lr = clip_pair(
+                path,
+                self.frames,
+                self.hr_size,
+                self.lr_size,
+                self.degradation,
+                np.random.default_rng(seed),
+            )
         except ValueError as e:
             return {"error": str(e), "path": str(path)}
         return {"hr": torch.from_numpy(hr), "lr": torch.from_numpy(lr), "caption": caption}
 
 
-def scan_videos(items: list[tuple[Path, str]], frames: int, decode: bool = True) -> tuple[list[tuple[Path, str]], list[str]]:
+def scan_videos(
+    items: list[tuple[Path, str]], frames: int, decode: bool = True
+) -> tuple[list[tuple[Path, str]], list[str]]:
     """Keep the videos that open and are long enough; return (kept, reasons for the skipped ones).
 
-    decode=True decodes the first `frames` frames of each video (catches truncated files whose container
-    still claims its full length); decode=False trusts the container's frame count (fast, for huge lists:
-    a broken file is then skipped and counted when it is drawn)."""
+    decode=True decodes the first `frames` frames of each video (catches truncated files whose
+    container still claims its full length); decode=False trusts the container's frame count (fast,
+    for huge lists: a broken file is then skipped and counted when it is drawn)."""
     from simplegvr_core.degrade.video_io import iter_frames, probe_video
 
     kept, skipped = [], []
     for path, caption in items:
         try:
             info = probe_video(path)
-            n = sum(1 for _ in iter_frames(path, frames)) if decode or not info.frames else info.frames
+            n = (
+                sum(1 for _ in iter_frames(path, frames))
+                if decode or not info.frames
+                else info.frames
+            )
             if n < frames:
-                raise ValueError(f"video {str(path)!r} has {n} frames, fewer than the {frames} a clip needs")
+                raise ValueError(
+                    f"video {str(path)!r} has {n} frames, fewer than the {frames} a clip needs"
+                )
             kept.append((path, caption))
         except ValueError as e:
             skipped.append(str(e))
@@ -201,7 +244,8 @@ def declared_codec(config: dict) -> str | None:
 
 
 class PairShards(Dataset):
-    """Rows of pair shards (safetensors: hr [N,C,T,H,W], lr [N,C,T,h,w], context [N,L,D], context_len [N])."""
+    """Rows of pair shards (safetensors: hr [N,C,T,H,W], lr [N,C,T,h,w], context [N,L,D],
+    context_len [N])."""
 
     def __init__(self, folder: str | Path):
         folder = Path(folder)
@@ -215,12 +259,22 @@ class PairShards(Dataset):
                 if k not in tensors:
                     raise ValueError(f"pair shard {str(f)!r} lacks tensor {k!r}")
             n = tensors["hr"].shape[0]
-            if not (tensors["lr"].shape[0] == tensors["context"].shape[0] == tensors["context_len"].shape[0] == n):
-                raise ValueError(f"pair shard {str(f)!r}: hr, lr, context and context_len disagree on the row count")
+            if not (
+                tensors["lr"].shape[0]
+                == tensors["context"].shape[0]
+                == tensors["context_len"].shape[0]
+                == n
+            ):
+                raise ValueError(
+                    f"pair shard {str(f)!r}: hr, lr, context and context_len disagree on "
+                    f"the row count"
+                )
             self.shards.append(tensors)
             self.index += [(len(self.shards) - 1, r) for r in range(n)]
         if not self.index:
-            raise ValueError(f"no pair shards in {str(folder)!r}: make them with training/make_pairs.py")
+            raise ValueError(
+                f"no pair shards in {str(folder)!r}: make them with training/make_pairs.py"
+            )
 
     def __len__(self) -> int:
         return len(self.index)
@@ -230,23 +284,38 @@ class PairShards(Dataset):
         s, r = self.index[idx]
         t = self.shards[s]
         n = int(t["context_len"][r])
-        return {"hr_latent": t["hr"][r].float(), "lr_latent": t["lr"][r].float(), "context": t["context"][r, :n].float()}
+        return {
+            "hr_latent": t["hr"][r].float(),
+            "lr_latent": t["lr"][r].float(),
+            "context": t["context"][r, :n].float(),
+        }
 
 
 class StepSampler:
-    """Yields, for training steps start, start+1, ..., the batch keys [(index, sample seed), ...] of this rank, one
-    list per micro-batch (`grad_accum` of them a step).
+    """Yields, for training steps start, start+1, ..., the batch keys [(index, sample seed), ...] of
+    this rank, one list per micro-batch (`grad_accum` of them a step).
 
-    The run draws G = batch * world * grad_accum samples a step, whatever the split across processes and
-    micro-batches: sample j of the run is drawn by (step, micro, rank, b) with j = step * G + (micro * world + rank)
-    * batch + b (`sample_indices`). It is item perm_epoch[j % N] of epoch j // N, where perm_epoch is a permutation
-    seeded by (seed, epoch), and its seed is derived from (seed, j). So 2 processes x batch 2, 1 process x batch 4
-    and 1 process x batch 2 x 2 accumulation steps draw the same samples, and a resumed run draws what the
-    uninterrupted run would have drawn.
+    The run draws G = batch * world * grad_accum samples a step, whatever the split across processes
+    and micro-batches: sample j of the run is drawn by (step, micro, rank, b) with j = step * G +
+    (micro * world + rank)
+    * batch + b (`sample_indices`). It is item perm_epoch[j % N] of epoch j // N, where perm_epoch
+      is a permutation
+    seeded by (seed, epoch), and its seed is derived from (seed, j). So 2 processes x batch 2, 1
+    process x batch 4 and 1 process x batch 2 x 2 accumulation steps draw the same samples, and a
+    resumed run draws what the uninterrupted run would have drawn.
     """
 
-    def __init__(self, n_items: int, batch_size: int, seed: int, start_step: int = 0, world: int = 1, rank: int = 0,
-                 overfit: bool = False, grad_accum: int = 1):
+    def __init__(
+        self,
+        n_items: int,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        world: int = 1,
+        rank: int = 0,
+        overfit: bool = False,
+        grad_accum: int = 1,
+    ):
         if n_items < 1:
             raise ValueError("the training set is empty")
         if not 0 <= rank < world:
@@ -275,7 +344,8 @@ class StepSampler:
             for micro in range(self.accum):
                 keys = []
                 for j in self.sample_indices(self.step, micro):
-                    # Overfitting keeps each item's clip and degradation fixed; otherwise every sample is new.
+                    # Overfitting keeps each item's clip and degradation fixed; otherwise every
+                    # sample is new.
                     fresh = int(np.random.default_rng([self.seed, 7, j]).integers(0, 2**63 - 1))
                     keys.append((self._item(j), self._item(j) if self.overfit else fresh))
                 yield keys
@@ -283,10 +353,11 @@ class StepSampler:
 
 
 class ResampleBroken(Dataset):
-    """A dataset whose samples are never missing: when the clip of a key cannot be read, another item of `indices`
-    is tried, chosen from the key's seed (so every process and every resumed run makes the same choice), up to
-    `tries` times. Every rank therefore trains on full batches and runs the same collectives (a rank that skipped
-    a batch would leave the others waiting); the unreadable clips are reported under 'skipped'."""
+    """A dataset whose samples are never missing: when the clip of a key cannot be read, another
+    item of `indices` is tried, chosen from the key's seed (so every process and every resumed run
+    makes the same choice), up to `tries` times. Every rank therefore trains on full batches and
+    runs the same collectives (a rank that skipped a batch would leave the others waiting); the
+    unreadable clips are reported under 'skipped'."""
 
     def __init__(self, dataset: Dataset, indices: list[int], tries: int = 8):
         self.dataset, self.indices, self.tries = dataset, list(indices), tries
@@ -304,15 +375,22 @@ class ResampleBroken(Dataset):
                 return sample
             skipped.append(sample["error"])
             rng = np.random.default_rng([seed, 11, attempt])
-            idx, seed = self.indices[int(rng.integers(len(self.indices)))], int(rng.integers(0, 2**63 - 1))
-        return {"error": f"{self.tries} clips in a row could not be read (the last: {skipped[-1]})",
-                "skipped": skipped[:-1]}
+            idx, seed = (
+                self.indices[int(rng.integers(len(self.indices)))],
+                int(rng.integers(0, 2**63 - 1)),
+            )
+        return {
+            "error": f"{self.tries} clips in a row could not be read (the last: {skipped[-1]})",
+            "skipped": skipped[:-1],
+        }
 
 
 def collate(samples: list[dict]) -> dict:
     """Stack the good samples; report the broken ones under 'errors'."""
     good = [s for s in samples if "error" not in s]
-    errors = [e for s in samples for e in s.get("skipped", [])] + [s["error"] for s in samples if "error" in s]
+    errors = [e for s in samples for e in s.get("skipped", [])] + [
+        s["error"] for s in samples if "error" in s
+    ]
     out: dict = {"errors": errors}
     if not good:
         return out
@@ -328,9 +406,17 @@ def collate(samples: list[dict]) -> dict:
     return out
 
 
-def write_shard(path: str | Path, hr: torch.Tensor, lr: torch.Tensor, contexts: list[torch.Tensor],
-                captions: list[str], latent_format: str, extra: dict | None = None, *,
-                replace: bool = True) -> Path:
+def write_shard(
+    path: str | Path,
+    hr: torch.Tensor,
+    lr: torch.Tensor,
+    contexts: list[torch.Tensor],
+    captions: list[str],
+    latent_format: str,
+    extra: dict | None = None,
+    *,
+    replace: bool = True,
+) -> Path:
     """Write one pair shard atomically (latents in model space, i.e. normalised); replace=False
     leaves an existing file, or one that appears meanwhile, as it is (`files.OutputExistsError`)."""
     from safetensors.torch import save_file
@@ -339,14 +425,21 @@ def write_shard(path: str | Path, hr: torch.Tensor, lr: torch.Tensor, contexts: 
 
     n = hr.shape[0]
     if lr.shape[0] != n or len(contexts) != n or len(captions) != n:
-        raise ValueError(f"shard rows disagree: hr {n}, lr {lr.shape[0]}, contexts {len(contexts)}, captions {len(captions)}")
+        raise ValueError(
+            f"shard rows disagree: hr {n}, lr {lr.shape[0]}, contexts {len(contexts)}, captions "
+            f"{len(captions)}"
+        )
     L = max(max(c.shape[0] for c in contexts), 1)
     D = contexts[0].shape[1]
     ctx = torch.zeros(n, L, D)
     for i, c in enumerate(contexts):
         ctx[i, : c.shape[0]] = c
-    tensors = {"hr": hr.contiguous(), "lr": lr.contiguous(), "context": ctx,
-               "context_len": torch.tensor([c.shape[0] for c in contexts], dtype=torch.int64)}
+    tensors = {
+        "hr": hr.contiguous(),
+        "lr": lr.contiguous(),
+        "context": ctx,
+        "context_len": torch.tensor([c.shape[0] for c in contexts], dtype=torch.int64),
+    }
     meta = {"kind": SHARD_KIND, "latent_format": latent_format, "captions": json.dumps(captions)}
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), replace=replace)
@@ -375,29 +468,60 @@ class Data:
             from simplegvr_core.vae import VideoVAE
 
             if int(dcfg["synthesize"]) and not (Path(dcfg["path"]) / dcfg["captions"]).exists():
-                log(f"writing {dcfg['synthesize']} procedural clips to {dcfg['path']} (data.synthesize)")
-                D.make_synthetic_videos(dcfg["path"], int(dcfg["synthesize"]), int(dcfg["frames"]) + 4,
-                                        tuple(dcfg["hr_size"]), seed=int(config["train"]["seed"]))
+                log(
+                    f"writing {dcfg['synthesize']} procedural clips to {dcfg['path']} "
+                    f"(data.synthesize)"
+                )
+                D.make_synthetic_videos(
+                    dcfg["path"],
+                    int(dcfg["synthesize"]),
+                    int(dcfg["frames"]) + 4,
+                    tuple(dcfg["hr_size"]),
+                    seed=int(config["train"]["seed"]),
+                )
             items = D.read_captions(dcfg["path"], dcfg["captions"])
-            items, skipped = D.scan_videos(items, int(dcfg["frames"]), decode=dcfg["scan"] == "decode")
+            items, skipped = D.scan_videos(
+                items, int(dcfg["frames"]), decode=dcfg["scan"] == "decode"
+            )
             self.skipped += skipped
             for s in skipped:
                 log(f"skipping: {s}")
             if len(items) < 2:
-                raise ValueError(f"{dcfg['path']!r}: {len(items)} usable videos (skipped {len(skipped)}); need at least 2")
-            self.dataset = D.VideoPairs(items, int(dcfg["frames"]), dcfg["hr_size"], dcfg["lr_size"], dcfg["degradation"])
+                raise ValueError(
+                    f"{dcfg['path']!r}: {len(items)} usable videos (skipped {len(skipped)}); "
+                    f"need at least 2"
+                )
+            self.dataset = D.VideoPairs(
+                items, int(dcfg["frames"]), dcfg["hr_size"], dcfg["lr_size"], dcfg["degradation"]
+            )
             n_val = min(int(dcfg["val_count"]), len(items) - 1)
             self.train_idx = list(range(len(items) - n_val))
             self.val_idx = list(range(len(items) - n_val, len(items)))
-            self.vae = VideoVAE.load(config["vae"]["kind"], config["vae"]["path"] or None, device=device, seed=config["vae"]["seed"])
+            self.vae = VideoVAE.load(
+                config["vae"]["kind"],
+                config["vae"]["path"] or None,
+                device=device,
+                seed=config["vae"]["seed"],
+            )
             self.vae.check_format(self.fmt)  # the VAE of the model's latent family
             r = self.vae.spatial_ratio
             for key in ("hr_size", "lr_size"):
                 if any(v % r for v in dcfg[key]):
-                    raise ValueError(f"config key data.{key}={dcfg[key]!r}: the {self.vae.family} VAE needs multiples of {r}")
+                    raise ValueError(
+                        f"config key data.{key}={dcfg[key]!r}: the {self.vae.family} VAE needs "
+                        f"multiples of {r}"
+                    )
             train_config = config["text"]
-            enc = make_text_encoder(train_config["kind"], text_dim, train_config["path"] or None, device=device, family=self.fmt.family)
-            cache = train_config["cache"] or str(Path(config["log"]["output_dir"]) / "text_cache.safetensors")
+            enc = make_text_encoder(
+                train_config["kind"],
+                text_dim,
+                train_config["path"] or None,
+                device=device,
+                family=self.fmt.family,
+            )
+            cache = train_config["cache"] or str(
+                Path(config["log"]["output_dir"]) / "text_cache.safetensors"
+            )
             self.text = TextCache(cache, enc, f"{train_config['kind']}:{text_dim}")
             n = self.text.encode_all([c for _, c in items])
             log(f"text features: {n} captions encoded, {len(self.text.features)} cached")
@@ -410,9 +534,17 @@ class Data:
         from training import data as D
 
         workers = int(self.config["data"]["num_workers"])
-        dataset = D.ResampleBroken(self.dataset, self.train_idx)  # full batches on every rank, always
-        return iter(DataLoader(dataset, batch_sampler=keys_iter, collate_fn=D.collate, num_workers=workers,
-                               persistent_workers=workers > 0))
+        # full batches on every rank, always
+        dataset = D.ResampleBroken(self.dataset, self.train_idx)
+        return iter(
+            DataLoader(
+                dataset,
+                batch_sampler=keys_iter,
+                collate_fn=D.collate,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+            )
+        )
 
     def to_model_space(self, batch: dict):
         """(hr, lr, context list) in model space; None when no sample of the batch was usable."""
@@ -421,15 +553,22 @@ class Data:
         if "hr" not in batch and "hr_latent" not in batch:
             return None
         if self.kind == "shards":
-            return batch["hr_latent"].to(self.device), batch["lr_latent"].to(self.device), batch["context"]
+            return (
+                batch["hr_latent"].to(self.device),
+                batch["lr_latent"].to(self.device),
+                batch["context"],
+            )
         hr = self.fmt.normalise(self.vae.encode(batch["hr"]))
         lr = self.fmt.normalise(self.vae.encode(batch["lr"]))
-        ctx = [self.text[c] if c else torch.zeros(1, self.text.encoder.dim) for c in batch["caption"]]
+        ctx = [
+            self.text[c] if c else torch.zeros(1, self.text.encoder.dim) for c in batch["caption"]
+        ]
         return hr.to(self.device), lr.to(self.device), ctx
 
 
 def pad_contexts(contexts: list[torch.Tensor], dim: int, device, text_len: int) -> torch.Tensor:
-    """Caption features [L_i, dim] -> one [B, text_len, dim] batch, as `pipeline.prepare_context` pads them."""
+    """Caption features [L_i, dim] -> one [B, text_len, dim] batch, as `pipeline.prepare_context`
+    pads them."""
     from simplegvr_core.pipeline import pad_text
 
     if not contexts:

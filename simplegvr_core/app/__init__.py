@@ -1,9 +1,10 @@
-"""The `simplegvr` command: upscale | demo | import-wan | convert-cogvideox | download-wan | download-cogvideox |
-info | bench | analyze-detail | degrade (one module a group of subcommands, each with its `register`).
+"""The `simplegvr` command: upscale | demo | import-wan | convert-cogvideox | download-wan |
+download-cogvideox | info | bench | analyze-detail | degrade (one module a group of subcommands,
+each with its `register`).
 
-Shipped with the package, above the library: the library never imports it. Every failure is one line on stderr
-and a non-zero exit (`--debug` shows the traceback; `console`); files are written to a temporary name and
-renamed when complete (`files`).
+Shipped with the package, above the library: the library never imports it. Every failure is one line
+on stderr and a non-zero exit (`--debug` shows the traceback; `console`); files are written to a
+temporary name and renamed when complete (`files`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ __all__ = ["CLIError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="simplegvr", description="SimpleGVR: latent-cascaded video super-resolution.")
+    p = argparse.ArgumentParser(
+        prog="simplegvr", description="SimpleGVR: latent-cascaded video super-resolution."
+    )
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
     for group in (upscale, demo, weights, analysis, degrade):
@@ -27,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _message_prefix() -> str | None:
-    """How this process signs its error line: '' alone or as rank 0; ' [rank r]' for another rank once the process
-    group exists (its failure is its own); None for another rank before that, whose error is the one rank 0 prints
-    (the same arguments and files give every rank the same error)."""
+    """How this process signs its error line: '' alone or as rank 0; ' [rank r]' for another rank
+    once the process group exists (its failure is its own); None for another rank before that, whose
+    error is the one rank 0 prints (the same arguments and files give every rank the same error)."""
     from .. import parallel
 
     rank = parallel.env_rank()

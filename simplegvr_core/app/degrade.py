@@ -1,4 +1,5 @@
-"""`simplegvr degrade IN OUT --mode none|flow|classic|flow+classic`: degraded (LR) copies of real videos.
+"""`simplegvr degrade IN OUT --mode none|flow|classic|flow+classic`: degraded (LR) copies of real
+videos.
 
 IN is a video file (OUT: an .mp4 file, or a folder to put <name>.mp4 in) or a folder (OUT: a folder;
 the tree below IN is mirrored, every output is .mp4). Existing outputs are skipped (`--overwrite`
@@ -30,7 +31,9 @@ def _outputs(src: Path, out: Path) -> list[tuple[Path, Path, str]]:
 
     if src.is_dir():
         if out.exists() and not out.is_dir():
-            raise ValueError(f"IN {str(src)!r} is a folder, so OUT {str(out)!r} must be a folder too, not a file")
+            raise ValueError(
+                f"IN {str(src)!r} is a folder, so OUT {str(out)!r} must be a folder too, not a file"
+            )
         out_abs = out.resolve()
         jobs = []
         for p in list_videos(src):
@@ -40,13 +43,19 @@ def _outputs(src: Path, out: Path) -> list[tuple[Path, Path, str]]:
             jobs.append((p, out / rel.with_suffix(".mp4"), rel.as_posix()))
         return jobs
     if not src.is_file():
-        raise ValueError(f"IN {str(src)!r} does not exist: expected a video file or a folder of videos")
+        raise ValueError(
+            f"IN {str(src)!r} does not exist: expected a video file or a folder of videos"
+        )
     if src.suffix.lower() not in VIDEO_EXTENSIONS:
-        raise ValueError(f"IN {str(src)!r} is not a video file: expected one of {', '.join(VIDEO_EXTENSIONS)}")
+        raise ValueError(
+            f"IN {str(src)!r} is not a video file: expected one of {', '.join(VIDEO_EXTENSIONS)}"
+        )
     if out.is_dir() or str(out).endswith(("/", "\\")):
         out = out / (src.stem + ".mp4")
     if out.suffix.lower() != ".mp4":
-        raise ValueError(f"OUT {str(out)!r}: expected an .mp4 file name (outputs are H.264 mp4) or a folder")
+        raise ValueError(
+            f"OUT {str(out)!r}: expected an .mp4 file name (outputs are H.264 mp4) or a folder"
+        )
     if out.resolve() == src.resolve():
         raise ValueError(f"OUT {str(out)!r} is the input file: expected a different path")
     return [(src, out, src.name)]
@@ -64,11 +73,15 @@ def cmd_degrade(args) -> int:
         raise ValueError(f"--max-frames {args.max_frames}: expected >= 1")
     jobs = _outputs(src, out)
     if not jobs:
-        raise ValueError(f"no video files ({', '.join(('.mp4', '.mkv', '.webm', '.mov'))} ...) found in {str(src)!r}")
+        raise ValueError(
+            f"no video files ({', '.join(('.mp4', '.mkv', '.webm', '.mov'))} ...) found in "
+            f"{str(src)!r}"
+        )
     from tqdm.auto import tqdm
 
     for folder in sorted({dst.parent for _, dst, _ in jobs}):
-        for p in clean_stale_temporaries(folder):  # what a killed earlier run left behind (our exact names only)
+        # what a killed earlier run left behind (our exact names only)
+        for p in clean_stale_temporaries(folder):
             print(f"removed {p}, a temporary file an interrupted run left", file=sys.stderr)
     done = skipped = 0
     failed: list[str] = []
@@ -81,12 +94,24 @@ def cmd_degrade(args) -> int:
                 tqdm.write(f"skipped {rel}: {dst} exists", file=sys.stderr)
             continue
         try:
-            n = degrade_file(path, dst, args.mode, file_seed(seed, rel) if many else seed, lr_size, args.strength,
-                             args.crf, args.max_frames, args.dis_preset, progress=not args.quiet, max_memory=max_memory,
-                             replace=args.overwrite)
+            n = degrade_file(
+                path,
+                dst,
+                args.mode,
+                file_seed(seed, rel) if many else seed,
+                lr_size,
+                args.strength,
+                args.crf,
+                args.max_frames,
+                args.dis_preset,
+                progress=not args.quiet,
+                max_memory=max_memory,
+                replace=args.overwrite,
+            )
         except (KeyboardInterrupt, SystemExit):
             raise
-        except Exception as e:  # noqa: BLE001 - one bad file (cv2.error, MemoryError, ...) never stops a folder run
+        # one bad file (cv2.error, MemoryError, ...) never stops a folder run
+        except Exception as e:  # noqa: BLE001
             if not many:
                 raise
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -99,8 +124,10 @@ def cmd_degrade(args) -> int:
         if not many:
             print(f"wrote {dst} ({n} frames, {args.mode})")
     if many:
-        print(f"degrade {args.mode}: {done} done, {skipped} skipped, {len(failed)} failed" +
-              (f" ({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''})" if failed else ""))
+        print(
+            f"degrade {args.mode}: {done} done, {skipped} skipped, {len(failed)} failed"
+            + (f" ({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''})" if failed else "")
+        )
     elif skipped:
         print(f"skipped {jobs[0][2]}: {jobs[0][1]} exists (use --overwrite)")
     return EXIT_SOME_FAILED if failed else 0
@@ -120,23 +147,59 @@ def register(subparsers) -> None:
     """Add `degrade` to the `simplegvr` command line."""
     from ..degrade.flow_guided import DIS_PRESETS
 
-    d = subparsers.add_parser("degrade", help="degraded (LR) copies of videos: flow-guided, classic or both",
-                              description=__doc__.split("\n\n")[0])
-    d.add_argument("input", metavar="IN", help="a video file (mp4/mkv/webm/mov/avi) or a folder of them")
-    d.add_argument("output", metavar="OUT", help="an .mp4 file or a folder (a folder when IN is a folder)")
-    d.add_argument("--mode", choices=MODES, default="flow", help="which degradation (default: flow; none = area resize)")
-    d.add_argument("--seed", type=int, default=0, help="random seed; a folder derives one per file from it (default 0)")
-    d.add_argument("--lr-size", metavar="WxH", help="output size, e.g. 848x480 (default: the input size)")
-    d.add_argument("--strength", type=float, default=1.0,
-                   help="flow: multiplies blur length and bleeding weight; classic: severity in [0, 1] "
-                        "(values above 1 act as 1) (default 1)")
-    d.add_argument("--crf", type=int, default=None, help="H.264 quality of the output, 0-51 (default 10)")
-    d.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each input")
-    d.add_argument("--dis-preset", default="ultrafast", choices=list(DIS_PRESETS),
-                   help="OpenCV DIS optical-flow preset for flow-guided (default ultrafast)")
-    d.add_argument("--max-memory", type=float, default=None, metavar="GiB",
-                   help="memory a video may take (default: what the machine has available; frames above 8192x8192 "
-                        "px are refused unless this is given)")
+    d = subparsers.add_parser(
+        "degrade",
+        help="degraded (LR) copies of videos: flow-guided, classic or both",
+        description=__doc__.split("\n\n")[0],
+    )
+    d.add_argument(
+        "input", metavar="IN", help="a video file (mp4/mkv/webm/mov/avi) or a folder of them"
+    )
+    d.add_argument(
+        "output", metavar="OUT", help="an .mp4 file or a folder (a folder when IN is a folder)"
+    )
+    d.add_argument(
+        "--mode",
+        choices=MODES,
+        default="flow",
+        help="which degradation (default: flow; none = area resize)",
+    )
+    d.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; a folder derives one per file from it (default 0)",
+    )
+    d.add_argument(
+        "--lr-size", metavar="WxH", help="output size, e.g. 848x480 (default: the input size)"
+    )
+    d.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="flow: multiplies blur length and bleeding weight; classic: severity in [0, 1] "
+        "(values above 1 act as 1) (default 1)",
+    )
+    d.add_argument(
+        "--crf", type=int, default=None, help="H.264 quality of the output, 0-51 (default 10)"
+    )
+    d.add_argument(
+        "--max-frames", type=int, default=None, help="only the first N frames of each input"
+    )
+    d.add_argument(
+        "--dis-preset",
+        default="ultrafast",
+        choices=list(DIS_PRESETS),
+        help="OpenCV DIS optical-flow preset for flow-guided (default ultrafast)",
+    )
+    d.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        metavar="GiB",
+        help="memory a video may take (default: what the machine has available; frames above "
+        "8192x8192 px are refused unless this is given)",
+    )
     d.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_degrade)

@@ -29,7 +29,9 @@ def _parse_steps(text: str):
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or a whole number of steps") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected 'auto' or a whole number of steps"
+        ) from None
 
 
 def _parse_auto_number(text: str):
@@ -43,7 +45,8 @@ def _parse_auto_number(text: str):
 
 
 def resolve_device(name: str | None) -> str:
-    """The torch device for --device (default: cuda if this torch has it, else cpu); CLIError if unusable."""
+    """The torch device for --device (default: cuda if this torch has it, else cpu); CLIError if
+    unusable."""
     import torch
 
     if name is None:
@@ -51,9 +54,14 @@ def resolve_device(name: str | None) -> str:
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise CLIError(f"--device {name!r}: not a torch device (expected cpu, cuda, cuda:1, mps ...)") from None
+        raise CLIError(
+            f"--device {name!r}: not a torch device (expected cpu, cuda, cuda:1, mps ...)"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device {name}: this torch ({torch.__version__}) has no usable CUDA device; use --device cpu")
+        raise CLIError(
+            f"--device {name}: this torch ({torch.__version__}) has no usable CUDA device; use "
+            f"--device cpu"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise CLIError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
     if dev.type == "mps" and not torch.backends.mps.is_available():
@@ -82,24 +90,48 @@ def _cmd_upscale(args) -> int:
     from ..latent_io import load_latent, save_latent
     from ..memory import available_memory, format_bytes
     from ..model import DTYPES
-    from ..pipeline import DEFAULT_SHIFT, build_condition, plan_condition, resolve_guidance, sample, sampling_sigmas
+    from ..pipeline import (
+        DEFAULT_SHIFT,
+        build_condition,
+        plan_condition,
+        resolve_guidance,
+        sample,
+        sampling_sigmas,
+    )
     from ..plan import auto_plan, plan_sampling
     from ..weights import read_metadata, read_safetensors
 
     world, rank = parallel.env_world(), parallel.env_rank()
-    if world > 1:  # under torchrun: refused before any process joins the group, the same way on every one
+    # under torchrun: refused before any process joins the group, the same way on every one
+    if world > 1:
         config = checkpoint_config(args.checkpoint)
         parallel.check_world(config.dit.num_heads, world)
         parallel.check_mode(args.attention or config.dit.attention, world)
-    sizes = [name for name, v in (("--width/--height", args.width if args.width is not None else args.height),
-                                  ("--scale", args.scale), ("--short-edge", args.short_edge),
-                                  ("--long-edge", args.long_edge)) if v is not None]
+    sizes = [
+        name
+        for name, v in (
+            ("--width/--height", args.width if args.width is not None else args.height),
+            ("--scale", args.scale),
+            ("--short-edge", args.short_edge),
+            ("--long-edge", args.long_edge),
+        )
+        if v is not None
+    ]
     if (args.width is None) != (args.height is None):
-        raise CLIError("give both --width and --height (pixels), or --short-edge / --long-edge / --scale")
+        raise CLIError(
+            "give both --width and --height (pixels), or --short-edge / --long-edge / --scale"
+        )
     if len(sizes) > 1:
-        raise CLIError(f"give one of --width/--height, --scale, --short-edge or --long-edge, not {' and '.join(sizes)}")
-    out = check_output(args.out, overwrite=args.overwrite, what="--out",
-                       inputs=[p for p in (args.latent, args.checkpoint, args.prompt_embeds) if p])
+        raise CLIError(
+            f"give one of --width/--height, --scale, --short-edge or --long-edge, not "
+            f"{' and '.join(sizes)}"
+        )
+    out = check_output(
+        args.out,
+        overwrite=args.overwrite,
+        what="--out",
+        inputs=[p for p in (args.latent, args.checkpoint, args.prompt_embeds) if p],
+    )
     device = resolve_device(args.device)
     sp = None
     if world > 1:
@@ -121,47 +153,91 @@ def _cmd_upscale(args) -> int:
         model = load_checkpoint(args.checkpoint, device=device, dtype=dtype).eval()
         parallel.enable(model.dit, sp)
         shift = DEFAULT_SHIFT if args.shift is None else args.shift
-        sampling_sigmas(model, args.steps, shift)  # refuse bad --steps / --shift before the condition is built
-        lr = read_latent(load_latent(args.latent), model.latent_format, args.latent_scale, "LR latent")
+        # refuse bad --steps / --shift before the condition is built
+        sampling_sigmas(model, args.steps, shift)
+        lr = read_latent(
+            load_latent(args.latent), model.latent_format, args.latent_scale, "LR latent"
+        )
         if args.latent_scale == "auto":
             say(f"{Path(args.latent).name}: {lr.note}")
         positive = negative = None
         if args.prompt_embeds:
             emb, _ = read_safetensors(args.prompt_embeds)
             if "positive" not in emb:
-                raise CLIError(f"{args.prompt_embeds!r} has no 'positive' tensor (keys: {sorted(emb)})")
+                raise CLIError(
+                    f"{args.prompt_embeds!r} has no 'positive' tensor (keys: {sorted(emb)})"
+                )
             positive, negative = emb["positive"], emb.get("negative")
-        # Every process builds the same condition and runs the same ODE; the DiT's tokens are split among them.
+        # Every process builds the same condition and runs the same ODE; the DiT's tokens are split
+        # among them.
         manual = args.chunk_frames is not None or args.tile is not None
-        cplan = plan_condition(model, lr.raw.shape, width=args.width, height=args.height, scale=args.scale,
-                               short_edge=args.short_edge, long_edge=args.long_edge,
-                               chunk_frames=8 if manual else "auto", memory_budget=budget)
+        cplan = plan_condition(
+            model,
+            lr.raw.shape,
+            width=args.width,
+            height=args.height,
+            scale=args.scale,
+            short_edge=args.short_edge,
+            long_edge=args.long_edge,
+            chunk_frames=8 if manual else "auto",
+            memory_budget=budget,
+        )
         for warning in cplan.warnings:
             say(f"warning: {warning}")
         cond = build_condition(model, lr, cplan, noise_level=args.noise_level, seed=args.seed)
         shape = tuple(cond.c.shape)
         if manual:
-            plan = plan_sampling(model, shape, attention=args.attention,
-                                 chunk_frames=args.chunk_frames if args.chunk_frames is not None else "auto",
-                                 tile_size=_parse_tile(args.tile))
+            plan = plan_sampling(
+                model,
+                shape,
+                attention=args.attention,
+                chunk_frames=args.chunk_frames if args.chunk_frames is not None else "auto",
+                tile_size=_parse_tile(args.tile),
+            )
         else:
             limit = available_memory(device) if budget == "auto" else budget
-            plan = auto_plan(model, shape, limit, guidance=resolve_guidance(model, args.cfg), dtype=dtype,
-                             attention=args.attention)
+            plan = auto_plan(
+                model,
+                shape,
+                limit,
+                guidance=resolve_guidance(model, args.cfg),
+                dtype=dtype,
+                attention=args.attention,
+            )
             say(f"memory auto ({format_bytes(limit)}): {plan.describe()}")
         if args.steps == "auto":
             r = model.sampling
-            say(f"steps auto: {r.steps} (the checkpoint's recommendation, "
+            say(
+                f"steps auto: {r.steps} (the checkpoint's recommendation, "
                 f"{'its timesteps' if r.timesteps else f'shift {r.shift:g}'})"
-                + ("; --shift applies to explicit --steps only" if args.shift is not None else ""))
-        hr = sample(model, cond, plan, context=positive, negative_context=negative, steps=args.steps, cfg=args.cfg,
-                    shift=shift, seed=args.seed, sampler=args.sampler, colour_fix=args.colour_fix,
-                    progress=rank == 0, memory_budget=budget if manual else None)
+                + ("; --shift applies to explicit --steps only" if args.shift is not None else "")
+            )
+        hr = sample(
+            model,
+            cond,
+            plan,
+            context=positive,
+            negative_context=negative,
+            steps=args.steps,
+            cfg=args.cfg,
+            shift=shift,
+            seed=args.seed,
+            sampler=args.sampler,
+            colour_fix=args.colour_fix,
+            progress=rank == 0,
+            memory_budget=budget if manual else None,
+        )
         if rank == 0:  # one output, written atomically
-            save_latent(hr.cpu(), out, metadata={"simplegvr": f"upscaled from {Path(args.latent).name}"},
-                        replace=args.overwrite)
-            print(f"wrote {out}: {tuple(lr.raw.shape)} -> {tuple(hr.shape)}"
-                  + (f" ({world} processes, sequence-parallel)" if sp is not None else ""))
+            save_latent(
+                hr.cpu(),
+                out,
+                metadata={"simplegvr": f"upscaled from {Path(args.latent).name}"},
+                replace=args.overwrite,
+            )
+            print(
+                f"wrote {out}: {tuple(lr.raw.shape)} -> {tuple(hr.shape)}"
+                + (f" ({world} processes, sequence-parallel)" if sp is not None else "")
+            )
         if sp is not None:
             import torch.distributed as dist
 
@@ -183,51 +259,121 @@ def register(sub) -> None:
     from ..pipeline import AUTO, DEFAULT_GUIDANCE, DEFAULT_NOISE_LEVEL, DEFAULT_SCALE, DEFAULT_SHIFT
     from ..sampling import SAMPLERS
 
-    u = sub.add_parser("upscale", help="upscale a ComfyUI .latent file (e.g. from SaveLatent) with a SimpleGVR checkpoint",
-                       description="Upscale a ComfyUI .latent file. Under `torchrun --nproc_per_node=N -m simplegvr_core "
-                       "upscale ...` the DiT's tokens are split across the N processes (sequence parallelism; N must "
-                       "divide the model's attention heads, 12 for Wan 1.3B: 2, 3, 4, 6 or 12) and rank 0 writes the "
-                       "one output file.")
+    u = sub.add_parser(
+        "upscale",
+        help="upscale a ComfyUI .latent file (e.g. from SaveLatent) with a SimpleGVR checkpoint",
+        description="Upscale a ComfyUI .latent file. Under `torchrun --nproc_per_node=N -m "
+        "simplegvr_core upscale ...` the DiT's tokens are split across the N processes (sequence "
+        "parallelism; N must divide the model's attention heads, 12 for Wan 1.3B: 2, 3, 4, 6 or "
+        "12) and rank 0 writes the one output file.",
+    )
     u.add_argument("--checkpoint", required=True, help="SimpleGVR checkpoint (.safetensors)")
-    u.add_argument("--latent", required=True, help="input LR latent: a ComfyUI .latent file in raw VAE scale")
+    u.add_argument(
+        "--latent", required=True, help="input LR latent: a ComfyUI .latent file in raw VAE scale"
+    )
     u.add_argument("--out", required=True, help="output HR .latent file (LoadLatent reads it)")
     u.add_argument("--width", type=int, help="target width in pixels (with --height), e.g. 1920")
     u.add_argument("--height", type=int, help="target height in pixels (with --width), e.g. 1080")
-    u.add_argument("--scale", type=float, help=f"target scale instead of a size (default {DEFAULT_SCALE:g}: 480p -> 1080p)")
-    u.add_argument("--short-edge", type=int, help="pixels of the output's short side, keeping the aspect ratio (e.g. 1080)")
-    u.add_argument("--long-edge", type=int, help="pixels of the output's long side, keeping the aspect ratio (e.g. 1920)")
-    u.add_argument("--latent-scale", choices=[AUTO, *LATENT_SCALES], default="raw",
-                   help="scale of the input latent: raw (SaveLatent files, the default), normalised (model space), or "
-                        "auto (decided from its channel statistics); the output is always raw")
-    u.add_argument("--steps", type=_parse_steps, default=AUTO,
-                   help="sampling steps, or auto (the default): the checkpoint's recommendation and its schedule "
-                        "(50 for a teacher, e.g. 1 for a distilled model)")
-    u.add_argument("--cfg", type=_parse_auto_number, default=AUTO,
-                   help=f"text guidance scale, or auto (the default): the checkpoint's recipe, else "
-                        f"{DEFAULT_GUIDANCE:g} (an Ultra Flash model: 1); 1 = one forward per step")
-    u.add_argument("--shift", type=float, default=None,
-                   help=f"flow time shift for explicit --steps (default {DEFAULT_SHIFT:g}, Wan's); auto steps use the "
-                        "checkpoint's")
-    u.add_argument("--noise-level", type=_parse_auto_number, default=AUTO,
-                   help=f"condition noise level s in [0,1], or auto (the default): the checkpoint's recipe, else "
-                        f"{DEFAULT_NOISE_LEVEL:g} (an Ultra Flash model: 0)")
+    u.add_argument(
+        "--scale",
+        type=float,
+        help=f"target scale instead of a size (default {DEFAULT_SCALE:g}: 480p -> 1080p)",
+    )
+    u.add_argument(
+        "--short-edge",
+        type=int,
+        help="pixels of the output's short side, keeping the aspect ratio (e.g. 1080)",
+    )
+    u.add_argument(
+        "--long-edge",
+        type=int,
+        help="pixels of the output's long side, keeping the aspect ratio (e.g. 1920)",
+    )
+    u.add_argument(
+        "--latent-scale",
+        choices=[AUTO, *LATENT_SCALES],
+        default="raw",
+        help="scale of the input latent: raw (SaveLatent files, the default), normalised (model "
+        "space), or auto (decided from its channel statistics); the output is always raw",
+    )
+    u.add_argument(
+        "--steps",
+        type=_parse_steps,
+        default=AUTO,
+        help="sampling steps, or auto (the default): the checkpoint's recommendation and its "
+        "schedule (50 for a teacher, e.g. 1 for a distilled model)",
+    )
+    u.add_argument(
+        "--cfg",
+        type=_parse_auto_number,
+        default=AUTO,
+        help=f"text guidance scale, or auto (the default): the checkpoint's recipe, else "
+        f"{DEFAULT_GUIDANCE:g} (an Ultra Flash model: 1); 1 = one forward per step",
+    )
+    u.add_argument(
+        "--shift",
+        type=float,
+        default=None,
+        help=f"flow time shift for explicit --steps (default {DEFAULT_SHIFT:g}, Wan's); auto "
+        f"steps use the checkpoint's",
+    )
+    u.add_argument(
+        "--noise-level",
+        type=_parse_auto_number,
+        default=AUTO,
+        help=f"condition noise level s in [0,1], or auto (the default): the checkpoint's recipe, "
+        f"else {DEFAULT_NOISE_LEVEL:g} (an Ultra Flash model: 0)",
+    )
     u.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    u.add_argument("--attention", choices=ATTENTION_MODES, default=None,
-                   help="attention mode (default: the checkpoint's)")
-    u.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0], help=f"ODE sampler (default {SAMPLERS[0]})")
-    u.add_argument("--chunk-frames", type=int, default=None,
-                   help="DiT temporal window in latent frames (default: auto, planned for the free memory; with --tile "
-                        "alone: the trained length for full, the whole clip otherwise)")
-    u.add_argument("--tile", default=None, help="spatial DiT tiles HxW in latent pixels, e.g. 68x120 (default: auto)")
-    u.add_argument("--colour-fix", choices=COLOUR_FIXES, default="none",
-                   help="match each HR latent channel's clip mean/std to the upsampled LR latent's (default none)")
-    u.add_argument("--prompt-embeds", default=None,
-                   help="safetensors with 'positive' (and optional 'negative') umt5 features [L,4096]; default: null prompt")
+    u.add_argument(
+        "--attention",
+        choices=ATTENTION_MODES,
+        default=None,
+        help="attention mode (default: the checkpoint's)",
+    )
+    u.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=SAMPLERS[0],
+        help=f"ODE sampler (default {SAMPLERS[0]})",
+    )
+    u.add_argument(
+        "--chunk-frames",
+        type=int,
+        default=None,
+        help="DiT temporal window in latent frames (default: auto, planned for the free memory; "
+        "with --tile alone: the trained length for full, the whole clip otherwise)",
+    )
+    u.add_argument(
+        "--tile",
+        default=None,
+        help="spatial DiT tiles HxW in latent pixels, e.g. 68x120 (default: auto)",
+    )
+    u.add_argument(
+        "--colour-fix",
+        choices=COLOUR_FIXES,
+        default="none",
+        help="match each HR latent channel's clip mean/std to the upsampled LR latent's "
+        "(default none)",
+    )
+    u.add_argument(
+        "--prompt-embeds",
+        default=None,
+        help="safetensors with 'positive' (and optional 'negative') umt5 features [L,4096]; "
+        "default: null prompt",
+    )
     u.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
-    u.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="model dtype (default fp32)")
-    u.add_argument("--max-memory", type=float, default=None, metavar="GiB",
-                   help="memory the run may plan for (default: what the device has available now): auto memory "
-                        "picks temporal windows and tiles that fit it; runs whose estimate exceeds it are refused "
-                        "before anything large is allocated")
+    u.add_argument(
+        "--dtype", choices=list(DTYPES), default="fp32", help="model dtype (default fp32)"
+    )
+    u.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        metavar="GiB",
+        help="memory the run may plan for (default: what the device has available now): auto "
+        "memory picks temporal windows and tiles that fit it; runs whose estimate exceeds it are "
+        "refused before anything large is allocated",
+    )
     u.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     u.set_defaults(func=_cmd_upscale)

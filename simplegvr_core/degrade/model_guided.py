@@ -17,11 +17,16 @@ from collections.abc import Callable
 import torch
 
 DEFAULT_ALPHA_RANGE = (0.3, 0.4)
-DEFAULT_STEPS = 20  # the paper leaves k open; 20 Euler steps over σ <= 0.4 is denser than 50 over [0, 1]
+# the paper leaves k open; 20 Euler steps over σ <= 0.4 is denser than 50 over [0, 1]
+DEFAULT_STEPS = 20
 
 
-def dit_velocity(dit, negative_context: torch.Tensor | None = None, guidance: float = 1.0,
-                 attention: str | None = None) -> Callable:
+def dit_velocity(
+    dit,
+    negative_context: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    attention: str | None = None,
+) -> Callable:
     """velocity(x, t, context) for a plain T2V `SimpleGVRDiT` (in_dim = C, e.g. from
     `weights.import_wan_t2v`): one forward per step, or classifier-free guidance on text when
     `guidance != 1` (conditional and negative passes batched together)."""
@@ -29,8 +34,10 @@ def dit_velocity(dit, negative_context: torch.Tensor | None = None, guidance: fl
     if config is None or not hasattr(config, "in_dim"):
         raise ValueError(f"dit is a {type(dit).__name__}: expected a SimpleGVRDiT")
     if config.in_dim != config.out_dim:
-        raise ValueError(f"dit has in_dim={config.in_dim}, out_dim={config.out_dim}: model-guided degradation needs the plain "
-                         "T2V base (in_dim = C), e.g. weights.import_wan_t2v(...)")
+        raise ValueError(
+            f"dit has in_dim={config.in_dim}, out_dim={config.out_dim}: model-guided degradation "
+            f"needs the plain T2V base (in_dim = C), e.g. weights.import_wan_t2v(...)"
+        )
     if guidance != 1.0 and negative_context is None:
         raise ValueError(f"guidance={guidance} needs a negative_context (or use guidance=1)")
 
@@ -38,16 +45,24 @@ def dit_velocity(dit, negative_context: torch.Tensor | None = None, guidance: fl
         if guidance == 1.0:
             return dit(x, None, t, context, attention=attention)
         b = x.shape[0]
-        neg = negative_context.expand(b, -1, -1) if negative_context.shape[0] == 1 else negative_context
+        neg = (
+            negative_context.expand(b, -1, -1)
+            if negative_context.shape[0] == 1
+            else negative_context
+        )
         n = max(context.shape[1], neg.shape[1])
-        ctx = torch.cat([torch.nn.functional.pad(c, (0, 0, 0, n - c.shape[1])) for c in (context, neg)])
+        ctx = torch.cat(
+            [torch.nn.functional.pad(c, (0, 0, 0, n - c.shape[1])) for c in (context, neg)]
+        )
         v = dit(torch.cat([x, x]), None, torch.cat([t, t]), ctx, attention=attention)
         return v[b:] + guidance * (v[:b] - v[b:])
 
     return velocity
 
 
-def sample_alpha(generator: torch.Generator | None = None, alpha_range=DEFAULT_ALPHA_RANGE) -> float:
+def sample_alpha(
+    generator: torch.Generator | None = None, alpha_range=DEFAULT_ALPHA_RANGE
+) -> float:
     """α ~ U[lo, hi] (paper: [0.3, 0.4])."""
     lo, hi = (float(v) for v in alpha_range)
     if not 0 <= lo <= hi <= 1:
@@ -55,12 +70,22 @@ def sample_alpha(generator: torch.Generator | None = None, alpha_range=DEFAULT_A
     return lo + (hi - lo) * float(torch.rand((), generator=generator))
 
 
-def sdedit(x0: torch.Tensor, velocity: Callable, context: torch.Tensor | None = None, *, alpha: float | None = None,
-           alpha_range=DEFAULT_ALPHA_RANGE, steps: int = DEFAULT_STEPS, shift: float = 1.0,
-           noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-           callback: Callable | None = None, disable: bool = True) -> torch.Tensor:
-    """SDEdit a clean latent x0 [B, C, T, H, W]: noise it to σ = α and integrate the base model's flow
-    back to σ = 0 with Euler. Returns ĉ0 (x0's shape and dtype).
+def sdedit(
+    x0: torch.Tensor,
+    velocity: Callable,
+    context: torch.Tensor | None = None,
+    *,
+    alpha: float | None = None,
+    alpha_range=DEFAULT_ALPHA_RANGE,
+    steps: int = DEFAULT_STEPS,
+    shift: float = 1.0,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable | None = None,
+    disable: bool = True,
+) -> torch.Tensor:
+    """SDEdit a clean latent x0 [B, C, T, H, W]: noise it to σ = α and integrate the base model's
+    flow back to σ = 0 with Euler. Returns ĉ0 (x0's shape and dtype).
 
     velocity(x, t, context) -> v = ε − x0, with t = 1000σ of shape [B] (Wan's timestep scale).
     alpha: the noise level (default: drawn from alpha_range with `generator`; draw it yourself with
@@ -70,10 +95,14 @@ def sdedit(x0: torch.Tensor, velocity: Callable, context: torch.Tensor | None = 
     from ..sampling import flow_sigmas, noise_latent, sample_euler
 
     if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim != 5:
-        raise ValueError(f"x0 is {getattr(x0, 'dtype', type(x0).__name__)} {tuple(getattr(x0, 'shape', ()))}: "
-                         "expected a float latent [B, C, T, H, W]")
+        raise ValueError(
+            f"x0 is {getattr(x0, 'dtype', type(x0).__name__)} {tuple(getattr(x0, 'shape', ()))}: "
+            "expected a float latent [B, C, T, H, W]"
+        )
     if not callable(velocity):
-        raise ValueError(f"velocity is a {type(velocity).__name__}: expected a callable velocity(x, t, context)")
+        raise ValueError(
+            f"velocity is a {type(velocity).__name__}: expected a callable velocity(x, t, context)"
+        )
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps={steps}: expected an integer >= 1")
     if alpha is None:
@@ -82,15 +111,21 @@ def sdedit(x0: torch.Tensor, velocity: Callable, context: torch.Tensor | None = 
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha={alpha}: expected a noise level in [0, 1]")
     if noise is not None and (not isinstance(noise, torch.Tensor) or noise.shape != x0.shape):
-        raise ValueError(f"noise has shape {tuple(getattr(noise, 'shape', ()))}: expected x0's shape {tuple(x0.shape)}")
+        raise ValueError(
+            f"noise has shape {tuple(getattr(noise, 'shape', ()))}: expected x0's shape "
+            f"{tuple(x0.shape)}"
+        )
     if alpha == 0:
         return x0.clone()
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32, device="cpu").to(x0.device, x0.dtype)
+        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32, device="cpu").to(
+            x0.device, x0.dtype
+        )
     x = noise_latent(x0, noise, alpha)  # x_α = (1 - α) x0 + α ε
     sigmas = flow_sigmas(int(steps), shift=shift, start=alpha).to(x0.device)
 
-    def model_fn(x, sigma):  # sampling's convention: sigma [B] in [0, 1] -> the base model's t = 1000σ
+    # sampling's convention: sigma [B] in [0, 1] -> the base model's t = 1000σ
+    def model_fn(x, sigma):
         return velocity(x, sigma * 1000.0, context)
 
     return sample_euler(model_fn, x, sigmas, callback=callback, disable=disable)

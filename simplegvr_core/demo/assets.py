@@ -1,10 +1,11 @@
-"""The demo's weights and their manifest: where they live, how a set is checked, which model `simplegvr demo` runs.
+"""The demo's weights and their manifest: where they live, how a set is checked, which model
+`simplegvr demo` runs.
 
-`assets/` holds the codec (`demo_vae.safetensors`), the teacher (`demo_simplegvr.safetensors`), the one-step default
-model (`demo_student.safetensors`) and `demo_manifest.json`: how they were made, the sampling settings chosen on the
-validation split, and the SHA-256 of every file, so that a mixed set (an interrupted rebuild, a hand-copied file) is
-refused. Only the lab's demo stage writes this folder (`training/demo`, `install_assets` there); everything here
-reads it.
+`assets/` holds the codec (`demo_vae.safetensors`), the teacher (`demo_simplegvr.safetensors`), the
+one-step default model (`demo_student.safetensors`) and `demo_manifest.json`: how they were made,
+the sampling settings chosen on the validation split, and the SHA-256 of every file, so that a mixed
+set (an interrupted rebuild, a hand-copied file) is refused. Only the lab's demo stage writes this
+folder (`training/demo`, `install_assets` there); everything here reads it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-VAE_FILE = "demo_vae.safetensors"  # the codec with Wan 2.1's latent contract (training/train_vae.py)
+# the codec with Wan 2.1's latent contract (training/train_vae.py)
+VAE_FILE = "demo_vae.safetensors"
 MODEL_FILE = "demo_simplegvr.safetensors"  # the teacher: the flow-matching model
 STUDENT_FILE = "demo_student.safetensors"  # the one-step default model
 MANIFEST = "demo_manifest.json"
@@ -32,8 +34,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def read_manifest(assets: str | os.PathLike | None = None) -> dict:
-    """The assets folder's manifest ({} when it has none), after checking that every file it lists by hash is the
-    file it lists: ValueError for a mixed set (an interrupted rebuild, a hand-copied file)."""
+    """The assets folder's manifest ({} when it has none), after checking that every file it lists
+    by hash is the file it lists: ValueError for a mixed set (an interrupted rebuild, a hand-copied
+    file)."""
     from ..files import parse_json
 
     a = Path(assets) if assets else ASSETS
@@ -46,39 +49,59 @@ def read_manifest(assets: str | os.PathLike | None = None) -> dict:
     for name, digest in (manifest.get("files") or {}).items():
         f = a / name
         if not f.is_file() or file_sha256(f) != digest:
-            raise ValueError(f"the demo weights in {str(a)!r} are not the set their manifest records: {name} "
-                             f"{'is missing' if not f.is_file() else 'differs'} (an interrupted rebuild?); rebuild "
-                             "them with `simplegvr demo --retrain`, or restore the folder")
+            raise ValueError(
+                f"the demo weights in {str(a)!r} are not the set their manifest records: {name} "
+                f"{'is missing' if not f.is_file() else 'differs'} (an interrupted rebuild?); "
+                f"rebuild them with `simplegvr demo --retrain`, or restore the folder"
+            )
     return manifest
 
 
 def load_assets(assets: str | os.PathLike | None = None):
-    """(model, vae, manifest) from the assets folder; ValueError naming what is missing or does not belong."""
+    """(model, vae, manifest) from the assets folder; ValueError naming what is missing or does not
+    belong."""
     from ..checkpoint import load_checkpoint
     from ..vae import VideoVAE
 
     a = Path(assets) if assets else ASSETS
     for name in (VAE_FILE, MODEL_FILE):
         if not (a / name).is_file():
-            raise ValueError(f"demo weights {str(a / name)!r} are missing: rebuild them with `simplegvr demo --retrain`")
+            raise ValueError(
+                f"demo weights {str(a / name)!r} are missing: rebuild them with `simplegvr "
+                f"demo --retrain`"
+            )
     manifest = read_manifest(a)
     return load_checkpoint(a / MODEL_FILE).eval(), VideoVAE.load("file", a / VAE_FILE), manifest
 
 
 def load_model(assets: str | os.PathLike | None = None, teacher: bool = False):
-    """(model, vae, sampling) that `simplegvr demo` runs: the one-step student when the manifest names it the
-    default (`experiments/onestep_results.py` builds it, chosen on the validation split) and `teacher` is False, else the
-    teacher with the sampling settings `tune` chose. sampling = {"model": "student" | "teacher", "steps", "shift",
-    "noise_level"}."""
+    """(model, vae, sampling) that `simplegvr demo` runs: the one-step student when the manifest
+    names it the default (`experiments/onestep_results.py` builds it, chosen on the validation
+    split) and `teacher` is False, else the teacher with the sampling settings `tune` chose.
+    sampling = {"model": "student" | "teacher", "steps", "shift", "noise_level"}."""
     from ..checkpoint import load_checkpoint
 
     a = Path(assets) if assets else ASSETS
     teacher_model, vae, manifest = load_assets(a)
     st = manifest.get("student") or {}
     if not teacher and st.get("default") and (a / STUDENT_FILE).is_file():
-        return load_checkpoint(a / STUDENT_FILE).eval(), vae, {"model": "student", "steps": int(st["steps"]),
-                                                               "shift": float(st["shift"]),
-                                                               "noise_level": float(st.get("noise_level", 0.0))}
-    return teacher_model, vae, {"model": "teacher", "steps": int(manifest.get("steps", 2)),
-                                "shift": float(manifest.get("shift", 3.0)),
-                                "noise_level": float(manifest.get("noise_level", 0.0))}
+        return (
+            load_checkpoint(a / STUDENT_FILE).eval(),
+            vae,
+            {
+                "model": "student",
+                "steps": int(st["steps"]),
+                "shift": float(st["shift"]),
+                "noise_level": float(st.get("noise_level", 0.0)),
+            },
+        )
+    return (
+        teacher_model,
+        vae,
+        {
+            "model": "teacher",
+            "steps": int(manifest.get("steps", 2)),
+            "shift": float(manifest.get("shift", 3.0)),
+            "noise_level": float(manifest.get("noise_level", 0.0)),
+        },
+    )

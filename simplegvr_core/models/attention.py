@@ -9,16 +9,19 @@ score depends only on relative offsets).
   inside a unit. Shifted layers move the cut by half a unit, non-cyclically, so the edge units are
   smaller (e.g. 20 frames, unit 5, shift 2 -> 2,5,5,5,3). As in Swin, a clip no longer than one unit
   is never cut.
-- `sparse_local`: each frame is tiled into 2D blocks of (bh, bw) tokens; a query block attends to its
-  own block plus the `topk` key blocks of the whole clip with the highest mean-query . mean-key
+- `sparse_local`: each frame is tiled into 2D blocks of (bh, bw) tokens; a query block attends to
+  its own block plus the `topk` key blocks of the whole clip with the highest mean-query . mean-key
   score (MoBA-style; per head, future frames included).
 
-Kernels for the two windowed modes (`ATTENTION_KERNELS`, chosen by `resolve_kernel`, the one home of the rule):
-- `sdpa`: gather the windows and call SDPA on each (full-size units batched as extra heads). The fallback.
-- `flex`: one `flex_attention` call over the whole sequence with a `BlockMask` that lists, for every 128-query
-  tile, the key tiles it may see. Temporal units keep Wan's token order (a unit edge inside a tile makes that tile
-  partial, resolved by the mask_mod); sparse_local lays tokens out block-major with every 2D block padded to whole
-  128-token tiles, so a selected block is a set of whole tiles and nothing is gathered.
+Kernels for the two windowed modes (`ATTENTION_KERNELS`, chosen by `resolve_kernel`, the one home of
+the rule):
+- `sdpa`: gather the windows and call SDPA on each (full-size units batched as extra heads). The
+  fallback.
+- `flex`: one `flex_attention` call over the whole sequence with a `BlockMask` that lists, for every
+  128-query tile, the key tiles it may see. Temporal units keep Wan's token order (a unit edge
+  inside a tile makes that tile partial, resolved by the mask_mod); sparse_local lays tokens out
+  block-major with every 2D block padded to whole 128-token tiles, so a selected block is a set of
+  whole tiles and nothing is gathered.
 """
 
 from __future__ import annotations
@@ -43,11 +46,12 @@ def flex_available() -> bool:
 def resolve_kernel(kernel: str | None, device) -> str:
     """'sdpa' or 'flex' for windowed attention on `device` - the one place the choice is made.
 
-    An explicit 'sdpa' or 'flex' wins; 'auto' (or None) takes the environment variable SIMPLEGVR_ATTENTION_KERNEL
-    when it is set, else flex on CUDA where flex_attention is importable (compiled: it visits only the selected
-    tiles) and sdpa everywhere else. On the CPU eager flex_attention materialises the whole score matrix and is
-    5-6x slower than the gathered windows, and compiled still ~1.2-1.3x slower (BENCHMARKS.md, one-step
-    throughput), so the CPU keeps sdpa."""
+    An explicit 'sdpa' or 'flex' wins; 'auto' (or None) takes the environment variable
+    SIMPLEGVR_ATTENTION_KERNEL when it is set, else flex on CUDA where flex_attention is importable
+    (compiled: it visits only the selected tiles) and sdpa everywhere else. On the CPU eager
+    flex_attention materialises the whole score matrix and is 5-6x slower than the gathered windows,
+    and compiled still ~1.2-1.3x slower (BENCHMARKS.md, one-step throughput), so the CPU keeps
+    sdpa."""
     if kernel is None or kernel == "auto":
         kernel = os.environ.get(KERNEL_ENV, "auto") or "auto"
         where = f"environment variable {KERNEL_ENV}"
@@ -58,30 +62,44 @@ def resolve_kernel(kernel: str | None, device) -> str:
     if kernel == "auto":
         return "flex" if torch.device(device).type == "cuda" and flex_available() else "sdpa"
     if kernel == "flex" and not flex_available():
-        raise ValueError(f"{where}='flex' but torch {torch.__version__} has no flex_attention: use 'sdpa' or 'auto'")
+        raise ValueError(
+            f"{where}='flex' but torch {torch.__version__} has no flex_attention: use "
+            f"'sdpa' or 'auto'"
+        )
     return kernel
 
 
 @functools.cache
 def _flex_fn(device_type: str):
-    """flex_attention itself on the CPU (eager: exact, dense), compiled once per process on a GPU (its fast path)."""
+    """flex_attention itself on the CPU (eager: exact, dense), compiled once per process on a GPU
+    (its fast path)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     return torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
 
 
 def _block_mask(partial: torch.Tensor, full: torch.Tensor | None, mask_mod, seq_len: int):
-    """A BlockMask from dense tile maps [B, H, nq, nk] (bool): `partial` tiles run `mask_mod`, `full` ones do not."""
+    """A BlockMask from dense tile maps [B, H, nq, nk] (bool): `partial` tiles run `mask_mod`,
+    `full` ones do not."""
     from torch.nn.attention.flex_attention import BlockMask
 
     def ordered(dense):
         dense = dense.to(torch.int32)
-        return dense.sum(-1, dtype=torch.int32), torch.argsort(dense, dim=-1, descending=True, stable=True).to(torch.int32)
+        return dense.sum(-1, dtype=torch.int32), torch.argsort(
+            dense, dim=-1, descending=True, stable=True
+        ).to(torch.int32)
 
     kv_num, kv_idx = ordered(partial)
     full_num, full_idx = ordered(full) if full is not None else (None, None)
-    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=FLEX_TILE, mask_mod=mask_mod,
-                                    seq_lengths=(seq_len, seq_len))
+    return BlockMask.from_kv_blocks(
+        kv_num,
+        kv_idx,
+        full_num,
+        full_idx,
+        BLOCK_SIZE=FLEX_TILE,
+        mask_mod=mask_mod,
+        seq_lengths=(seq_len, seq_len),
+    )
 
 
 def _flex(q, k, v, block_mask) -> torch.Tensor:
@@ -105,8 +123,9 @@ def unit_bounds(frames: int, unit: int, shifted: bool) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [frames]))
 
 
-def temporal_unit_attention(q, k, v, grid: tuple[int, int, int], unit: int, shifted: bool,
-                            kernel: str = "sdpa") -> torch.Tensor:
+def temporal_unit_attention(
+    q, k, v, grid: tuple[int, int, int], unit: int, shifted: bool, kernel: str = "sdpa"
+) -> torch.Tensor:
     """Attention restricted to temporal units of `unit` frames (shifted by unit//2 if `shifted`)."""
     bounds = unit_bounds(grid[0], unit, shifted)
     if len(bounds) == 1:
@@ -126,10 +145,10 @@ def _temporal_units_sdpa(q, k, v, grid, bounds, unit: int) -> torch.Tensor:
         s0, e0, n = full[0][0], full[-1][1], len(full)
 
         def batched(x):
-            return x[:, :, s0 * hw:e0 * hw].reshape(b, nh * n, unit * hw, d)
+            return x[:, :, s0 * hw : e0 * hw].reshape(b, nh * n, unit * hw, d)
 
         o = F.scaled_dot_product_attention(batched(q), batched(k), batched(v))
-        out[:, :, s0 * hw:e0 * hw] = o.reshape(b, nh, n * unit * hw, d)
+        out[:, :, s0 * hw : e0 * hw] = o.reshape(b, nh, n * unit * hw, d)
     for s, e in bounds:  # the smaller edge units
         if e - s != unit:
             sl = slice(s * hw, e * hw)
@@ -145,9 +164,9 @@ def unit_ids(grid, bounds, device) -> torch.Tensor:
 
 
 def temporal_units_block_mask(grid, bounds, device):
-    """The BlockMask of temporal units: a key tile is listed for a query tile when their unit ranges meet (units are
-    contiguous, so a tile's units are [its first token's, its last token's]); it is full when both tiles are whole
-    and lie inside the same single unit."""
+    """The BlockMask of temporal units: a key tile is listed for a query tile when their unit ranges
+    meet (units are contiguous, so a tile's units are [its first token's, its last token's]); it is
+    full when both tiles are whole and lie inside the same single unit."""
     ids = unit_ids(grid, bounds, device)
     n = ids.numel()
     tiles = -(-n // FLEX_TILE)
@@ -193,8 +212,9 @@ def _from_blocks(x: torch.Tensor, grid, block) -> torch.Tensor:
     return x.reshape(b, nh, f * h * w, d)
 
 
-def sparse_local_attention(q, k, v, grid: tuple[int, int, int], block: tuple[int, int], topk: int,
-                           kernel: str = "sdpa") -> torch.Tensor:
+def sparse_local_attention(
+    q, k, v, grid: tuple[int, int, int], block: tuple[int, int], topk: int, kernel: str = "sdpa"
+) -> torch.Tensor:
     """Block-sparse attention: own 2D block + the `topk` best-scoring blocks of the clip."""
     qb, kb, vb = (_to_blocks(t, grid, block) for t in (q, k, v))  # [B, nh, N, S, d]
     # Which padded positions are real tokens: [N, S].
@@ -224,7 +244,8 @@ def selected_blocks(qb, kb, valid, topk: int) -> torch.Tensor:
 
 
 def _sparse_sdpa(qb, kb, vb, valid, idx) -> torch.Tensor:
-    """Gather the selected key blocks of every query block and run SDPA per block: [B, nh, N, S, d]."""
+    """Gather the selected key blocks of every query block and run SDPA per block: [B, nh, N, S,
+    d]."""
     b, nh, n, s, d = qb.shape
     m = idx.shape[-1]
     gather_idx = idx.reshape(b, nh, n * m, 1, 1).expand(b, nh, n * m, s, d)
@@ -236,8 +257,9 @@ def _sparse_sdpa(qb, kb, vb, valid, idx) -> torch.Tensor:
 
 
 def sparse_block_mask(idx: torch.Tensor, valid: torch.Tensor, tiles_per_block: int):
-    """The BlockMask of sparse_local on the block-major layout where each 2D block fills `tiles_per_block` whole
-    tiles: a query tile lists every tile of its block's selected blocks; all are partial (their padding is masked)."""
+    """The BlockMask of sparse_local on the block-major layout where each 2D block fills
+    `tiles_per_block` whole tiles: a query tile lists every tile of its block's selected blocks; all
+    are partial (their padding is masked)."""
     b, nh, n, _ = idx.shape
     chosen = torch.zeros(b, nh, n, n, dtype=torch.bool, device=idx.device).scatter_(-1, idx, True)
     t = tiles_per_block
@@ -263,15 +285,35 @@ def _sparse_flex(qb, kb, vb, valid, idx) -> torch.Tensor:
     return o.reshape(b, nh, n, t * FLEX_TILE, d)[:, :, :, :s]
 
 
-def attention(q, k, v, grid, mode: str, *, block_index: int = 0, unit_frames: int = 5,
-              sparse_block=(9, 12), sparse_topk: int = 1, kernel: str | None = "auto") -> torch.Tensor:
-    """Dispatch on the attention mode and kernel (`resolve_kernel`); q, k, v: [B, heads, F*H*W, d] frame-major."""
+def attention(
+    q,
+    k,
+    v,
+    grid,
+    mode: str,
+    *,
+    block_index: int = 0,
+    unit_frames: int = 5,
+    sparse_block=(9, 12),
+    sparse_topk: int = 1,
+    kernel: str | None = "auto",
+) -> torch.Tensor:
+    """Dispatch on the attention mode and kernel (`resolve_kernel`); q, k, v: [B, heads, F*H*W, d]
+    frame-major."""
     if mode == "full":
         return full_attention(q, k, v)
     if mode == "temporal_units":
-        return temporal_unit_attention(q, k, v, grid, unit_frames, shifted=block_index % 2 == 1,
-                                       kernel=resolve_kernel(kernel, q.device))
+        return temporal_unit_attention(
+            q,
+            k,
+            v,
+            grid,
+            unit_frames,
+            shifted=block_index % 2 == 1,
+            kernel=resolve_kernel(kernel, q.device),
+        )
     if mode == "sparse_local":
-        return sparse_local_attention(q, k, v, grid, tuple(sparse_block), sparse_topk,
-                                      kernel=resolve_kernel(kernel, q.device))
+        return sparse_local_attention(
+            q, k, v, grid, tuple(sparse_block), sparse_topk, kernel=resolve_kernel(kernel, q.device)
+        )
     raise ValueError(f"attention mode {mode!r}: expected full, temporal_units or sparse_local")

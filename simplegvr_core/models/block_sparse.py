@@ -62,16 +62,22 @@ class BlockSparseSettings:
 
     def __post_init__(self):
         block = tuple(self.block) if isinstance(self.block, (tuple, list)) else self.block
-        if not (isinstance(block, tuple) and len(block) == 3
-                and all(_is_int(b) and b > 0 for b in block)):
-            raise ValueError(f"block={self.block!r}: expected three positive ints (frames, rows, "
-                             "columns), e.g. (2, 8, 8)")
+        if not (
+            isinstance(block, tuple)
+            and len(block) == 3
+            and all(_is_int(b) and b > 0 for b in block)
+        ):
+            raise ValueError(
+                f"block={self.block!r}: expected three positive ints (frames, rows, "
+                "columns), e.g. (2, 8, 8)"
+            )
         object.__setattr__(self, "block", block)
         if not (_is_int(self.local_range) and self.local_range >= 1):
             raise ValueError(f"local_range={self.local_range!r}: expected an int >= 1")
         ratio = self.top_k_ratio
-        if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
-                and math.isfinite(ratio)):
+        if not (
+            isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and math.isfinite(ratio)
+        ):
             raise ValueError(f"top_k_ratio={self.top_k_ratio!r}: expected a finite number")
         if not (_is_int(self.ref_tokens) and self.ref_tokens >= 0):
             raise ValueError(f"ref_tokens={self.ref_tokens!r}: expected an int >= 0")
@@ -90,10 +96,14 @@ SHIPPED = BlockSparseSettings()
 
 
 def _check_grid(grid) -> tuple[int, int, int]:
-    if not (isinstance(grid, (tuple, list)) and len(grid) == 3
-            and all(_is_int(g) and g > 0 for g in grid)):
-        raise ValueError(f"grid={grid!r}: expected three positive ints (frames, height, width) of "
-                         "tokens")
+    if not (
+        isinstance(grid, (tuple, list))
+        and len(grid) == 3
+        and all(_is_int(g) and g > 0 for g in grid)
+    ):
+        raise ValueError(
+            f"grid={grid!r}: expected three positive ints (frames, height, width) of tokens"
+        )
     return tuple(grid)
 
 
@@ -135,8 +145,9 @@ def to_blocks(x: torch.Tensor, grid, block) -> torch.Tensor:
     N = TB*BH*BW blocks ordered (tb, hb, wb); T = bt*bh*bw tokens ordered (dt, dy, dx)."""
     f, h, w = _check_grid(grid)
     if x.ndim != 4 or x.shape[2] != f * h * w:
-        raise ValueError(f"x: expected [B, heads, {f * h * w}, d] for grid {grid}, got "
-                         f"{list(x.shape)}")
+        raise ValueError(
+            f"x: expected [B, heads, {f * h * w}, d] for grid {grid}, got {list(x.shape)}"
+        )
     b, nh, _, d = x.shape
     bt, bh, bw = block
     tb, nb_h, nb_w = block_grid(grid, block)
@@ -152,16 +163,19 @@ def from_blocks(xb: torch.Tensor, grid, block) -> torch.Tensor:
     bt, bh, bw = block
     tb, nb_h, nb_w = block_grid(grid, block)
     if xb.ndim != 5 or tuple(xb.shape[2:4]) != (tb * nb_h * nb_w, bt * bh * bw):
-        raise ValueError(f"xb: expected [B, heads, {tb * nb_h * nb_w}, {bt * bh * bw}, d] for grid "
-                         f"{grid} and block {tuple(block)}, got {list(xb.shape)}")
+        raise ValueError(
+            f"xb: expected [B, heads, {tb * nb_h * nb_w}, {bt * bh * bw}, d] for grid "
+            f"{grid} and block {tuple(block)}, got {list(xb.shape)}"
+        )
     b, nh, _, _, d = xb.shape
     x = xb.reshape(b, nh, tb, nb_h, nb_w, bt, bh, bw, d).permute(0, 1, 2, 5, 3, 6, 4, 7, 8)
     x = x.reshape(b, nh, tb * bt, nb_h * bh, nb_w * bw, d)[:, :, :f, :h, :w]
     return x.reshape(b, nh, f * h * w, d)
 
 
-def allowed_blocks(query_tblocks: int, cached_tblocks: int, spatial, local_range: int,
-                   device=None) -> torch.Tensor:
+def allowed_blocks(
+    query_tblocks: int, cached_tblocks: int, spatial, local_range: int, device=None
+) -> torch.Tensor:
     """Which key blocks each query block may select: bool [TQ*S, (C+TQ)*S], the same for all heads.
 
     Query temporal block tq (absolute tq + C) sees key temporal blocks tk <= tq + C; query block
@@ -171,10 +185,14 @@ def allowed_blocks(query_tblocks: int, cached_tblocks: int, spatial, local_range
         raise ValueError(f"query_tblocks={query_tblocks!r}: expected an int >= 1")
     if not (_is_int(cached_tblocks) and cached_tblocks >= 0):
         raise ValueError(f"cached_tblocks={cached_tblocks!r}: expected an int >= 0")
-    if not (isinstance(spatial, (tuple, list)) and len(spatial) == 2
-            and all(_is_int(s) and s > 0 for s in spatial)):
-        raise ValueError(f"spatial={spatial!r}: expected (row blocks, column blocks), "
-                         "positive ints")
+    if not (
+        isinstance(spatial, (tuple, list))
+        and len(spatial) == 2
+        and all(_is_int(s) and s > 0 for s in spatial)
+    ):
+        raise ValueError(
+            f"spatial={spatial!r}: expected (row blocks, column blocks), positive ints"
+        )
     if not (_is_int(local_range) and local_range >= 1):
         raise ValueError(f"local_range={local_range!r}: expected an int >= 1")
     tq, c = query_tblocks, cached_tblocks
@@ -192,8 +210,15 @@ def allowed_blocks(query_tblocks: int, cached_tblocks: int, spatial, local_range
     return (temporal[:, None, :, None] & space[None, :, None, :]).reshape(tq * s, (c + tq) * s)
 
 
-def select_blocks(q_blocks: torch.Tensor, k_blocks: torch.Tensor, allowed: torch.Tensor,
-                  top_k: int, force_diagonal: bool, *, spatial_blocks: int) -> torch.Tensor:
+def select_blocks(
+    q_blocks: torch.Tensor,
+    k_blocks: torch.Tensor,
+    allowed: torch.Tensor,
+    top_k: int,
+    force_diagonal: bool,
+    *,
+    spatial_blocks: int,
+) -> torch.Tensor:
     """The key blocks every query block attends to, per head: bool [B, heads, Qb, Kb].
 
     q_blocks [B, heads, Qb, T, d], k_blocks [B, heads, Kb, T, d] (cache first), allowed [Qb, Kb],
@@ -202,24 +227,33 @@ def select_blocks(q_blocks: torch.Tensor, k_blocks: torch.Tensor, allowed: torch
     threshold is taken per (head, query temporal block) over its S x Kb slab and `>=` keeps every
     tie (in bf16 equal rounded scores are all kept). top_k 0 keeps the whole allowed window."""
     if q_blocks.ndim != 5 or k_blocks.ndim != 5:
-        raise ValueError(f"q_blocks, k_blocks: expected [B, heads, blocks, T, d], got "
-                         f"{list(q_blocks.shape)} and {list(k_blocks.shape)}")
+        raise ValueError(
+            f"q_blocks, k_blocks: expected [B, heads, blocks, T, d], got "
+            f"{list(q_blocks.shape)} and {list(k_blocks.shape)}"
+        )
     b, nh, nq, t, d = q_blocks.shape
     nk = k_blocks.shape[2]
     if (k_blocks.shape[:2], k_blocks.shape[3:]) != (q_blocks.shape[:2], q_blocks.shape[3:]):
-        raise ValueError(f"k_blocks: expected [{b}, {nh}, Kb, {t}, {d}] like q_blocks, got "
-                         f"{list(k_blocks.shape)}")
+        raise ValueError(
+            f"k_blocks: expected [{b}, {nh}, Kb, {t}, {d}] like q_blocks, got "
+            f"{list(k_blocks.shape)}"
+        )
     if allowed.dtype != torch.bool or tuple(allowed.shape) != (nq, nk):
-        raise ValueError(f"allowed: expected bool [{nq}, {nk}], got {allowed.dtype} "
-                         f"{list(allowed.shape)}")
+        raise ValueError(
+            f"allowed: expected bool [{nq}, {nk}], got {allowed.dtype} {list(allowed.shape)}"
+        )
     if not (_is_int(spatial_blocks) and spatial_blocks >= 1 and nq % spatial_blocks == 0):
-        raise ValueError(f"spatial_blocks={spatial_blocks!r}: expected a positive divisor of the "
-                         f"{nq} query blocks")
+        raise ValueError(
+            f"spatial_blocks={spatial_blocks!r}: expected a positive divisor of the "
+            f"{nq} query blocks"
+        )
     if not (_is_int(top_k) and top_k >= 0):
         raise ValueError(f"top_k={top_k!r}: expected an int >= 0")
     if force_diagonal and nq != nk:
-        raise ValueError(f"force_diagonal needs as many key blocks as query blocks (no cache), got "
-                         f"{nq} query and {nk} key blocks")
+        raise ValueError(
+            f"force_diagonal needs as many key blocks as query blocks (no cache), got "
+            f"{nq} query and {nk} key blocks"
+        )
     allowed = allowed.to(q_blocks.device)
     if top_k == 0:  # their window-only mask; no row is empty (a block always sees itself)
         return allowed.expand(b, nh, nq, nk).clone()
@@ -253,17 +287,23 @@ class KVCache:
     spatial: tuple[int, int]
 
     def __post_init__(self):
-        if not (isinstance(self.spatial, (tuple, list)) and len(self.spatial) == 2
-                and all(_is_int(s) and s > 0 for s in self.spatial)):
+        if not (
+            isinstance(self.spatial, (tuple, list))
+            and len(self.spatial) == 2
+            and all(_is_int(s) and s > 0 for s in self.spatial)
+        ):
             raise ValueError(f"spatial={self.spatial!r}: expected (row blocks, column blocks)")
         object.__setattr__(self, "spatial", tuple(self.spatial))
         s = self.spatial[0] * self.spatial[1]
         if self.k.ndim != 5 or self.k.shape[2] % s or self.k.shape[2] == 0:
-            raise ValueError(f"k: expected [B, heads, C*{s}, T, d] with C >= 1, got "
-                             f"{list(self.k.shape)}")
+            raise ValueError(
+                f"k: expected [B, heads, C*{s}, T, d] with C >= 1, got {list(self.k.shape)}"
+            )
         if self.v.shape != self.k.shape or self.v.dtype != self.k.dtype:
-            raise ValueError(f"v: expected {self.k.dtype} {list(self.k.shape)} like k, got "
-                             f"{self.v.dtype} {list(self.v.shape)}")
+            raise ValueError(
+                f"v: expected {self.k.dtype} {list(self.k.shape)} like k, got "
+                f"{self.v.dtype} {list(self.v.shape)}"
+            )
 
     @property
     def temporal_blocks(self) -> int:
@@ -275,10 +315,13 @@ class KVCache:
         for name, x in (("k_blocks", k_blocks), ("v_blocks", v_blocks)):
             if x.ndim != 5 or (x.shape[:2], x.shape[3:]) != (self.k.shape[:2], self.k.shape[3:]):
                 b, nh, _, t, d = self.k.shape
-                raise ValueError(f"{name}: expected [{b}, {nh}, blocks, {t}, {d}] like the cache, "
-                                 f"got {list(x.shape)}")
-        return KVCache(torch.cat([self.k, k_blocks], 2), torch.cat([self.v, v_blocks], 2),
-                       self.spatial)
+                raise ValueError(
+                    f"{name}: expected [{b}, {nh}, blocks, {t}, {d}] like the cache, "
+                    f"got {list(x.shape)}"
+                )
+        return KVCache(
+            torch.cat([self.k, k_blocks], 2), torch.cat([self.v, v_blocks], 2), self.spatial
+        )
 
     def trim(self, kv_blocks: int | None) -> KVCache:
         """The last `kv_blocks` temporal blocks (a copy, so the longer tensors can be freed);
@@ -300,14 +343,18 @@ def _check_qkv(q, k, v, grid) -> None:
         if not x.is_floating_point():
             raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
     if not (q.shape == k.shape == v.shape):
-        raise ValueError(f"q, k, v: expected one shape, got {list(q.shape)}, {list(k.shape)}, "
-                         f"{list(v.shape)}")
+        raise ValueError(
+            f"q, k, v: expected one shape, got {list(q.shape)}, {list(k.shape)}, {list(v.shape)}"
+        )
     if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v: expected one dtype and device, got {q.dtype}/{q.device}, "
-                         f"{k.dtype}/{k.device}, {v.dtype}/{v.device}")
+        raise ValueError(
+            f"q, k, v: expected one dtype and device, got {q.dtype}/{q.device}, "
+            f"{k.dtype}/{k.device}, {v.dtype}/{v.device}"
+        )
     if q.shape[2] != f * h * w:
-        raise ValueError(f"q: expected L = f*h*w = {f * h * w} tokens for grid {tuple(grid)}, "
-                         f"got {q.shape[2]}")
+        raise ValueError(
+            f"q: expected L = f*h*w = {f * h * w} tokens for grid {tuple(grid)}, got {q.shape[2]}"
+        )
 
 
 def _check_cache(cache, q, spatial, tokens: int) -> None:
@@ -317,16 +364,20 @@ def _check_cache(cache, q, spatial, tokens: int) -> None:
         raise ValueError(f"cache: expected a KVCache or None, got {type(cache).__name__}")
     b, nh, _, d = q.shape
     if cache.spatial != spatial:
-        raise ValueError(f"cache: made on a {cache.spatial[0]}x{cache.spatial[1]} block grid, this "
-                         f"call has {spatial[0]}x{spatial[1]} (a new clip or size needs "
-                         "cache=None)")
+        raise ValueError(
+            f"cache: made on a {cache.spatial[0]}x{cache.spatial[1]} block grid, this "
+            f"call has {spatial[0]}x{spatial[1]} (a new clip or size needs "
+            "cache=None)"
+        )
     want = (b, nh, tokens, d)
     got = (cache.k.shape[0], cache.k.shape[1], cache.k.shape[3], cache.k.shape[4])
     if got != want:
         raise ValueError(f"cache: expected (B, heads, block tokens, d) = {want}, got {got}")
     if cache.k.dtype != q.dtype or cache.k.device != q.device:
-        raise ValueError(f"cache: expected {q.dtype} on {q.device} like q, got {cache.k.dtype} on "
-                         f"{cache.k.device}")
+        raise ValueError(
+            f"cache: expected {q.dtype} on {q.device} like q, got {cache.k.dtype} on "
+            f"{cache.k.device}"
+        )
 
 
 def _resolve(kernel, device, block_tokens: int) -> str:
@@ -334,15 +385,23 @@ def _resolve(kernel, device, block_tokens: int) -> str:
     name = resolve_kernel(kernel, device)
     if name == "flex" and block_tokens != FLEX_TILE:
         if explicit:
-            raise ValueError(f"kernel 'flex' needs blocks of {FLEX_TILE} tokens (one BlockMask "
-                             f"tile), got {block_tokens}: use 'sdpa'")
+            raise ValueError(
+                f"kernel 'flex' needs blocks of {FLEX_TILE} tokens (one BlockMask "
+                f"tile), got {block_tokens}: use 'sdpa'"
+            )
         name = "sdpa"
     return name
 
 
-def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid,
-                           settings: BlockSparseSettings = SHIPPED, cache: KVCache | None = None,
-                           kernel: str | None = "auto"):
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    grid,
+    settings: BlockSparseSettings = SHIPPED,
+    cache: KVCache | None = None,
+    kernel: str | None = "auto",
+):
     """Ultra Flash's sparse chunk-causal self-attention for one streaming call of one layer.
 
     q, k, v: [B, heads, f*h*w, d], frame-major tokens of this call after q/k RMSNorm and RoPE
@@ -363,8 +422,9 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gr
     keys = KVCache(kb, vb, spatial) if cache is None else cache.append(kb, vb)  # cache first
     c = keys.temporal_blocks - tq
     allowed = allowed_blocks(tq, c, spatial, settings.local_range, q.device)
-    chosen = select_blocks(qb, keys.k, allowed, sparse_top_k(grid, settings), c == 0,
-                           spatial_blocks=nb_h * nb_w)
+    chosen = select_blocks(
+        qb, keys.k, allowed, sparse_top_k(grid, settings), c == 0, spatial_blocks=nb_h * nb_w
+    )
     run = _sparse_flex if flex else _sparse_sdpa
     out = from_blocks(run(qb, keys.k, keys.v, chosen), grid, settings.block)
     return out, keys.trim(settings.kv_blocks), chosen
@@ -382,8 +442,9 @@ def _sparse_sdpa(qb, kb, vb, chosen) -> torch.Tensor:
     counts = chosen.reshape(rows, nk).sum(-1)  # selected key blocks per row (>= 1)
     by_count = torch.argsort(counts)  # rows, fewest selected first
     # The selected key blocks of every row, ascending, first (a stable sort of the mask).
-    order = torch.argsort(chosen.reshape(rows, nk).to(torch.uint8), dim=-1, descending=True,
-                          stable=True)
+    order = torch.argsort(
+        chosen.reshape(rows, nk).to(torch.uint8), dim=-1, descending=True, stable=True
+    )
     sorted_counts = counts[by_count].tolist()
     per_block = t * (2 * d * kb.element_size() + 4 * t)  # one key block of one row
     q_flat, out = qb.reshape(rows, t, d), torch.empty(rows, t, d, dtype=qb.dtype, device=qb.device)
@@ -403,8 +464,9 @@ def _sparse_sdpa(qb, kb, vb, chosen) -> torch.Tensor:
         kg = k_flat.index_select(0, idx.reshape(-1)).view(1, n, m * t, d)
         vg = v_flat.index_select(0, idx.reshape(-1)).view(1, n, m * t, d)
         mask = keep[:, None, :, None].expand(n, 1, m, t).reshape(1, n, 1, m * t)
-        o = F.scaled_dot_product_attention(q_flat.index_select(0, sel)[None], kg, vg,
-                                           attn_mask=mask)
+        o = F.scaled_dot_product_attention(
+            q_flat.index_select(0, sel)[None], kg, vg, attn_mask=mask
+        )
         out.index_copy_(0, sel, o[0])
         s = e
     return out.view(b, nh, nq, t, d)
@@ -425,8 +487,15 @@ def block_sparse_block_mask(chosen: torch.Tensor):
     def selected(bi, h, q_idx, kv_idx):
         return chosen[bi, h, q_idx // FLEX_TILE, kv_idx // FLEX_TILE]
 
-    return BlockMask.from_kv_blocks(none_num, none_idx, full_num, full_idx, BLOCK_SIZE=FLEX_TILE,
-                                    mask_mod=selected, seq_lengths=(nq * FLEX_TILE, nk * FLEX_TILE))
+    return BlockMask.from_kv_blocks(
+        none_num,
+        none_idx,
+        full_num,
+        full_idx,
+        BLOCK_SIZE=FLEX_TILE,
+        mask_mod=selected,
+        seq_lengths=(nq * FLEX_TILE, nk * FLEX_TILE),
+    )
 
 
 def _sparse_flex(qb, kb, vb, chosen) -> torch.Tensor:
@@ -434,6 +503,10 @@ def _sparse_flex(qb, kb, vb, chosen) -> torch.Tensor:
     [B, heads, Qb, T, d]."""
     b, nh, nq, t, d = qb.shape
     nk = kb.shape[2]
-    o = _flex(qb.reshape(b, nh, nq * t, d), kb.reshape(b, nh, nk * t, d),
-              vb.reshape(b, nh, nk * t, d), block_sparse_block_mask(chosen))
+    o = _flex(
+        qb.reshape(b, nh, nq * t, d),
+        kb.reshape(b, nh, nk * t, d),
+        vb.reshape(b, nh, nk * t, d),
+        block_sparse_block_mask(chosen),
+    )
     return o.reshape(b, nh, nq, t, d)

@@ -16,10 +16,11 @@ its own input at the previous frame; zeros before the first frame) and grown in 
     21 ReLU   22 conv 64->3p^2   (p = 2 for C = 48: then a 2x2 pixel shuffle)
 
 The Sequential indices are the checkpoint keys (`decoder.N.*`); files also hold `encoder.*`, which
-is ignored (`weights.load_tiny_decoder` reads the files). The 4 raw frames of latent 0 are a warm-up: the first 3 are dropped once per stream, so
-T latents give 4T - 3 frames, as the Wan VAE does. Decoding chunk by chunk with each MemBlock's last
-input frame carried over (`TinyDecoderStream`) equals the whole decode and bounds memory by the
-chunk; this is how Ultra Flash decodes its 6/6/6/3 latent groups (21 + 24 + 24 + 12 = 81 frames).
+is ignored (`weights.load_tiny_decoder` reads the files). The 4 raw frames of latent 0 are a
+warm-up: the first 3 are dropped once per stream, so T latents give 4T - 3 frames, as the Wan VAE
+does. Decoding chunk by chunk with each MemBlock's last input frame carried over
+(`TinyDecoderStream`) equals the whole decode and bounds memory by the chunk; this is how Ultra
+Flash decodes its 6/6/6/3 latent groups (21 + 24 + 24 + 12 = 81 frames).
 """
 
 from __future__ import annotations
@@ -27,13 +28,19 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["TinyDecoder", "TinyDecoderStream", "tiny_decoder_state_dict", "check_latent", "expected_shapes"]
+__all__ = [
+    "TinyDecoder",
+    "TinyDecoderStream",
+    "tiny_decoder_state_dict",
+    "check_latent",
+    "expected_shapes",
+]
 
 # Latent channels -> pixel-shuffle factor of the RGB output (taew2_1: 16, taew2_2: 48).
 PATCH_SIZE = {16: 1, 48: 2}
-WIDTHS = (256, 128, 64, 64)          # channels of the three MemBlock stages and of the RGB head
-TIME_STRIDES = (1, 2, 2)             # TGrow per stage: one latent -> 4 frames
-FRAMES_TO_TRIM = 3                   # warm-up frames dropped at the start of a stream
+WIDTHS = (256, 128, 64, 64)  # channels of the three MemBlock stages and of the RGB head
+TIME_STRIDES = (1, 2, 2)  # TGrow per stage: one latent -> 4 frames
+FRAMES_TO_TRIM = 3  # warm-up frames dropped at the start of a stream
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -68,15 +75,20 @@ class MemBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         c = channels
-        self.conv = nn.Sequential(conv3x3(2 * c, c), nn.ReLU(inplace=True), conv3x3(c, c),
-                                  nn.ReLU(inplace=True), conv3x3(c, c))
-        self.skip = nn.Identity()        # equal widths: the general block's 1x1 skip is identity
+        self.conv = nn.Sequential(
+            conv3x3(2 * c, c),
+            nn.ReLU(inplace=True),
+            conv3x3(c, c),
+            nn.ReLU(inplace=True),
+            conv3x3(c, c),
+        )
+        self.skip = nn.Identity()  # equal widths: the general block's 1x1 skip is identity
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x, past0):
         """x: (N, T, C, H, W) consecutive frames; past0: (N, C, H, W) the input before x[:, 0]."""
         n, t, c, h, w = x.shape
-        y = self.conv(with_past(x, past0))                # (N*T, C, H, W)
+        y = self.conv(with_past(x, past0))  # (N*T, C, H, W)
         y += self.skip(x.reshape(n * t, c, h, w))
         return self.act(y).view(n, t, c, h, w)
 
@@ -92,8 +104,8 @@ class TGrow(nn.Module):
     def forward(self, x):
         """x: (N, T, C, H, W) -> (N, T * stride, C, H, W)."""
         n, t, c, h, w = x.shape
-        y = self.conv(x.reshape(n * t, c, h, w))            # (N*T, s*C, H, W)
-        return y.view(n, t * self.stride, c, h, w)          # sub-frames interleaved in time
+        y = self.conv(x.reshape(n * t, c, h, w))  # (N*T, s*C, H, W)
+        return y.view(n, t * self.stride, c, h, w)  # sub-frames interleaved in time
 
 
 def _per_frame(layer, x):
@@ -101,7 +113,7 @@ def _per_frame(layer, x):
     if isinstance(layer, TGrow):
         return layer(x)
     n, t = x.shape[:2]
-    y = layer(x.flatten(0, 1))                                # (N*T, C', H', W')
+    y = layer(x.flatten(0, 1))  # (N*T, C', H', W')
     return y.view(n, -1, *y.shape[1:])
 
 
@@ -114,7 +126,8 @@ class TinyDecoder(nn.Module):
             raise ValueError(
                 f"latent_channels={latent_channels!r}: expected 16 (Wan 2.1, taew2_1) or 48 "
                 "(Wan 2.2 5B, taew2_2); other TAEHV variants (HunyuanVideo 1.5, LTX, 'super') "
-                "are not supported")
+                "are not supported"
+            )
         self.latent_channels = latent_channels
         self.patch_size = PATCH_SIZE[latent_channels]
         self.spatial_ratio = 8 * self.patch_size
@@ -125,14 +138,17 @@ class TinyDecoder(nn.Module):
         layers: list[nn.Module] = [Clamp(), conv3x3(latent_channels, w[0]), nn.ReLU(inplace=True)]
         for stage, stride in enumerate(TIME_STRIDES):
             layers += [MemBlock(w[stage]) for _ in range(3)]
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), TGrow(w[stage], stride),
-                       conv3x3(w[stage], w[stage + 1], bias=False)]
-        layers += [nn.ReLU(inplace=True), conv3x3(w[3], 3 * self.patch_size ** 2)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                TGrow(w[stage], stride),
+                conv3x3(w[stage], w[stage + 1], bias=False),
+            ]
+        layers += [nn.ReLU(inplace=True), conv3x3(w[3], 3 * self.patch_size**2)]
         self.decoder = nn.Sequential(*layers)
         # The layers after the last MemBlock (18-22) mix no frames: `_tail` runs them per frame.
         self.tail_start = 1 + max(i for i, m in enumerate(self.decoder) if isinstance(m, MemBlock))
         self.tail_growth = TIME_STRIDES[-1]
-        self.load_notes: list[str] = []     # set by load_tiny_decoder
+        self.load_notes: list[str] = []  # set by load_tiny_decoder
 
     # --- the network --------------------------------------------------------------------------
     def _run(self, x, memory, trim: int = 0):
@@ -142,10 +158,10 @@ class TinyDecoder(nn.Module):
         Returns raw frames (N, 4T - trim, 3, sh, sw), not clamped, and the memory after x.
         """
         memory_out = []
-        for layer in self.decoder[:self.tail_start]:
+        for layer in self.decoder[: self.tail_start]:
             if isinstance(layer, MemBlock):
                 past0 = torch.zeros_like(x[:, 0]) if memory is None else memory[len(memory_out)]
-                memory_out.append(x[:, -1].clone())       # this block's input at the last frame
+                memory_out.append(x[:, -1].clone())  # this block's input at the last frame
                 x = layer(x, past0)
             else:
                 x = _per_frame(layer, x)
@@ -160,15 +176,15 @@ class TinyDecoder(nn.Module):
         g = self.tail_growth
         out, done = None, 0
         for k in range(trim // g, x.shape[1]):
-            y = x[:, k:k + 1]
-            for layer in self.decoder[self.tail_start:]:
-                y = _per_frame(layer, y)                   # (N, 1 or g, C', h', w')
+            y = x[:, k : k + 1]
+            for layer in self.decoder[self.tail_start :]:
+                y = _per_frame(layer, y)  # (N, 1 or g, C', h', w')
             if self.patch_size > 1:
-                y = _per_frame(nn.PixelShuffle(self.patch_size), y)   # (N, g, 3, sh, sw)
+                y = _per_frame(nn.PixelShuffle(self.patch_size), y)  # (N, g, 3, sh, sw)
             if k == trim // g:
-                y = y[:, trim % g:]
+                y = y[:, trim % g :]
                 out = y.new_empty(x.shape[0], x.shape[1] * g - trim, *y.shape[2:])
-            out[:, done:done + y.shape[1]] = y
+            out[:, done : done + y.shape[1]] = y
             done += y.shape[1]
         return out
 
@@ -194,8 +210,14 @@ class TinyDecoder(nn.Module):
         return x.movedim(1, 2).to(dtype or x.dtype)
 
     @torch.no_grad()
-    def decode(self, z, *, clamp: bool = True, chunk_frames: int | None = None,
-               dtype: torch.dtype | None = None):
+    def decode(
+        self,
+        z,
+        *,
+        clamp: bool = True,
+        chunk_frames: int | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         """z: (B, C, T, H, W) normalised latents -> frames (B, 3, 4T - 3, sH, sW).
 
         clamp: clamp to [0, 1] (the decoder's output; False keeps the raw values for tests).
@@ -214,12 +236,13 @@ class TinyDecoder(nn.Module):
         if step >= t:
             return stream.decode(z)
         s = self.spatial_ratio
-        out = torch.empty(b, 3, self.output_frames(t), s * h, s * w, dtype=out_dtype,
-                          device=p.device)
+        out = torch.empty(
+            b, 3, self.output_frames(t), s * h, s * w, dtype=out_dtype, device=p.device
+        )
         done = 0
         for a in range(0, t, step):
-            frames = stream.decode(z[:, :, a:a + step])      # (B, 3, f, sH, sW)
-            out[:, :, done:done + frames.shape[2]] = frames
+            frames = stream.decode(z[:, :, a : a + step])  # (B, 3, f, sH, sW)
+            out[:, :, done : done + frames.shape[2]] = frames
             done += frames.shape[2]
             del frames
         return out
@@ -228,8 +251,7 @@ class TinyDecoder(nn.Module):
         """Frames a stream of `latent_frames` latents decodes to: 4T - 3."""
         return self.time_ratio * latent_frames - FRAMES_TO_TRIM
 
-    def stream(self, *, clamp: bool = True,
-               dtype: torch.dtype | None = None) -> TinyDecoderStream:
+    def stream(self, *, clamp: bool = True, dtype: torch.dtype | None = None) -> TinyDecoderStream:
         """A `TinyDecoderStream` on this decoder."""
         return TinyDecoderStream(self, clamp=clamp, dtype=dtype)
 
@@ -242,8 +264,9 @@ class TinyDecoderStream:
     gives 4T - 3 frames (warm-up dropped), every later chunk 4T.
     """
 
-    def __init__(self, decoder: TinyDecoder, *, clamp: bool = True,
-                 dtype: torch.dtype | None = None):
+    def __init__(
+        self, decoder: TinyDecoder, *, clamp: bool = True, dtype: torch.dtype | None = None
+    ):
         if not isinstance(decoder, TinyDecoder):
             raise ValueError(f"decoder is a {type(decoder).__name__}: expected a TinyDecoder")
         check_dtype(dtype)
@@ -263,8 +286,10 @@ class TinyDecoderStream:
         x = self.decoder._prepare(z, "z chunk")
         shape = (z.shape[0], z.shape[3], z.shape[4])
         if self._shape is not None and shape != self._shape:
-            raise ValueError(f"z chunk has batch x H x W {shape}: expected {self._shape} as the "
-                             "earlier chunks of this stream (call reset() to start a new video)")
+            raise ValueError(
+                f"z chunk has batch x H x W {shape}: expected {self._shape} as the "
+                "earlier chunks of this stream (call reset() to start a new video)"
+            )
         trim = FRAMES_TO_TRIM if self.memory is None else 0
         x, self.memory = self.decoder._run(x, self.memory, trim)
         self._shape = shape
@@ -279,17 +304,22 @@ class TinyDecoderStream:
 def check_latent(z, channels: int, what: str = "z") -> None:
     """ValueError unless z is a finite floating-point [B, channels, T>=1, H>=1, W>=1] tensor."""
     if not isinstance(z, torch.Tensor):
-        raise ValueError(f"{what} is a {type(z).__name__}: expected a torch.Tensor "
-                         f"[B,{channels},T,H,W]")
+        raise ValueError(
+            f"{what} is a {type(z).__name__}: expected a torch.Tensor [B,{channels},T,H,W]"
+        )
     if z.ndim != 5 or z.shape[1] != channels:
-        raise ValueError(f"{what} has shape {tuple(z.shape)}: expected [B,{channels},T,H,W] "
-                         f"normalised latents ({channels} channels, frames on dim 2)")
+        raise ValueError(
+            f"{what} has shape {tuple(z.shape)}: expected [B,{channels},T,H,W] "
+            f"normalised latents ({channels} channels, frames on dim 2)"
+        )
     if min(z.shape) < 1:
-        raise ValueError(f"{what} has shape {tuple(z.shape)}: expected at least 1 batch item, "
-                         "latent frame, row and column")
+        raise ValueError(
+            f"{what} has shape {tuple(z.shape)}: expected at least 1 batch item, "
+            "latent frame, row and column"
+        )
     if not z.is_floating_point():
         raise ValueError(f"{what} has dtype {z.dtype}: expected a floating-point latent")
-    if z.device.type != "meta" and not torch.isfinite(z).all():   # meta: FLOP counting, no values
+    if z.device.type != "meta" and not torch.isfinite(z).all():  # meta: FLOP counting, no values
         raise ValueError(f"{what} contains NaN or Inf")
 
 
@@ -297,14 +327,16 @@ def check_chunk_frames(chunk_frames) -> None:
     if chunk_frames is None:
         return
     if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
-        raise ValueError(f"chunk_frames={chunk_frames!r}: expected None or a positive number of "
-                         "latent frames")
+        raise ValueError(
+            f"chunk_frames={chunk_frames!r}: expected None or a positive number of latent frames"
+        )
 
 
 def check_dtype(dtype) -> None:
     if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected None or one of "
-                         f"{', '.join(str(d) for d in DTYPES)}")
+        raise ValueError(
+            f"dtype={dtype!r}: expected None or one of {', '.join(str(d) for d in DTYPES)}"
+        )
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -328,27 +360,33 @@ def tiny_decoder_state_dict(sd: dict, what: str = "weights") -> tuple[dict, int,
         raise ValueError(f"{what}: missing decoder.1.weight (the latent input conv [256,C,3,3])")
     channels = first.shape[1]
     if channels not in PATCH_SIZE:
-        raise ValueError(f"{what}: decoder.1.weight has shape {tuple(first.shape)}: expected 16 "
-                         "(Wan 2.1) or 48 (Wan 2.2 5B) latent channels")
+        raise ValueError(
+            f"{what}: decoder.1.weight has shape {tuple(first.shape)}: expected 16 "
+            "(Wan 2.1) or 48 (Wan 2.2 5B) latent channels"
+        )
     expected = expected_shapes(channels)
     out, notes = {}, []
     unexpected = sorted(k for k in sd if not str(k).startswith("encoder.") and k not in expected)
     if unexpected:
-        raise ValueError(f"{what}: unexpected key(s) {unexpected[:5]} (not part of a TAEHV "
-                         "decoder; a 'super' or UltraDecoder file is not supported)")
+        raise ValueError(
+            f"{what}: unexpected key(s) {unexpected[:5]} (not part of a TAEHV "
+            "decoder; a 'super' or UltraDecoder file is not supported)"
+        )
     missing = sorted((k for k in expected if k not in sd), key=_key_order)
     if missing:
         raise ValueError(f"{what}: missing key(s) {missing[:5]} of the TAEHV decoder")
     for k, shape in expected.items():
         v = sd[k]
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
-            raise ValueError(f"{what}: {k} is {type(v).__name__}"
-                             f"{'' if not isinstance(v, torch.Tensor) else ' ' + str(v.dtype)}: "
-                             "expected a floating-point tensor")
+            raise ValueError(
+                f"{what}: {k} is {type(v).__name__}"
+                f"{'' if not isinstance(v, torch.Tensor) else ' ' + str(v.dtype)}: "
+                "expected a floating-point tensor"
+            )
         got = tuple(v.shape)
         if got != shape and k.endswith(".conv.weight") and _is_tgrow_grown(got, shape):
             notes.append(f"{k}: {got} -> {shape} (kept the last {shape[0]} rows)")
-            v = v[-shape[0]:].clone()
+            v = v[-shape[0] :].clone()
         elif got != shape:
             raise ValueError(f"{what}: {k} has shape {got}: expected {shape}")
         if not torch.isfinite(v).all():
@@ -358,8 +396,12 @@ def tiny_decoder_state_dict(sd: dict, what: str = "weights") -> tuple[dict, int,
 
 
 def _is_tgrow_grown(got, shape) -> bool:
-    return (len(got) == len(shape) and got[1:] == shape[1:] and got[0] > shape[0]
-            and got[0] % shape[0] == 0)
+    return (
+        len(got) == len(shape)
+        and got[1:] == shape[1:]
+        and got[0] > shape[0]
+        and got[0] % shape[0] == 0
+    )
 
 
 def _key_order(k: str):

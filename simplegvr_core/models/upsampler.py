@@ -1,14 +1,19 @@
 """Latent upsampler: the condition path of SimpleGVR (paper §4.1; ICLR version's residual design).
 
-    c_s = (1 - s) c0 + s eps                                   noise augmentation, before any learning
-                                                               (sampling.add_condition_noise; the input here)
-    h   = Res3D_time(Res3D_ch(c_s))       channels C -> hidden, time T -> 1 + 4(T - 1) (causal, as the VAE)
+    c_s = (1 - s) c0 + s eps                                   noise augmentation, before any
+        learning
+                                                               (sampling.add_condition_noise; the
+                                                                   input here)
+    h   = Res3D_time(Res3D_ch(c_s))       channels C -> hidden, time T -> 1 + 4(T - 1) (causal, as
+        the VAE)
     h   = bilinear(h, target H x W)       any factor, e.g. 60x104 -> 135x240
     h   = Res3D_ch(Res3D_time^-1(h))      time back to T, hidden -> hidden
-    c   = base(c_s) + proj_out(h)         proj_out starts at zero: a fresh `learned` upsampler is its base
+    c   = base(c_s) + proj_out(h)         proj_out starts at zero: a fresh `learned` upsampler is
+        its base
 
-base is bilinear latent interpolation (the paper) or, with `base = "linear"`, `LinearBase`: a learned per-frame
-linear map to sub-pixels that starts as bilinear and is fitted to the codec (training/fit_upsampler.py).
+base is bilinear latent interpolation (the paper) or, with `base = "linear"`, `LinearBase`: a
+learned per-frame linear map to sub-pixels that starts as bilinear and is fitted to the codec
+(training/fit_upsampler.py).
 
 Every temporal convolution is causal (pads only the past), the norms are per position, and the time
 expansion maps latent frame 0 to one frame and each later latent frame to 4, so output frame i never
@@ -99,7 +104,7 @@ class TemporalExpand(nn.Module):
         y = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))  # [B, C*r, T, H, W]
         y = y.view(b, c, r, t, h, w) + x.unsqueeze(2)
         y = y.permute(0, 1, 3, 2, 4, 5).reshape(b, c, t * r, h, w)  # frame order (t, sub-frame)
-        return y[:, :, r - 1:]  # [B, C, 1 + r(T-1), H, W]
+        return y[:, :, r - 1 :]  # [B, C, 1 + r(T-1), H, W]
 
 
 class TemporalCompress(nn.Module):
@@ -132,11 +137,13 @@ def resize_frames(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def bilinear_taps(factor: int) -> torch.Tensor:
-    """[factor, 3]: the weights of offsets -1, 0, +1 that give output phase p of a bilinear x`factor` upscale
-    (align_corners=False); with replicate padding they reproduce F.interpolate exactly, edges included."""
+    """[factor, 3]: the weights of offsets -1, 0, +1 that give output phase p of a bilinear
+    x`factor` upscale (align_corners=False); with replicate padding they reproduce F.interpolate
+    exactly, edges included."""
     taps = torch.zeros(factor, 3, dtype=torch.float64)
     for p in range(factor):
-        d = (p + 0.5) / factor - 0.5  # the output pixel's position in input pixels, from its own input pixel
+        # the output pixel's position in input pixels, from its own input pixel
+        d = (p + 0.5) / factor - 0.5
         lo = math.floor(d)
         taps[p, lo + 1] += 1.0 - (d - lo)
         taps[p, lo + 2] += d - lo
@@ -144,9 +151,10 @@ def bilinear_taps(factor: int) -> torch.Tensor:
 
 
 class LinearBase(nn.Module):
-    """A learned linear upscale of every latent frame: a k x k convolution (replicate padding) to factor^2
-    sub-pixels per latent pixel, pixel-shuffled, then bilinear to the target size when that is not factor x the
-    input. It starts as exact bilinear interpolation; each output frame depends on its own input frame only."""
+    """A learned linear upscale of every latent frame: a k x k convolution (replicate padding) to
+    factor^2 sub-pixels per latent pixel, pixel-shuffled, then bilinear to the target size when that
+    is not factor x the input. It starts as exact bilinear interpolation; each output frame depends
+    on its own input frame only."""
 
     def __init__(self, channels: int, factor: int, kernel: int):
         super().__init__()
@@ -157,7 +165,9 @@ class LinearBase(nn.Module):
             w = torch.zeros(channels, factor, factor, channels, kernel, kernel, dtype=torch.float64)
             m = kernel // 2
             for ch in range(channels):
-                w[ch, :, :, ch, m - 1:m + 2, m - 1:m + 2] = torch.einsum("pi,qj->pqij", taps, taps)
+                w[ch, :, :, ch, m - 1 : m + 2, m - 1 : m + 2] = torch.einsum(
+                    "pi,qj->pqij", taps, taps
+                )
             self.conv.weight.copy_(w.reshape(self.conv.weight.shape).float())
             self.conv.bias.zero_()
 
@@ -165,7 +175,11 @@ class LinearBase(nn.Module):
         b, c, t, h, w = x.shape
         y = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w).float()
         p = self.kernel // 2
-        y = F.conv2d(F.pad(y, (p, p, p, p), mode="replicate"), self.conv.weight.float(), self.conv.bias.float())
+        y = F.conv2d(
+            F.pad(y, (p, p, p, p), mode="replicate"),
+            self.conv.weight.float(),
+            self.conv.bias.float(),
+        )
         y = F.pixel_shuffle(y, self.factor)
         if tuple(y.shape[-2:]) != tuple(size):
             y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
@@ -179,8 +193,10 @@ class MemoryBlock(nn.Module):
     def __init__(self, hidden: int):
         super().__init__()
         self.conv = nn.Sequential(  # keys conv.0, conv.2, conv.4
-            nn.Conv2d(2 * hidden, hidden, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1),
         )
 
@@ -221,8 +237,9 @@ class MemoryUpsampler(nn.Module):
 
     def _check(self, x: torch.Tensor, state) -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[1] != self.channels:
-            raise ValueError(f"x has shape {tuple(getattr(x, 'shape', ()))}: "
-                             f"expected [B,{self.channels},T,H,W]")
+            raise ValueError(
+                f"x has shape {tuple(getattr(x, 'shape', ()))}: expected [B,{self.channels},T,H,W]"
+            )
         if min(x.shape) < 1:
             raise ValueError(f"x has shape {tuple(x.shape)}: expected every size >= 1")
         dtype = self.final.weight.dtype
@@ -234,12 +251,16 @@ class MemoryUpsampler(nn.Module):
         want = (b, self.hidden, self.scale * h, self.scale * w)
         if not isinstance(state, (tuple, list)) or len(state) != len(self.blocks):
             n = len(state) if isinstance(state, (tuple, list)) else "-"
-            raise ValueError(f"state is a {type(state).__name__} of {n} items: expected "
-                             f"{len(self.blocks)} tensors (one per memory block) from stream()")
+            raise ValueError(
+                f"state is a {type(state).__name__} of {n} items: expected "
+                f"{len(self.blocks)} tensors (one per memory block) from stream()"
+            )
         for i, s in enumerate(state):
             if not isinstance(s, torch.Tensor) or tuple(s.shape) != want:
-                raise ValueError(f"state[{i}] has shape {tuple(getattr(s, 'shape', ()))}: expected "
-                                 f"{list(want)} (this clip's batch, hidden width and output size)")
+                raise ValueError(
+                    f"state[{i}] has shape {tuple(getattr(s, 'shape', ()))}: expected "
+                    f"{list(want)} (this clip's batch, hidden width and output size)"
+                )
 
     def _run(self, x: torch.Tensor, state, keep: bool) -> tuple[torch.Tensor, MemoryState]:
         b, c, t, h, w = x.shape
@@ -268,7 +289,8 @@ class MemoryUpsampler(nn.Module):
 
 
 class LatentUpsampler(nn.Module):
-    """Bring a (noise-augmented) normalised LR latent to the HR latent size: [B,C,T,H,W] -> [B,C,T,H2,W2]."""
+    """Bring a (noise-augmented) normalised LR latent to the HR latent size: [B,C,T,H,W] ->
+    [B,C,T,H2,W2]."""
 
     def __init__(self, config: UpsamplerConfig):
         super().__init__()
@@ -290,7 +312,8 @@ class LatentUpsampler(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def expand(self, c: torch.Tensor) -> torch.Tensor:
-        """The pre-resize features: [B, hidden, 1 + 4(T-1), H, W] for `learned` (T frames otherwise)."""
+        """The pre-resize features: [B, hidden, 1 + 4(T-1), H, W] for `learned` (T frames
+        otherwise)."""
         for blk in self.res_in:
             c = blk(c)
         return c
@@ -298,7 +321,10 @@ class LatentUpsampler(nn.Module):
     def _check(self, cs: torch.Tensor, size) -> tuple[int, int]:
         config = self.config
         if not isinstance(cs, torch.Tensor) or cs.ndim != 5 or cs.shape[1] != config.channels:
-            raise ValueError(f"c_s has shape {tuple(getattr(cs, 'shape', ()))}: expected [B,{config.channels},T,H,W]")
+            raise ValueError(
+                f"c_s has shape {tuple(getattr(cs, 'shape', ()))}: expected "
+                f"[B,{config.channels},T,H,W]"
+            )
         if cs.shape[2] < 1:
             raise ValueError("c_s has 0 latent frames: expected at least 1")
         if len(size) != 2 or min(int(v) for v in size) < 1:

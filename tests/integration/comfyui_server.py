@@ -1,8 +1,11 @@
-"""Start a real ComfyUI server with this pack installed in a temporary base directory (for the integration tests).
+"""Start a real ComfyUI server with this pack installed in a temporary base directory (for the
+integration tests).
 
-    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/its/venv/bin/python python tests/integration/comfyui_server.py
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/its/venv/bin/python python
+        tests/integration/comfyui_server.py
 
-run on its own prints the pack's /object_info entries (what tests/data/simplegvr_object_info.json records).
+run on its own prints the pack's /object_info entries (what tests/data/simplegvr_object_info.json
+records).
 """
 
 from __future__ import annotations
@@ -25,15 +28,35 @@ from urllib.parse import urlencode
 REPO = Path(__file__).resolve().parents[2]
 PACK_NAME = "ComfyUI-SimpleGVR"  # what `git clone` of the repository would create in custom_nodes/
 # What a user's clone holds and the pack needs at run time (no tests, training code or caches).
-PACK_FILES = ["__init__.py", "nodes", "simplegvr_core", "workflows", "locales", "pyproject.toml", "requirements.txt",
-              "README.md", "LICENSE"]
+PACK_FILES = [
+    "__init__.py",
+    "nodes",
+    "simplegvr_core",
+    "workflows",
+    "locales",
+    "pyproject.toml",
+    "requirements.txt",
+    "README.md",
+    "LICENSE",
+]
 PROGRESS_TEXT = 3  # server.BinaryEventTypes.TEXT: PromptServer.send_progress_text
-OUR_NODES = ["SimpleGVRModelLoader", "SimpleGVRUltraFlashLoader", "SimpleGVRLatentUpsampler", "SimpleGVRSampler",
-             "SimpleGVRFastDecode", "SimpleGVRFlowDegrade", "SimpleGVRColourFix"]
+OUR_NODES = [
+    "SimpleGVRModelLoader",
+    "SimpleGVRUltraFlashLoader",
+    "SimpleGVRLatentUpsampler",
+    "SimpleGVRSampler",
+    "SimpleGVRFastDecode",
+    "SimpleGVRFlowDegrade",
+    "SimpleGVRColourFix",
+]
 # The combos that list the machine's model files, emptied in the recording.
-FILE_COMBOS = {"SimpleGVRModelLoader": ["model_name"], "SimpleGVRUltraFlashLoader": ["dit_name", "upsampler_name"],
-               "SimpleGVRFastDecode": ["decoder_name"]}
-FLAGGED_MARK = "\n\nIn this folder now: "  # nodes/runtime.py: the loader's tooltip names the flagged files there
+FILE_COMBOS = {
+    "SimpleGVRModelLoader": ["model_name"],
+    "SimpleGVRUltraFlashLoader": ["dit_name", "upsampler_name"],
+    "SimpleGVRFastDecode": ["decoder_name"],
+}
+# nodes/runtime.py: the loader's tooltip names the flagged files there
+FLAGGED_MARK = "\n\nIn this folder now: "
 
 
 def comfyui_from_env() -> tuple[Path, Path] | None:
@@ -78,16 +101,32 @@ class ComfyServer:
     def start(self, timeout: float = 240.0) -> None:
         for sub in ("custom_nodes", "models", "input", "output", "temp", "user"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
-        cmd = [str(self.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--base-directory", str(self.base), "--disable-auto-launch", "--preview-method", "latent2rgb"]
+        cmd = [
+            str(self.python),
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(self.base),
+            "--disable-auto-launch",
+            "--preview-method",
+            "latent2rgb",
+        ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("PYTHONPATH", None)  # the pack must import without this checkout on the path
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"ComfyUI exited with {self.proc.returncode} while starting:\n{self.log_tail()}"
+                )
             try:
                 self.get("/system_stats", timeout=2)
                 return
@@ -129,8 +168,12 @@ class ComfyServer:
             return json.loads(r.read())
 
     def post(self, path: str, data: dict, timeout: float = 30) -> tuple[int, dict]:
-        req = urllib.request.Request(self.url + path, data=json.dumps(data).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(data).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, _json(r.read())
@@ -152,17 +195,25 @@ class ComfyServer:
             if not self.alive():
                 raise RuntimeError(f"ComfyUI died while running {prompt_id}:\n{self.log_tail()}")
             time.sleep(0.25)
-        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(
+            f"prompt {prompt_id} did not finish within {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def run_watching(self, prompt: dict, timeout: float = 300) -> tuple[list[dict], int]:
-        """Queue `prompt` and follow it on the websocket: (its JSON messages, binary preview frames received)."""
+        """Queue `prompt` and follow it on the websocket: (its JSON messages, binary preview frames
+        received)."""
         messages, previews, _ = self.watch(prompt, timeout)
         return messages, previews
 
-    def watch(self, prompt: dict, timeout: float = 300) -> tuple[list[dict], int, dict[str, list[str]]]:
-        """Queue `prompt` and follow it on the websocket: (its JSON messages, binary preview frames received, the
-        text each node showed under itself: ComfyUI's progress-text messages {node id: [texts]})."""
-        with WebSocket("127.0.0.1", self.port, "/ws?" + urlencode({"clientId": self.client_id})) as ws:
+    def watch(
+        self, prompt: dict, timeout: float = 300
+    ) -> tuple[list[dict], int, dict[str, list[str]]]:
+        """Queue `prompt` and follow it on the websocket: (its JSON messages, binary preview frames
+        received, the text each node showed under itself: ComfyUI's progress-text messages {node id:
+        [texts]})."""
+        with WebSocket(
+            "127.0.0.1", self.port, "/ws?" + urlencode({"clientId": self.client_id})
+        ) as ws:
             status, body = self.queue(prompt)
             if status != 200:
                 raise AssertionError(f"POST /prompt returned {status}: {json.dumps(body)[:2000]}")
@@ -174,16 +225,22 @@ class ComfyServer:
                     kind = int.from_bytes(payload[:4], "big")
                     if kind == PROGRESS_TEXT:  # [type][len(node id)][node id][text]
                         n = int.from_bytes(payload[4:8], "big")
-                        texts.setdefault(payload[8:8 + n].decode(), []).append(payload[8 + n:].decode("utf-8"))
+                        texts.setdefault(payload[8 : 8 + n].decode(), []).append(
+                            payload[8 + n :].decode("utf-8")
+                        )
                     else:
                         previews += 1
                     continue
                 msg = json.loads(payload)
                 messages.append(msg)
-                if msg["type"] in ("execution_success", "execution_error", "execution_interrupted") and \
-                        msg["data"].get("prompt_id") == body["prompt_id"]:
+                if (
+                    msg["type"] in ("execution_success", "execution_error", "execution_interrupted")
+                    and msg["data"].get("prompt_id") == body["prompt_id"]
+                ):
                     return messages, previews, texts
-            raise TimeoutError(f"no end of prompt {body['prompt_id']} on the websocket within {timeout:.0f} s")
+            raise TimeoutError(
+                f"no end of prompt {body['prompt_id']} on the websocket within {timeout:.0f} s"
+            )
 
     def run(self, prompt: dict, timeout: float = 300) -> dict:
         status, body = self.queue(prompt)
@@ -193,13 +250,23 @@ class ComfyServer:
 
 
 class WebSocket:
-    """Just enough of RFC 6455 to read what ComfyUI's /ws sends (text = JSON events, binary = previews)."""
+    """Just enough of RFC 6455 to read what ComfyUI's /ws sends (text = JSON events, binary =
+    previews)."""
 
     def __init__(self, host: str, port: int, path: str):
         self.sock = socket.create_connection((host, port), timeout=30)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\n"
+                f"Host: {host}:{port}\r\n"
+                f"Upgrade: websocket\r\n"
+                f"Connection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n"
+                f"\r\n"
+            ).encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = self.sock.recv(1)
@@ -219,7 +286,8 @@ class WebSocket:
         return buf
 
     def recv(self, timeout: float = 30) -> tuple[int, bytes]:
-        """The next data message: (opcode 1 text / 2 binary, payload); control frames are skipped."""
+        """The next data message: (opcode 1 text / 2 binary, payload); control frames are
+        skipped."""
         self.sock.settimeout(timeout)
         while True:
             b0, b1 = self._read(2)

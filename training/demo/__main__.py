@@ -1,4 +1,5 @@
-"""`python -m training.demo [--assets DIR] [--work DIR] [--quick]`: rebuild the demo's weights (see rebuild.py)."""
+"""`python -m training.demo [--assets DIR] [--work DIR] [--quick]`: rebuild the demo's weights (see
+rebuild.py)."""
 
 import argparse
 import sys
@@ -14,9 +15,19 @@ from training.demo.rebuild import retrain  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__)
-    ap.add_argument("--assets", default=None, help="weights folder to rebuild (default: the package's demo assets)")
-    ap.add_argument("--work", default="runs/demo", help="scratch folder for the train list, pairs and checkpoints")
-    ap.add_argument("--quick", action="store_true", help="a shortened run (tests; the weights are poor)")
+    ap.add_argument(
+        "--assets",
+        default=None,
+        help="weights folder to rebuild (default: the package's demo assets)",
+    )
+    ap.add_argument(
+        "--work",
+        default="runs/demo",
+        help="scratch folder for the train list, pairs and checkpoints",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="a shortened run (tests; the weights are poor)"
+    )
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
 
