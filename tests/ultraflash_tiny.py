@@ -34,33 +34,29 @@ LATENT_CHANNELS = 16  # Wan 2.1 latent channels (LR input, HR output)
 # --------------------------------------------------------------------------------------------------
 # Fields:
 #   dit       : network sizes in Wan's naming. in_dim = 2 * 16 (noise + condition), out_dim = 16.
-#               text_len = length the text context is zero-padded to *before* text_embedding (512
-#                   shipped).
-#   sparse    : block = (t, h, w) token block of the block-sparse attention (128 tokens for (2, 8,
-#       8));
-#               local_range = spatial window in blocks; top_k_ratio r and ref_spatial_tokens set
-#               top_k = min(max(int(S*S * (r * ref / (h*w))), 1), max(S*S*TQ - 1, 1)) per streaming
-#                   call;
+#               text_len = length the text context is zero-padded to *before*
+#               text_embedding (512 shipped).
+#   sparse    : block = (t, h, w) token block of the block-sparse attention (128 tokens for
+#               (2, 8, 8)); local_range = spatial window in blocks; top_k_ratio r and
+#               ref_spatial_tokens set top_k = min(max(int(S*S * (r * ref / (h*w))), 1),
+#               max(S*S*TQ - 1, 1)) per streaming call;
 #               stream_chunk_size = causal granularity in latent frames (2 = one temporal block);
 #               kv_len = temporal blocks of K/V kept in the cache after each call.
-#   groups    : latent frames per streaming call, in order (sum = T). The short script forms 6-frame
-#       groups
-#               (two 3-frame LR chunks, remainder flushed at the end); the long-video script starts
-#                   with
-#               4 (1 + 3 frames, independent first frame), then 6, remainder at the end.
-#   upsampler : v1 latent upsampler: 3x3 conv (16 -> mid*s*s) + PixelShuffle(s) + ReLU, num_blocks
-#       causal
-#               memory blocks (replicate memory at the first frame), final 3x3 conv mid -> 16.
+#   groups    : latent frames per streaming call, in order (sum = T). The short script forms
+#               6-frame groups (two 3-frame LR chunks, remainder flushed at the end); the
+#               long-video script starts with 4 (1 + 3 frames, independent first frame), then 6,
+#               remainder at the end.
+#   upsampler : v1 latent upsampler: 3x3 conv (16 -> mid*s*s) + PixelShuffle(s) + ReLU,
+#               num_blocks causal memory blocks (replicate memory at the first frame), final 3x3
+#               conv mid -> 16.
 #   lr_size   : (T, H, W) of the normalised LR latent; HR latent = (T, s*H, s*W); DiT token grid =
 #               (T, s*H/2, s*W/2) before padding to the block size.
 #   prompt_len: valid text-feature rows (what the pipeline keeps after stripping the zero rows).
 #   timestep  : SR timestep (one step, no shift).
-#   seeds     : seeds for build_state_dicts / build_inputs. Chosen so that every top-k threshold of
-#       the
-#               reference run is separated from the next score by > 3e-4 (relative), i.e. the
-#                   selected blocks
-#               cannot flip under float32 reordering (make_ultraflash_fixtures.py --verify reports
-#                   it).
+#   seeds     : seeds for build_state_dicts / build_inputs. Chosen so that every top-k threshold
+#               of the reference run is separated from the next score by > 3e-4 (relative), i.e.
+#               the selected blocks cannot flip under float32 reordering
+#               (make_ultraflash_fixtures.py --verify reports it).
 _CASES: dict[str, dict] = {
     # Shipped sparse parameters at a tiny size. LR 9x13 -> HR latent 18x26 -> tokens 9x13 -> padded
     # 16x16 = 2x2 spatial blocks. Groups 6, 6, 1: the 1-frame group is padded to one 2-frame
@@ -213,16 +209,13 @@ def token_grid(case: dict, frames: int) -> tuple[int, int, int]:
 # Key tables (Ultra Flash checkpoint layout) and seeded weights
 # --------------------------------------------------------------------------------------------------
 # kind -> how a standard-normal draw z becomes the parameter (fan_in = prod(shape[1:])):
-#   "weight"   : z / sqrt(fan_in)            (linear / conv kernels, incl. the zero-initialised
-#       ones)
+#   "weight"   : z / sqrt(fan_in)   (linear / conv kernels, incl. the zero-initialised ones)
 #   "bias"     : 0.05 * z
-#   "qk_norm"  : 2 + 0.2 * z                 (RMSNorm gains on q/k: > 1 spreads the pooled block
-#       scores, so
-#                                             that no top-k decision is a near tie; see `seeds`
-#                                                 below)
-#   "ln_weight": 1 + 0.1 * z                 (affine LayerNorm gain)
+#   "qk_norm"  : 2 + 0.2 * z        (RMSNorm gains on q/k: > 1 spreads the pooled block scores,
+#                                    so that no top-k decision is a near tie; see `seeds` below)
+#   "ln_weight": 1 + 0.1 * z        (affine LayerNorm gain)
 #   "ln_bias"  : 0.05 * z
-#   "modulation": 0.1 * z                    (added to the time projection)
+#   "modulation": 0.1 * z       (added to the time projection)
 _SCALES = {
     "bias": (0.0, 0.05),
     "qk_norm": (2.0, 0.2),
