@@ -2,7 +2,6 @@
 trainer."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,15 +196,12 @@ def test_ssim_loss_measures_what_metrics_ssim_measures_and_needs_a_codec():
     """train.ssim_weight: PixelMetric.ssim is metrics.ssim of the decoded frames (up to their uint8
     rounding), it has gradients, and the loss term x0 = x_σ - σ v is the model's HR estimate."""
     from simplegvr_core import metrics
+    from simplegvr_core.demo import ASSETS, VAE_FILE
     from simplegvr_core.latent_formats import WAN21
     from simplegvr_core.vae import VideoVAE
     from training.losses import PixelMetric
 
-    path = (
-        Path(__file__).resolve().parents[1] / "simplegvr_core" / "assets" / "demo_vae.safetensors"
-    )
-    if not path.is_file():
-        pytest.skip("the demo codec is not committed in this checkout")
+    path = ASSETS / VAE_FILE  # the demo codec, committed
     m, vae = PixelMetric(str(path), WAN21, "cpu"), VideoVAE.load("file", path)
     g = torch.Generator().manual_seed(0)
     a = torch.randn(2, 16, 3, 8, 8, generator=g) * 0.5
