@@ -1,8 +1,7 @@
 """`python -m simplegvr_core ...` is the `simplegvr` command (and `torchrun -m simplegvr_core
 upscale ...`)."""
 
-import sys
-
 from .app import main
+from .console import exit_process
 
-sys.exit(main())
+exit_process(main())

@@ -733,3 +733,22 @@ def test_cli_and_nodes_give_the_same_message_for_the_same_bad_latent(tmp_path, b
     with pytest.raises(ValueError) as core_err:
         read_latent(bad, m.latent_format, "raw", "LR latent")
     assert str(core_err.value) == cli_msg
+
+
+@pytest.mark.parametrize("world, code", [("1", 0), ("2", 0), ("2", 2)])
+def test_a_launched_process_ends_with_its_code_and_output_but_no_finalisation(world, code):
+    """console.exit_process: one process exits as sys.exit does (atexit handlers run); one of N a
+    launcher started (WORLD_SIZE > 1) that finished flushes what it printed and skips the
+    interpreter's finalisation, where Gloo's threads can abort a finished run; a failing one
+    exits as any process does."""
+    program = (
+        "import atexit\n"
+        "from simplegvr_core.console import exit_process\n"
+        "atexit.register(lambda: print('finalised'))\n"
+        "print('wrote out.latent', end='')\n"
+        f"exit_process({code})\n"
+    )
+    env = {**os.environ, "WORLD_SIZE": world}
+    r = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env)
+    assert r.returncode == code and r.stdout.startswith("wrote out.latent")
+    assert ("finalised" in r.stdout) == (world == "1" or code != 0)

@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from simplegvr_core import seeding  # noqa: E402
-from simplegvr_core.console import one_line  # noqa: E402
+from simplegvr_core.console import exit_process, one_line  # noqa: E402
 from simplegvr_core.degrade import check_modes  # noqa: E402
 from simplegvr_core.degrade.video_io import parse_wxh  # noqa: E402
 from simplegvr_core.files import OutputExistsError  # noqa: E402
@@ -354,4 +354,4 @@ def model_guided(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # launched as N processes, each ends cleanly (console.exit_process)

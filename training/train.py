@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simplegvr_core.console import one_line, sigterm_as_interrupt  # noqa: E402
+from simplegvr_core.console import exit_process, one_line, sigterm_as_interrupt  # noqa: E402
 from simplegvr_core.files import check_output, clean_stale_temporaries  # noqa: E402
 from simplegvr_core.timesteps import TimestepSampler  # noqa: E402
 from training import distill  # noqa: E402
@@ -456,10 +456,8 @@ class _MapKeys:
 
 
 def _leave_process_group() -> None:
-    """Every rank leaves the process group together after a finished run. A rank that exits with
-    the group still up can abort in its teardown ('terminate called without an active exception',
-    SIGABRT: seen once, in a full-suite run on a busy 2-core machine), which the launcher reports as
-    a failed run after the export was written."""
+    """Every rank leaves the process group together after a finished run, while the interpreter
+    is whole (the process then ends through `console.exit_process`)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -513,4 +511,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # launched as N processes, each ends cleanly (console.exit_process)
